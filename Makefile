@@ -1,0 +1,51 @@
+# convolab: `make demo` trains the tutorials' CNN on Fashion-MNIST; `make test` runs the tests.
+# Both create .venv when it is absent and install what they need into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.convolab-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install data demo test test-slow test-all lint bench clean
+
+help:
+	@echo "make demo      set up, get Fashion-MNIST, train tutorial_cnn for 5 epochs into runs/demo"
+	@echo "make test      set up, run the test suite (slow tests excluded)"
+	@echo "make test-all  the whole suite, slow tests included"
+	@echo "make bench     benchmarks/tutorial_speed.py: the tutorial's loop against convolab train"
+	@echo "make lint      ruff"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+data: install
+	@bash scripts/get-fashion-mnist.sh $(BIN)/convolab
+
+demo: data
+	$(BIN)/convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 --out runs/demo --overwrite
+
+test: data
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: data
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: data
+	$(BIN)/python benchmarks/tutorial_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""convolab: learn, build, train and inspect convolutional neural networks, on real data.
+
+The public API::
+
+    import convolab
+    convolab.list_models()                       # registered architectures
+    model = convolab.create_model("lenet5", num_classes=10, in_chans=1, input_size=28)
+    data = convolab.load_dataset("fashion-mnist")  # uint8 splits in memory
+    result = convolab.train(model="tutorial_cnn", data="fashion-mnist", epochs=5, out="runs/demo")
+    run = convolab.load_run("runs/demo")         # model + preprocessing + class names
+    run.predict("shoe.png", top_k=3)
+"""
+
+__version__ = "0.1.0"
+
+from convolab.data import load_dataset  # noqa: E402
+from convolab.models import create_model, list_models  # noqa: E402
+from convolab.run import Run, load_run  # noqa: E402
+from convolab.train import TrainConfig, train  # noqa: E402
+
+__all__ = ["create_model", "list_models", "load_dataset", "train", "TrainConfig", "load_run", "Run", "__version__"]

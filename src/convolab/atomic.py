@@ -1,0 +1,104 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Every file convolab writes goes through here: a temporary file in the destination's folder is
+written, flushed, fsync'ed and renamed over the destination (rename is atomic on POSIX and on
+Windows within one volume), then the folder itself is fsync'ed so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "append_jsonl", "read_jsonl", "fsync_dir"]
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a directory entry to disk (a no-op where the OS cannot open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on clean exit it is fsync'ed and renamed to ``dest``.
+
+    Use it for writers that want a file name (``savefig``, ``safetensors.torch.save_file``). On an
+    exception the temporary file is removed and ``dest`` is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, dest)
+        fsync_dir(dest.parent)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _write(dest: str | os.PathLike, write: Callable[[Any], None], mode: str) -> None:
+    with atomic_path(dest) as tmp, open(tmp, mode) as f:
+        write(f)
+        f.flush()
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    """Atomically replace ``dest`` with ``data``."""
+    _write(dest, lambda f: f.write(data), "wb")
+
+
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    """Atomically replace ``dest`` with ``text`` (UTF-8)."""
+    write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> None:
+    """Atomically replace ``dest`` with ``obj`` as indented JSON."""
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def append_jsonl(dest: str | os.PathLike, obj: dict) -> None:
+    """Append one JSON line to ``dest`` and fsync it.
+
+    One ``write`` of a whole line to a file opened in append mode: the file grows by a complete
+    record or, after a crash mid-write, by a torn last line that readers skip.
+    """
+    line = json.dumps(obj) + "\n"
+    with open(dest, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines file, skipping a torn last line left by a crash."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

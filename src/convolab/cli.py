@@ -1,0 +1,337 @@
+"""The ``convolab`` command: one verb per capability, each a thin layer over the library.
+
+User mistakes print one line (what is wrong, what would be right) and exit with code 2; set
+``CONVOLAB_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError, FloatingPointError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``convolab train: error: ... (see convolab train --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _nonneg_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# -- train ---------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from convolab.train import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
+        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+        device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
+        progress=not args.quiet, plots=not args.no_plots,
+    )
+    result = train(config)
+    s, path = result.summary, result.run_dir
+    if args.json:
+        _print_json({**s, "run_dir": str(path)})
+    else:
+        print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
+              f"{s['dataset']} test images after {s['epochs']} epochs, {s['train_seconds']:.1f}s")
+        print(f"run directory: {path}")
+        if config.plots:
+            print(f"pictures:      {path / 'plots'}/" + "{loss,accuracy,predictions,confusion}.png")
+    return 0
+
+
+# -- eval ----------------------------------------------------------------------------------------
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from convolab.data import DeviceLoader, load_dataset
+    from convolab.device import resolve_device
+    from convolab.run import load_run
+    from convolab.train import evaluate
+
+    device = resolve_device(args.device)
+    run = load_run(args.run, device=device)
+    ds_cfg = run.config.get("dataset", {})
+    name = args.data or ds_cfg.get("name")
+    if not name:
+        raise ValueError(f"{args.run}: config.json does not say which dataset the run used; pass --data")
+    data = load_dataset(name, data_dir=args.data_dir or ds_cfg.get("data_dir"),
+                        val_fraction=ds_cfg.get("val_fraction", 0.1),
+                        seed=run.config.get("seed", 0), download=not args.no_download)
+    c, h, w = run.input_size
+    if (data.in_chans, *data.image_size) != (c, h, w):
+        raise ValueError(f"{name} has {data.in_chans}x{data.image_size[0]}x{data.image_size[1]} images but the model "
+                         f"was trained on {c}x{h}x{w}")
+    if list(data.classes) != list(run.classes):
+        raise ValueError(f"{name}'s classes differ from the run's ({len(data.classes)} vs {len(run.classes)} classes)")
+    split = getattr(data, args.split)
+    loader = DeviceLoader(split, args.batch_size, mean=run.mean, std=run.std, device=device)
+    res = evaluate(run.model, loader)
+    out = {"run": str(run.path), "dataset": data.name, "split": args.split, "samples": res.n,
+           "accuracy": res.accuracy, "loss": res.loss}
+    recorded = run.summary.get("test_accuracy") if args.split == "test" else None
+    if args.json:
+        _print_json({**out, "recorded_accuracy": recorded})
+    else:
+        note = f" (summary.json recorded {recorded:.4f})" if recorded is not None else ""
+        print(f"{args.split} accuracy {res.accuracy:.4f}, loss {res.loss:.4f} on {res.n:,} {data.name} images{note}")
+    return 0
+
+
+# -- predict -------------------------------------------------------------------------------------
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from convolab.device import resolve_device
+    from convolab.run import load_run
+
+    run = load_run(args.run, device=resolve_device(args.device))
+    results, failed = [], 0
+    for image in args.images:
+        try:
+            arr = run.to_array(image)
+        except _USER_ERRORS as e:
+            failed += 1
+            print(f"convolab predict: error: {e}", file=sys.stderr)
+            results.append({"image": image, "error": str(e)})
+            continue
+        top = run.predict([arr_to_pil(arr)], top_k=args.top_k)[0]
+        results.append({"image": image, "top_k": top})
+        if not args.json:
+            ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in top)
+            print(f"{image}: {ranked}")
+    if args.json:
+        _print_json(results)
+    return EXIT_USAGE if failed else 0
+
+
+def arr_to_pil(arr):
+    """uint8 (C, H, W) -> PIL image (the array is already at the model's size and mode)."""
+    from PIL import Image
+
+    return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+
+
+# -- models --------------------------------------------------------------------------------------
+def _cmd_models(args: argparse.Namespace) -> int:
+    from convolab.models import create_model, list_models, model_entries
+
+    names = set(list_models(args.pattern))
+    if not names:
+        raise ValueError(f"no model matches {args.pattern!r}; `convolab models` lists them all")
+    rows = []
+    for e in model_entries():
+        if e.name not in names:
+            continue
+        cfg = e.default_cfg
+        model = create_model(e.name, **cfg)
+        params = sum(p.numel() for p in model.parameters())
+        size = cfg.get("input_size", model.input_size)
+        rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
+                     "shown_at": f"{cfg.get('in_chans', 3)}x{size[0]}x{size[1]}, {cfg.get('num_classes', 1000)} classes",
+                     "year": e.year, "description": e.description})
+    if args.json:
+        _print_json(rows)
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'model':<{w}}  {'family':<9} {'params':>11}  {'input':<6} {'year':<5} description")
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['family']:<9} {r['params']:>11,}  {r['input']:<6} {r['year'] or '':<5} "
+              f"{r['description']}")
+    print(f"\nparameters counted at each model's usual input ({rows[0]['shown_at']} for these); "
+          "`convolab train --model NAME` adapts a model to the dataset's size")
+    return 0
+
+
+# -- datasets ------------------------------------------------------------------------------------
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from convolab.data import DATASETS, locate_dataset
+    from convolab.data.named import download
+    from convolab.data.resolve import user_cache_dir
+    from convolab.errors import UnknownNameError
+
+    if args.download:
+        for name in args.download:
+            spec = DATASETS.get(name.lower())
+            if spec is None:
+                raise UnknownNameError("dataset", name, DATASETS)
+            if spec.kind == "digits":
+                print("digits ships with scikit-learn; nothing to download")
+                continue
+            found, _ = locate_dataset(spec, args.data_dir)
+            if found:
+                print(f"{name}: already present in {found}")
+                continue
+            try:
+                folder = download(spec, user_cache_dir())
+            except Exception as e:  # network failures come in many types
+                raise ValueError(f"downloading {name} failed ({type(e).__name__}: {e}); "
+                                 f"without internet, put the files in a folder and pass --data-dir") from None
+            print(f"{name}: downloaded into {folder}")
+        return 0
+    rows = []
+    for spec in DATASETS.values():
+        if spec.kind == "digits":
+            where, status = "scikit-learn", "available"
+        else:
+            found, _ = locate_dataset(spec, args.data_dir)
+            where = str(found) if found else None
+            status = "available" if found else "not found (downloadable)"
+        rows.append({"name": spec.name, "classes": len(spec.classes),
+                     "shape": f"{spec.in_chans}x{spec.image_size[0]}x{spec.image_size[1]}",
+                     "status": status, "location": where, "description": spec.description})
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'dataset':<14} {'classes':>7}  {'shape':<8} {'status':<25} location")
+    for r in rows:
+        print(f"{r['name']:<14} {r['classes']:>7}  {r['shape']:<8} {r['status']:<25} {r['location'] or '-'}")
+    print("\nany folder of images in class subfolders works too: convolab train --data PATH "
+          "(PATH/<class>/... or PATH/train/<class>/... + PATH/test/<class>/...)")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from convolab import __version__
+    from convolab.device import DEVICE_CHOICES
+    from convolab.train.config import OPTIMIZERS, TrainConfig
+
+    d = TrainConfig()
+    parser = _Parser(prog="convolab", description="Learn, build, train and inspect convolutional neural networks.",
+                     epilog="Run `convolab VERB --help` for a verb's options.")
+    parser.add_argument("--version", action="version", version=f"convolab {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("train", help="train a model on a dataset, writing a run directory", formatter_class=fmt,
+                       description="Train a model and write a run directory (config.json, metrics.jsonl, "
+                                   "summary.json, model.safetensors, plots/).",
+                       epilog="example: convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 "
+                              "--out runs/demo")
+    p.add_argument("--model", default=d.model, help="model name (see `convolab models`)")
+    p.add_argument("--data", default=d.data, help="dataset name (see `convolab datasets`) or image-folder path")
+    p.add_argument("--data-dir", help="folder searched first for the dataset's files")
+    p.add_argument("--out", help="run directory to create (default: runs/MODEL-DATA-TIME)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory at --out")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training split")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="training batch size")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size,
+                   help="batch size for validation and test")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
+    p.add_argument("--momentum", type=_fraction, default=d.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay, help="weight decay")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, data order and the val split")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
+    p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
+                   help="share of the training split held out for validation")
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
+    p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--json", action="store_true", help="print summary.json (plus run_dir) on stdout at the end")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights", formatter_class=fmt,
+                       epilog="example: convolab eval runs/demo")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate")
+    p.add_argument("--data", help="evaluate on this dataset instead of the run's own")
+    p.add_argument("--data-dir", help="folder searched first for the dataset's files")
+    p.add_argument("--batch-size", type=_positive_int, default=1000, help="evaluation batch size")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
+    p.add_argument("--no-download", action="store_true", help="never download")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes for image files", formatter_class=fmt,
+                       description="Classify image files of any size or mode; each is converted exactly as the "
+                                   "training images were (channels, size, normalisation).",
+                       epilog="example: convolab predict runs/demo shoe.png shirt.jpg --top-k 3")
+    p.add_argument("run", help="run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per image")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="compute device")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("models", help="list the registered models", formatter_class=fmt,
+                       epilog="example: convolab models lenet")
+    p.add_argument("pattern", nargs="?", help="filter: substring or shell pattern (lenet*, *cnn)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("datasets", help="list the datasets and where they are found", formatter_class=fmt,
+                       epilog="example: convolab datasets --download mnist")
+    p.add_argument("--data-dir", help="folder searched first")
+    p.add_argument("--download", nargs="+", metavar="NAME", help="download these datasets through torchvision")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``convolab`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from convolab._logging import ensure_console
+
+    ensure_console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as e:
+        if os.environ.get("CONVOLAB_DEBUG"):
+            raise
+        print(f"convolab {args.verb}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"convolab {args.verb}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,255 @@
+"""``load_dataset``: a named dataset or an image folder -> in-memory uint8 splits.
+
+The dataset contract (DESIGN.md): train/val/test splits as uint8 image tensors (N, C, H, W) and
+int64 labels, class names, and per-channel normalisation statistics of the training split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convolab.data import cache
+from convolab.data.folder import decode_folder, scan_folder
+from convolab.data.named import DATASETS, DatasetSpec, decode, download, find_files, source_files
+from convolab.data.resolve import search_places, user_cache_dir
+from convolab.data.split import stratified_split
+from convolab.errors import DataNotFoundError, UnknownNameError
+
+__all__ = ["Split", "ImageDataset", "load_dataset", "list_datasets", "locate_dataset", "normalization_stats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One split: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageDataset:
+    """A loaded dataset (the dataset contract)."""
+
+    name: str  # "fashion-mnist", or the folder's path
+    classes: list[str]
+    train: Split
+    val: Split  # carved from train (may be empty when val_fraction == 0)
+    test: Split
+    mean: tuple[float, ...]  # per-channel mean of the training split, on the 0..1 scale
+    std: tuple[float, ...]  # per-channel standard deviation, same scale
+    source: str  # where the data came from (a folder, "scikit-learn", ...)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+
+    def describe(self) -> str:
+        c, (h, w) = self.in_chans, self.image_size
+        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test images, "
+                f"{c}x{h}x{w}, {self.num_classes} classes (from {self.source})")
+
+
+def list_datasets() -> list[str]:
+    """Names of the built-in datasets (any folder of class subfolders works too)."""
+    return sorted(DATASETS)
+
+
+def normalization_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), on the 0..1 scale.
+
+    Exact and fast: a 256-bin histogram per channel gives the mean and variance without a float
+    copy of the dataset.
+    """
+    if len(images) == 0:
+        raise ValueError("cannot compute normalisation statistics of an empty split")
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        hist = torch.bincount(images[:, c].reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
+        n = hist.sum()
+        mean = (hist * values).sum() / n
+        var = (hist * (values - mean) ** 2).sum() / n
+        std = var.sqrt().item() if var > 0 else 255.0  # a constant channel: leave it unscaled
+        means.append(mean.item() / 255)
+        stds.append(std / 255)
+    return tuple(means), tuple(stds)
+
+
+def _canonical(name: str) -> str | None:
+    key = name.strip().lower().replace("_", "-")
+    aliases = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10",
+               "cifar-100": "cifar100", "k-mnist": "kmnist"}
+    key = aliases.get(key, key)
+    return key if key in DATASETS else None
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.startswith(".") or name.startswith("~") or Path(name).exists()
+
+
+def locate_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
+    """The folder holding ``spec``'s files (or None) and the places searched, in order, as text."""
+    looked = []
+    for place in search_places(data_dir, spec.system_dirs):
+        looked.append(place.describe())
+        if place.path is not None:
+            found = find_files(spec, place.path)
+            if found is not None:
+                return found, looked
+    return None, looked
+
+
+def _not_found(spec: DatasetSpec, looked: list[str], download_error: str | None) -> DataNotFoundError:
+    files = ", ".join(f"{f}[.gz]" if spec.kind == "idx" else f for f in spec.files)
+    ways = list(spec.how_to_get)
+    ways.append(f"download: `convolab datasets --download {spec.name}` (needs internet; torchvision fetches it)")
+    ways.append(f"--data-dir DIR (or $CONVOLAB_DATA) pointing to a folder with {files}")
+    dl = f"download failed ({download_error})" if download_error else "download not attempted"
+    return DataNotFoundError(
+        f"dataset {spec.name!r} not found. Looked in: {'; '.join(looked)}; {dl}. To get it: " + "; or ".join(ways)
+    )
+
+
+def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool):
+    if spec.kind == "digits":
+        tr_x, tr_y, te_x, te_y = decode(spec, None)
+        return tr_x, tr_y, te_x, te_y, list(spec.classes), "scikit-learn (sklearn.datasets.load_digits)"
+    folder, looked = locate_dataset(spec, data_dir)
+    if folder is None:
+        if not download_ok:
+            raise _not_found(spec, looked, None)
+        try:
+            folder = download(spec, user_cache_dir())
+        except Exception as e:  # network errors come in many types
+            raise _not_found(spec, looked, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    key = cache.fingerprint(spec.name, source_files(spec, folder)) if use_cache else None
+    hit = cache.load_cached(spec.name, key) if key else None
+    if hit is not None:
+        a, _ = hit
+        return a["train_x"], a["train_y"], a["test_x"], a["test_y"], list(spec.classes), str(folder)
+    log.info("decoding %s from %s", spec.name, folder)
+    tr_x, tr_y, te_x, te_y = decode(spec, folder)
+    if key:
+        cache.save_cached(spec.name, key, dict(train_x=tr_x, train_y=tr_y, test_x=te_x, test_y=te_y), {})
+    return tr_x, tr_y, te_x, te_y, list(spec.classes), str(folder)
+
+
+def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int):
+    scan = scan_folder(path)
+    h, w = scan.size
+    key = cache.fingerprint(f"folder:{scan.root.resolve()}", scan.all_files(), extra=f"{h}x{w}x{scan.channels}")
+    hit = cache.load_cached(f"folder-{scan.root.name}", key) if use_cache else None
+    log.info("image folder %s: %d classes; dominant size %dx%d, %d channel%s -> images are %dx%dx%d "
+             "(%d resized, %d converted)", scan.root, len(scan.classes), h, w, scan.channels,
+             "" if scan.channels == 1 else "s", scan.channels, h, w, scan.n_resized, scan.n_converted)
+    if hit is not None:
+        arrays, meta = hit
+        bad = meta.get("bad", [])
+    else:
+        decoded = decode_folder(scan)
+        arrays = {}
+        for split, (x, y) in decoded.items():
+            arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
+        bad = [f"{p} ({why})" for p, why in scan.bad]
+        if use_cache:
+            cache.save_cached(f"folder-{scan.root.name}", key, arrays, {"bad": bad})
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.warning("skipped %d unreadable image file%s: %s", len(bad), "" if len(bad) == 1 else "s", shown)
+    val = (arrays["val_x"], arrays["val_y"]) if "val_x" in arrays else None
+    if "all_x" in arrays:
+        x, y = arrays["all_x"], arrays["all_y"]
+        tr_idx, te_idx = stratified_split(torch.from_numpy(y), test_fraction, seed=seed)
+        tr = (x[tr_idx], y[tr_idx])
+        te = (x[te_idx], y[te_idx])
+        log.info("no train/ and test/ folders: holding out a stratified %.0f%% of %s as the test split",
+                 100 * test_fraction, scan.root)
+    else:
+        tr = (arrays["train_x"], arrays["train_y"])
+        if "test_x" in arrays:
+            te = (arrays["test_x"], arrays["test_y"])
+        else:
+            tr_idx, te_idx = stratified_split(torch.from_numpy(tr[1]), test_fraction, seed=seed)
+            tr, te = (tr[0][tr_idx], tr[1][tr_idx]), (tr[0][te_idx], tr[1][te_idx])
+            log.info("no test/ folder: holding out a stratified %.0f%% of train/ as the test split", 100 * test_fraction)
+    return tr[0], tr[1], te[0], te[1], scan.classes, str(scan.root), val
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = True,
+    cache: bool = True,
+    test_fraction: float = 0.2,
+) -> ImageDataset:
+    """Load a named dataset or an image folder into memory.
+
+    Args:
+        name_or_path: ``fashion-mnist``, ``mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``svhn``,
+            ``digits``, or a folder of class subfolders (see :mod:`convolab.data.folder`).
+        data_dir: searched first for named datasets (then ``$CONVOLAB_DATA``, the user cache,
+            system copies, and finally a torchvision download into the user cache).
+        val_fraction: share of the training split held out for validation (stratified, seeded),
+            unless the folder has its own ``val/``.
+        seed: seed of the validation (and folder test) split.
+        download: allow the torchvision download when the data is nowhere on disk.
+        cache: keep decoded tensors in the user cache (``decoded/``) and reuse them.
+        test_fraction: share held out as test for a folder with no ``test/``.
+
+    Raises:
+        UnknownNameError: not a dataset name and not an existing path.
+        DataNotFoundError: a named dataset found nowhere (the message lists every place searched).
+        ValueError: a folder without usable images, or a bad fraction.
+    """
+    name = os.fspath(name_or_path)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    canonical = _canonical(name)
+    val = None
+    if canonical is not None:
+        spec = DATASETS[canonical]
+        tr_x, tr_y, te_x, te_y, classes, source = _load_named(spec, data_dir, download, cache)
+        display = canonical
+    elif _looks_like_path(name):
+        tr_x, tr_y, te_x, te_y, classes, source, val = _load_folder(name, cache, test_fraction, seed)
+        display = str(Path(name).expanduser())
+    else:
+        raise UnknownNameError("dataset", name, DATASETS,
+                               hint="or give a path to a folder of class subfolders; `convolab datasets` lists them")
+    tr_x, tr_y = torch.from_numpy(np.asarray(tr_x)), torch.from_numpy(np.asarray(tr_y))
+    if val is not None:
+        train = Split(tr_x, tr_y)
+        val_split = Split(torch.from_numpy(val[0]), torch.from_numpy(val[1]))
+    else:
+        keep, held = stratified_split(tr_y, val_fraction, seed=seed)
+        train = Split(tr_x[keep], tr_y[keep])
+        val_split = Split(tr_x[held], tr_y[held])
+    test = Split(torch.from_numpy(np.asarray(te_x)), torch.from_numpy(np.asarray(te_y)))
+    if len(train) == 0:
+        raise ValueError(f"{display}: the training split is empty")
+    mean, std = normalization_stats(train.images)
+    ds = ImageDataset(display, list(classes), train, val_split, test, mean, std, source)
+    log.info("%s", ds.describe())
+    return ds

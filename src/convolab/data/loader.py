@@ -1,0 +1,77 @@
+"""The in-memory batch loader: the whole split lives on the training device as uint8.
+
+Written by hand because the per-sample pipeline of the tutorials (``Dataset.__getitem__`` ->
+PIL image -> ``ToTensor`` -> ``Normalize`` -> collate) costs more than the forward and backward
+pass of a small CNN. Here a batch is one gather from a resident uint8 tensor, one conversion to
+float and one fused multiply-add for the normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from convolab.data.dataset import Split
+
+__all__ = ["DeviceLoader", "Normalizer"]
+
+
+class Normalizer:
+    """uint8 images (N, C, H, W) -> float32 ``(x / 255 - mean) / std``, as one multiply-add."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"):
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)  # (1, C, 1, 1)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.to(torch.float32), self.scale)
+
+
+class DeviceLoader:
+    """Batches of normalised images and labels from a split held on ``device``.
+
+    Args:
+        split: the uint8 images and labels.
+        batch_size: images per batch (the last batch may be smaller).
+        mean, std: per-channel statistics on the 0..1 scale.
+        device: where the split is kept and the batches are made.
+        shuffle: draw a new order each epoch from a generator seeded with ``seed``.
+        channels_last: lay batches out as NHWC, which the CPU's convolution kernels prefer.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = "cpu", shuffle: bool = False, seed: int = 0,
+                 channels_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)  # uint8, resident for the whole run
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
+        self.normalize = Normalizer(mean, std, self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                images = self.images[start:start + self.batch_size]
+                labels = self.labels[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                images, labels = self.images[idx], self.labels[idx]
+            x = self.normalize(images).contiguous(memory_format=self.memory_format)  # (B, C, H, W) float32
+            yield x, labels

@@ -1,0 +1,14 @@
+"""Model zoo: every model is built by ``create_model(name, ...)`` and shares one surface.
+
+``forward_features(x)`` (unpooled map), ``forward_head(x, pre_logits=False)``, ``forward(x)``,
+``get_classifier()``, ``reset_classifier(n)`` and ``feature_info`` (list of dicts: ``module``,
+``num_chs``, ``reduction``).
+"""
+
+from convolab.models import lenet, tutorial  # noqa: F401  (importing a family registers its models)
+from convolab.models._base import ConvClassifier
+from convolab.models._factory import create_model
+from convolab.models._registry import ModelEntry, get_model_entry, list_models, model_entries, register_model
+
+__all__ = ["create_model", "list_models", "register_model", "get_model_entry", "model_entries", "ModelEntry",
+           "ConvClassifier"]

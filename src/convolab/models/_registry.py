@@ -1,0 +1,81 @@
+"""The model registry: ``@register_model`` fills it, ``create_model`` and ``list_models`` read it."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+__all__ = ["ModelEntry", "register_model", "list_models", "get_model_entry", "model_entries"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one model builder."""
+
+    name: str  # registry name, the builder function's name
+    fn: Callable[..., nn.Module]  # builder: fn(*, num_classes, in_chans, input_size, **kwargs)
+    family: str  # the file it lives in: "tutorial", "lenet", "resnet" ...
+    description: str  # first line of the builder's docstring
+    year: int | None = None  # year of the paper (or tutorial) it follows
+    input_kind: str = "image"  # "image", "clip" or "segmentation"
+    # The configuration the model is usually shown at (``convolab models`` counts parameters there).
+    default_cfg: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    fn: Callable | None = None, *, year: int | None = None, input_kind: str = "image", default_cfg: dict | None = None
+):
+    """Decorator that registers a model builder under its function name.
+
+    Usable bare (``@register_model``) or with metadata (``@register_model(year=1998)``).
+    A second builder with the same name raises ``ValueError``.
+    """
+
+    def wrap(f: Callable) -> Callable:
+        name = f.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice ({_REGISTRY[name].fn.__module__} and {f.__module__})")
+        doc = (f.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            fn=f,
+            family=f.__module__.rsplit(".", 1)[-1],
+            description=doc[0].strip() if doc else "",
+            year=year,
+            input_kind=input_kind,
+            default_cfg=dict(default_cfg or {}),
+        )
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of registered models, optionally filtered by a shell-style ``pattern`` ("resnet*")."""
+    names = sorted(_REGISTRY)
+    if pattern:
+        if not any(ch in pattern for ch in "*?["):
+            pattern = f"*{pattern}*"
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+    return names
+
+
+def model_entries() -> list[ModelEntry]:
+    """All registry entries, sorted by name."""
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The entry for ``name``; an ``UnknownNameError`` with close matches when there is none."""
+    from convolab.errors import UnknownNameError
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("model", name, _REGISTRY, hint="`convolab models` lists them") from None

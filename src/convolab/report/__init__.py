@@ -1,0 +1,5 @@
+"""Figures (matplotlib) of a run."""
+
+from convolab.report.plots import plot_confusion, plot_curves, plot_predictions
+
+__all__ = ["plot_curves", "plot_predictions", "plot_confusion"]
