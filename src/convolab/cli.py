@@ -137,13 +137,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for image in args.images:
         try:
-            arr = run.to_array(image)
+            top = run.predict([image], top_k=args.top_k)[0]
         except _USER_ERRORS as e:
             failed += 1
             print(f"convolab predict: error: {e}", file=sys.stderr)
             results.append({"image": image, "error": str(e)})
             continue
-        top = run.predict([arr_to_pil(arr)], top_k=args.top_k)[0]
         results.append({"image": image, "top_k": top})
         if not args.json:
             ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in top)
@@ -151,13 +150,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(results)
     return EXIT_USAGE if failed else 0
-
-
-def arr_to_pil(arr):
-    """uint8 (C, H, W) -> PIL image (the array is already at the model's size and mode)."""
-    from PIL import Image
-
-    return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -176,7 +168,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         size = cfg.get("input_size", model.input_size)
         rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
-                     "shown_at": f"{cfg.get('in_chans', 3)}x{size[0]}x{size[1]}, {cfg.get('num_classes', 1000)} classes",
+                     "shown_at": f"{cfg.get('in_chans', 3)}x{size[0]}x{size[1]}, "
+                                 f"{cfg.get('num_classes', 1000)} classes",
                      "year": e.year, "description": e.description})
     if args.json:
         _print_json(rows)

@@ -190,7 +190,8 @@ def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int):
         else:
             tr_idx, te_idx = stratified_split(torch.from_numpy(tr[1]), test_fraction, seed=seed)
             tr, te = (tr[0][tr_idx], tr[1][tr_idx]), (tr[0][te_idx], tr[1][te_idx])
-            log.info("no test/ folder: holding out a stratified %.0f%% of train/ as the test split", 100 * test_fraction)
+            log.info("no test/ folder: holding out a stratified %.0f%% of train/ as the test split",
+                     100 * test_fraction)
     return tr[0], tr[1], te[0], te[1], scan.classes, str(scan.root), val
 
 

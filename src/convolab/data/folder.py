@@ -98,7 +98,8 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
         classes = _class_names(root)
         files = {"all": _list_class_dir(root, classes)}
     if not classes:
-        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<image> or {root}/train/<class>/<image>")
+        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<image> "
+                         f"or {root}/train/<class>/<image>")
     if not any(files.values()):
         raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in its class folders")
 
