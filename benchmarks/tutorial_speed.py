@@ -14,7 +14,7 @@ writing the run directory with its plots all count.
 Untimed preparation: the IDX files are unpacked into torchvision's folder layout for the tutorial,
 and convolab's decoded-dataset cache is filled once, since both are one-time costs for a user.
 
-Usage: python benchmarks/tutorial_speed.py [--epochs 5] [--device cpu|cuda] [--json]
+Usage: python benchmarks/tutorial_speed.py [--epochs 5] [--device cpu|cuda] [--repeats N] [--json]
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import sys, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-root, epochs, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-torch.manual_seed(0)
+root, epochs, device, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+torch.manual_seed(seed)
 
 class Net(nn.Module):
     def __init__(self):
@@ -115,36 +115,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides use it)")
+    ap.add_argument("--repeats", type=int, default=1, help="pairs of runs, with seeds 0, 1, ...")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="convolab's validation hold-out (0 trains on all 60,000 images, as the tutorial does)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     args = ap.parse_args()
 
     from convolab.data import load_dataset
 
     load_dataset("fashion-mnist")  # fill convolab's decoded cache (untimed, a one-time cost)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = prepare_torchvision_root(Path(tmp) / "tv")
-        print(f"tutorial recipe: torchvision DataLoader + ToTensor/Normalize, {args.epochs} epochs on {args.device}",
-              flush=True)
-        t_tut, out = timed([sys.executable, "-c", TUTORIAL, str(root), str(args.epochs), args.device])
-        acc_tut = float(out.strip().splitlines()[-1])
-        print(f"convolab train: same model and recipe, {args.epochs} epochs on {args.device}", flush=True)
-        t_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
-                           "fashion-mnist", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3",
-                           "--optimizer", "adam", "--device", args.device, "--out", str(Path(tmp) / "run"),
-                           "--json"])
-        summary = json.loads(out)
-    acc_cl = summary["test_accuracy"]
-    ratio = t_tut / t_cl
+        for seed in range(args.repeats):
+            print(f"[seed {seed}] tutorial recipe: torchvision DataLoader + ToTensor/Normalize, {args.epochs} epochs "
+                  f"on {args.device}", flush=True)
+            t_tut, out = timed([sys.executable, "-c", TUTORIAL, str(root), str(args.epochs), args.device, str(seed)])
+            acc_tut = float(out.strip().splitlines()[-1])
+            print(f"[seed {seed}] convolab train: same model and recipe", flush=True)
+            t_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
+                               "fashion-mnist", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3",
+                               "--optimizer", "adam", "--device", args.device, "--seed", str(seed),
+                               "--val-fraction", str(args.val_fraction),
+                               "--out", str(Path(tmp) / f"run{seed}"), "--json"])
+            acc_cl = json.loads(out)["test_accuracy"]
+            rows.append(dict(seed=seed, tutorial_seconds=t_tut, convolab_seconds=t_cl, tutorial_accuracy=acc_tut,
+                             convolab_accuracy=acc_cl, speedup=t_tut / t_cl))
     print()
-    print(f"{'':<10} {'wall time':>10} {'test accuracy':>14}")
-    print(f"{'tutorial':<10} {t_tut:>9.1f}s {acc_tut:>14.4f}")
-    print(f"{'convolab':<10} {t_cl:>9.1f}s {acc_cl:>14.4f}")
-    print(f"speed-up: {ratio:.2f}x   accuracy difference (convolab - tutorial): {100 * (acc_cl - acc_tut):+.2f} points")
+    print(f"{'seed':<5} {'tutorial':>10} {'convolab':>10} {'speed-up':>9} {'tutorial acc':>13} {'convolab acc':>13}")
+    for r in rows:
+        print(f"{r['seed']:<5} {r['tutorial_seconds']:>9.1f}s {r['convolab_seconds']:>9.1f}s {r['speedup']:>8.2f}x "
+              f"{r['tutorial_accuracy']:>13.4f} {r['convolab_accuracy']:>13.4f}")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "seed"}
+    ratio = mean["tutorial_seconds"] / mean["convolab_seconds"]
+    print(f"{'mean':<5} {mean['tutorial_seconds']:>9.1f}s {mean['convolab_seconds']:>9.1f}s {ratio:>8.2f}x "
+          f"{mean['tutorial_accuracy']:>13.4f} {mean['convolab_accuracy']:>13.4f}")
+    print(f"speed-up (ratio of mean wall times): {ratio:.2f}x; accuracy difference (convolab - tutorial): "
+          f"{100 * (mean['convolab_accuracy'] - mean['tutorial_accuracy']):+.2f} points")
     if args.json:
-        print(json.dumps({"device": args.device, "epochs": args.epochs, "tutorial_seconds": t_tut,
-                          "convolab_seconds": t_cl, "speedup": ratio, "tutorial_accuracy": acc_tut,
-                          "convolab_accuracy": acc_cl}))
-
+        print(json.dumps({"device": args.device, "epochs": args.epochs, "runs": rows, "speedup": ratio}))
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         ValueError: the file is not IDX, or is truncated.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such IDX file")
     try:
         with _open(path) as f:
             data = f.read()
@@ -43,6 +45,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: not an IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX file (header needs {header} bytes, file has {len(data)})")
     shape = tuple(int(v) for v in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_DTYPES[data[2]])
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -60,6 +64,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
         arr = arr.astype(np.uint8 if arr.dtype.kind == "u" else np.int8)
     else:
         arr = arr.astype(arr.dtype.newbyteorder(">"))
+    if arr.dtype not in _CODES:
+        raise ValueError(f"IDX has no type for {array.dtype}; use uint8, int8, int16, int32, float32 or float64")
     code = _CODES[arr.dtype]
     header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, ">u4").tobytes()
     payload = header + arr.tobytes()
