@@ -32,6 +32,15 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _target_mode(dest: Path) -> int:
+    try:
+        return os.stat(dest).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on clean exit it is fsync'ed and renamed to ``dest``.
@@ -48,6 +57,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only; give it the mode a plain open() would (or the old file's).
+        os.chmod(tmp_path, _target_mode(dest))
         os.replace(tmp_path, dest)
         fsync_dir(dest.parent)
     finally:

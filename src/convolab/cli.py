@@ -308,13 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", nargs="+", metavar="NAME", help="download these datasets through torchvision")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_datasets)
+    parser.verbs = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convolab`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # report it as the verb's error, with the verb's --help
+        parser.verbs[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
     from convolab._logging import ensure_console
 
     ensure_console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)

@@ -20,7 +20,8 @@ class ConvClassifier(nn.Module):
 
     Subclasses set ``self.features``, ``self.classifier`` (ending in ``nn.Linear``), ``self.num_classes``,
     ``self.in_chans``, ``self.input_size`` (H, W) and ``self.feature_info``: a list of dicts with
-    ``module`` (dotted name), ``num_chs`` and ``reduction`` (input size / map size).
+    ``module`` (dotted name), ``num_chs`` and ``reduction`` (the cumulative stride up to that module,
+    timm's meaning: unpadded convolutions make the map a few pixels smaller than input / reduction).
     """
 
     features: nn.Module

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.device import resolve_device
-from convolab.models import create_model
+from convolab.models import create_model, get_model_entry
 from convolab.train.config import TrainConfig
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
@@ -76,6 +76,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig):
         config.validate()
+        get_model_entry(config.model)  # an unknown model fails now, not after loading (or downloading) data
         self.config = config
         self.device = resolve_device(config.device)
         # Refuse a taken --out before the (slow) data loading, create it only once everything loaded.
@@ -168,7 +169,7 @@ class Trainer:
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
             self.run.append_metrics(row)
             rows.append(row)
-            if val and not val.accuracy <= best_val:  # also true while best_val is nan
+            if val and (math.isnan(best_val) or val.accuracy > best_val):
                 best_val = val.accuracy
             val_text = f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" if val else "no validation split"
             log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  (%.1fs)", epoch, cfg.epochs, train_loss, train_acc,

@@ -1,0 +1,143 @@
+"""The model registry (``register_model``, ``list_models``) and the one factory, ``create_model``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convolab.errors import UnknownNameError
+from convolab.models import _registry, create_model, get_model_entry, list_models, model_entries, register_model
+
+FOUR = ["lenet5", "lenet5_classic", "mnist_cnn", "tutorial_cnn"]
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the registry that a test may add to; the real one is restored afterwards."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    return _registry._REGISTRY
+
+
+def _builder(name: str, doc: str = "A test model.\n\nMore text."):
+    def fn(*, num_classes=10, in_chans=3, input_size=None, **kwargs):
+        return nn.Linear(in_chans, num_classes)
+
+    fn.__name__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+# -- register_model ------------------------------------------------------------------------------
+def test_register_model_records_the_builder(scratch_registry):
+    fn = _builder("scratch_net")
+    assert register_model(year=2001, default_cfg={"num_classes": 3})(fn) is fn
+    entry = get_model_entry("scratch_net")
+    assert entry.fn is fn
+    assert entry.year == 2001
+    assert entry.description == "A test model."
+    assert entry.family == fn.__module__.rsplit(".", 1)[-1]
+    assert entry.default_cfg == {"num_classes": 3}
+    assert "scratch_net" in list_models()
+
+
+def test_register_model_bare_decorator(scratch_registry):
+    fn = _builder("scratch_bare", doc="")
+    assert register_model(fn) is fn
+    assert get_model_entry("scratch_bare").description == ""
+    assert get_model_entry("scratch_bare").year is None
+
+
+def test_registering_a_name_twice_raises(scratch_registry):
+    register_model(_builder("scratch_twice"))
+    with pytest.raises(ValueError, match="scratch_twice.*registered twice"):
+        register_model(_builder("scratch_twice"))
+
+
+def test_registering_an_existing_model_name_raises(scratch_registry):
+    before = get_model_entry("lenet5")
+    with pytest.raises(ValueError, match="lenet5"):
+        register_model(_builder("lenet5"))
+    assert get_model_entry("lenet5") is before, "a refused registration must not replace the original"
+
+
+# -- list_models ---------------------------------------------------------------------------------
+def test_list_models_is_sorted_and_holds_the_four():
+    names = list_models()
+    assert names == sorted(names)
+    assert set(FOUR) <= set(names)
+    assert [e.name for e in model_entries()] == names
+
+
+@pytest.mark.parametrize("pattern,expected", [
+    ("lenet*", ["lenet5", "lenet5_classic"]),
+    ("lenet", ["lenet5", "lenet5_classic"]),  # no wildcard: a substring
+    ("cnn", ["mnist_cnn", "tutorial_cnn"]),
+    ("*cnn", ["mnist_cnn", "tutorial_cnn"]),
+    ("*_c*", ["lenet5_classic", "mnist_cnn", "tutorial_cnn"]),
+    ("lenet5", ["lenet5", "lenet5_classic"]),
+    ("lenet5?classic", ["lenet5_classic"]),
+    ("LeNet*", ["lenet5", "lenet5_classic"]),
+    ("resnet*", []),
+])
+def test_list_models_pattern(pattern, expected):
+    assert [n for n in list_models(pattern) if n in FOUR] == expected
+    assert list_models(pattern) == sorted(list_models(pattern))
+
+
+# -- create_model --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,matches", [
+    ("resnet", ["lenet5"]),
+    ("lenet", ["lenet5", "lenet5_classic"]),
+    ("mnist", ["mnist_cnn"]),
+    ("tutorial", ["tutorial_cnn"]),
+    ("Lenet6", ["lenet5"]),
+])
+def test_unknown_model_names_close_matches(name, matches):
+    with pytest.raises(UnknownNameError) as info:
+        create_model(name)
+    err = info.value
+    assert isinstance(err, ValueError), "the CLI turns ValueErrors into one line and exit code 2"
+    assert f"unknown model {name!r}" in str(err)
+    for m in matches:
+        assert m in err.matches
+        assert repr(m) in str(err)
+    assert "\n" not in str(err)
+
+
+def test_unknown_model_without_close_match_still_says_where_to_look():
+    with pytest.raises(UnknownNameError, match="convolab models") as info:
+        create_model("zzzzzz")
+    assert info.value.matches == []
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_classes=0), "num_classes"),
+    (dict(in_chans=0), "in_chans"),
+    (dict(input_size=0), "input_size"),
+    (dict(input_size=(28, -1)), "input_size"),
+    (dict(input_size=(1, 2, 3, 4)), "input_size"),
+])
+def test_create_model_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("tutorial_cnn", **kwargs)
+
+
+@pytest.mark.parametrize("input_size,expected", [(20, (20, 20)), ((20, 24), (20, 24)), ((1, 20, 24), (20, 24)),
+                                                 ([20, 24], (20, 24)), (None, (28, 28))])
+def test_create_model_input_size_forms(input_size, expected):
+    model = create_model("tutorial_cnn", num_classes=4, in_chans=1, input_size=input_size)
+    assert tuple(model.input_size) == expected
+    assert model(torch.zeros(1, 1, *expected)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("name", FOUR)
+def test_create_model_records_how_to_rebuild_it(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, in_chans=1, input_size=(20, 24))
+    cfg = dict(model.convolab_cfg)
+    assert cfg == dict(name=name, num_classes=3, in_chans=1, input_size=[20, 24])
+    twin = create_model(cfg.pop("name"), **cfg)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    twin.load_state_dict(model.state_dict())  # strict: the rebuilt model takes the weights

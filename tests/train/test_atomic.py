@@ -1,0 +1,99 @@
+"""``convolab.atomic``: the writes every run-directory file goes through (``train/rundir.py`` uses them).
+
+Kept beside the run-directory tests: the atomic helpers exist for the run directory's promise
+that a reader sees the old file or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from convolab.atomic import append_jsonl, atomic_path, read_jsonl, write_bytes, write_json, write_text
+
+
+def test_write_json_creates_and_replaces(tmp_path):
+    dest = tmp_path / "sub" / "summary.json"
+    write_json(dest, {"a": 1, "b": [1, 2]})
+    assert json.loads(dest.read_text()) == {"a": 1, "b": [1, 2]}
+    write_json(dest, {"c": "é"})
+    assert json.loads(dest.read_text(encoding="utf-8")) == {"c": "é"}
+    assert sorted(os.listdir(dest.parent)) == ["summary.json"], "no temporary file may be left behind"
+
+
+def test_write_text_and_bytes(tmp_path):
+    write_text(tmp_path / "a.txt", "héllo\n")
+    assert (tmp_path / "a.txt").read_bytes() == "héllo\n".encode()
+    write_bytes(tmp_path / "b.bin", b"\x00\xff")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
+
+
+def test_failure_inside_atomic_path_keeps_the_old_file_and_no_temp(tmp_path):
+    dest = tmp_path / "model.safetensors"
+    dest.write_bytes(b"old weights")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with atomic_path(dest) as tmp:
+            assert tmp.parent == dest.parent, "the temp file must be in the destination's folder (same volume)"
+            assert tmp != dest
+            tmp.write_bytes(b"half of the new wei")
+            raise RuntimeError("disk on fire")
+    assert dest.read_bytes() == b"old weights"
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_failure_of_a_new_file_leaves_nothing(tmp_path):
+    with pytest.raises(KeyError):
+        with atomic_path(tmp_path / "new.json") as tmp:
+            tmp.write_text("{")
+            raise KeyError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_unserialisable_json_keeps_the_old_file(tmp_path):
+    dest = tmp_path / "config.json"
+    write_json(dest, {"ok": True})
+    with pytest.raises(TypeError):
+        write_json(dest, {"bad": object()})
+    assert json.loads(dest.read_text()) == {"ok": True}
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_atomic_file_gets_the_permissions_a_plain_write_would(tmp_path):
+    """Replacing a file must not change who may read it: a plain ``open(..., "w")`` honours the umask."""
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    atomic = tmp_path / "atomic.json"
+    write_json(atomic, {})
+    assert oct(atomic.stat().st_mode & 0o777) == oct(plain.stat().st_mode & 0o777)
+
+    shared = tmp_path / "shared.json"
+    shared.write_text("{}")
+    shared.chmod(0o644)
+    write_json(shared, {"v": 2})
+    assert oct(shared.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_append_and_read_jsonl(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]
+    for row in rows:
+        append_jsonl(path, row)
+    assert read_jsonl(path) == rows
+    assert path.read_text().count("\n") == 2
+
+
+def test_read_jsonl_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"epoch": 1})
+    append_jsonl(path, {"epoch": 2})
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "train_lo')  # a crash mid-write
+    assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
+
+
+def test_read_jsonl_ignores_blank_lines(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n\n  \n{"a": 2}\n')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]

@@ -1,0 +1,56 @@
+"""``TrainConfig.validate``: every impossible setting is a one-line ``ValueError`` naming the option."""
+
+from __future__ import annotations
+
+import pytest
+
+from convolab.train import OPTIMIZERS, TrainConfig, train
+
+
+def test_defaults_are_the_tutorials_recipe_and_valid():
+    cfg = TrainConfig()
+    cfg.validate()
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size) == ("tutorial_cnn", "adam", 1e-3, 64)
+    assert set(OPTIMIZERS) == {"sgd", "adam", "adamw"}
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("epochs", 0, "--epochs must be >= 1; got 0"),
+    ("epochs", -3, "--epochs"),
+    ("batch_size", -4, "--batch-size must be >= 1; got -4"),
+    ("batch_size", 0, "--batch-size"),
+    ("eval_batch_size", 0, "--eval-batch-size"),
+    ("lr", 0.0, "--lr must be > 0"),
+    ("lr", -0.1, "--lr"),
+    ("lr", float("nan"), "--lr"),
+    ("optimizer", "foo", "unknown optimizer 'foo'; choose one of sgd, adam, adamw"),
+    ("optimizer", "Adam", "unknown optimizer"),
+    ("momentum", 1.0, "--momentum"),
+    ("momentum", -0.1, "--momentum"),
+    ("weight_decay", -1e-4, "--weight-decay"),
+    ("val_fraction", 1.0, "--val-fraction"),
+    ("val_fraction", -0.1, "--val-fraction"),
+])
+def test_validate_rejects(field, value, match):
+    cfg = TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")) as info:
+        cfg.validate()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 1), ("momentum", 0.0), ("val_fraction", 0.0),
+                                         ("weight_decay", 0.0), ("optimizer", "sgd"), ("optimizer", "adamw")])
+def test_validate_accepts_the_edges(field, value):
+    TrainConfig(**{field: value}).validate()
+
+
+def test_train_validates_before_touching_the_disk(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="--epochs"):
+        train(model="tutorial_cnn", data="digits", epochs=0, out=str(out), progress=False)
+    assert not out.exists()
+
+
+def test_to_dict_round_trips():
+    cfg = TrainConfig(model="lenet5", epochs=3, model_kwargs={"drop_rate": 0.1})
+    assert TrainConfig(**cfg.to_dict()) == cfg
