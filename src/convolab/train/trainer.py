@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
+from convolab.train.allocator import keep_freed_memory
 from convolab.train.config import TrainConfig
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
@@ -86,6 +87,7 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.config
         seed_everything(cfg.seed)
+        keep_freed_memory()
         self.data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
                                  download=cfg.download)
         self.model = create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
