@@ -78,7 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _print_json({**s, "run_dir": str(path)})
     else:
         print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
-              f"{s['dataset']} test images after {s['epochs']} epochs, {s['train_seconds']:.1f}s")
+              f"{s['dataset']} test images after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
         if config.plots:
             print(f"pictures:      {path / 'plots'}/" + "{loss,accuracy,predictions,confusion}.png")

@@ -44,7 +44,8 @@ def plot_curves(rows: Sequence[dict], out_dir: str | Path) -> list[Path]:
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [r.get(f"{split}_{key}") for r in rows]
             if any(y is not None for y in ys):
-                ax.plot(epochs, [np.nan if y is None else y for y in ys], style, label=split, markersize=4)
+                name = "train (mean over the epoch)" if split == "train" else "val (end of epoch)"
+                ax.plot(epochs, [np.nan if y is None else y for y in ys], style, label=name, markersize=4)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch")

@@ -192,8 +192,9 @@ class Trainer:
         self.run.write_summary(summary)
         if cfg.plots:
             self._plots(rows, test)
-        log.info("test accuracy %.4f, loss %.4f on %s images; wrote %s", test.accuracy, test.loss, f"{test.n:,}",
-                 self.run.path)
+        # The CLI prints this figure as its result; Python callers have it in the returned summary.
+        log.debug("test accuracy %.4f (loss %.4f) on %s %s test images after %d epochs, %.1fs of training",
+                 test.accuracy, test.loss, f"{test.n:,}", self.data.name, cfg.epochs, fit_seconds)
         return TrainResult(self.run.path, summary, self.model)
 
     def _plots(self, rows: list[dict], test: EvalResult) -> None:
