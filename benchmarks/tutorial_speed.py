@@ -5,9 +5,9 @@ batch 64, for 5 epochs, and report test accuracy. Each side runs as its own proc
 from start to exit: Python and torch imports, data loading, training, evaluation, and (for convolab)
 writing the run directory with its plots all count.
 
-* tutorial: torchvision's FashionMNIST dataset with per-sample ``ToTensor`` + ``Normalize``, a
-  ``DataLoader`` (batch 64, shuffled), the training loop of the PyTorch tutorials and a test pass
-  after every epoch, as they do.
+* tutorial: torchvision's FashionMNIST dataset with per-sample ``ToTensor`` + ``Normalize``,
+  ``DataLoader``s of batch 64 (shuffled for training), the training loop of the PyTorch quickstart
+  and its test pass (loss and accuracy, same batch size) after every epoch.
 * convolab: ``python -m convolab train --model tutorial_cnn --data fashion-mnist ...`` (its default
   10 % validation split is held out of training and evaluated every epoch).
 
@@ -57,7 +57,7 @@ transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2
 train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
 test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
 train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-test_loader = DataLoader(test_set, batch_size=1000)
+test_loader = DataLoader(test_set, batch_size=64)
 
 model = Net().to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -70,13 +70,16 @@ for epoch in range(epochs):
         loss.backward()
         optimizer.step()
     model.eval()
-    correct = 0
+    test_loss, correct = 0.0, 0
     with torch.no_grad():
         for images, labels in test_loader:
             images, labels = images.to(device), labels.to(device)
-            correct += (model(images).argmax(1) == labels).sum().item()
+            pred = model(images)
+            test_loss += F.cross_entropy(pred, labels).item()
+            correct += (pred.argmax(1) == labels).sum().item()
     accuracy = correct / len(test_set)
-    print(f"epoch {epoch + 1}: test accuracy {accuracy:.4f}", file=sys.stderr, flush=True)
+    print(f"epoch {epoch + 1}: test loss {test_loss / len(test_loader):.4f}, accuracy {accuracy:.4f}",
+          file=sys.stderr, flush=True)
 print(accuracy)
 '''
 
