@@ -147,6 +147,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 # -- models --------------------------------------------------------------------------------------
 def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
     from convolab.models import create_model, list_models, model_entries
 
     names = set(list_models(args.pattern))
@@ -157,7 +159,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if e.name not in names:
             continue
         cfg = e.default_cfg
-        model = create_model(e.name, **cfg)
+        with torch.device("meta"):  # shapes only: counting ResNet-152's parameters allocates nothing
+            model = create_model(e.name, **cfg)
         params = sum(p.numel() for p in model.parameters())
         size = cfg.get("input_size", model.input_size)
         rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
@@ -168,12 +171,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     w = max(len(r["name"]) for r in rows)
-    print(f"{'model':<{w}}  {'family':<9} {'params':>11}  {'input':<6} {'year':<5} description")
+    print(f"{'model':<{w}}  {'family':<12} {'params':>12}  {'counted at':<22} {'input':<12} {'year':<5} description")
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['family']:<9} {r['params']:>11,}  {r['input']:<6} {r['year'] or '':<5} "
-              f"{r['description']}")
-    print(f"\nparameters counted at each model's usual input ({rows[0]['shown_at']} for these); "
-          "`convolab train --model NAME` adapts a model to the dataset's size")
+        print(f"{r['name']:<{w}}  {r['family']:<12} {r['params']:>12,}  {r['shown_at']:<22} {r['input']:<12} "
+              f"{r['year'] or '':<5} {r['description']}")
+    print("\n`convolab train --model NAME` adapts a model to the dataset's channels, classes and image size")
     return 0
 
 

@@ -5,10 +5,17 @@
 ``num_chs``, ``reduction``).
 """
 
-from convolab.models import lenet, tutorial  # noqa: F401  (importing a family registers its models)
+import importlib
+import pkgutil
+
 from convolab.models._base import ConvClassifier
 from convolab.models._factory import create_model
 from convolab.models._registry import ModelEntry, get_model_entry, list_models, model_entries, register_model
+
+# Importing a family's file registers its models: import every public module of this package.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["create_model", "list_models", "register_model", "get_model_entry", "model_entries", "ModelEntry",
            "ConvClassifier"]
