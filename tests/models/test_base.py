@@ -14,9 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.models import create_model, list_models
+from convolab.models import create_model, get_model_entry, list_models
 
-MODELS = list_models()
+BIG = 30_000_000  # models above this many parameters (at their usual configuration) run in the slow suite
+
+
+def _params_at_default(name: str) -> int:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = create_model(name, **get_model_entry(name).default_cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if _params_at_default(n) > BIG else n for n in list_models()]
 SHAPES = [pytest.param(28, 1, id="28x28x1"), pytest.param(32, 3, id="32x32x3"), pytest.param(8, 1, id="8x8x1")]
 NUM_CLASSES = 7
 
@@ -38,7 +47,7 @@ EXPECTED_MAP_SIDES = {
 
 
 def test_registry_holds_the_four_tutorial_models():
-    assert {"tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic"} <= set(EXPECTED_MAP_SIDES) <= set(MODELS)
+    assert {"tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic"} <= set(EXPECTED_MAP_SIDES) <= set(list_models())
 
 
 @pytest.mark.parametrize("size,chans", SHAPES)
