@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
         device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
-        progress=not args.quiet, plots=not args.no_plots,
+        progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from,
     )
     result = train(config)
     s, path = result.summary, result.run_dir
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
                    help="share of the training split held out for validation")
+    p.add_argument("--init-from", metavar="FILE",
+                   help="start from the weights in a .safetensors or .pth file (e.g. a run's model.safetensors or "
+                        "torchvision weights on disk); the classifier is replaced when the class count differs")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

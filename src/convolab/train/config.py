@@ -31,6 +31,7 @@ class TrainConfig:
     download: bool = True  # allow a torchvision download when the data is nowhere on disk
     channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (and AMP on GPUs)
     model_kwargs: dict = field(default_factory=dict)  # extra create_model arguments (drop_rate ...)
+    init_from: str | None = None  # start from weights in a .safetensors/.pth file (classifier replaced if needed)
     progress: bool = True  # progress bar and per-epoch lines on stderr
     plots: bool = True  # write plots/*.png
 

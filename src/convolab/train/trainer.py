@@ -25,6 +25,7 @@ from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.config import TrainConfig
+from convolab.train.init_from import load_initial_weights
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import RunDir, prepare_run_dir
@@ -92,6 +93,10 @@ class Trainer:
                                  download=cfg.download)
         self.model = create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
                                   input_size=self.data.image_size, **cfg.model_kwargs)
+        if cfg.init_from:
+            for note in load_initial_weights(self.model, cfg.init_from):
+                log.info("--init-from: %s", note)
+            log.info("initialised %s from %s", cfg.model, cfg.init_from)
         channels_last = cfg.channels_last and self.device.type != "mps"
         self.model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         if self.device.type == "cuda":
