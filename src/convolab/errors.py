@@ -11,9 +11,13 @@ __all__ = ["UnknownNameError", "DataNotFoundError", "close_matches"]
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Names from ``choices`` that look like ``name`` (for "did you mean" hints)."""
     choices = list(choices)
-    hits = difflib.get_close_matches(name.lower(), choices, n=n, cutoff=0.5)
-    # Prefix/substring matches catch what edit distance misses ("resnet" -> "resnet18").
-    hits += [c for c in choices if name.lower() in c and c not in hits]
+    key = name.lower()
+    # Names starting with what was typed come first, shortest first ("resnet" -> resnet18, resnet20 ...),
+    # then names containing it, then the closest by edit distance ("Lenet6" -> lenet5).
+    prefix = sorted((c for c in choices if c.startswith(key)), key=lambda c: (len(c), c))
+    inside = sorted((c for c in choices if key in c and c not in prefix), key=lambda c: (len(c), c))
+    hits = prefix + inside
+    hits += [c for c in difflib.get_close_matches(key, choices, n=n, cutoff=0.5) if c not in hits]
     return hits[:n]
 
 

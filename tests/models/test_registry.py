@@ -87,7 +87,7 @@ def test_list_models_pattern(pattern, expected):
 
 # -- create_model --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,matches", [
-    ("resnet", ["lenet5"]),
+    ("resnet", ["resnet18", "resnet20"]),
     ("lenet", ["lenet5", "lenet5_classic"]),
     ("mnist", ["mnist_cnn"]),
     ("tutorial", ["tutorial_cnn"]),

@@ -57,12 +57,19 @@ def register_model(
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally filtered by a shell-style ``pattern`` ("resnet*")."""
+    """Sorted names of registered models, optionally filtered.
+
+    ``pattern`` is a shell-style pattern ("resnet*", "*_bn"), or a plain word that matches names in
+    which a ``_``-separated part starts with it ("resnet" -> resnet18 ... and se_resnet18 ...;
+    "v2" -> mobilenet_v2, shufflenet_v2_x1_0 ...).
+    """
     names = sorted(_REGISTRY)
     if pattern:
-        if not any(ch in pattern for ch in "*?["):
-            pattern = f"*{pattern}*"
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+        pattern = pattern.lower()
+        if any(ch in pattern for ch in "*?["):
+            names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        else:
+            names = [n for n in names if n.startswith(pattern) or f"_{pattern}" in n]
     return names
 
 
