@@ -16,7 +16,9 @@ def checkpoint_seq(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor
 
     Activations inside each block are recomputed in the backward pass instead of stored: memory
     drops to about one block's activations per block boundary, at the cost of a second forward.
-    Outputs and gradients are unchanged.
+    Outputs and gradients are unchanged. BatchNorm layers inside a block see the recomputation as
+    a second forward in training mode, so their running statistics are updated twice per step
+    (torchvision's memory-efficient DenseNet behaves the same).
     """
     for block in blocks:
         # The non-reentrant form works whether or not x itself requires grad.
