@@ -22,6 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from convolab.models import create_model, list_models
 
+# torchvision builds GoogLeNet with its auxiliary heads by default; convolab's default has none.
+TORCHVISION_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True)}
+
 
 def _time(model, x, repeats: int) -> float:
     """Median seconds of one forward pass over ``repeats`` runs (after one warm-up)."""
@@ -58,7 +61,7 @@ def main() -> None:
           f"{'img/s tv':>9} {'img/s cl':>9} {'ratio':>6}", flush=True)
     for name in names:
         torch.manual_seed(0)
-        ref = torchvision.models.get_model(name, weights=None).eval()
+        ref = torchvision.models.get_model(name, weights=None, **TORCHVISION_KWARGS.get(name, {})).eval()
         ours = create_model(name, num_classes=1000, in_chans=3, input_size=args.size).eval()
         ours.load_state_dict(ref.state_dict(), strict=True)
         params = sum(p.numel() for p in ours.parameters())
