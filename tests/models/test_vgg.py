@@ -14,25 +14,9 @@ import convolab.layers.checkpoint as checkpoint_module
 from convolab.models import create_model, get_model_entry
 from convolab.models.vgg import VGG_CFGS
 
+from ._helpers import feature_maps, n_params
+
 VGGS = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def feature_maps(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Size], torch.Tensor]:
-    """Shapes of the maps at the ``feature_info`` modules, and ``forward_features(x)``."""
-    modules, got = dict(model.named_modules()), {}
-    hooks = [modules[i["module"]].register_forward_hook(
-        lambda _m, _i, out, key=i["module"]: got.__setitem__(key, out.shape)) for i in model.feature_info]
-    try:
-        with torch.no_grad():
-            feats = model.forward_features(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [got[i["module"]] for i in model.feature_info], feats
 
 
 def test_configurations_are_the_papers_weight_layer_counts():
