@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 
 from convolab.models import create_model
-from convolab.models.alexnet import _SMALLEST_NATIVE, fitting_pools
+from convolab.models._base import fitting_pools
+from convolab.models.alexnet import _SMALLEST_NATIVE
 
 from ._helpers import feature_maps, n_params
 

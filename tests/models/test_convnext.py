@@ -14,6 +14,8 @@ from torch import nn
 from convolab.models import create_model
 from convolab.models.convnext import CNBlock
 
+from ._helpers import n_params, randomize_norms
+
 # torchvision's weight metadata (num_params of ConvNeXt_Tiny_Weights ... ConvNeXt_Large_Weights).
 TORCHVISION_PARAMS = {
     "convnext_tiny": 28_589_128,
@@ -24,23 +26,15 @@ TORCHVISION_PARAMS = {
 VARIANTS = [pytest.param(n, marks=() if n == "convnext_tiny" else pytest.mark.slow) for n in TORCHVISION_PARAMS]
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random layer scales and LayerNorm affines: with the 1e-6 initial layer scale every block is
+    """Random layer scales and norm affines: with the 1e-6 initial layer scale every block is
     nearly the identity, and parity would barely look at the blocks."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("layer_scale"):
                 p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.25)
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-    return model
+    return randomize_norms(model, seed)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -13,6 +13,8 @@ from torch import nn
 import convolab.models.densenet as densenet_module
 from convolab.models import create_model
 
+from ._helpers import n_params, randomize_norms
+
 # torchvision's weight metadata (num_params of DenseNet121_Weights ... DenseNet201_Weights).
 TORCHVISION_PARAMS = {
     "densenet121": 7_978_856,
@@ -22,27 +24,10 @@ TORCHVISION_PARAMS = {
 }
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random affine parameters and running statistics, so that parity does not pass on the trivial BN state."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model
-
-
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
 def test_parity_with_torchvision(name):
     torch.manual_seed(0)
-    ref = randomize(getattr(torchvision.models, name)(weights=None)).eval()
+    ref = randomize_norms(getattr(torchvision.models, name)(weights=None)).eval()
     model = create_model(name).eval()
     assert n_params(model) == n_params(ref) == TORCHVISION_PARAMS[name]
     model.load_state_dict(ref.state_dict(), strict=True)

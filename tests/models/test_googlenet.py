@@ -14,6 +14,8 @@ from torch import nn
 from convolab.models import create_model
 from convolab.models.googlenet import GoogLeNetOutputs
 
+from ._helpers import n_params, randomize_norms
+
 # torchvision's GoogLeNet_Weights metadata (num_params, without the auxiliary heads).
 TORCHVISION_PARAMS = 6_624_904
 # With aux1 + aux2: each is conv 1x1 (C*128 + BN 2*128) + FC 2048->1024 + FC 1024->1000.
@@ -21,25 +23,8 @@ AUX_PARAMS = (512 * 128 + 256 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000) + \
              (528 * 128 + 256 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000)
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random affine parameters and running statistics, so that parity does not pass on the trivial BN state."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model
-
-
 def reference(**kwargs) -> nn.Module:
-    return randomize(torchvision.models.googlenet(weights=None, init_weights=True, **kwargs))
+    return randomize_norms(torchvision.models.googlenet(weights=None, init_weights=True, **kwargs))
 
 
 def test_parity_with_torchvision():

@@ -11,11 +11,9 @@ from torch import nn
 
 from convolab.models import create_model
 
+from ._helpers import n_params
+
 LENETS = ["lenet5", "lenet5_classic"]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def lenet_params(in_chans: int, h: int, w: int, num_classes: int) -> int:

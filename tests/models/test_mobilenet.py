@@ -10,7 +10,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from convolab.models import create_model
-from convolab.models.mobilenet import adapt_strides, feature_info_from_strides
+from convolab.models._base import adapt_strides, feature_info_from_strides
+
+from ._helpers import n_params, randomize_norms
 
 TORCHVISION = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 ALL = ["mobilenet_v1", *TORCHVISION]
@@ -26,28 +28,12 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomize_batchnorm(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine terms, so that eval outputs depend on every BN buffer."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-
-
 # -- torchvision parity ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_parity_with_torchvision(name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None).eval()
-    randomize_batchnorm(ref)
+    randomize_norms(ref)
     model = create_model(name, num_classes=1000, in_chans=3, input_size=None).eval()
     assert n_params(model) == n_params(ref)
     model.load_state_dict(ref.state_dict(), strict=True)

@@ -9,9 +9,7 @@ from torch import nn
 
 from convolab.models import create_model
 
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from ._helpers import n_params
 
 
 def nin_params(in_chans: int, num_classes: int, stem_kernel: int) -> int:

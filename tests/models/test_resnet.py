@@ -20,14 +20,12 @@ from torch import nn
 from convolab.models import create_model
 from convolab.models.resnet import SMALL_INPUT_THRESHOLD, BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 
+from ._helpers import n_params
+
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 CIFAR = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 WIDE = ["wrn28_10", "wrn16_8"]
 ALL = IMAGENET + CIFAR + WIDE
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # -- torchvision parity ----------------------------------------------------------------------

@@ -19,11 +19,9 @@ from convolab.layers import SqueezeExcite
 from convolab.models import create_model
 from convolab.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from ._helpers import n_params
+
 SE_RESNETS = {"se_resnet18": "resnet18", "se_resnet34": "resnet34", "se_resnet50": "resnet50"}
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def blocks(model: ResNet) -> list[nn.Module]:

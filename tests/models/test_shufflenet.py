@@ -12,6 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from convolab.models import create_model
 from convolab.models.shufflenet import channel_shuffle
 
+from ._helpers import n_params, randomize_norms
+
 V2 = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 ALL = ["shufflenet_v1", *V2]
 
@@ -26,27 +28,11 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def macs_at_224(model: nn.Module) -> float:
     """Multiply-adds of the convolutions and the FC layer for one 224x224 image."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.randn(1, 3, 224, 224))
     return counter.get_total_flops() / 2
-
-
-def randomize_batchnorm(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine terms, so that eval outputs depend on every BN buffer."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
 
 
 # -- channel shuffle ------------------------------------------------------------------------------
@@ -68,7 +54,7 @@ def test_channel_shuffle_is_the_papers_transpose(groups, per_group):
 def test_v2_parity_with_torchvision(name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None).eval()
-    randomize_batchnorm(ref)
+    randomize_norms(ref)
     model = create_model(name, num_classes=1000, in_chans=3, input_size=None).eval()
     assert n_params(model) == n_params(ref)
     model.load_state_dict(ref.state_dict(), strict=True)

@@ -11,9 +11,7 @@ from torch import nn
 
 from convolab.models import create_model
 
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from ._helpers import n_params
 
 
 # -- parameter counts ----------------------------------------------------------------------------

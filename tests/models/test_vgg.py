@@ -14,7 +14,7 @@ import convolab.layers.checkpoint as checkpoint_module
 from convolab.models import create_model, get_model_entry
 from convolab.models.vgg import VGG_CFGS
 
-from ._helpers import feature_maps, n_params
+from ._helpers import feature_maps, n_params, randomize_norms
 
 VGGS = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 
@@ -45,14 +45,7 @@ def test_structure_and_parameter_count_match_torchvision(name):
 def _check_parity(name: str) -> None:
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None).eval()
-    if name.endswith("_bn"):  # non-trivial running statistics, so eval-mode BN is really exercised
-        with torch.no_grad():
-            for m in ref.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.normal_(0, 0.1)
-                    m.running_var.uniform_(0.5, 1.5)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.1)
+    randomize_norms(ref)  # non-trivial running statistics (the _bn forms), so eval-mode BN is really exercised
     model = create_model(name, num_classes=1000, in_chans=3, input_size=None).eval()
     model.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)

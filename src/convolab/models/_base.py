@@ -1,18 +1,24 @@
-"""The classification-model surface every convolab model shares (timm's contract).
+"""The classification-model surface every convolab model shares (timm's contract), and the helpers
+the families share to check arguments and fit their layouts to small inputs.
 
 A model built on :class:`ConvClassifier` has a ``features`` module (image -> unpooled feature map)
 and a ``classifier`` ``nn.Sequential`` whose last layer is the ``nn.Linear`` that produces logits.
+:class:`PooledClassifier` puts an adaptive pool and a flatten in front of that classifier.
 Tools around the models (trainer, analysis, explanation) use only the methods below.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from convolab.analysis.formulas import conv_output_size
 
-__all__ = ["ConvClassifier", "check_feature_size"]
+__all__ = ["ConvClassifier", "PooledClassifier", "check_drop_rate", "check_feature_size", "fits", "fitting_pools",
+           "cumulative_strides", "adapt_strides", "feature_info_from_strides"]
 
 
 class ConvClassifier(nn.Module):
@@ -56,6 +62,25 @@ class ConvClassifier(nn.Module):
         self.num_classes = num_classes
 
 
+class PooledClassifier(ConvClassifier):
+    """A :class:`ConvClassifier` whose head starts with ``self.avgpool`` (adaptive) and a flatten (torchvision's
+    AlexNet and VGG). The adaptive pool makes the classifier's input size independent of the image size."""
+
+    avgpool: nn.Module
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)  # (N, C * 6 * 6) for AlexNet, (N, C * 7 * 7) for VGG
+        return super().forward_head(x, pre_logits)
+
+
+# -- argument checks and small-input layouts shared by the families ------------------------------
+def check_drop_rate(drop_rate: float, name: str = "drop_rate") -> float:
+    """Raise ``ValueError`` unless ``0 <= drop_rate < 1``; return it as a float."""
+    if not 0.0 <= float(drop_rate) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1); got {drop_rate!r}")
+    return float(drop_rate)
+
+
 def check_feature_size(model_name: str, input_size: tuple[int, int], stages: list[tuple[str, dict]]) -> tuple[int, int]:
     """Follow (H, W) through a list of ``(layer_name, window)`` stages; raise a clear error where it collapses.
 
@@ -78,3 +103,69 @@ def check_feature_size(model_name: str, input_size: tuple[int, int], stages: lis
         f"{model_name}: a {input_size[0]}x{input_size[1]} input is too small; the feature map collapses "
         f"at {failed_at}. The smallest input that works is {smallest}x{smallest}."
     )
+
+
+def fits(input_size: tuple[int, int], stages: list[tuple[str, dict]]) -> bool:
+    """Whether no map collapses when ``input_size`` goes through ``stages`` (``check_feature_size``'s format)."""
+    try:
+        check_feature_size("", input_size, stages)
+    except ValueError:
+        return False
+    return True
+
+
+def fitting_pools(input_size: tuple[int, int], num_pools: int, kernel_size: int, stride: int) -> list[bool]:
+    """Which max-pools to keep in a chain of size-preserving convolutions separated by ``num_pools`` pools.
+
+    The rule: a pool is kept when its window fits the map that reaches it (the smaller side is at
+    least ``kernel_size``, so its output is at least 1x1); otherwise it is dropped and the map goes
+    on at its size. Once one pool is dropped, all later ones are too.
+    """
+    side, keep = min(input_size), []
+    for _ in range(num_pools):
+        keep.append(side >= kernel_size)
+        if keep[-1]:
+            side = conv_output_size(side, kernel_size, stride)
+    return keep
+
+
+def cumulative_strides(first: int, keep: list[bool], stride: int) -> list[int]:
+    """Cumulative stride before each pool and after the last: ``first``, then x ``stride`` per kept pool."""
+    out = [first]
+    for k in keep:
+        out.append(out[-1] * (stride if k else 1))
+    return out
+
+
+def adapt_strides(strides: Sequence[int], input_size: tuple[int, int]) -> list[int]:
+    """Per-layer strides for an input of ``input_size``: early stride-2 layers become stride 1 for small inputs.
+
+    ``strides`` lists the native stride of each layer in order (1 or 2), for "same"-padded layers
+    (a map of side n leaves a stride-r layer with side ceil(n / r)). While the total stride is above
+    1 and the last map ``ceil(min(H, W) / total)`` would be smaller than 4, the earliest remaining
+    stride-2 layer is set to 1. At 224 (anything above 3 * native total) the strides are unchanged.
+    """
+    strides = list(strides)
+    total = math.prod(strides)
+    side = min(input_size)
+    for i, s in enumerate(strides):
+        if total == 1 or -(-side // total) >= 4:  # ceil(side / total): the last map's side
+            break
+        if s > 1:
+            strides[i] = 1
+            total //= s
+    return strides
+
+
+def feature_info_from_strides(layers: Sequence[tuple[str, int, int]]) -> list[dict]:
+    """``feature_info`` from ``(module, out_channels, stride)`` triples in forward order.
+
+    One entry per resolution: the last module before the next downsampling (and the last module).
+    ``reduction`` is the cumulative stride at that module.
+    """
+    info, reduction = [], 1
+    for i, (name, chs, stride) in enumerate(layers):
+        reduction *= stride
+        if i == len(layers) - 1 or layers[i + 1][2] > 1:
+            info.append(dict(module=name, num_chs=chs, reduction=reduction))
+    return info

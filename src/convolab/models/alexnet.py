@@ -13,76 +13,20 @@ Small inputs. The native stem (11x11 stride 4, then three 3x3 stride-2 max-pools
 alone: conv1 becomes 3x3 stride 1 padding 1 (same width), and each max-pool is kept only when its
 window fits the map that reaches it (:func:`fitting_pools`). Every other layer is unchanged, so a
 small model differs from the native one only in conv1's kernel and in the dropped pools.
-
-This file also holds the helpers the other classic families (``vgg``, ``nin``) share.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
-from convolab.analysis.formulas import conv_output_size
-from convolab.models._base import ConvClassifier, check_feature_size
+from convolab.models._base import PooledClassifier, check_drop_rate, cumulative_strides, fits, fitting_pools
 from convolab.models._registry import register_model
 
-__all__ = ["AlexNet", "AlexNetLRN", "PooledClassifier", "alexnet", "alexnet_lrn", "check_drop_rate",
-           "cumulative_strides", "fits", "fitting_pools"]
+__all__ = ["AlexNet", "AlexNetLRN", "alexnet", "alexnet_lrn"]
 
 _IMAGENET_CFG = dict(num_classes=1000, in_chans=3, input_size=(224, 224))
-
-
-# -- helpers shared by the classic families (alexnet, vgg, nin) -----------------------------------
-def check_drop_rate(drop_rate: float, name: str = "drop_rate") -> float:
-    """Raise ``ValueError`` unless ``0 <= drop_rate < 1``; return it as a float."""
-    if not 0.0 <= float(drop_rate) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1); got {drop_rate!r}")
-    return float(drop_rate)
-
-
-def fits(input_size: tuple[int, int], stages: list[tuple[str, dict]]) -> bool:
-    """Whether no map collapses when ``input_size`` goes through ``stages`` (``check_feature_size``'s format)."""
-    try:
-        check_feature_size("", input_size, stages)
-    except ValueError:
-        return False
-    return True
-
-
-def fitting_pools(input_size: tuple[int, int], num_pools: int, kernel_size: int, stride: int) -> list[bool]:
-    """Which max-pools to keep in a chain of size-preserving convolutions separated by ``num_pools`` pools.
-
-    The rule: a pool is kept when its window fits the map that reaches it (the smaller side is at
-    least ``kernel_size``, so its output is at least 1x1); otherwise it is dropped and the map goes
-    on at its size. Once one pool is dropped, all later ones are too.
-    """
-    side, keep = min(input_size), []
-    for _ in range(num_pools):
-        keep.append(side >= kernel_size)
-        if keep[-1]:
-            side = conv_output_size(side, kernel_size, stride)
-    return keep
-
-
-def cumulative_strides(first: int, keep: list[bool], stride: int) -> list[int]:
-    """Cumulative stride before each pool and after the last: ``first``, then x ``stride`` per kept pool."""
-    out = [first]
-    for k in keep:
-        out.append(out[-1] * (stride if k else 1))
-    return out
-
-
-class PooledClassifier(ConvClassifier):
-    """A :class:`ConvClassifier` whose head starts with ``self.avgpool`` (adaptive) and a flatten (torchvision's
-    AlexNet and VGG). The adaptive pool makes the classifier's input size independent of the image size."""
-
-    avgpool: nn.Module
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)  # (N, C * 6 * 6) for AlexNet, (N, C * 7 * 7) for VGG
-        return super().forward_head(x, pre_logits)
 
 
 # -- AlexNet ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.layers import ConvNormAct, DropPath, checkpoint_seq
-from convolab.models._base import ConvClassifier
+from convolab.models._base import ConvClassifier, check_drop_rate
 from convolab.models._registry import register_model
 
 __all__ = ["ConvNeXt", "CNBlock", "LayerNorm2d", "Permute",
@@ -105,8 +105,7 @@ class ConvNeXt(ConvClassifier):
                  drop_path_rate: float = 0.1, layer_scale: float = 1e-6, num_classes: int = 1000, in_chans: int = 3,
                  input_size: tuple[int, int] = (224, 224)):
         super().__init__()
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1); got {drop_path_rate}")
+        check_drop_rate(drop_path_rate, "drop_path_rate")
         if layer_scale <= 0:
             raise ValueError(f"layer_scale must be > 0; got {layer_scale}")
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)

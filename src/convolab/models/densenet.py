@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from convolab.models._base import check_drop_rate
 from convolab.models._registry import register_model
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition",
@@ -122,8 +123,7 @@ class DenseNet(nn.Module):
                  num_init_features: int = 64, bn_size: int = 4, drop_rate: float = 0.0, num_classes: int = 1000,
                  in_chans: int = 3, input_size: tuple[int, int] = (224, 224), memory_efficient: bool = False):
         super().__init__()
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        check_drop_rate(drop_rate)
         if bn_size < 1:
             raise ValueError(f"bn_size must be >= 1; got {bn_size}")
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)

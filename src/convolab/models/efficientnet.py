@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from convolab.layers import ConvNormAct, DropPath, SqueezeExcite, checkpoint_seq, make_divisible
-from convolab.models._base import ConvClassifier
+from convolab.models._base import ConvClassifier, check_drop_rate
 from convolab.models._registry import register_model
 
 __all__ = ["EfficientNet", "MBConv"] + [f"efficientnet_b{i}" for i in range(8)]
@@ -113,8 +113,7 @@ class EfficientNet(ConvClassifier):
                  input_size: tuple[int, int] = (224, 224), norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d):
         super().__init__()
         for arg, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{arg} must be in [0, 1); got {value}")
+            check_drop_rate(value, arg)
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         self.drop_rate = drop_rate
         self.grad_checkpointing = False

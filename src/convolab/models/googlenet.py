@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.layers import checkpoint_seq
+from convolab.models._base import check_drop_rate
 from convolab.models._registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "BasicConv2d", "Inception", "InceptionAux", "googlenet"]
@@ -124,8 +125,7 @@ class GoogLeNet(nn.Module):
                  aux_drop_rate: float = 0.7):
         super().__init__()
         for arg, value in (("drop_rate", drop_rate), ("aux_drop_rate", aux_drop_rate)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{arg} must be in [0, 1); got {value}")
+            check_drop_rate(value, arg)
         if transform_input and in_chans != 3:
             raise ValueError(f"transform_input needs in_chans=3 (it rescales ImageNet's RGB statistics); "
                              f"got {in_chans}")

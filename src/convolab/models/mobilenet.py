@@ -11,19 +11,19 @@
 Submodule names follow torchvision (``features.N``, v2's ``conv``, v3's ``block``, ``classifier``),
 so torchvision's state dicts load unchanged and give the same outputs.
 
-Small inputs (the same rule for every model here and in ``shufflenet``, see :func:`adapt_strides`):
-the native networks downsample by 32, so a 32x32 image would reach the last stages as a single
-pixel. Every convolution is "same"-padded, so a map of side ``n`` after a total stride ``r`` has
-side ``ceil(n / r)`` and nothing collapses to zero; instead, the stride-2 layers are made stride 1,
-earliest first, while the last map, ``ceil(min(H, W) / total_stride)``, would be smaller than 4x4.
-Total stride by ``min(H, W)``: 97 and above, the native 32 (the MobileNet papers evaluate the same
-network from 128 to 224); 49-96: 16; 25-48 (CIFAR's 32, Fashion-MNIST's 28): 8, last map 4x4;
-13-24: 4; 7-12 (scikit-learn's 8x8 digits): 2, last map 4x4; 6 and below: 1.
+Small inputs (the same rule for every model here and in ``shufflenet``, see
+:func:`convolab.models._base.adapt_strides`): the native networks downsample by 32, so a 32x32
+image would reach the last stages as a single pixel. Every convolution is "same"-padded, so a map
+of side ``n`` after a total stride ``r`` has side ``ceil(n / r)`` and nothing collapses to zero;
+instead, the stride-2 layers are made stride 1, earliest first, while the last map,
+``ceil(min(H, W) / total_stride)``, would be smaller than 4x4. Total stride by ``min(H, W)``: 97
+and above, the native 32 (the MobileNet papers evaluate the same network from 128 to 224); 49-96:
+16; 25-48 (CIFAR's 32, Fashion-MNIST's 28): 8, last map 4x4; 13-24: 4; 7-12 (scikit-learn's 8x8
+digits): 2, last map 4x4; 6 and below: 1.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -31,56 +31,20 @@ import torch
 from torch import nn
 
 from convolab.layers import ConvNormAct, SqueezeExcite, checkpoint_seq, make_divisible
-from convolab.models._base import ConvClassifier
+from convolab.models._base import ConvClassifier, adapt_strides, check_drop_rate, feature_info_from_strides
 from convolab.models._registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV2", "MobileNetV3", "DepthwiseSeparable", "InvertedResidual",
-           "InvertedResidualV3", "adapt_strides", "feature_info_from_strides",
+           "InvertedResidualV3",
            "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
 _IMAGENET_CFG = dict(num_classes=1000, in_chans=3, input_size=(224, 224))
 
 
-# -- helpers shared with shufflenet.py ------------------------------------------------------------
-def adapt_strides(strides: Sequence[int], input_size: tuple[int, int]) -> list[int]:
-    """Per-layer strides for an input of ``input_size``: early stride-2 layers become stride 1 for small inputs.
-
-    ``strides`` lists the native stride of each layer in order (1 or 2), for "same"-padded layers
-    (a map of side n leaves a stride-r layer with side ceil(n / r)). While the total stride is above
-    1 and the last map ``ceil(min(H, W) / total)`` would be smaller than 4, the earliest remaining
-    stride-2 layer is set to 1. At 224 (anything above 3 * native total) the strides are unchanged.
-    """
-    strides = list(strides)
-    total = math.prod(strides)
-    side = min(input_size)
-    for i, s in enumerate(strides):
-        if total == 1 or -(-side // total) >= 4:  # ceil(side / total): the last map's side
-            break
-        if s > 1:
-            strides[i] = 1
-            total //= s
-    return strides
-
-
-def feature_info_from_strides(layers: Sequence[tuple[str, int, int]]) -> list[dict]:
-    """``feature_info`` from ``(module, out_channels, stride)`` triples in forward order.
-
-    One entry per resolution: the last module before the next downsampling (and the last module).
-    ``reduction`` is the cumulative stride at that module.
-    """
-    info, reduction = [], 1
-    for i, (name, chs, stride) in enumerate(layers):
-        reduction *= stride
-        if i == len(layers) - 1 or layers[i + 1][2] > 1:
-            info.append(dict(module=name, num_chs=chs, reduction=reduction))
-    return info
-
-
 def _check_args(width_mult: float, drop_rate: float) -> None:
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0; got {width_mult}")
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+    check_drop_rate(drop_rate)
 
 
 def _init_weights(model: nn.Module) -> None:

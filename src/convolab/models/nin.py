@@ -13,9 +13,8 @@ from collections import OrderedDict
 from torch import nn
 
 from convolab.layers import ConvNormAct
-from convolab.models._base import ConvClassifier
+from convolab.models._base import ConvClassifier, check_drop_rate, cumulative_strides, fits, fitting_pools
 from convolab.models._registry import register_model
-from convolab.models.alexnet import check_drop_rate, cumulative_strides, fits, fitting_pools
 
 __all__ = ["MlpConv", "NiN", "nin"]
 

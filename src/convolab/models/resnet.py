@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.layers import ConvNormAct, checkpoint_seq
+from convolab.models._base import check_drop_rate
 from convolab.models._registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "WideBasicBlock", "WideResNet",
@@ -39,12 +40,6 @@ __all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "WideBasicBl
 SMALL_INPUT_THRESHOLD = 64
 
 AttnLayer = Callable[[int], nn.Module]  # channels -> a shape-preserving module (e.g. squeeze-and-excitation)
-
-
-def _check_drop_rate(drop_rate: float) -> float:
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
-    return float(drop_rate)
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -264,7 +259,7 @@ class ResNet(_ResNetBase):
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero padding) or 'B' (1x1 projection); got {shortcut!r}")
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
-        self.head_drop_rate = _check_drop_rate(drop_rate)
+        self.head_drop_rate = check_drop_rate(drop_rate)
         if small_stem is None:
             small_stem = min(self.input_size) < SMALL_INPUT_THRESHOLD
         self.small_stem = small_stem
@@ -334,7 +329,7 @@ class WideResNet(_ResNetBase):
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28 ...); got {depth}")
         if widen_factor < 1:
             raise ValueError(f"widen_factor must be >= 1; got {widen_factor}")
-        drop_rate = _check_drop_rate(drop_rate)
+        drop_rate = check_drop_rate(drop_rate)
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         n = (depth - 4) // 6
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)

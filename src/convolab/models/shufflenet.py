@@ -11,7 +11,7 @@ Names follow torchvision's ``shufflenet_v2_*`` (``conv1``, ``maxpool``, ``stage2
 ``conv5``, ``fc``; units with ``branch1``/``branch2``) so its state dicts load unchanged; v1 uses
 the same top-level names (it has no ``conv5``).
 
-Small inputs: the same rule as the MobileNets (:func:`convolab.models.mobilenet.adapt_strides`).
+Small inputs: the same rule as the MobileNets (:func:`convolab.models._base.adapt_strides`).
 The five stride-2 layers, in order ``conv1``, ``maxpool``, ``stage2``, ``stage3``, ``stage4``, become
 stride 1, earliest first, while the last map, ``ceil(min(H, W) / total_stride)``, would be smaller
 than 4x4: native above 96; 49-96: stem stride 1 (total 16); 25-48 (CIFAR's 32, Fashion-MNIST's 28):
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.layers import ConvNormAct, checkpoint_seq
+from convolab.models._base import adapt_strides, check_drop_rate, feature_info_from_strides
 from convolab.models._registry import register_model
-from convolab.models.mobilenet import adapt_strides, feature_info_from_strides
 
 __all__ = ["channel_shuffle", "ShuffleV1Unit", "ShuffleV2Unit", "ShuffleNetV1", "ShuffleNetV2", "shufflenet_v1",
            "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
@@ -137,8 +137,7 @@ class _ShuffleNet(nn.Module):
     def _build(self, unit, stage_channels, repeats, stem_channels, last_channels, num_classes, in_chans,
                input_size, drop_rate) -> None:
         """Stem, stages and classifier; ``unit(in, out, stride, index_in_network)`` builds one unit."""
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        check_drop_rate(drop_rate)
         size = tuple(input_size) if input_size is not None else (224, 224)
         self.num_classes, self.in_chans, self.input_size, self.drop_rate = num_classes, in_chans, size, drop_rate
         s_conv1, s_pool, *s_stages = adapt_strides([2, 2, 2, 2, 2], size)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from convolab.layers import checkpoint_seq
+from convolab.models._base import PooledClassifier, check_drop_rate, fitting_pools
 from convolab.models._registry import register_model
-from convolab.models.alexnet import PooledClassifier, check_drop_rate, fitting_pools
 
 __all__ = ["VGG", "VGG_CFGS", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 
