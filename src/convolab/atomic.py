@@ -87,13 +87,13 @@ def write_json(dest: str | os.PathLike, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def append_jsonl(dest: str | os.PathLike, obj: dict) -> None:
-    """Append one JSON line to ``dest`` and fsync it.
+def append_jsonl(dest: str | os.PathLike, obj: dict | list[dict]) -> None:
+    """Append one JSON line (or one per dict of a list) to ``dest`` and fsync it.
 
-    One ``write`` of a whole line to a file opened in append mode: the file grows by a complete
-    record or, after a crash mid-write, by a torn last line that readers skip.
+    One ``write`` of whole lines to a file opened in append mode: the file grows by complete
+    records or, after a crash mid-write, by a torn last line that readers skip.
     """
-    line = json.dumps(obj) + "\n"
+    line = "".join(json.dumps(o) + "\n" for o in (obj if isinstance(obj, list) else [obj]))
     with open(dest, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()

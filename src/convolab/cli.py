@@ -27,6 +27,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative None and False of optional values and switches."""
+
+    def _get_help_string(self, action):  # type: ignore[override]
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -52,6 +61,16 @@ def _float_arg(ok, rule: str):
     return parse
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 _positive_float = _float_arg(lambda v: v > 0, "> 0")
 _nonneg_float = _float_arg(lambda v: v >= 0, ">= 0")
 _fraction = _float_arg(lambda v: 0 <= v < 1, "in [0, 1)")
@@ -62,15 +81,71 @@ def _print_json(obj) -> None:
 
 
 # -- train ---------------------------------------------------------------------------------------
+_RECIPE_FIELDS = ("optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "clip_grad_norm",
+                  "accum_steps", "label_smoothing", "schedule", "warmup_epochs", "warmup_steps", "min_lr", "gamma",
+                  "decay_epochs", "milestones", "pct_start", "cycle_epochs", "restart_epochs", "restart_mult")
+
+
+def _recipe_kwargs(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields that `_add_recipe_args` parsed (same names)."""
+    return {name: getattr(args, name) for name in _RECIPE_FIELDS}
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, d) -> None:
+    """Optimizer and learning-rate schedule options (train and lr-find); ``d`` holds the defaults."""
+    from convolab.train.config import OPTIMIZERS, SCHEDULES
+
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
+    g.add_argument("--momentum", type=_fraction, default=d.momentum, help="momentum of sgd and rmsprop")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
+    g.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay,
+                   help="weight decay: L2 for sgd/adam/rmsprop, decoupled for adamw; biases and norm layers are "
+                        "left out")
+    g.add_argument("--decay-norm-and-bias", action="store_true",
+                   help="apply --weight-decay to biases and normalisation parameters too")
+    g.add_argument("--clip-grad-norm", type=_positive_float, metavar="MAX",
+                   help="clip the gradients' global L2 norm to MAX (logged per step in steps.jsonl)")
+    g.add_argument("--accum-steps", type=_positive_int, default=d.accum_steps, metavar="N",
+                   help="accumulate the gradients of N batches per optimizer step (effective batch N x --batch-size)")
+    g.add_argument("--label-smoothing", type=_fraction, default=d.label_smoothing, metavar="EPS",
+                   help="cross-entropy against (1 - EPS) one-hot + EPS / classes")
+
+    g = p.add_argument_group("learning-rate schedule (stepped every optimizer step; rates in steps.jsonl)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="constant; step (x gamma every --decay-epochs); multistep (x gamma at --milestones); "
+                        "cosine (to --min-lr); onecycle (up for --pct-start of the run, then down); cyclic "
+                        "(triangles between --min-lr and --lr, --cycle-epochs long); sgdr (cosine restarting after "
+                        "--restart-epochs, x --restart-mult longer each time)")
+    g.add_argument("--warmup-epochs", type=_nonneg_float, default=d.warmup_epochs,
+                   help="linear warmup from lr/(W+1) over this many epochs (any schedule but onecycle)")
+    g.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="the warmup in optimizer steps")
+    g.add_argument("--min-lr", type=_nonneg_float, help="floor of cosine and sgdr (default 0); bottom of cyclic "
+                                                         "(default lr/10)")
+    g.add_argument("--gamma", type=_float_arg(lambda v: 0 < v <= 1, "in (0, 1]"), default=d.gamma,
+                   help="decay factor of step and multistep")
+    g.add_argument("--decay-epochs", type=_positive_float, help="step: period in epochs (default: a third of the run)")
+    g.add_argument("--milestones", type=_positive_float, nargs="+", metavar="EPOCH",
+                   help="multistep: epochs at which the rate is multiplied by --gamma (default: 1/2 and 3/4 "
+                        "of the run)")
+    g.add_argument("--pct-start", type=_float_arg(lambda v: 0 < v < 1, "in (0, 1)"), default=d.pct_start,
+                   help="onecycle: share of the run spent raising the rate from lr/25 to --lr")
+    g.add_argument("--cycle-epochs", type=_positive_float, help="cyclic: one triangle, up and down, in epochs "
+                                                                 "(default 4)")
+    g.add_argument("--restart-epochs", type=_positive_float,
+                   help="sgdr: first period in epochs (default: a quarter of the run)")
+    g.add_argument("--restart-mult", type=_positive_int, default=d.restart_mult,
+                   help="sgdr: each period is this many times longer than the previous")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from convolab.train import TrainConfig, train
 
     config = TrainConfig(
         model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
-        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-        device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
-        progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from,
+        seed=args.seed, device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
+        progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, **_recipe_kwargs(args),
     )
     result = train(config)
     s, path = result.summary, result.run_dir
@@ -231,14 +306,14 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from convolab import __version__
     from convolab.device import DEVICE_CHOICES
-    from convolab.train.config import OPTIMIZERS, TrainConfig
+    from convolab.train.config import TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="convolab", description="Learn, build, train and inspect convolutional neural networks.",
                      epilog="Run `convolab VERB --help` for a verb's options.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     p = sub.add_parser("train", help="train a model on a dataset, writing a run directory", formatter_class=fmt,
                        description="Train a model and write a run directory (config.json, metrics.jsonl, "
@@ -254,10 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="training batch size")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size,
                    help="batch size for validation and test")
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
-    p.add_argument("--momentum", type=_fraction, default=d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay, help="weight decay")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate (the peak of a schedule)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, data order and the val split")
     p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
@@ -269,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print summary.json (plus run_dir) on stdout at the end")
+    _add_recipe_args(p, d)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights", formatter_class=fmt,

@@ -11,7 +11,7 @@ def test_defaults_are_the_tutorials_recipe_and_valid():
     cfg = TrainConfig()
     cfg.validate()
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size) == ("tutorial_cnn", "adam", 1e-3, 64)
-    assert set(OPTIMIZERS) == {"sgd", "adam", "adamw"}
+    assert set(OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop"}
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -28,6 +28,10 @@ def test_defaults_are_the_tutorials_recipe_and_valid():
     ("momentum", 1.0, "--momentum"),
     ("momentum", -0.1, "--momentum"),
     ("weight_decay", -1e-4, "--weight-decay"),
+    ("nesterov", True, "--nesterov needs --optimizer sgd"),
+    ("clip_grad_norm", 0.0, "--clip-grad-norm must be > 0"),
+    ("accum_steps", 0, "--accum-steps must be >= 1"),
+    ("label_smoothing", 1.0, "--label-smoothing must be in"),
     ("val_fraction", 1.0, "--val-fraction"),
     ("val_fraction", -0.1, "--val-fraction"),
 ])

@@ -59,7 +59,7 @@ def test_reasonable_test_accuracy(digits_run):
 def test_run_directory_files(digits_run):
     run_dir = digits_run.run_dir
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["config.json", "metrics.jsonl", "model.safetensors", "plots", "summary.json"]
+    assert names == ["config.json", "metrics.jsonl", "model.safetensors", "plots", "steps.jsonl", "summary.json"]
     assert sorted(p.name for p in (run_dir / "plots").iterdir()) == PLOTS, "plots/ holds the four PNGs, no temp files"
 
 

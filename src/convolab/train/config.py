@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["TrainConfig", "OPTIMIZERS"]
+from convolab.train.optim import OPTIMIZERS
+from convolab.train.schedule import SCHEDULES, LRSchedule
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES"]
 
 
 @dataclass
@@ -22,9 +24,25 @@ class TrainConfig:
     batch_size: int = 64  # training batch size
     eval_batch_size: int = 1000  # batch size for validation and test
     lr: float = 1e-3  # learning rate
-    optimizer: str = "adam"  # sgd, adam or adamw
-    momentum: float = 0.9  # SGD momentum (ignored by Adam/AdamW)
-    weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    optimizer: str = "adam"  # sgd, adam, adamw or rmsprop
+    momentum: float = 0.9  # momentum of sgd and rmsprop (ignored by adam/adamw)
+    nesterov: bool = False  # Nesterov momentum (sgd only)
+    weight_decay: float = 0.0  # L2 (sgd, adam, rmsprop) or decoupled (adamw) weight decay
+    decay_norm_and_bias: bool = False  # also decay biases and norm scales/shifts (skipped by default)
+    clip_grad_norm: float | None = None  # clip the global gradient L2 norm to this value
+    accum_steps: int = 1  # micro-batches whose gradients add up to one optimizer step
+    label_smoothing: float = 0.0  # cross-entropy target smoothing (Szegedy et al. 2016)
+    schedule: str = "constant"  # learning-rate schedule, stepped per optimizer step (see train/schedule.py)
+    warmup_epochs: float = 0.0  # linear warmup length in epochs ...
+    warmup_steps: int = 0  # ... or in optimizer steps (give one of the two)
+    min_lr: float | None = None  # floor of cosine/sgdr (default 0), bottom of cyclic (default lr/10)
+    gamma: float = 0.1  # decay factor of step and multistep
+    decay_epochs: float | None = None  # step: decay every this many epochs (default: a third of the run)
+    milestones: list[float] | None = None  # multistep: decay at these epochs (default: 1/2 and 3/4 of the run)
+    pct_start: float = 0.3  # onecycle: share of the run spent raising the learning rate
+    cycle_epochs: float | None = None  # cyclic: length of one triangle (up and down) in epochs (default 4)
+    restart_epochs: float | None = None  # sgdr: first period in epochs (default: a quarter of the run)
+    restart_mult: int = 1  # sgdr: each period is this many times longer than the one before
     seed: int = 0  # seeds weights, data order and the validation split
     device: str = "auto"  # auto, cpu, cuda, mps
     val_fraction: float = 0.1  # share of the training split held out for validation
@@ -45,12 +63,34 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}"),
+            (not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+             "--nesterov needs --optimizer sgd with --momentum > 0"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0; got {self.weight_decay}"),
+            (self.clip_grad_norm is None or self.clip_grad_norm > 0,
+             f"--clip-grad-norm must be > 0; got {self.clip_grad_norm}"),
+            (self.accum_steps >= 1, f"--accum-steps must be >= 1; got {self.accum_steps}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1); got {self.label_smoothing}"),
+            (self.schedule in SCHEDULES,
+             f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
+            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"--warmup-epochs must be >= 0; got {self.warmup_epochs}"),
+            (self.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {self.warmup_steps}"),
+            (not (self.warmup_epochs and self.warmup_steps), "give --warmup-epochs or --warmup-steps, not both"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1); got {self.val_fraction}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.lr_schedule(steps_per_epoch=1000)  # the schedule's own checks, before any data loads
+
+    def lr_schedule(self, steps_per_epoch: int) -> LRSchedule:
+        """The run's learning-rate schedule for ``steps_per_epoch`` optimizer steps per epoch."""
+        warmup = self.warmup_steps or round(self.warmup_epochs * steps_per_epoch)
+        return LRSchedule(self.schedule, self.lr, total_steps=self.epochs * steps_per_epoch,
+                          steps_per_epoch=steps_per_epoch, warmup_steps=warmup, min_lr=self.min_lr,
+                          gamma=self.gamma, decay_epochs=self.decay_epochs, milestones=self.milestones,
+                          pct_start=self.pct_start, cycle_epochs=self.cycle_epochs,
+                          restart_epochs=self.restart_epochs, restart_mult=self.restart_mult)
 
     def to_dict(self) -> dict:
         return asdict(self)

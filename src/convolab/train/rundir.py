@@ -12,9 +12,10 @@ from torch import nn
 
 from convolab.atomic import append_jsonl, atomic_path, write_json
 
-__all__ = ["RunDir", "prepare_run_dir", "save_weights", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY"]
+__all__ = ["RunDir", "prepare_run_dir", "save_weights", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY", "STEPS"]
 
 WEIGHTS, CONFIG, METRICS, SUMMARY = "model.safetensors", "config.json", "metrics.jsonl", "summary.json"
+STEPS = "steps.jsonl"  # one JSON object per optimizer step: step, epoch, lr, loss (and grad_norm, scale ...)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -77,6 +78,9 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         append_jsonl(self.path / METRICS, row)
+
+    def append_steps(self, rows: list[dict]) -> None:
+        append_jsonl(self.path / STEPS, rows)
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / SUMMARY, summary)

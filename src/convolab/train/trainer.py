@@ -29,6 +29,7 @@ from convolab.train.init_from import load_initial_weights
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import RunDir, prepare_run_dir
+from convolab.train.schedule import LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "train", "weights_metadata"]
 
@@ -101,11 +102,16 @@ class Trainer:
         self.model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                          nesterov=cfg.nesterov, decay_norm_and_bias=cfg.decay_norm_and_bias)
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device, channels_last=channels_last)
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args)
         self.val_loader = DeviceLoader(self.data.val, cfg.eval_batch_size, **loader_args)
         self.test_loader = DeviceLoader(self.data.test, cfg.eval_batch_size, **loader_args)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
+        self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
+        self.global_step = 0  # optimizer steps taken
+        self._set_lr(self.schedule(0))
         self.params = sum(p.numel() for p in self.model.parameters())
         self.run = RunDir(prepare_run_dir(self.run_path, cfg.model, cfg.data, cfg.overwrite, create=True))
         self.run.write_config({
@@ -118,7 +124,8 @@ class Trainer:
                         "input_size": [self.data.in_chans, *self.data.image_size],
                         "mean": list(self.data.mean), "std": list(self.data.std)},
             "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer",
-                                                   "momentum", "weight_decay", "channels_last")},
+                                                   "momentum", "weight_decay", "channels_last", "schedule",
+                                                   "accum_steps", "label_smoothing", "clip_grad_norm")},
             "seed": cfg.seed,
             "device": str(self.device),
             "command": sys.argv if Path(sys.argv[0]).name in ("convolab", "__main__.py") else None,
@@ -129,35 +136,80 @@ class Trainer:
                  cfg.model, f"{self.params:,}", self.device, len(self.train_loader), self.run.path)
 
     # -- loop --------------------------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _group_sizes(self) -> list[int]:
+        """Samples in each optimizer step's group of ``accum_steps`` micro-batches, for one epoch."""
+        n, b, a = self.train_loader.num_samples, self.train_loader.batch_size, self.config.accum_steps
+        sizes = [min(b, n - start) for start in range(0, n, b)]
+        return [sum(sizes[i:i + a]) for i in range(0, len(sizes), a)]
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        cfg = self.config
         model, opt, loader = self.model, self.optimizer, self.train_loader
+        params = [p for group in opt.param_groups for p in group["params"]]
+        group_sizes = self._group_sizes()
         model.train()
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no sync per step
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        step_loss = torch.zeros((), device=self.device)
         seen = 0
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{self.config.epochs}", leave=False, unit="batch",
-                   disable=None if self.config.progress else True, file=sys.stderr, dynamic_ncols=True)
-        for step, (x, y) in enumerate(loader, 1):
+        step_rows: list[dict] = []  # this epoch's steps.jsonl rows (losses as device tensors until written)
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+                   disable=None if cfg.progress else True, file=sys.stderr, dynamic_ncols=True)
+        opt.zero_grad(set_to_none=True)
+        for batch, (x, y) in enumerate(loader):
+            group = batch // cfg.accum_steps
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = self._loss(logits, y)
+            # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
+            # accumulated gradient is the mean over the whole group (a short last group included).
+            weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[group])
+            weighted.backward()
             with torch.no_grad():
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
+                step_loss += weighted.detach()
             seen += len(y)
+            if (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader):
+                lr = opt.param_groups[0]["lr"]
+                row = {"step": self.global_step + 1, "epoch": epoch, "lr": lr, "loss": step_loss.clone()}
+                if cfg.clip_grad_norm is not None:
+                    row["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step_loss.zero_()
+                step_rows.append(row)
+                self.global_step += 1
+                if self.global_step < self.schedule.total_steps:
+                    self._set_lr(self.schedule(self.global_step))
             if not bar.disable:
                 bar.update()
-                if step % 25 == 0 or step == len(loader):
+                if (batch + 1) % 25 == 0 or batch + 1 == len(loader):
                     bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
                                     refresh=False)
         bar.close()
+        self._write_steps(step_rows)
         train_loss = float(loss_sum) / seen
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training diverged in epoch {epoch} (loss is {train_loss}); "
                                      "try a lower --lr")
         return train_loss, int(correct) / seen
+
+    def _write_steps(self, rows: list[dict]) -> None:
+        """Append the per-step rows to steps.jsonl: the device values are read in one transfer."""
+        if not rows:
+            return
+        keys = [k for k, v in rows[0].items() if isinstance(v, torch.Tensor)]
+        values = torch.stack([torch.stack([r[k].float() for k in keys]) for r in rows]).tolist()
+        for r, vals in zip(rows, values):
+            r.update(zip(keys, vals))
+        self.run.append_steps(rows)
 
     def fit(self) -> TrainResult:
         self._setup()
@@ -173,7 +225,7 @@ class Trainer:
             val = evaluate(self.model, self.val_loader) if len(self.data.val) else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
-                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+                   "lr": self.schedule(self.global_step - 1), "seconds": round(time.perf_counter() - t0, 3)}
             self.run.append_metrics(row)
             rows.append(row)
             if val and (math.isnan(best_val) or val.accuracy > best_val):
