@@ -84,11 +84,44 @@ def _print_json(obj) -> None:
 _RECIPE_FIELDS = ("optimizer", "momentum", "nesterov", "weight_decay", "decay_norm_and_bias", "clip_grad_norm",
                   "accum_steps", "label_smoothing", "schedule", "warmup_epochs", "warmup_steps", "min_lr", "gamma",
                   "decay_epochs", "milestones", "pct_start", "cycle_epochs", "restart_epochs", "restart_mult")
+_RUN_FIELDS = ("checkpoint_every", "deterministic", "on_nan", "nan_patience", "early_stopping", "monitor",
+               "min_delta")
 
 
 def _recipe_kwargs(args: argparse.Namespace) -> dict:
-    """The TrainConfig fields that `_add_recipe_args` parsed (same names)."""
-    return {name: getattr(args, name) for name in _RECIPE_FIELDS}
+    """The TrainConfig fields that `_add_recipe_args` and `_add_run_args` parsed (same names, where present)."""
+    kwargs = {name: getattr(args, name) for name in _RECIPE_FIELDS + _RUN_FIELDS if hasattr(args, name)}
+    if hasattr(args, "no_checkpoints"):
+        kwargs["checkpoints"] = not args.no_checkpoints
+    return kwargs
+
+
+def _add_run_args(p: argparse.ArgumentParser, d) -> None:
+    """Checkpoint, resume, divergence and early-stopping options of `convolab train`."""
+    from convolab.train.config import MONITORS, ON_NAN
+
+    g = p.add_argument_group("checkpoints, resuming, divergence, early stopping")
+    g.add_argument("--resume", metavar="RUN",
+                   help="continue the run in RUN from its newest checkpoint (or from the checkpoint file RUN/"
+                        "checkpoints/step-N.pt), exactly where it stopped; options that would change the results "
+                        "must be left out or equal the run's")
+    g.add_argument("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every, metavar="N",
+                   help="also checkpoint every N optimizer steps (0: only at the end of each epoch)")
+    g.add_argument("--no-checkpoints", action="store_true", help="write no RUN/checkpoints/ (no --resume then)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="use only deterministic algorithms (torch.use_deterministic_algorithms; slower on GPUs)")
+    g.add_argument("--on-nan", choices=ON_NAN, default=d.on_nan,
+                   help="a step with a NaN/inf loss is skipped; stop: stop the run after --nan-patience in a row; "
+                        "skip: never stop for it")
+    g.add_argument("--nan-patience", type=_positive_int, default=d.nan_patience, metavar="N",
+                   help="consecutive non-finite steps that stop the run (--on-nan stop)")
+    g.add_argument("--early-stopping", type=_positive_int, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement of --monitor and keep the best epoch's "
+                        "weights")
+    g.add_argument("--monitor", choices=MONITORS, default=d.monitor,
+                   help="validation figure that picks checkpoints/best.pt and the early-stopping epoch")
+    g.add_argument("--min-delta", type=_nonneg_float, default=d.min_delta,
+                   help="smallest change of --monitor that counts as an improvement")
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, d) -> None:
@@ -138,8 +171,21 @@ def _add_recipe_args(p: argparse.ArgumentParser, d) -> None:
                    help="sgdr: each period is this many times longer than the previous")
 
 
+def _explicit_options(argv: Sequence[str], verb: str) -> set[str]:
+    """The destinations of the options given on the command line (not left at their defaults)."""
+    parser = build_parser()
+    for action in parser.verbs[verb]._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(list(argv))
+    return set(vars(given))
+
+
+# argparse destinations whose TrainConfig field has another name (and the inverse meaning)
+_NEGATED = {"no_download": "download", "quiet": "progress", "no_plots": "plots", "no_checkpoints": "checkpoints"}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from convolab.train import TrainConfig, train
+    from convolab.train import TrainConfig, resume, train
 
     config = TrainConfig(
         model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
@@ -147,7 +193,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
         progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, **_recipe_kwargs(args),
     )
-    result = train(config)
+    if args.resume:
+        if args.out or args.overwrite:
+            raise ValueError("--resume continues in the run's own directory; drop --out/--overwrite")
+        fields = config.to_dict()
+        given = {_NEGATED.get(dest, dest) for dest in _explicit_options(args.argv, "train")}
+        result = resume(args.resume, **{k: v for k, v in fields.items() if k in given})
+    else:
+        result = train(config)
     s, path = result.summary, result.run_dir
     if args.json:
         _print_json({**s, "run_dir": str(path)})
@@ -155,7 +208,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
               f"{s['dataset']} test images after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
-        if config.plots:
+        if (path / "plots" / "loss.png").exists():
             print(f"pictures:      {path / 'plots'}/" + "{loss,accuracy,predictions,confusion}.png")
     return 0
 
@@ -364,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print summary.json (plus run_dir) on stdout at the end")
     _add_recipe_args(p, d)
+    _add_run_args(p, d)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights", formatter_class=fmt,
@@ -437,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # report it as the verb's error, with the verb's --help
         parser.verbs[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # which options were given (train --resume)
     from convolab._logging import ensure_console
 
     ensure_console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)

@@ -55,6 +55,8 @@ class DeviceLoader:
         self.generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
         self.normalize = Normalizer(mean, std, self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._epoch_start: torch.Tensor | None = None  # generator state before the current epoch's shuffle
+        self._skip = 0  # batches the next epoch leaves out (a resumed epoch)
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
@@ -63,10 +65,24 @@ class DeviceLoader:
     def num_samples(self) -> int:
         return len(self.labels)
 
+    def state_dict(self) -> dict:
+        """The data order's state: the generator as it was before the current epoch's shuffle (or now,
+        between epochs). With the number of batches already consumed it restarts an epoch exactly."""
+        state = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
+        return {"generator": state.clone()}
+
+    def load_state_dict(self, state: dict, skip_batches: int = 0) -> None:
+        """Restore :meth:`state_dict`; the next epoch then starts after ``skip_batches`` batches."""
+        self.generator.set_state(state["generator"])
+        self._epoch_start = None
+        self._skip = skip_batches
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
+        skip, self._skip = self._skip, 0
+        self._epoch_start = self.generator.get_state() if self.shuffle else None
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        for start in range(skip * self.batch_size, n, self.batch_size):
             if order is None:
                 images = self.images[start:start + self.batch_size]
                 labels = self.labels[start:start + self.batch_size]
@@ -75,3 +91,4 @@ class DeviceLoader:
                 images, labels = self.images[idx], self.labels[idx]
             x = self.normalize(images).contiguous(memory_format=self.memory_format)  # (B, C, H, W) float32
             yield x, labels
+        self._epoch_start = None

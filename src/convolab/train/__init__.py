@@ -3,7 +3,7 @@
 from convolab.train.config import OPTIMIZERS, TrainConfig
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
-from convolab.train.trainer import Trainer, TrainResult, train
+from convolab.train.trainer import Trainer, TrainResult, resume, train
 
-__all__ = ["train", "TrainConfig", "Trainer", "TrainResult", "OPTIMIZERS", "evaluate", "EvalResult",
+__all__ = ["train", "resume", "TrainConfig", "Trainer", "TrainResult", "OPTIMIZERS", "evaluate", "EvalResult",
            "confusion_matrix", "create_optimizer"]

@@ -8,7 +8,12 @@ from dataclasses import asdict, dataclass, field
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE"]
+
+ON_NAN = ("stop", "skip")
+MONITORS = ("val_accuracy", "val_loss")
+# Settings a resumed run may change: they do not affect the numbers it computes.
+RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots")
 
 
 @dataclass
@@ -43,6 +48,14 @@ class TrainConfig:
     cycle_epochs: float | None = None  # cyclic: length of one triangle (up and down) in epochs (default 4)
     restart_epochs: float | None = None  # sgdr: first period in epochs (default: a quarter of the run)
     restart_mult: int = 1  # sgdr: each period is this many times longer than the one before
+    checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
+    checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
+    deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms)
+    on_nan: str = "stop"  # a step with a non-finite loss is skipped; "stop": stop after nan_patience in a row
+    nan_patience: int = 3  # consecutive non-finite steps that stop the run (on_nan="stop")
+    early_stopping: int | None = None  # stop after this many epochs without improvement of `monitor`
+    monitor: str = "val_accuracy"  # val_accuracy or val_loss: picks best.pt (and the early-stopping epoch)
+    min_delta: float = 0.0  # smallest change of `monitor` that counts as an improvement
     seed: int = 0  # seeds weights, data order and the validation split
     device: str = "auto"  # auto, cpu, cuda, mps
     val_fraction: float = 0.1  # share of the training split held out for validation
@@ -77,6 +90,17 @@ class TrainConfig:
             (self.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {self.warmup_steps}"),
             (not (self.warmup_epochs and self.warmup_steps), "give --warmup-epochs or --warmup-steps, not both"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0; got {self.checkpoint_every}"),
+            (self.checkpoints or not self.checkpoint_every, "--checkpoint-every needs checkpoints; drop "
+                                                            "--no-checkpoints"),
+            (self.on_nan in ON_NAN, f"--on-nan must be one of {', '.join(ON_NAN)}; got {self.on_nan!r}"),
+            (self.nan_patience >= 1, f"--nan-patience must be >= 1; got {self.nan_patience}"),
+            (self.early_stopping is None or self.early_stopping >= 1,
+             f"--early-stopping must be >= 1 epoch; got {self.early_stopping}"),
+            (self.early_stopping is None or self.val_fraction > 0,
+             "--early-stopping watches the validation split; use --val-fraction > 0"),
+            (self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}; got {self.monitor!r}"),
+            (self.min_delta >= 0, f"--min-delta must be >= 0; got {self.min_delta}"),
         ]
         for ok, message in checks:
             if not ok:

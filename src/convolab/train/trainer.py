@@ -1,16 +1,24 @@
-"""The training loop: data in memory, model, optimizer, per-epoch validation, run directory.
+"""The training loop: data in memory, model, optimizer, schedule, validation, checkpoints, run directory.
 
 The engine owns the loop, devices and files; the model and the recipe come from ``TrainConfig``.
+One optimizer step is: ``accum_steps`` forward/backward passes (gradients added, each micro-batch
+weighted by its share of the step's images), a finiteness check of the loss, gradient clipping,
+the optimizer step, and the learning rate of the next step from the schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import logging
 import math
+import os
 import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +28,30 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from convolab.atomic import read_jsonl, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
-from convolab.train.config import TrainConfig
+from convolab.train.checkpoint import (
+    CHECKPOINTS,
+    FORMAT,
+    checkpoint_name,
+    find_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from convolab.train.config import RESUME_FREE, TrainConfig
 from convolab.train.init_from import load_initial_weights
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
-from convolab.train.rundir import RunDir, prepare_run_dir
+from convolab.train.rundir import CONFIG, METRICS, STEPS, RunDir, prepare_run_dir
 from convolab.train.schedule import LRSchedule
 
-__all__ = ["Trainer", "TrainResult", "train", "weights_metadata"]
+__all__ = ["Trainer", "TrainResult", "train", "resume", "weights_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +94,65 @@ def weights_metadata(model: nn.Module, data: ImageDataset) -> dict:
             "input_size": [data.in_chans, *data.image_size]}
 
 
-class Trainer:
-    """Runs one ``TrainConfig`` end to end. ``fit()`` returns a :class:`TrainResult`."""
+def config_differences(saved: dict, given: dict) -> list[str]:
+    """``--name (run: a, given: b)`` for every setting that differs, except those a resume may change."""
+    out = []
+    for key, value in given.items():
+        if key in RESUME_FREE or key not in saved:
+            continue
+        if saved[key] != value:
+            out.append(f"--{key.replace('_', '-')} (run: {saved[key]!r}, given: {value!r})")
+    return out
 
-    def __init__(self, config: TrainConfig):
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` (and cuDNN's switches) for the duration of a run."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
+class Trainer:
+    """Runs one ``TrainConfig`` end to end. ``fit()`` returns a :class:`TrainResult`.
+
+    Args:
+        config: the run.
+        resume_from: a run directory (its newest checkpoint) or a checkpoint file: continue that run.
+            ``config`` must then equal the run's own, except for the settings in ``RESUME_FREE``.
+    """
+
+    def __init__(self, config: TrainConfig, resume_from: str | os.PathLike | None = None):
         config.validate()
-        get_model_entry(config.model)  # an unknown model fails now, not after loading (or downloading) data
+        entry = get_model_entry(config.model)  # an unknown model fails now, not after loading (or downloading) data
+        if entry.input_kind != "image":
+            raise ValueError(f"{config.model} is a {entry.input_kind} model; the trainer trains image classifiers "
+                             f"only for now: choose a model of input kind 'image' (`convolab models` lists them)")
         self.config = config
         self.device = resolve_device(config.device)
-        # Refuse a taken --out before the (slow) data loading, create it only once everything loaded.
-        self.run_path = prepare_run_dir(config.out, config.model, config.data, config.overwrite, create=False)
+        self.resume_state: dict | None = None
+        if resume_from is not None:
+            run_dir, self.resume_file, state = find_checkpoint(resume_from)
+            differences = config_differences(state["config"], config.to_dict())
+            if differences:
+                raise ValueError(f"refusing to resume {run_dir}: these options differ from the run's: "
+                                 f"{', '.join(differences)}; drop them (or train a new run)")
+            if not (run_dir / CONFIG).is_file():
+                raise FileNotFoundError(f"--resume {run_dir}: no {CONFIG}; is this a convolab run directory?")
+            self.resume_state, self.run_path = state, run_dir
+        else:
+            # Refuse a taken --out before the (slow) data loading, create it only once everything loaded.
+            self.run_path = prepare_run_dir(config.out, config.model, config.data, config.overwrite, create=False)
 
     # -- setup -------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -94,25 +163,42 @@ class Trainer:
                                  download=cfg.download)
         self.model = create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
                                   input_size=self.data.image_size, **cfg.model_kwargs)
-        if cfg.init_from:
+        if cfg.init_from and self.resume_state is None:
             for note in load_initial_weights(self.model, cfg.init_from):
                 log.info("--init-from: %s", note)
             log.info("initialised %s from %s", cfg.model, cfg.init_from)
-        channels_last = cfg.channels_last and self.device.type != "mps"
-        self.model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-        if self.device.type == "cuda":
+        self.channels_last = cfg.channels_last and self.device.type != "mps"
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model.to(self.device, memory_format=memory_format)
+        if self.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                           nesterov=cfg.nesterov, decay_norm_and_bias=cfg.decay_norm_and_bias)
-        loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device, channels_last=channels_last)
+        loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
+                           channels_last=self.channels_last)
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args)
         self.val_loader = DeviceLoader(self.data.val, cfg.eval_batch_size, **loader_args)
         self.test_loader = DeviceLoader(self.data.test, cfg.eval_batch_size, **loader_args)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
-        self.global_step = 0  # optimizer steps taken
-        self._set_lr(self.schedule(0))
         self.params = sum(p.numel() for p in self.model.parameters())
+        # The loop's position and bookkeeping: all of it goes into every checkpoint.
+        self.epoch, self.batch, self.global_step = 1, 0, 0  # epoch in progress (1-based), batches done in it
+        self.history: list[dict] = []  # metrics rows of the finished epochs
+        self.best: dict = {"value": None, "epoch": None}  # of cfg.monitor
+        self.bad_epochs = 0  # epochs since the last improvement
+        self.nan_streak = self.skipped_steps = 0
+        self.train_seconds = 0.0  # time spent in training epochs (summary's samples_per_second)
+        self.elapsed = 0.0  # wall time of fit() in earlier sessions of this run
+        self.resumes = 0
+        self.epoch_sums: dict | None = None  # partial sums of a resumed epoch
+        self.best_state: dict | None = None  # weights of the best epoch, kept for early stopping
+        if self.resume_state is not None:
+            self.run = RunDir(self.run_path)
+            self._restore(self.resume_state)
+            self.resume_state = None
+            return
+        self._set_lr(self.schedule(0))
         self.run = RunDir(prepare_run_dir(self.run_path, cfg.model, cfg.data, cfg.overwrite, create=True))
         self.run.write_config({
             "model": cfg.model,
@@ -135,6 +221,66 @@ class Trainer:
         log.info("model %s: %s parameters; training on %s, %d steps per epoch; run directory %s",
                  cfg.model, f"{self.params:,}", self.device, len(self.train_loader), self.run.path)
 
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self, epoch_sums: dict | None = None) -> dict:
+        """Everything the next step depends on (see convolab.train.checkpoint)."""
+        cpu = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return {
+            "format": FORMAT, "config": self.config.to_dict(),
+            "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+            "model": cpu, "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(), "loader": self.train_loader.state_dict(),
+            "epoch_sums": epoch_sums,
+            "history": copy.deepcopy(self.history), "best": dict(self.best), "bad_epochs": self.bad_epochs,
+            "nan": {"streak": self.nan_streak, "skipped": self.skipped_steps},
+            "train_seconds": self.train_seconds, "elapsed": self.elapsed + time.perf_counter() - self._fit_start,
+            "resumes": self.resumes,
+        }
+
+    def _save_checkpoint(self, epoch_sums: dict | None = None) -> None:
+        if not self.config.checkpoints:
+            return
+        state = self._state(epoch_sums)
+        path = save_checkpoint(self.run.path / CHECKPOINTS / checkpoint_name(self.global_step), state)
+        prune_checkpoints(self.run.path, keep=path, previous=self._last_checkpoint)
+        self._last_checkpoint = path
+
+    def _restore(self, state: dict) -> None:
+        """Continue from a checkpoint: weights, optimizer, generators, position, bookkeeping, files."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+        self.train_loader.load_state_dict(state["loader"], skip_batches=self.batch)
+        self._set_lr(self.schedule(min(self.global_step, self.schedule.total_steps - 1)))
+        self.history = list(state["history"])
+        self.best, self.bad_epochs = dict(state["best"]), state["bad_epochs"]
+        self.nan_streak, self.skipped_steps = state["nan"]["streak"], state["nan"]["skipped"]
+        self.train_seconds, self.elapsed = state["train_seconds"], state["elapsed"]
+        self.resumes = state["resumes"] + 1
+        self.epoch_sums = state["epoch_sums"]
+        self._last_checkpoint = self.resume_file  # kept as the previous one until the next is on disk
+        best_file = self.run.path / CHECKPOINTS / "best.pt"
+        if self.config.early_stopping and self.best["epoch"] is not None and best_file.is_file():
+            self.best_state = load_checkpoint(best_file)["model"]
+        self._truncate_logs()
+        log.info("resuming %s from %s: epoch %d, step %d of %d", self.run.path, self.resume_file.name, self.epoch,
+                 self.global_step, self.schedule.total_steps)
+
+    def _truncate_logs(self) -> None:
+        """Drop what the interrupted session logged after its last checkpoint, so that every epoch and step
+        appears once: metrics.jsonl becomes the checkpoint's history, steps.jsonl its first steps."""
+        metrics = self.run.path / METRICS
+        rows = read_jsonl(metrics) if metrics.exists() else []
+        if rows != self.history:
+            write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history))
+        steps = self.run.path / STEPS
+        if steps.exists():
+            rows = read_jsonl(steps)
+            kept = [r for r in rows if r.get("step", 0) <= self.global_step]
+            if len(kept) != len(rows) or steps.read_bytes()[-1:] not in (b"", b"\n"):
+                write_text(steps, "".join(json.dumps(r) + "\n" for r in kept))
+
     # -- loop --------------------------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -155,51 +301,89 @@ class Trainer:
         params = [p for group in opt.param_groups for p in group["params"]]
         group_sizes = self._group_sizes()
         model.train()
-        loss_sum = torch.zeros((), device=self.device)  # summed on the device: no sync per step
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        sums, self.epoch_sums = self.epoch_sums, None
+        # Epoch sums stay on the device (no host sync per step); a resumed epoch starts from its saved sums.
+        loss_sum = sums["loss_sum"].to(self.device) if sums else torch.zeros((), device=self.device)
+        correct = sums["correct"].to(self.device) if sums else torch.zeros((), device=self.device, dtype=torch.long)
+        seen = sums["seen"] if sums else 0
+        seconds = sums["seconds"] if sums else 0.0
+        # The step in progress: its weighted loss (the value optimised), and its share of the epoch sums,
+        # added only if the step is taken.
         step_loss = torch.zeros((), device=self.device)
-        seen = 0
-        step_rows: list[dict] = []  # this epoch's steps.jsonl rows (losses as device tensors until written)
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
-                   disable=None if cfg.progress else True, file=sys.stderr, dynamic_ncols=True)
+        step_sum = torch.zeros((), device=self.device)
+        step_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        step_seen = 0
+        step_rows: list[dict] = []  # steps.jsonl rows not yet written (losses stay on the device until then)
+        bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   unit="batch", disable=None if cfg.progress else True, file=sys.stderr, dynamic_ncols=True)
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        for batch, (x, y) in enumerate(loader):
-            group = batch // cfg.accum_steps
+        for batch, (x, y) in enumerate(loader, start=self.batch):
             logits = model(x)
             loss = self._loss(logits, y)
             # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
             # accumulated gradient is the mean over the whole group (a short last group included).
-            weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[group])
+            weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
             weighted.backward()
             with torch.no_grad():
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
+                step_sum += loss.detach() * len(y)
+                step_correct += (logits.argmax(1) == y).sum()
                 step_loss += weighted.detach()
-            seen += len(y)
+            step_seen += len(y)
             if (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader):
-                lr = opt.param_groups[0]["lr"]
-                row = {"step": self.global_step + 1, "epoch": epoch, "lr": lr, "loss": step_loss.clone()}
-                if cfg.clip_grad_norm is not None:
-                    row["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
-                opt.step()
+                row = {"step": self.global_step + 1, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                       "loss": step_loss.clone()}
+                if bool(torch.isfinite(step_loss)):
+                    if cfg.clip_grad_norm is not None:
+                        row["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
+                    opt.step()
+                    loss_sum += step_sum
+                    correct += step_correct
+                    seen += step_seen
+                    self.nan_streak = 0
+                else:
+                    self._nonfinite_step(row, epoch, step_rows)
                 opt.zero_grad(set_to_none=True)
-                step_loss.zero_()
+                step_loss.zero_(), step_sum.zero_(), step_correct.zero_()
+                step_seen = 0
                 step_rows.append(row)
                 self.global_step += 1
+                self.batch = batch + 1
                 if self.global_step < self.schedule.total_steps:
                     self._set_lr(self.schedule(self.global_step))
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    self._write_steps(step_rows)
+                    step_rows = []
+                    self._save_checkpoint({"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                                           "seconds": seconds + time.perf_counter() - t0})
             if not bar.disable:
                 bar.update()
                 if (batch + 1) % 25 == 0 or batch + 1 == len(loader):
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
-                                    refresh=False)
+                    bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}",
+                                    acc=f"{int(correct) / max(seen, 1):.4f}", refresh=False)
         bar.close()
         self._write_steps(step_rows)
-        train_loss = float(loss_sum) / seen
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training diverged in epoch {epoch} (loss is {train_loss}); "
+        self.train_seconds += seconds + time.perf_counter() - t0
+        if seen == 0:
+            raise FloatingPointError(f"training diverged in epoch {epoch}: every step had a non-finite loss; "
                                      "try a lower --lr")
-        return train_loss, int(correct) / seen
+        return float(loss_sum) / seen, int(correct) / seen
+
+    def _nonfinite_step(self, row: dict, epoch: int, step_rows: list[dict]) -> None:
+        """A step whose loss is NaN or inf: skip it (no update), count it, and stop when --on-nan says so."""
+        cfg = self.config
+        self.nan_streak += 1
+        self.skipped_steps += 1
+        row["skipped"] = True
+        loss = float(row["loss"])
+        if cfg.on_nan == "stop" and self.nan_streak >= cfg.nan_patience:
+            step_rows.append(row)
+            self._write_steps(step_rows)
+            step_rows.clear()
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch} (loss is {loss} at step {row['step']}, "
+                f"{self.nan_streak} non-finite step(s) in a row); try a lower --lr")
+        log.info("step %d: non-finite loss (%s); step skipped", row["step"], loss)
 
     def _write_steps(self, rows: list[dict]) -> None:
         """Append the per-step rows to steps.jsonl: the device values are read in one transfer."""
@@ -208,50 +392,85 @@ class Trainer:
         keys = [k for k, v in rows[0].items() if isinstance(v, torch.Tensor)]
         values = torch.stack([torch.stack([r[k].float() for k in keys]) for r in rows]).tolist()
         for r, vals in zip(rows, values):
-            r.update(zip(keys, vals))
+            r.update((k, v if math.isfinite(v) else None) for k, v in zip(keys, vals))
         self.run.append_steps(rows)
 
+    def _improved(self, val: EvalResult | None) -> bool:
+        if val is None:
+            return False
+        value = val.accuracy if self.config.monitor == "val_accuracy" else val.loss
+        best, delta = self.best["value"], self.config.min_delta
+        if best is None or (value > best + delta if self.config.monitor == "val_accuracy" else value < best - delta):
+            self.best = {"value": value, "epoch": self.epoch}
+            return True
+        return False
+
     def fit(self) -> TrainResult:
+        with deterministic_algorithms(self.config.deterministic):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
+        self._fit_start = time.perf_counter()
+        self._last_checkpoint: Path | None = None
         self._setup()
         cfg = self.config
-        rows = []
-        best_val = float("nan")
-        train_seconds = 0.0
-        fit_start = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
+        stopped_early = False
+        while self.epoch <= cfg.epochs and not stopped_early:
+            epoch = self.epoch
             t0 = time.perf_counter()
             train_loss, train_acc = self._train_epoch(epoch)
-            train_seconds += time.perf_counter() - t0
             val = evaluate(self.model, self.val_loader) if len(self.data.val) else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
                    "lr": self.schedule(self.global_step - 1), "seconds": round(time.perf_counter() - t0, 3)}
             self.run.append_metrics(row)
-            rows.append(row)
-            if val and (math.isnan(best_val) or val.accuracy > best_val):
-                best_val = val.accuracy
+            self.history.append(row)
+            improved = self._improved(val)
+            if improved:
+                self.bad_epochs = 0
+                if cfg.early_stopping:
+                    self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            elif val is not None:
+                self.bad_epochs += 1
+            stopped_early = bool(cfg.early_stopping and self.bad_epochs >= cfg.early_stopping and epoch < cfg.epochs)
+            self.epoch, self.batch = epoch + 1, 0
+            self._save_checkpoint()
+            if improved and cfg.checkpoints:  # the same state as the epoch's checkpoint, kept under its own name
+                save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", self._state())
             val_text = f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" if val else "no validation split"
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  (%.1fs)", epoch, cfg.epochs, train_loss, train_acc,
-                     val_text, row["seconds"])
-        fit_seconds = time.perf_counter() - fit_start
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  lr %.3g  (%.1fs)", epoch, cfg.epochs, train_loss,
+                     train_acc, val_text, row["lr"], row["seconds"])
+            if stopped_early:
+                log.info("early stopping: %s has not improved for %d epochs; keeping epoch %d's weights",
+                         cfg.monitor, self.bad_epochs, self.best["epoch"])
+        if self.best_state is not None and self.best["epoch"] != self.history[-1]["epoch"]:
+            self.model.load_state_dict(self.best_state)
+        return self._finish(stopped_early)
+
+    def _finish(self, stopped_early: bool) -> TrainResult:
+        cfg, rows = self.config, self.history
+        fit_seconds = self.elapsed + time.perf_counter() - self._fit_start
         test = evaluate(self.model, self.test_loader, keep_predictions=True)
         self.run.save_model(self.model, weights_metadata(self.model, self.data))
+        val_accs = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
         summary = {
             "model": cfg.model, "dataset": self.data.name,
             "test_accuracy": test.accuracy, "test_loss": test.loss,
-            "best_val_accuracy": None if math.isnan(best_val) else best_val,
+            "best_val_accuracy": max(val_accs) if val_accs else None,
             "final_val_accuracy": rows[-1]["val_accuracy"],
-            "epochs": cfg.epochs, "train_seconds": round(fit_seconds, 3),
-            "samples_per_second": round(len(self.data.train) * cfg.epochs / train_seconds, 1),
+            "best_epoch": self.best["epoch"], "stopped_early": stopped_early,
+            "epochs": len(rows), "steps": self.global_step, "skipped_steps": self.skipped_steps,
+            "train_seconds": round(fit_seconds, 3),
+            "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),
             "params": self.params, "device": str(self.device),
-            "test_samples": test.n,
+            "test_samples": test.n, "resumes": self.resumes,
         }
         self.run.write_summary(summary)
         if cfg.plots:
             self._plots(rows, test)
         # The CLI prints this figure as its result; Python callers have it in the returned summary.
         log.debug("test accuracy %.4f (loss %.4f) on %s %s test images after %d epochs, %.1fs of training",
-                 test.accuracy, test.loss, f"{test.n:,}", self.data.name, cfg.epochs, fit_seconds)
+                  test.accuracy, test.loss, f"{test.n:,}", self.data.name, len(rows), fit_seconds)
         return TrainResult(self.run.path, summary, self.model)
 
     def _plots(self, rows: list[dict], test: EvalResult) -> None:
@@ -262,6 +481,13 @@ class Trainer:
                          self.data.classes, self.run.plots / "predictions.png", seed=self.config.seed)
         cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
         plot_confusion(cm, self.data.classes, self.run.plots / "confusion.png")
+
+
+def _console(config: TrainConfig) -> None:
+    if config.progress:
+        from convolab._logging import ensure_console
+
+        ensure_console()
 
 
 def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
@@ -275,8 +501,26 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
         config = TrainConfig(**overrides)
     elif overrides:
         config = TrainConfig(**{**config.to_dict(), **overrides})
-    if config.progress:
-        from convolab._logging import ensure_console
-
-        ensure_console()
+    _console(config)
     return Trainer(config).fit()
+
+
+def resume(path: str | os.PathLike, **overrides) -> TrainResult:
+    """Continue an interrupted run from its newest checkpoint (or from the checkpoint file ``path``).
+
+    ``overrides`` may change only what does not affect the numbers (``RESUME_FREE``: device,
+    progress, plots ...); any other setting that differs from the run's is refused with the list.
+
+    Example:
+        >>> from convolab.train import resume
+        >>> resume("runs/fm")  # after a crash, a kill or a reboot
+    """
+    _, _, state = find_checkpoint(path)
+    saved = dict(state["config"])
+    differences = config_differences(saved, overrides)
+    if differences:
+        raise ValueError(f"refusing to resume {path}: these options differ from the run's: "
+                         f"{', '.join(differences)}; drop them (or train a new run)")
+    config = TrainConfig(**{**saved, **overrides})
+    _console(config)
+    return Trainer(config, resume_from=path).fit()
