@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES"]
 
 ON_NAN = ("stop", "skip")
+ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each backward written by hand
 MONITORS = ("val_accuracy", "val_loss")
 # Settings a resumed run may change: they do not affect the numbers it computes.
 RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots")
@@ -58,6 +59,7 @@ class TrainConfig:
     min_delta: float = 0.0  # smallest change of `monitor` that counts as an improvement
     seed: int = 0  # seeds weights, data order and the validation split
     device: str = "auto"  # auto, cpu, cuda, mps
+    engine: str = "torch"  # torch, or numpy: convolab.glass takes the steps (CPU; the models glass can convert)
     val_fraction: float = 0.1  # share of the training split held out for validation
     download: bool = True  # allow a torchvision download when the data is nowhere on disk
     channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (and AMP on GPUs)
@@ -101,6 +103,9 @@ class TrainConfig:
              "--early-stopping watches the validation split; use --val-fraction > 0"),
             (self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}; got {self.monitor!r}"),
             (self.min_delta >= 0, f"--min-delta must be >= 0; got {self.min_delta}"),
+            (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
+            (self.engine != "numpy" or self.device in ("auto", "cpu"),
+             f"--engine numpy runs on the CPU; drop --device {self.device}"),
         ]
         for ok, message in checks:
             if not ok:
