@@ -124,8 +124,8 @@ def _add_run_args(p: argparse.ArgumentParser, d) -> None:
                    help="smallest change of --monitor that counts as an improvement")
 
 
-def _add_recipe_args(p: argparse.ArgumentParser, d) -> None:
-    """Optimizer and learning-rate schedule options (train and lr-find); ``d`` holds the defaults."""
+def _add_recipe_args(p: argparse.ArgumentParser, d, schedule: bool = True) -> None:
+    """Optimizer (and learning-rate schedule) options of train and lr-find; ``d`` holds the defaults."""
     from convolab.train.config import OPTIMIZERS, SCHEDULES
 
     g = p.add_argument_group("optimizer")
@@ -144,6 +144,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--label-smoothing", type=_fraction, default=d.label_smoothing, metavar="EPS",
                    help="cross-entropy against (1 - EPS) one-hot + EPS / classes")
 
+    if not schedule:
+        return
     g = p.add_argument_group("learning-rate schedule (stepped every optimizer step; rates in steps.jsonl)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="constant; step (x gamma every --decay-epochs); multistep (x gamma at --milestones); "
@@ -210,6 +212,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"run directory: {path}")
         if (path / "plots" / "loss.png").exists():
             print(f"pictures:      {path / 'plots'}/" + "{loss,accuracy,predictions,confusion}.png")
+    return 0
+
+
+# -- lr-find -------------------------------------------------------------------------------------
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from convolab.train import TrainConfig, Trainer
+
+    config = TrainConfig(
+        model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
+        batch_size=args.batch_size, lr=args.start_lr, seed=args.seed, device=args.device,
+        val_fraction=args.val_fraction, download=not args.no_download, progress=not args.quiet,
+        init_from=args.init_from, checkpoints=False, **_recipe_kwargs(args),
+    )
+    result, path = Trainer(config).lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps,
+                                           beta=args.smoothing, diverge=args.diverge)
+    plot = path / "plots" / "lr_find.png"
+    if args.json:
+        out = {k: v for k, v in result.to_dict().items() if k not in ("lrs", "losses", "smoothed")}
+        _print_json({**out, "run_dir": str(path), "plot": str(plot)})
+        return 0
+    stop = "the loss diverged" if result.diverged else "the last rate was reached"
+    print(f"suggested learning rate {result.suggested_lr:.3g} ({result.rule}; the minimum is at "
+          f"{result.min_loss_lr:.3g}, the steepest descent at {result.steepest_lr:.3g}; {len(result.lrs)} steps "
+          f"until {stop})")
+    print(f"plot:          {plot}")
+    print(f"train with it: convolab train --model {args.model} --data {args.data} --optimizer {args.optimizer} "
+          f"--lr {result.suggested_lr:.2g}")
     return 0
 
 
@@ -419,6 +448,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p, d)
     _add_run_args(p, d)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("lr-find", help="the learning-rate range test: which --lr to train with", formatter_class=fmt,
+                       description="Train for a few steps with an exponentially growing learning rate and plot the "
+                                   "loss against it (Smith 2017; fastai's lr_find). Suggests the rate at the minimum "
+                                   "of the smoothed loss / 10. Writes DIR/lr_find.json and DIR/plots/lr_find.png; "
+                                   "the model and optimizer are restored afterwards.",
+                       epilog="example: convolab lr-find --model tutorial_cnn --data fashion-mnist --optimizer sgd "
+                              "--out runs/lr-find")
+    p.add_argument("--model", default=d.model, help="model name (see `convolab models`)")
+    p.add_argument("--data", default=d.data, help="dataset name or image-folder path")
+    p.add_argument("--data-dir", help="folder searched first for the dataset's files")
+    p.add_argument("--out", help="directory to create (default: runs/MODEL-DATA-TIME)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing convolab directory at --out")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="batch size")
+    p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first learning rate of the ramp")
+    p.add_argument("--end-lr", type=_positive_float, default=10.0, help="last learning rate of the ramp")
+    p.add_argument("--num-steps", type=_positive_int, default=100, help="steps from --start-lr to --end-lr")
+    p.add_argument("--smoothing", type=_fraction, default=0.9,
+                   help="beta of the loss's exponential moving average (0: raw losses)")
+    p.add_argument("--diverge", type=_float_arg(lambda v: v > 1, "> 1"), default=4.0,
+                   help="stop once the smoothed loss exceeds this multiple of its minimum")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights and data order")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
+    p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
+                   help="share of the training split held out (as in train, so the same images are used)")
+    p.add_argument("--init-from", metavar="FILE", help="start from the weights in a .safetensors or .pth file")
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print suggested_lr, the rule and the other figures as JSON")
+    _add_recipe_args(p, d, schedule=False)
+    p.set_defaults(func=_cmd_lr_find, no_plots=False)
 
     p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights", formatter_class=fmt,
                        epilog="example: convolab eval runs/demo")

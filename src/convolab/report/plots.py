@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from convolab.atomic import atomic_path  # noqa: E402
 
-__all__ = ["plot_curves", "plot_predictions", "plot_confusion", "save_figure"]
+__all__ = ["plot_curves", "plot_predictions", "plot_confusion", "save_figure", "plot_lr_find", "plot_lr_steps"]
 
 _WRONG = "#d62728"
 _RIGHT = "#2ca02c"
@@ -132,4 +132,39 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path) -
     ax.set_title(f"confusion matrix (test accuracy {100 * acc:.2f}%)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], suggested_lr: float,
+                 min_loss_lr: float, rule: str, path: str | Path) -> Path:
+    """The learning-rate range test: loss against the (log-scaled) rate, with the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(lrs, losses, color="0.75", linewidth=0.8, label="loss per batch")
+    ax.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss")
+    ax.axvline(min_loss_lr, color="0.4", linestyle=":", label=f"minimum of the smoothed loss ({min_loss_lr:.2g})")
+    ax.axvline(suggested_lr, color=_WRONG, linestyle="--", label=f"suggested lr {suggested_lr:.2g}")
+    ax.set_xscale("log")
+    low = min(min(smoothed), min(losses))
+    high = max(smoothed[0], min(max(smoothed), 3 * min(smoothed)))
+    ax.set_ylim(low - 0.1 * (high - low), high + 0.25 * (high - low))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"learning-rate range test\nsuggestion: {rule}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_lr_steps(steps: Sequence[dict], path: str | Path) -> Path:
+    """``lr.png``: the learning rate of every optimizer step (from steps.jsonl), epochs marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    x = [s["step"] for s in steps]
+    ax.plot(x, [s["lr"] for s in steps], color="C0")
+    ends = [a["step"] for a, b in zip(steps, steps[1:]) if a["epoch"] != b["epoch"]]
+    for e in ends:
+        ax.axvline(e, color="0.85", linewidth=0.8, zorder=0)
+    ax.set_xlabel("optimizer step (grey lines: epoch ends)")
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning-rate schedule, per step")
+    ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from convolab.atomic import read_jsonl, write_text
+from convolab.atomic import read_jsonl, write_json, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
@@ -46,6 +46,7 @@ from convolab.train.checkpoint import (
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
 from convolab.train.init_from import load_initial_weights
+from convolab.train.lr_finder import LRFindResult, lr_range_test
 from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import CONFIG, METRICS, STEPS, RunDir, prepare_run_dir
@@ -155,7 +156,7 @@ class Trainer:
             self.run_path = prepare_run_dir(config.out, config.model, config.data, config.overwrite, create=False)
 
     # -- setup -------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, kind: str = "train") -> None:
         cfg = self.config
         seed_everything(cfg.seed)
         keep_freed_memory()
@@ -201,6 +202,7 @@ class Trainer:
         self._set_lr(self.schedule(0))
         self.run = RunDir(prepare_run_dir(self.run_path, cfg.model, cfg.data, cfg.overwrite, create=True))
         self.run.write_config({
+            "kind": kind,
             "model": cfg.model,
             "model_kwargs": {k: v for k, v in self.model.convolab_cfg.items() if k != "name"},
             "dataset": {"name": self.data.name, "source": self.data.source, "data_dir": cfg.data_dir,
@@ -218,8 +220,9 @@ class Trainer:
             "versions": versions(),
             "config": cfg.to_dict(),
         })
-        log.info("model %s: %s parameters; training on %s, %d steps per epoch; run directory %s",
-                 cfg.model, f"{self.params:,}", self.device, len(self.train_loader), self.run.path)
+        log.info("model %s: %s parameters; %s on %s, %d steps per epoch; run directory %s",
+                 cfg.model, f"{self.params:,}", "training" if kind == "train" else kind, self.device,
+                 len(self.train_loader), self.run.path)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self, epoch_sums: dict | None = None) -> dict:
@@ -295,6 +298,11 @@ class Trainer:
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training batch's logits and mean loss."""
+        logits = self.model(x)
+        return logits, self._loss(logits, y)
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg = self.config
         model, opt, loader = self.model, self.optimizer, self.train_loader
@@ -319,8 +327,7 @@ class Trainer:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(loader, start=self.batch):
-            logits = model(x)
-            loss = self._loss(logits, y)
+            logits, loss = self._forward(x, y)
             # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
             # accumulated gradient is the mean over the whole group (a short last group included).
             weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
@@ -409,6 +416,27 @@ class Trainer:
         with deterministic_algorithms(self.config.deterministic):
             return self._fit()
 
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.9,
+                diverge: float = 4.0) -> tuple[LRFindResult, Path]:
+        """The learning-rate range test with this run's model, optimizer, data and loss (see
+        ``convolab.train.lr_finder``); writes ``lr_find.json`` and ``plots/lr_find.png`` into the run
+        directory and returns the result and that directory. The model and optimizer are left as they were."""
+        if self.resume_state is not None:
+            raise ValueError("lr-find starts a new directory; it cannot --resume a run")
+        self._fit_start = time.perf_counter()
+        with deterministic_algorithms(self.config.deterministic):
+            self._setup(kind="lr-find")
+            result = lr_range_test(self.model, self.optimizer, self.train_loader, lambda b: self._forward(*b)[1],
+                                   start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, beta=beta,
+                                   diverge=diverge)
+        write_json(self.run.path / "lr_find.json", result.to_dict())
+        if self.config.plots:
+            from convolab.report import plot_lr_find
+
+            plot_lr_find(result.lrs, result.losses, result.smoothed, result.suggested_lr, result.min_loss_lr,
+                         result.rule, self.run.plots / "lr_find.png")
+        return result, self.run.path
+
     def _fit(self) -> TrainResult:
         self._fit_start = time.perf_counter()
         self._last_checkpoint: Path | None = None
@@ -481,6 +509,10 @@ class Trainer:
                          self.data.classes, self.run.plots / "predictions.png", seed=self.config.seed)
         cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
         plot_confusion(cm, self.data.classes, self.run.plots / "confusion.png")
+        if self.config.schedule != "constant" or self.schedule.warmup_steps:
+            from convolab.report import plot_lr_steps
+
+            plot_lr_steps(read_jsonl(self.run.path / STEPS), self.run.plots / "lr.png")
 
 
 def _console(config: TrainConfig) -> None:
