@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from convolab.analysis.trace import InputTooSmallError, Row, Trace, trace_model
@@ -61,8 +62,10 @@ def build_stack(spec: str, in_chans: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _is_stack(name: str) -> bool:
-    return all(_STACK_ITEM.match(item) for item in name.replace(" ", "").split(",")) and bool(name.strip())
+def _looks_like_stack(name: str) -> bool:
+    """A layer-stack spec, or an attempt at one ("conv3,conv" gets the spec's error, not "unknown model")."""
+    first = name.replace(" ", "").split(",")[0]
+    return bool(re.match(r"^(conv|pool|maxpool|avgpool)\d|^relu$", first)) or "," in name
 
 
 @dataclass
@@ -201,7 +204,7 @@ def summarize(model: nn.Module | str, input_shape: tuple[int, ...] | str | None 
     """
     if isinstance(input_shape, str):
         input_shape = parse_input(input_shape)
-    name, module, input_shape = _resolve(model, input_shape, num_classes, model_kwargs)
+    name, module, input_shape = _resolve(model, input_shape, num_classes, model_kwargs, real_weights=verify)
     module = module.eval()
     meta = _to_meta(module)
     try:
@@ -216,7 +219,8 @@ def summarize(model: nn.Module | str, input_shape: tuple[int, ...] | str | None 
     return summary
 
 
-def _resolve(model, input_shape, num_classes, model_kwargs) -> tuple[str, nn.Module, tuple[int, ...]]:
+def _resolve(model, input_shape, num_classes, model_kwargs,
+             real_weights: bool = True) -> tuple[str, nn.Module, tuple[int, ...]]:
     from convolab.models import create_model
     from convolab.models._registry import _REGISTRY
 
@@ -226,12 +230,12 @@ def _resolve(model, input_shape, num_classes, model_kwargs) -> tuple[str, nn.Mod
         return type(model).__name__, model, tuple(input_shape)
     text = str(model)
     path = Path(text).expanduser()
-    if text not in _REGISTRY and path.exists():
+    if text not in _REGISTRY and (path.exists() or "/" in text or text.endswith(".safetensors")):
         from convolab.run import load_run
 
         run = load_run(path)
         return path.name, run.model, tuple(input_shape or run.input_size)
-    if text not in _REGISTRY and _is_stack(text):
+    if text not in _REGISTRY and _looks_like_stack(text):
         if input_shape is None:
             raise ValueError(f"a layer stack needs --input C,H,W (e.g. 64,32,32) to know its channels: {text!r}")
         return text, build_stack(text, input_shape[0]), tuple(input_shape)
@@ -241,13 +245,18 @@ def _resolve(model, input_shape, num_classes, model_kwargs) -> tuple[str, nn.Mod
     if input_shape is None:
         input_shape = (3, 16, 112, 112) if entry.input_kind == "clip" else (3, 224, 224)
     spatial = tuple(input_shape[-2:])
-    return text, create_model(text, num_classes=num_classes, in_chans=input_shape[0], input_size=spatial,
-                              **model_kwargs), tuple(input_shape)
+    # Without --verify only shapes are needed: build on the meta device (VGG-16's 138M weights cost nothing).
+    with torch.device("meta" if not real_weights else "cpu"):
+        module = create_model(text, num_classes=num_classes, in_chans=input_shape[0], input_size=spatial,
+                              **model_kwargs)
+    return text, module, tuple(input_shape)
 
 
 def _to_meta(module: nn.Module) -> nn.Module:
     import copy
 
+    if all(p.is_meta for p in module.parameters()):
+        return module
     return copy.deepcopy(module).to("meta")
 
 

@@ -1,0 +1,48 @@
+"""Every registered model through the analysis: shapes against a real forward, MACs against torch's
+flop counter (exactly), parameters against ``model.parameters()``. Receptive fields are measured
+for one model of each kind of graph in test_verify.py (the impulse runs in float64)."""
+
+from __future__ import annotations
+
+import pytest
+
+from convolab.analysis import summarize
+from convolab.models import list_models
+from convolab.models._registry import get_model_entry
+
+BIG = 30e6  # parameters: models above this run with the slow tests
+
+
+def _input(name: str) -> tuple[int, ...]:
+    kind = get_model_entry(name).input_kind
+    return (3, 8, 32, 32) if kind == "clip" else (3, 32, 32)
+
+
+def _params(name):
+    import torch
+
+    from convolab.models import create_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name, num_classes=7, input_size=32).parameters())
+
+
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if _params(n) > BIG else n for n in list_models()]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_matches_execution(name):
+    s = summarize(name, _input(name), num_classes=7, verify=True, rf_rows="none")
+    v = s.verification
+    assert v.ok, "\n".join(v.mismatches)
+    assert v.analytic_macs == v.flop_counter_macs > 0
+    assert v.shapes_checked >= 3
+    assert s.totals()["params"] == sum(p.numel() for p in _model(name).parameters())
+    assert s.totals()["receptive_field"] is not None
+    assert not s.trace.uncounted, s.trace.uncounted
+
+
+def _model(name):
+    from convolab.models import create_model
+
+    return create_model(name, num_classes=7, input_size=_input(name)[-2:])

@@ -1,0 +1,69 @@
+"""``convolab summary``: the table, JSON, side by side, --verify, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.cli.test_cli import assert_one_line_error, cli
+
+
+def test_table_with_totals(capsys):
+    code, out, err = cli(["summary", "vgg16", "--input", "3,224,224", "--depth", "1"], capsys)
+    assert code == 0, err
+    assert "features" in out and "classifier" in out
+    assert "parameters: 138,357,544" in out
+    assert "FLOPs = 2 x MACs" in out
+    assert "receptive field: 212 pixels, effective stride 32" in out
+
+
+def test_json_totals(capsys):
+    code, out, _ = cli(["summary", "alexnet", "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["totals"]["receptive_field"] == 195 and doc["input"] == [3, 224, 224]
+    assert doc["totals"]["flops"] == 2 * doc["totals"]["macs"]
+    assert doc["layers"][0]["name"] == "features.0"
+
+
+def test_side_by_side(capsys):
+    code, out, _ = cli(["summary", "conv5", "conv3,conv3", "--input", "64,32,32"], capsys)
+    assert code == 0
+    last = out.strip().splitlines()[-9:]
+    assert last[0].split() == ["conv5", "conv3,conv3"]
+    assert last[2].split() == ["parameters", "102,464", "73,856"]
+    assert last[7].split() == ["receptive", "field", "5", "5"]
+
+
+def test_several_models_as_json_list(capsys):
+    code, out, _ = cli(["summary", "lenet5", "tutorial_cnn", "--input", "1,28,28", "--json"], capsys)
+    assert code == 0
+    docs = json.loads(out)
+    assert [d["model"] for d in docs] == ["lenet5", "tutorial_cnn"]
+
+
+def test_verify(capsys):
+    code, out, err = cli(["summary", "resnet18", "--input", "3,32,32", "--verify"], capsys)
+    assert code == 0, err
+    assert "verify: all figures match" in out
+
+
+def test_run_directory(digits_run, capsys):
+    code, out, err = cli(["summary", digits_run.run_dir, "--verify", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["input"] == [1, 8, 8] and doc["verification"]["ok"]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["summary", "resnet5"], ["unknown model", "resnet50"]),
+    (["summary", "resnet18", "--input", "3,224"], ["--input must be C,H,W"]),
+    (["summary", "resnet18", "--input", "0,8,8"], ["--input must be"]),
+    (["summary", "conv3,conv"], ["needs --input"]),
+    (["summary", "conv3,conv", "--input", "4,8,8"], ["cannot read 'conv'"]),
+    (["summary", "resnet18", "--depth", "0"], ["--depth"]),
+    (["summary", "/no/such/run"], ["no such run directory"]),
+])
+def test_user_errors(args, needles, capsys):
+    code, _, err = cli(args, capsys)
+    assert_one_line_error(code, err, *needles)
