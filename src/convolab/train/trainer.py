@@ -298,6 +298,14 @@ class Trainer:
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
+    # _forward, _clip_grad_norm and _evaluate are what convolab.glass.trainer.GlassTrainer does in NumPy instead.
+    def _clip_grad_norm(self, params: list, max_norm: float) -> torch.Tensor:
+        """Scale the gradients so that their joint L2 norm is at most ``max_norm``; returns the norm before."""
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+    def _evaluate(self, loader: DeviceLoader, keep_predictions: bool = False) -> EvalResult:
+        return evaluate(self.model, loader, keep_predictions=keep_predictions)
+
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One training batch's logits and mean loss."""
         logits = self.model(x)
@@ -342,7 +350,7 @@ class Trainer:
                        "loss": step_loss.clone()}
                 if bool(torch.isfinite(step_loss)):
                     if cfg.clip_grad_norm is not None:
-                        row["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
+                        row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
                     opt.step()
                     loss_sum += step_sum
                     correct += step_correct
@@ -447,7 +455,7 @@ class Trainer:
             epoch = self.epoch
             t0 = time.perf_counter()
             train_loss, train_acc = self._train_epoch(epoch)
-            val = evaluate(self.model, self.val_loader) if len(self.data.val) else None
+            val = self._evaluate(self.val_loader) if len(self.data.val) else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
                    "lr": self.schedule(self.global_step - 1), "seconds": round(time.perf_counter() - t0, 3)}
@@ -478,7 +486,7 @@ class Trainer:
     def _finish(self, stopped_early: bool) -> TrainResult:
         cfg, rows = self.config, self.history
         fit_seconds = self.elapsed + time.perf_counter() - self._fit_start
-        test = evaluate(self.model, self.test_loader, keep_predictions=True)
+        test = self._evaluate(self.test_loader, keep_predictions=True)
         self.run.save_model(self.model, weights_metadata(self.model, self.data))
         val_accs = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
         summary = {
@@ -534,7 +542,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     elif overrides:
         config = TrainConfig(**{**config.to_dict(), **overrides})
     _console(config)
-    return Trainer(config).fit()
+    return _trainer_class(config)(config).fit()
 
 
 def resume(path: str | os.PathLike, **overrides) -> TrainResult:
@@ -555,4 +563,13 @@ def resume(path: str | os.PathLike, **overrides) -> TrainResult:
                          f"{', '.join(differences)}; drop them (or train a new run)")
     config = TrainConfig(**{**saved, **overrides})
     _console(config)
-    return Trainer(config, resume_from=path).fit()
+    return _trainer_class(config)(config, resume_from=path).fit()
+
+
+def _trainer_class(config: TrainConfig) -> type[Trainer]:
+    """Who takes the steps: torch's autograd, or (``engine="numpy"``) convolab.glass's hand-written backward."""
+    if config.engine == "numpy":
+        from convolab.glass.trainer import GlassTrainer
+
+        return GlassTrainer
+    return Trainer
