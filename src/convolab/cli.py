@@ -193,7 +193,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         seed=args.seed, device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
-        progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, **_recipe_kwargs(args),
+        progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, engine=args.engine,
+        **_recipe_kwargs(args),
     )
     if args.resume:
         if args.out or args.overwrite:
@@ -410,7 +411,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from convolab import __version__
     from convolab.device import DEVICE_CHOICES
-    from convolab.train.config import TrainConfig
+    from convolab.train.config import ENGINES, TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="convolab", description="Learn, build, train and inspect convolutional neural networks.",
@@ -436,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate (the peak of a schedule)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, data order and the val split")
     p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="torch, or numpy: convolab.glass computes every forward and backward pass with NumPy "
+                        "(CPU; tutorial_cnn, lenet5, mnist_cnn, the basic-block ResNets, DenseNets)")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
                    help="share of the training split held out for validation")
     p.add_argument("--init-from", metavar="FILE",
