@@ -21,7 +21,7 @@ from convolab.models._registry import get_model_entry
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pattern", nargs="?")
-    ap.add_argument("--size", type=int, default=32, help="input height and width (clips: 8 frames)")
+    ap.add_argument("--size", type=int, default=32, help="input height and width (clips: 16 frames)")
     ap.add_argument("--rf", default="stages", choices=["stages", "all", "none"])
     args = ap.parse_args()
     bad = 0
@@ -29,9 +29,14 @@ def main() -> int:
           f"{'MACs':>5} {'RF ext':>6} {'bad':>4} {'s':>6}", flush=True)
     for name in list_models(args.pattern):
         clip = get_model_entry(name).input_kind == "clip"
-        shape = (3, 8, args.size, args.size) if clip else (3, args.size, args.size)
+        shape = (3, 16, args.size, args.size) if clip else (3, args.size, args.size)
         t0 = time.perf_counter()
-        s = summarize(name, shape, num_classes=10, verify=True, rf_rows=args.rf)
+        try:
+            s = summarize(name, shape, num_classes=10, verify=True, rf_rows=args.rf)
+        except Exception as e:  # noqa: BLE001 - report and go on with the next model
+            bad += 1
+            print(f"{name:<22} FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
         v, t = s.verification, s.totals()
         bad += not v.ok
         rf = t["receptive_field"]

@@ -317,13 +317,19 @@ class _Tracer:
         return math.prod(batch) * a.shape[-2] * a.shape[-1] * b.shape[-1]
 
     def _check_collapse(self, op: str, spatial, sizes, window) -> None:
-        if min(sizes) >= 1:
+        # torch also refuses a window that does not fit the padded input, even where ceil_mode would
+        # round the output size up to 1
+        fits = all(n + 2 * p >= d * (k - 1) + 1 for n, k, p, d in
+                   zip(spatial, window["kernel_size"], window["padding"], window["dilation"]))
+        if min(sizes) >= 1 and fits:
             return
         where = self._where() or op
+        result = (f"gives {'x'.join(map(str, sizes))}" if fits else
+                  "is smaller than the window, even padded")
         raise InputTooSmallError(
             f"the feature map collapses at {where} ({op} with kernel {window['kernel_size']}, stride "
-            f"{window['stride']}, padding {window['padding']}): its {'x'.join(map(str, spatial))} input gives "
-            f"{'x'.join(map(str, sizes))}", where)
+            f"{window['stride']}, padding {window['padding']}): its {'x'.join(map(str, spatial))} input {result}",
+            where)
 
     def _where(self) -> str:
         return self.names.get(self.stack[-1], "") if self.stack else ""
