@@ -85,7 +85,7 @@ _RECIPE_FIELDS = ("optimizer", "momentum", "nesterov", "weight_decay", "decay_no
                   "accum_steps", "label_smoothing", "schedule", "warmup_epochs", "warmup_steps", "min_lr", "gamma",
                   "decay_epochs", "milestones", "pct_start", "cycle_epochs", "restart_epochs", "restart_mult")
 _RUN_FIELDS = ("checkpoint_every", "deterministic", "on_nan", "nan_patience", "early_stopping", "monitor",
-               "min_delta")
+               "min_delta", "augment", "crop_pad", "hflip", "rotate", "cutout", "mixup", "cutmix")
 
 
 def _recipe_kwargs(args: argparse.Namespace) -> dict:
@@ -94,6 +94,30 @@ def _recipe_kwargs(args: argparse.Namespace) -> dict:
     if hasattr(args, "no_checkpoints"):
         kwargs["checkpoints"] = not args.no_checkpoints
     return kwargs
+
+
+def _add_augment_args(p: argparse.ArgumentParser, d) -> None:
+    """Augmentation options of train and lr-find."""
+    from convolab.data.augment import PRESETS
+
+    g = p.add_argument_group("augmentation (whole batches on the training device; see convolab.data.augment)")
+    g.add_argument("--augment", choices=PRESETS, default=d.augment,
+                   help="preset, adapted to the dataset: light = shifts of up to 1/14 of the side + flips where "
+                        "they keep the class; standard = shifts of up to 1/8 + flips + cutout 0.5 (+ rotations of "
+                        "10° for digits and characters, which are never flipped)")
+    g.add_argument("--crop-pad", type=_nonneg_int, metavar="PIXELS",
+                   help="random crop of the image padded by PIXELS (shifts of up to PIXELS; 0: off)")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror half of the images left-right (default: the preset's)")
+    g.add_argument("--rotate", type=_float_arg(lambda v: 0 <= v <= 180, "in [0, 180]"), metavar="DEGREES",
+                   help="random rotations of up to DEGREES")
+    g.add_argument("--cutout", type=_fraction, metavar="FRACTION",
+                   help="erase a square of FRACTION of the image side from half of the images (0: off)")
+    g.add_argument("--mixup", type=_nonneg_float, default=d.mixup, metavar="ALPHA",
+                   help="mixup with Beta(ALPHA, ALPHA) weights (0.2 is common; 0: off)")
+    g.add_argument("--cutmix", type=_nonneg_float, default=d.cutmix, metavar="ALPHA",
+                   help="cutmix with Beta(ALPHA, ALPHA) areas (1.0 is common; 0: off); with --mixup, each batch "
+                        "gets one of the two")
 
 
 def _add_run_args(p: argparse.ArgumentParser, d) -> None:
@@ -450,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print summary.json (plus run_dir) on stdout at the end")
     _add_recipe_args(p, d)
+    _add_augment_args(p, d)
     _add_run_args(p, d)
     p.set_defaults(func=_cmd_train)
 
@@ -482,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print suggested_lr, the rule and the other figures as JSON")
     _add_recipe_args(p, d, schedule=False)
+    _add_augment_args(p, d)
     p.set_defaults(func=_cmd_lr_find, no_plots=False)
 
     p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights", formatter_class=fmt,

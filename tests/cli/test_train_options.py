@@ -15,9 +15,11 @@ def test_recipe_flags_reach_the_config_and_the_steps(tmp_path, capsys):
     code, _, err = cli(["train", "--data", "digits", "--epochs", "2", "--quiet", "--no-plots", "--device", "cpu",
                         "--out", out, "--optimizer", "sgd", "--nesterov", "--lr", "0.05", "--weight-decay", "1e-4",
                         "--clip-grad-norm", "2", "--accum-steps", "2", "--label-smoothing", "0.1",
-                        "--schedule", "multistep", "--milestones", "1", "--gamma", "0.5", "--warmup-steps", "3"],
-                       capsys)
+                        "--schedule", "multistep", "--milestones", "1", "--gamma", "0.5", "--warmup-steps", "3",
+                        "--augment", "standard", "--hflip", "--rotate", "5", "--cutmix", "1"], capsys)
     assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["augment"] == dict(
+        crop_pad=1, hflip=True, rotate=5.0, cutout=0.5, mixup=0.0, cutmix=1.0)  # digits' standard, overridden
     config = json.loads((out / "config.json").read_text())["config"]
     assert {k: config[k] for k in ("optimizer", "nesterov", "lr", "weight_decay", "clip_grad_norm", "accum_steps",
                                    "label_smoothing", "schedule", "milestones", "gamma", "warmup_steps")} == dict(
@@ -41,6 +43,9 @@ def test_recipe_flags_reach_the_config_and_the_steps(tmp_path, capsys):
     (["--label-smoothing", "1"], ["--label-smoothing", "must be in [0, 1)"]),
     (["--clip-grad-norm", "-1"], ["--clip-grad-norm", "must be > 0"]),
     (["--gamma", "2"], ["--gamma", "must be in (0, 1]"]),
+    (["--augment", "heavy"], ["--augment", "invalid choice: 'heavy'"]),
+    (["--crop-pad", "8"], ["--crop-pad must be in [0, 8) for 8-pixel images"]),
+    (["--cutout", "1.5"], ["--cutout", "must be in [0, 1)"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_contradictions_are_one_line_errors(args, needles, tmp_path, capsys):
     out = tmp_path / "run"

@@ -3,7 +3,8 @@
 The slow test kills a real ``convolab train`` process mid-epoch with SIGKILL, resumes it with
 ``convolab train --resume`` and compares it with an uninterrupted run of the same command: final
 weights bit for bit, every metric, every logged step. The run uses dropout (torch's generator),
-Adam's state, a warmup + cosine schedule and label smoothing, so each piece of restored state matters.
+AdamW's state, a warmup + cosine schedule, label smoothing and augmentation (shifts, rotations, cutout,
+mixup and cutmix: a generator of its own and a NumPy one), so each piece of restored state matters.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from convolab.train import resume
 
 RECIPE = ["--model", "mnist_cnn", "--data", "digits", "--epochs", "3", "--device", "cpu", "--quiet", "--no-plots",
           "--checkpoint-every", "5", "--schedule", "cosine", "--warmup-steps", "5", "--label-smoothing", "0.1",
-          "--optimizer", "adamw", "--weight-decay", "0.01"]
+          "--optimizer", "adamw", "--weight-decay", "0.01", "--augment", "standard", "--mixup", "0.4",
+          "--cutmix", "1.0"]
 
 KILLED_AT_STEP = """
 import sys, time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
@@ -49,6 +50,13 @@ class TrainConfig:
     cycle_epochs: float | None = None  # cyclic: length of one triangle (up and down) in epochs (default 4)
     restart_epochs: float | None = None  # sgdr: first period in epochs (default: a quarter of the run)
     restart_mult: int = 1  # sgdr: each period is this many times longer than the one before
+    augment: str = "none"  # augmentation preset: none, light or standard (see convolab.data.augment)
+    crop_pad: int | None = None  # random shifts of up to this many pixels (None: the preset's)
+    hflip: bool | None = None  # mirror half of the images (None: the preset's, never for digits)
+    rotate: float | None = None  # random rotations of up to this many degrees (None: the preset's)
+    cutout: float | None = None  # erase a square of this fraction of the side (None: the preset's)
+    mixup: float = 0.0  # mixup's Beta(alpha, alpha) (0: off)
+    cutmix: float = 0.0  # cutmix's Beta(alpha, alpha) (0: off)
     checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
     checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
     deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms)
@@ -92,6 +100,13 @@ class TrainConfig:
             (self.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {self.warmup_steps}"),
             (not (self.warmup_epochs and self.warmup_steps), "give --warmup-epochs or --warmup-steps, not both"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.augment in AUGMENT_PRESETS,
+             f"unknown augmentation preset {self.augment!r}; choose one of {', '.join(AUGMENT_PRESETS)}"),
+            (self.crop_pad is None or self.crop_pad >= 0, f"--crop-pad must be >= 0; got {self.crop_pad}"),
+            (self.rotate is None or 0 <= self.rotate <= 180, f"--rotate must be in [0, 180]; got {self.rotate}"),
+            (self.cutout is None or 0 <= self.cutout < 1, f"--cutout must be in [0, 1); got {self.cutout}"),
+            (self.mixup >= 0, f"--mixup must be >= 0; got {self.mixup}"),
+            (self.cutmix >= 0, f"--cutmix must be >= 0; got {self.cutmix}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0; got {self.checkpoint_every}"),
             (self.checkpoints or not self.checkpoint_every, "--checkpoint-every needs checkpoints; drop "
                                                             "--no-checkpoints"),

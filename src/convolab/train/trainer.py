@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from convolab.atomic import read_jsonl, write_json, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
+from convolab.data.augment import BatchAugment, resolve_augment
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
@@ -180,6 +181,12 @@ class Trainer:
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args)
         self.val_loader = DeviceLoader(self.data.val, cfg.eval_batch_size, **loader_args)
         self.test_loader = DeviceLoader(self.data.test, cfg.eval_batch_size, **loader_args)
+        self.augment_spec = resolve_augment(cfg.augment, self.data.name, self.data.image_size, crop_pad=cfg.crop_pad,
+                                            hflip=cfg.hflip, rotate=cfg.rotate, cutout=cfg.cutout, mixup=cfg.mixup,
+                                            cutmix=cfg.cutmix)
+        black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
+        self.augment = (BatchAugment(self.augment_spec, black, self.device, seed=cfg.seed)
+                        if self.augment_spec.active else None)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -213,16 +220,17 @@ class Trainer:
                         "mean": list(self.data.mean), "std": list(self.data.std)},
             "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer",
                                                    "momentum", "weight_decay", "channels_last", "schedule",
-                                                   "accum_steps", "label_smoothing", "clip_grad_norm")},
+                                                   "accum_steps", "label_smoothing", "clip_grad_norm", "augment")},
+            "augment": asdict(self.augment_spec),
             "seed": cfg.seed,
             "device": str(self.device),
             "command": sys.argv if Path(sys.argv[0]).name in ("convolab", "__main__.py") else None,
             "versions": versions(),
             "config": cfg.to_dict(),
         })
-        log.info("model %s: %s parameters; %s on %s, %d steps per epoch; run directory %s",
+        log.info("model %s: %s parameters; %s on %s, %d steps per epoch; augmentation: %s; run directory %s",
                  cfg.model, f"{self.params:,}", "training" if kind == "train" else kind, self.device,
-                 len(self.train_loader), self.run.path)
+                 len(self.train_loader), self.augment_spec.describe(), self.run.path)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self, epoch_sums: dict | None = None) -> dict:
@@ -233,6 +241,7 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
             "model": cpu, "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(), "loader": self.train_loader.state_dict(),
+            "augment": self.augment.state_dict() if self.augment is not None else None,
             "epoch_sums": epoch_sums,
             "history": copy.deepcopy(self.history), "best": dict(self.best), "bad_epochs": self.bad_epochs,
             "nan": {"streak": self.nan_streak, "skipped": self.skipped_steps},
@@ -255,6 +264,8 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
         self.train_loader.load_state_dict(state["loader"], skip_batches=self.batch)
+        if self.augment is not None:
+            self.augment.load_state_dict(state["augment"])
         self._set_lr(self.schedule(min(self.global_step, self.schedule.total_steps - 1)))
         self.history = list(state["history"])
         self.best, self.bad_epochs = dict(state["best"]), state["bad_epochs"]
@@ -311,6 +322,20 @@ class Trainer:
         logits = self.model(x)
         return logits, self._loss(logits, y)
 
+    def _augmented_forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augment a training batch, then :meth:`_forward`: logits, mean loss, and the labels the batch's
+        accuracy is counted against (for a mixed batch, those of the larger share)."""
+        if self.augment is None:
+            return (*self._forward(x, y), y)
+        x, mix = self.augment(x, y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits, loss = self._forward(x, y)
+        if mix is None:
+            return logits, loss, y
+        loss = mix.lam * loss + (1 - mix.lam) * self._loss(logits, mix.y2)
+        return logits, loss, y if mix.lam >= 0.5 else mix.y2
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg = self.config
         model, opt, loader = self.model, self.optimizer, self.train_loader
@@ -335,7 +360,7 @@ class Trainer:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(loader, start=self.batch):
-            logits, loss = self._forward(x, y)
+            logits, loss, y = self._augmented_forward(x, y)
             # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
             # accumulated gradient is the mean over the whole group (a short last group included).
             weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
@@ -434,9 +459,9 @@ class Trainer:
         self._fit_start = time.perf_counter()
         with deterministic_algorithms(self.config.deterministic):
             self._setup(kind="lr-find")
-            result = lr_range_test(self.model, self.optimizer, self.train_loader, lambda b: self._forward(*b)[1],
-                                   start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, beta=beta,
-                                   diverge=diverge)
+            result = lr_range_test(self.model, self.optimizer, self.train_loader,
+                                   lambda b: self._augmented_forward(*b)[1], start_lr=start_lr, end_lr=end_lr,
+                                   num_steps=num_steps, beta=beta, diverge=diverge)
         write_json(self.run.path / "lr_find.json", result.to_dict())
         if self.config.plots:
             from convolab.report import plot_lr_find
