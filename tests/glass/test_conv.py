@@ -37,7 +37,7 @@ def _pair(cfg, shape, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(conv_configs())
 def test_matches_torch(dtype, config):
     cfg, shape = config

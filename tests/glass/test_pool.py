@@ -33,7 +33,7 @@ def _input(shape, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(pool_configs(dilation=True))
 def test_max_pool_matches_torch(dtype, config):
     cfg, shape = config
@@ -45,7 +45,7 @@ def test_max_pool_matches_torch(dtype, config):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(pool_configs(dilation=False), st.booleans(), st.sampled_from([None, 3]))
 def test_avg_pool_matches_torch(dtype, config, count_include_pad, divisor_override):
     cfg, shape = config

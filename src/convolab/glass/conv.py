@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from convolab.glass.im2col import col2im, conv_output_size, pad_nhwc, pair, patches, to_nchw
+from convolab.glass.im2col import col2im, conv_output_size, gather_offsets, pad_nhwc, pair, patches, to_nchw
 from convolab.glass.module import Module, check_float_input
-from convolab.glass.precision import accumulate_dtype, matmul
+from convolab.glass.precision import matmul, sum_rows
 from convolab.glass.rng import get_generator
 
 __all__ = ["Conv2d"]
@@ -121,7 +121,11 @@ class Conv2d(Module):
         view = patches(xp, self.kernel_size, self.stride, self.dilation, (ho, wo))  # (N, Ho, Wo, kh, kw, C), no copy
         weight = self._param("weight", x.dtype)                                  # (O, C/g, kh, kw)
         if g == 1:
-            cols = view.reshape(m, kh * kw * c)                                   # the one gather copy
+            if c == 1:  # one input channel (a grayscale image): rows of length 1 would make the copy crawl,
+                # so gather by kernel offset, (kh*kw, M) with long runs, and hand BLAS its transpose.
+                cols = gather_offsets(xp, self.kernel_size, self.stride, self.dilation, (ho, wo)).reshape(-1, m).T
+            else:
+                cols = view.reshape(m, kh * kw * c)                               # the one gather copy
             wmat = weight.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)           # rows ordered (i, j, c) like cols
             out = matmul(cols, wmat)                                              # (M, O)
         else:  # one GEMM per group, batched: channels c = g * cg + cc
@@ -143,7 +147,7 @@ class Conv2d(Module):
         m, cg, og = n * ho * wo, c // g, o // g
         dy = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(m, o)      # (M, O); free if channels-last
         if "bias" in self.params:
-            self._accumulate("bias", dy.sum(axis=0, dtype=accumulate_dtype(dy.dtype)))
+            self._accumulate("bias", sum_rows(dy))                                 # sum over (N, H, W)
         if g == 1:
             dwmat = matmul(cols.T, dy)                                            # (kh*kw*C, O)
             self._accumulate("weight", dwmat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))

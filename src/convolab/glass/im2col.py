@@ -28,7 +28,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["pair", "conv_output_size", "pad_nhwc", "patches", "offset_slices", "col2im", "to_nchw"]
+__all__ = ["pair", "conv_output_size", "pad_nhwc", "patches", "gather_offsets", "offset_slices", "col2im",
+           "to_nchw"]
 
 
 def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -88,6 +89,20 @@ def patches(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], di
                       strides=(bn, sh * bh, sw * bw, dh * bh, dw * bw, bc), writeable=False)
 
 
+def gather_offsets(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+                   out_size: tuple[int, int]) -> np.ndarray:
+    """The patch view regrouped by kernel offset, as a contiguous (kh*kw, N, Ho, Wo, C) array.
+
+    Block ``t = i*kw + j`` holds what offset ``(i, j)`` sees at every output position. Each block is
+    copied from one strided slice of ``xp``, whose contiguous runs are whole rows of ``Wo*C`` values
+    at stride 1 (``C`` at larger strides); afterwards every operation on a block runs over contiguous
+    memory. Pooling reduces over the blocks; a one-channel convolution uses the (kh*kw, M) matrix.
+    """
+    kh, kw = kernel
+    view = patches(xp, kernel, stride, dilation, out_size)                      # (N, Ho, Wo, kh, kw, C)
+    return np.ascontiguousarray(view.transpose(3, 4, 0, 1, 2, 5)).reshape(kh * kw, *view.shape[:3], xp.shape[3])
+
+
 def offset_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, int],
                   out_size: tuple[int, int]) -> tuple[slice, slice]:
     """Rows and columns of the padded input that kernel offset ``(i, j)`` reads, one per output position."""
@@ -110,10 +125,16 @@ def col2im(dpatches: np.ndarray, padded_shape: tuple[int, int, int, int], stride
     """
     kh, kw, _, ho, wo, _ = dpatches.shape
     dxp = np.zeros(padded_shape, dtype=dpatches.dtype)
+    # Windows that do not overlap (stride >= reach, as in 2x2/2 pooling) touch each pixel at most once:
+    # assigning is then the same as adding onto the zeros, and skips reading dxp.
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, (kh, kw)))
     for i in range(kh):
         for j in range(kw):
             rows, cols = offset_slices(i, j, stride, dilation, (ho, wo))
-            dxp[:, rows, cols, :] += dpatches[i, j]               # (N, Ho, Wo, C) strided add
+            if disjoint:
+                dxp[:, rows, cols, :] = dpatches[i, j]
+            else:
+                dxp[:, rows, cols, :] += dpatches[i, j]           # (N, Ho, Wo, C) strided add
     return dxp
 
 

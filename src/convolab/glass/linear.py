@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from convolab.glass.module import Module, check_float_input
-from convolab.glass.precision import accumulate_dtype, matmul
+from convolab.glass.precision import matmul, sum_rows
 from convolab.glass.rng import get_generator
 
 __all__ = ["Linear", "Flatten"]
@@ -61,7 +61,7 @@ class Linear(Module):
         dy = dout.reshape(-1, self.out_features)                               # (M, out)
         self._accumulate("weight", matmul(dy.T, x2))
         if "bias" in self.params:
-            self._accumulate("bias", dy.sum(axis=0, dtype=accumulate_dtype(dy.dtype)))
+            self._accumulate("bias", sum_rows(dy))
         return matmul(dy, weight).reshape(shape)
 
 

@@ -1,15 +1,16 @@
 """Pooling: ``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` with their backward passes.
 
-Max and average pooling walk the ``kh*kw`` kernel offsets (the same strided slices as col2im, see
-``convolab.glass.im2col``) instead of the output pixels: each step is one vectorised operation on a
-whole (N, H_out, W_out, C) array.
+Max and average pooling walk the ``kh*kw`` kernel offsets instead of the output pixels: the input
+is first regrouped by offset (``gather_offsets``: one contiguous (N, H_out, W_out, C) block per
+offset), every step is then one vectorised operation on whole contiguous blocks, and the backward
+pass scatters the per-offset gradients back with col2im (see ``convolab.glass.im2col``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convolab.glass.im2col import conv_output_size, offset_slices, pad_nhwc, pair, patches, to_nchw
+from convolab.glass.im2col import col2im, conv_output_size, gather_offsets, pad_nhwc, pair, to_nchw
 from convolab.glass.module import Module, check_float_input
 from convolab.glass.precision import accumulate_dtype
 
@@ -52,9 +53,16 @@ class _Pool2d(Module):
             extra.append(max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)))  # partial last window
         return (out[0], out[1]), (extra[0], extra[1])
 
-    def _offsets(self):
+    def _windows(self, x: np.ndarray, out_size: tuple[int, int], extra: tuple[int, int], value: float) -> tuple:
+        """Pad (with ``value``) and regroup by kernel offset: ((kh*kw, N, Ho, Wo, C) blocks, padded shape)."""
+        xp = pad_nhwc(x, self.padding, extra, value=value)                         # (N, Hp, Wp, C)
+        return gather_offsets(xp, self.kernel_size, self.stride, self.dilation, out_size), xp.shape
+
+    def _scatter(self, dwindows: np.ndarray, padded_shape: tuple, size: tuple[int, int]) -> np.ndarray:
+        """col2im of per-offset gradients (kh*kw, N, Ho, Wo, C) -> dL/dx (N, C, H, W)."""
         kh, kw = self.kernel_size
-        return [(i, j) for i in range(kh) for j in range(kw)]
+        dxp = col2im(dwindows.reshape(kh, kw, *dwindows.shape[1:]), padded_shape, self.stride, self.dilation)
+        return to_nchw(dxp, self.padding, size)
 
 
 class MaxPool2d(_Pool2d):
@@ -63,7 +71,7 @@ class MaxPool2d(_Pool2d):
     Forward: ``y[n, c, u, v] = max_{i,j} xp[n, c, u*s + i*d, v*s + j*d]``.
 
     Backward: the gradient flows only to the element that was the maximum (the first one in the
-    window, row by row, on ties -- torch's choice; a NaN counts as the maximum, so NaNs propagate)::
+    window, row by row, on ties -- torch's choice; a NaN in the window makes the output NaN)::
 
         dL/dx[n, c, argmax(n, c, u, v)] += dy[n, c, u, v]
 
@@ -82,31 +90,26 @@ class MaxPool2d(_Pool2d):
         """(N, C, H, W) -> (N, C, H_out, W_out)."""
         x = check_float_input(self, x)
         (ho, wo), extra = self._geometry(x)
-        xp = pad_nhwc(x, self.padding, extra, value=-np.inf)                       # (N, Hp, Wp, C)
-        view = patches(xp, self.kernel_size, self.stride, self.dilation, (ho, wo))  # (N, Ho, Wo, kh, kw, C)
-        offsets = self._offsets()
-        best = view[:, :, :, 0, 0, :].copy()                                       # (N, Ho, Wo, C)
-        arg = np.zeros(best.shape, dtype=np.uint8 if len(offsets) <= 255 else np.int32)  # winning offset
-        for t, (i, j) in enumerate(offsets[1:], 1):
-            v = view[:, :, :, i, j, :]
-            take = v > best                    # strictly greater: the first maximum wins ties
-            take |= np.isnan(v)                # NaN propagates
-            np.copyto(best, v, where=take)
-            arg[take] = t
-        self._cache = (xp.shape, arg, x.shape[2:], (ho, wo))
+        windows, padded_shape = self._windows(x, (ho, wo), extra, -np.inf)         # (kh*kw, N, Ho, Wo, C)
+        best = windows[0].copy()                                                   # (N, Ho, Wo, C)
+        arg = np.zeros(best.shape, dtype=np.uint8 if len(windows) <= 255 else np.int32)  # winning offset
+        for t in range(1, len(windows)):
+            take = windows[t] > best          # strictly greater: the first maximum wins ties
+            arg *= ~take                      # arg = t where take (arithmetic: NumPy's masked stores are slow)
+            arg += take.astype(arg.dtype) * arg.dtype.type(t)
+            np.maximum(best, windows[t], out=best)  # (a NaN propagates to the output)
+        self._cache = (padded_shape, arg, x.shape[2:])
         return self._remember_output(best.transpose(0, 3, 1, 2))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dL/dy (N, C, H_out, W_out) -> dL/dx (N, C, H, W)."""
         dout = self._check_dout(dout)
-        padded_shape, arg, size, out_size = self._cache
+        padded_shape, arg, size = self._cache
         dy = dout.transpose(0, 2, 3, 1)                                            # (N, Ho, Wo, C)
-        dxp = np.zeros(padded_shape, dtype=dout.dtype)
-        zero = np.zeros((), dtype=dout.dtype)
-        for t, (i, j) in enumerate(self._offsets()):
-            rows, cols = offset_slices(i, j, self.stride, self.dilation, out_size)
-            dxp[:, rows, cols, :] += np.where(arg == t, dy, zero)
-        return to_nchw(dxp, self.padding, size)
+        kh, kw = self.kernel_size
+        offsets = np.arange(kh * kw, dtype=arg.dtype).reshape(-1, 1, 1, 1, 1)
+        dwindows = (arg == offsets) * dy                       # (kh*kw, N, Ho, Wo, C): dy where the offset won
+        return self._scatter(dwindows.astype(dout.dtype, copy=False), padded_shape, size)
 
 
 class AvgPool2d(_Pool2d):
@@ -146,28 +149,22 @@ class AvgPool2d(_Pool2d):
         """(N, C, H, W) -> (N, C, H_out, W_out)."""
         x = check_float_input(self, x)
         (ho, wo), extra = self._geometry(x)
-        xp = pad_nhwc(x, self.padding, extra)                                      # (N, Hp, Wp, C)
-        view = patches(xp, self.kernel_size, self.stride, self.dilation, (ho, wo))
-        total = np.zeros((x.shape[0], ho, wo, x.shape[1]), dtype=accumulate_dtype(x.dtype))
-        for i, j in self._offsets():
-            total += view[:, :, :, i, j, :]
+        windows, padded_shape = self._windows(x, (ho, wo), extra, 0.0)           # (kh*kw, N, Ho, Wo, C)
+        total = windows.sum(axis=0, dtype=accumulate_dtype(x.dtype))              # (N, Ho, Wo, C)
         divisor = self._divisor(x.shape[2:], (ho, wo))
         if isinstance(divisor, np.ndarray):
             divisor = divisor.astype(total.dtype)
         out = (total / divisor).astype(x.dtype, copy=False)
-        self._cache = (xp.shape, divisor, x.shape[2:], (ho, wo))
+        self._cache = (padded_shape, divisor, x.shape[2:])
         return self._remember_output(out.transpose(0, 3, 1, 2))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dL/dy (N, C, H_out, W_out) -> dL/dx (N, C, H, W)."""
         dout = self._check_dout(dout)
-        padded_shape, divisor, size, out_size = self._cache
+        padded_shape, divisor, size = self._cache
         share = (dout.transpose(0, 2, 3, 1) / divisor).astype(dout.dtype, copy=False)  # (N, Ho, Wo, C)
-        dxp = np.zeros(padded_shape, dtype=dout.dtype)
-        for i, j in self._offsets():
-            rows, cols = offset_slices(i, j, self.stride, self.dilation, out_size)
-            dxp[:, rows, cols, :] += share
-        return to_nchw(dxp, self.padding, size)
+        kh, kw = self.kernel_size
+        return self._scatter(np.broadcast_to(share, (kh * kw, *share.shape)), padded_shape, size)
 
 
 class AdaptiveAvgPool2d(Module):
