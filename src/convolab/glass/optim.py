@@ -37,10 +37,45 @@ class Optimizer:
             self.param_groups.append({**defaults, **g, "params": pairs})
         self.state: dict[int, dict] = {}  # id(param) -> that parameter's buffers
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero every gradient in place (``set_to_none`` is accepted for torch's signature: glass gradients
+        are always arrays, which the layers add into)."""
         for group in self.param_groups:
             for _, g in group["params"]:
                 g.fill(0)
+
+    def state_dict(self) -> dict:
+        """torch's layout: ``{"state": {index: {name: array or number}}, "param_groups": [{..., "params": [index]}]}``,
+        parameters numbered in group order; arrays are copies."""
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            ids = [index.setdefault(id(p), len(index)) for p, _ in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        state = {index[pid]: {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in s.items()}
+                 for pid, s in self.state.items() if pid in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore hyper-parameters and buffers saved by :meth:`state_dict` (arrays or anything ``np.array``
+        converts, such as CPU tensors), for the same parameters in the same order.
+
+        Raises:
+            ValueError: the groups or their sizes differ.
+        """
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"{type(self).__name__}: the saved state has groups of "
+                             f"{[len(g['params']) for g in saved]} parameters, this optimizer "
+                             f"{[len(g['params']) for g in self.param_groups]}")
+        params = [p for group in self.param_groups for p, _ in group["params"]]
+        for group, s in zip(self.param_groups, saved):
+            group.update({k: v for k, v in s.items() if k != "params"})
+        self.state = {}
+        for i, buffers in state_dict["state"].items():
+            p = params[int(i)]
+            self.state[id(p)] = {k: v if isinstance(v, (int, float)) else np.array(v, dtype=p.dtype).reshape(p.shape)
+                                 for k, v in buffers.items()}
 
     def step(self) -> None:
         """One update of every parameter from its current gradient."""
