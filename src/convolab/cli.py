@@ -85,7 +85,8 @@ _RECIPE_FIELDS = ("optimizer", "momentum", "nesterov", "weight_decay", "decay_no
                   "accum_steps", "label_smoothing", "schedule", "warmup_epochs", "warmup_steps", "min_lr", "gamma",
                   "decay_epochs", "milestones", "pct_start", "cycle_epochs", "restart_epochs", "restart_mult")
 _RUN_FIELDS = ("checkpoint_every", "deterministic", "on_nan", "nan_patience", "early_stopping", "monitor",
-               "min_delta", "augment", "crop_pad", "hflip", "rotate", "cutout", "mixup", "cutmix")
+               "min_delta", "augment", "crop_pad", "hflip", "rotate", "cutout", "mixup", "cutmix", "precision",
+               "grad_checkpointing", "ema", "tta", "compile", "tensorboard")
 
 
 def _recipe_kwargs(args: argparse.Namespace) -> dict:
@@ -118,6 +119,27 @@ def _add_augment_args(p: argparse.ArgumentParser, d) -> None:
     g.add_argument("--cutmix", type=_nonneg_float, default=d.cutmix, metavar="ALPHA",
                    help="cutmix with Beta(ALPHA, ALPHA) areas (1.0 is common; 0: off); with --mixup, each batch "
                         "gets one of the two")
+
+
+def _add_speed_args(p: argparse.ArgumentParser, d) -> None:
+    """Precision, memory, weight averaging, test-time augmentation, compilation and logging options."""
+    from convolab.train.config import PRECISIONS
+
+    g = p.add_argument_group("precision, memory, averaging, evaluation, logging")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="32-bit floats; bf16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs); fp16 autocast with a "
+                        "dynamic loss scaler (CUDA only; scale and overflow steps logged)")
+    g.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute activations during the backward pass: less memory, more time (models with "
+                        "set_grad_checkpointing: resnet, densenet, vgg, mobilenet ...); on a GPU each epoch's line "
+                        "shows the peak memory")
+    g.add_argument("--ema", type=_float_arg(lambda v: 0 < v < 1, "in (0, 1)"), metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999), evaluate and save it")
+    g.add_argument("--tta", action="store_true",
+                   help="evaluate each image and its mirror image, averaging the probabilities (not for digits)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log to RUN/tensorboard/ (pip install tensorboard)")
 
 
 def _add_run_args(p: argparse.ArgumentParser, d) -> None:
@@ -475,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print summary.json (plus run_dir) on stdout at the end")
     _add_recipe_args(p, d)
     _add_augment_args(p, d)
+    _add_speed_args(p, d)
     _add_run_args(p, d)
     p.set_defaults(func=_cmd_train)
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentSpec", "BatchAugment", "Mix", "PRESETS", "resolve_augment"]
+__all__ = ["AugmentSpec", "BatchAugment", "Mix", "PRESETS", "resolve_augment", "flips_keep_class"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,12 @@ PRESETS = ("none", "light", "standard")
 # Datasets whose classes change (or vanish) when mirrored: digits and characters.
 _NO_FLIP = {"digits", "mnist", "kmnist", "svhn", "emnist"}
 _FLIP = {"fashion-mnist", "cifar10", "cifar100"}
+
+
+def flips_keep_class(dataset: str) -> bool | None:
+    """Whether a mirrored image keeps its class in ``dataset``: True, False, or None (unknown: a folder)."""
+    name = str(dataset).lower()
+    return True if name in _FLIP else False if name in _NO_FLIP else None
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,8 @@ def resolve_augment(preset: str, dataset: str, image_size: tuple[int, int], *, c
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     side = min(image_size)
     name = str(dataset).lower()
-    flips_ok = name in _FLIP
-    characters = name in _NO_FLIP
+    flips_ok = flips_keep_class(name) is True
+    characters = flips_keep_class(name) is False
     base = {"none": AugmentSpec(),
             "light": AugmentSpec(crop_pad=max(1, round(side / 14)), hflip=flips_ok),
             "standard": AugmentSpec(crop_pad=max(1, round(side / 8)), hflip=flips_ok, cutout=0.5,

@@ -64,7 +64,7 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     """
     check_finite(state["model"], "weights")
     if state.get("ema") is not None:
-        check_finite(state["ema"], "EMA weights")
+        check_finite(state["ema"]["module"], "EMA weights")
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

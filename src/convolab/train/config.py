@@ -12,10 +12,11 @@ from convolab.train.schedule import SCHEDULES, LRSchedule
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES"]
 
 ON_NAN = ("stop", "skip")
+PRECISIONS = ("32", "bf16", "fp16")
 ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each backward written by hand
 MONITORS = ("val_accuracy", "val_loss")
 # Settings a resumed run may change: they do not affect the numbers it computes.
-RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots")
+RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots", "tensorboard")
 
 
 @dataclass
@@ -57,6 +58,12 @@ class TrainConfig:
     cutout: float | None = None  # erase a square of this fraction of the side (None: the preset's)
     mixup: float = 0.0  # mixup's Beta(alpha, alpha) (0: off)
     cutmix: float = 0.0  # cutmix's Beta(alpha, alpha) (0: off)
+    precision: str = "32"  # 32, bf16 (autocast; CPUs and GPUs that have it) or fp16 (CUDA, dynamic loss scaling)
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (models with set_grad_checkpointing)
+    ema: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved
+    tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
+    compile: bool = False  # torch.compile the model for training
+    tensorboard: bool = False  # also log to RUN/tensorboard/ (needs the tensorboard package)
     checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
     checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
     deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms)
@@ -107,6 +114,9 @@ class TrainConfig:
             (self.cutout is None or 0 <= self.cutout < 1, f"--cutout must be in [0, 1); got {self.cutout}"),
             (self.mixup >= 0, f"--mixup must be >= 0; got {self.mixup}"),
             (self.cutmix >= 0, f"--cutmix must be >= 0; got {self.cutmix}"),
+            (self.precision in PRECISIONS,
+             f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
+            (self.ema is None or 0 < self.ema < 1, f"--ema must be in (0, 1), e.g. 0.999; got {self.ema}"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0; got {self.checkpoint_every}"),
             (self.checkpoints or not self.checkpoint_every, "--checkpoint-every needs checkpoints; drop "
                                                             "--no-checkpoints"),

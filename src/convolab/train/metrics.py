@@ -9,7 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EvalResult", "evaluate", "confusion_matrix"]
+__all__ = ["EvalResult", "evaluate", "confusion_matrix", "FlipAverage"]
+
+
+class FlipAverage(nn.Module):
+    """Flip test-time augmentation: the log of the mean of the probabilities for an image and its mirror.
+
+    Returned as logits, so ``cross_entropy`` of the output is the loss of the averaged prediction
+    (``log_softmax(log p) = log p`` when ``p`` sums to one) and its argmax the averaged prediction.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.model(x).float().softmax(1) + self.model(x.flip(3)).float().softmax(1)
+        return (p / 2).log()
 
 
 @dataclass

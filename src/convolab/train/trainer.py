@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from convolab.atomic import read_jsonl, write_json, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
-from convolab.data.augment import BatchAugment, resolve_augment
+from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
@@ -46,9 +47,10 @@ from convolab.train.checkpoint import (
     set_rng_state,
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
+from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
 from convolab.train.lr_finder import LRFindResult, lr_range_test
-from convolab.train.metrics import EvalResult, confusion_matrix, evaluate
+from convolab.train.metrics import EvalResult, FlipAverage, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import CONFIG, METRICS, STEPS, RunDir, prepare_run_dir
 from convolab.train.schedule import LRSchedule
@@ -107,6 +109,21 @@ def config_differences(saved: dict, given: dict) -> list[str]:
     return out
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot run (one line saying what works instead)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"--precision fp16 needs a CUDA GPU (float16 training needs loss scaling, which convolab does "
+                         f"there); on {device.type} use --precision bf16 or 32")
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("--precision bf16: this GPU has no bfloat16 support; use --precision fp16 or 32")
+        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise ValueError("--precision bf16: this CPU has no bfloat16 instructions (AVX512-BF16, AMX or AVX-NE), "
+                             "so it would be emulated and slower; use --precision 32")
+        if device.type == "mps":
+            raise ValueError("--precision bf16 is not supported on MPS here; use --precision 32")
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms`` (and cuDNN's switches) for the duration of a run."""
@@ -142,6 +159,10 @@ class Trainer:
                              f"only for now: choose a model of input kind 'image' (`convolab models` lists them)")
         self.config = config
         self.device = resolve_device(config.device)
+        check_precision(config.precision, self.device)
+        if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                             "(metrics.jsonl and steps.jsonl hold the same figures)")
         self.resume_state: dict | None = None
         if resume_from is not None:
             run_dir, self.resume_file, state = find_checkpoint(resume_from)
@@ -174,8 +195,20 @@ class Trainer:
         self.model.to(self.device, memory_format=memory_format)
         if self.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
+        if cfg.grad_checkpointing:
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ValueError(f"{cfg.model} has no gradient checkpointing; the deep families do (resnet, densenet, "
+                                 "vgg, mobilenet, shufflenet, efficientnet, convnext ...)")
+            self.model.set_grad_checkpointing(True)
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                           nesterov=cfg.nesterov, decay_norm_and_bias=cfg.decay_norm_and_bias)
+        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
+        self.net = torch.compile(self.model) if cfg.compile else self.model  # what the training steps call
+        self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args)
@@ -187,6 +220,8 @@ class Trainer:
         black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
         self.augment = (BatchAugment(self.augment_spec, black, self.device, seed=cfg.seed)
                         if self.augment_spec.active else None)
+        if cfg.tta and flips_keep_class(self.data.name) is False:
+            log.warning("--tta averages over mirror images, which are other symbols (or none) for %s", self.data.name)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -205,6 +240,7 @@ class Trainer:
             self.run = RunDir(self.run_path)
             self._restore(self.resume_state)
             self.resume_state = None
+            self._open_tensorboard()
             return
         self._set_lr(self.schedule(0))
         self.run = RunDir(prepare_run_dir(self.run_path, cfg.model, cfg.data, cfg.overwrite, create=True))
@@ -231,6 +267,17 @@ class Trainer:
         log.info("model %s: %s parameters; %s on %s, %d steps per epoch; augmentation: %s; run directory %s",
                  cfg.model, f"{self.params:,}", "training" if kind == "train" else kind, self.device,
                  len(self.train_loader), self.augment_spec.describe(), self.run.path)
+        self._open_tensorboard()
+
+    def _open_tensorboard(self) -> None:
+        self.tensorboard = None
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                                 "(metrics.jsonl and steps.jsonl hold the same figures)") from None
+            self.tensorboard = SummaryWriter(log_dir=str(self.run.path / "tensorboard"))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self, epoch_sums: dict | None = None) -> dict:
@@ -242,6 +289,9 @@ class Trainer:
             "model": cpu, "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(), "loader": self.train_loader.state_dict(),
             "augment": self.augment.state_dict() if self.augment is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "overflow_steps": self.overflow_steps,
             "epoch_sums": epoch_sums,
             "history": copy.deepcopy(self.history), "best": dict(self.best), "bad_epochs": self.bad_epochs,
             "nan": {"streak": self.nan_streak, "skipped": self.skipped_steps},
@@ -266,6 +316,12 @@ class Trainer:
         self.train_loader.load_state_dict(state["loader"], skip_batches=self.batch)
         if self.augment is not None:
             self.augment.load_state_dict(state["augment"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.overflow_steps = state["overflow_steps"]
+        self._last_scale = self.scaler.get_scale() if self.scaler is not None else None
         self._set_lr(self.schedule(min(self.global_step, self.schedule.total_steps - 1)))
         self.history = list(state["history"])
         self.best, self.bad_epochs = dict(state["best"]), state["bad_epochs"]
@@ -314,26 +370,37 @@ class Trainer:
         """Scale the gradients so that their joint L2 norm is at most ``max_norm``; returns the norm before."""
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
-    def _evaluate(self, loader: DeviceLoader, keep_predictions: bool = False) -> EvalResult:
-        return evaluate(self.model, loader, keep_predictions=keep_predictions)
+    def _evaluate(self, loader: DeviceLoader, keep_predictions: bool = False, tta: bool | None = None) -> EvalResult:
+        """Loss and accuracy of the weights that are kept (the EMA's with --ema), flip-averaged with --tta."""
+        model = self.ema.module if self.ema is not None else self.model
+        if self.config.tta if tta is None else tta:
+            model = FlipAverage(model)
+        return evaluate(model, loader, keep_predictions=keep_predictions)
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One training batch's logits and mean loss."""
-        logits = self.model(x)
+        logits = self.net(x)
         return logits, self._loss(logits, y)
+
+    def _autocast(self):
+        """bf16/fp16 autocast for the forward pass and the loss (--precision), else nothing."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _augmented_forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augment a training batch, then :meth:`_forward`: logits, mean loss, and the labels the batch's
         accuracy is counted against (for a mixed batch, those of the larger share)."""
-        if self.augment is None:
-            return (*self._forward(x, y), y)
-        x, mix = self.augment(x, y)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits, loss = self._forward(x, y)
-        if mix is None:
-            return logits, loss, y
-        loss = mix.lam * loss + (1 - mix.lam) * self._loss(logits, mix.y2)
+        mix = None
+        if self.augment is not None:
+            x, mix = self.augment(x, y)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits, loss = self._forward(x, y)
+            if mix is None:
+                return logits, loss, y
+            loss = mix.lam * loss + (1 - mix.lam) * self._loss(logits, mix.y2)
         return logits, loss, y if mix.lam >= 0.5 else mix.y2
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -364,7 +431,7 @@ class Trainer:
             # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
             # accumulated gradient is the mean over the whole group (a short last group included).
             weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
-            weighted.backward()
+            (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
             with torch.no_grad():
                 step_sum += loss.detach() * len(y)
                 step_correct += (logits.argmax(1) == y).sum()
@@ -374,9 +441,18 @@ class Trainer:
                 row = {"step": self.global_step + 1, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
                        "loss": step_loss.clone()}
                 if bool(torch.isfinite(step_loss)):
+                    if self.scaler is not None and cfg.clip_grad_norm is not None:
+                        self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                     if cfg.clip_grad_norm is not None:
                         row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
-                    opt.step()
+                    if self.scaler is None:
+                        opt.step()
+                    else:  # skips the step if a gradient overflowed, and adapts the scale
+                        self.scaler.step(opt)
+                        self.scaler.update()
+                        row["scale"] = self.scaler._scale.detach().clone()
+                    if self.ema is not None:
+                        self.ema.update(self.model)
                     loss_sum += step_sum
                     correct += step_correct
                     seen += step_seen
@@ -429,11 +505,22 @@ class Trainer:
         """Append the per-step rows to steps.jsonl: the device values are read in one transfer."""
         if not rows:
             return
-        keys = [k for k, v in rows[0].items() if isinstance(v, torch.Tensor)]
-        values = torch.stack([torch.stack([r[k].float() for k in keys]) for r in rows]).tolist()
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, torch.Tensor)})
+        nan = torch.tensor(float("nan"), device=self.device)
+        values = torch.stack([torch.stack([r.get(k, nan).float() for k in keys]) for r in rows]).tolist()
         for r, vals in zip(rows, values):
-            r.update((k, v if math.isfinite(v) else None) for k, v in zip(keys, vals))
+            r.update((k, v if math.isfinite(v) else None) for k, v in zip(keys, vals) if k in r)
+            if r.get("scale") is not None:  # fp16: a lower scale than the step before means an overflow, skipped
+                if self._last_scale is not None and r["scale"] < self._last_scale:
+                    r["overflow"] = True
+                    self.overflow_steps += 1
+                self._last_scale = r["scale"]
         self.run.append_steps(rows)
+        if self.tensorboard is not None:
+            for r in rows:
+                for k in ("loss", "lr", "grad_norm", "scale"):
+                    if r.get(k) is not None:
+                        self.tensorboard.add_scalar(f"step/{k}", r[k], r["step"])
 
     def _improved(self, val: EvalResult | None) -> bool:
         if val is None:
@@ -479,18 +566,28 @@ class Trainer:
         while self.epoch <= cfg.epochs and not stopped_early:
             epoch = self.epoch
             t0 = time.perf_counter()
+            overflows = self.overflow_steps
             train_loss, train_acc = self._train_epoch(epoch)
             val = self._evaluate(self.val_loader) if len(self.data.val) else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
                    "lr": self.schedule(self.global_step - 1), "seconds": round(time.perf_counter() - t0, 3)}
+            if self.scaler is not None:
+                row["loss_scale"], row["overflow_steps"] = self._last_scale, self.overflow_steps - overflows
+            if self.device.type == "cuda":
+                row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
             self.run.append_metrics(row)
+            if self.tensorboard is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, (int, float)):
+                        self.tensorboard.add_scalar(f"epoch/{k}", v, epoch)
+                self.tensorboard.flush()
             self.history.append(row)
             improved = self._improved(val)
             if improved:
                 self.bad_epochs = 0
                 if cfg.early_stopping:
-                    self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                    self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self._kept().state_dict().items()}
             elif val is not None:
                 self.bad_epochs += 1
             stopped_early = bool(cfg.early_stopping and self.bad_epochs >= cfg.early_stopping and epoch < cfg.epochs)
@@ -499,20 +596,26 @@ class Trainer:
             if improved and cfg.checkpoints:  # the same state as the epoch's checkpoint, kept under its own name
                 save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", self._state())
             val_text = f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" if val else "no validation split"
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  lr %.3g  (%.1fs)", epoch, cfg.epochs, train_loss,
-                     train_acc, val_text, row["lr"], row["seconds"])
+            extra = "".join(f"  {k.replace('_', ' ')} {row[k]:g}" for k in ("loss_scale", "overflow_steps",
+                                                                          "peak_memory_mb") if k in row)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  lr %.3g%s  (%.1fs)", epoch, cfg.epochs, train_loss,
+                     train_acc, val_text, row["lr"], extra, row["seconds"])
             if stopped_early:
                 log.info("early stopping: %s has not improved for %d epochs; keeping epoch %d's weights",
                          cfg.monitor, self.bad_epochs, self.best["epoch"])
         if self.best_state is not None and self.best["epoch"] != self.history[-1]["epoch"]:
-            self.model.load_state_dict(self.best_state)
+            self._kept().load_state_dict(self.best_state)
         return self._finish(stopped_early)
+
+    def _kept(self) -> nn.Module:
+        """The weights a run evaluates and saves: the EMA's with --ema, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _finish(self, stopped_early: bool) -> TrainResult:
         cfg, rows = self.config, self.history
         fit_seconds = self.elapsed + time.perf_counter() - self._fit_start
         test = self._evaluate(self.test_loader, keep_predictions=True)
-        self.run.save_model(self.model, weights_metadata(self.model, self.data))
+        self.run.save_model(self._kept(), weights_metadata(self._kept(), self.data))
         val_accs = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
         summary = {
             "model": cfg.model, "dataset": self.data.name,
@@ -524,8 +627,17 @@ class Trainer:
             "train_seconds": round(fit_seconds, 3),
             "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),
             "params": self.params, "device": str(self.device),
-            "test_samples": test.n, "resumes": self.resumes,
+            "test_samples": test.n, "resumes": self.resumes, "precision": cfg.precision,
         }
+        if cfg.tta:  # test_accuracy is the flip-averaged one; the saved model alone gives this
+            plain = self._evaluate(self.test_loader, tta=False)
+            summary.update(test_accuracy_without_tta=plain.accuracy, test_loss_without_tta=plain.loss)
+        if self.scaler is not None:
+            summary["overflow_steps"] = self.overflow_steps
+        if self.device.type == "cuda":
+            summary["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.run.write_summary(summary)
         if cfg.plots:
             self._plots(rows, test)
