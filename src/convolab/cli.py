@@ -349,6 +349,64 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
+# -- viz -----------------------------------------------------------------------------------------
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from convolab.explain.viz import viz_run
+    from convolab.run import load_run
+
+    if not (args.kernels or args.feature_maps or args.filters):
+        raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
+    run = load_run(args.run)
+    records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
+                      feature_map_images=args.feature_maps or (), layers=args.layers,
+                      max_channels=args.max_channels, filters=args.filters, layer=args.layer, units=args.units,
+                      steps=args.steps, lr=args.lr, seed=args.seed, overwrite=args.overwrite)
+    if args.json:
+        _print_json({"run": str(run.path), "out": str(args.out), "files": records})
+        return 0
+    for r in records:
+        if r["kind"] == "kernels":
+            o, c, kh, kw = r["weight_shape"][:4]
+            what = f"{r['layer']}: {o} filters of {c}x{kh}x{kw}"
+        elif r["kind"] == "feature_maps":
+            what = f"{r['image']}: " + ", ".join(r["layers"])
+        else:
+            reached = ", ".join(f"{a:.3g}" for a in r["activations"])
+            what = f"{r['layer']}, units {', '.join(map(str, r['units']))}: activations {reached}"
+        print(f"{r['kind'].replace('_', ' '):<13} {r['path']}  ({what})")
+    return 0
+
+
+# -- tcav ----------------------------------------------------------------------------------------
+def _cmd_tcav(args: argparse.Namespace) -> int:
+    from convolab.explain.tcav import tcav_run
+    from convolab.run import load_run
+
+    run = load_run(args.run)
+    result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,
+                      max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed)
+    if args.json:
+        _print_json({"run": str(run.path), **result.to_dict()})
+        return 0
+    tests = len(result.scores)
+    print(f"TCAV for class {result.target_name!r}: {result.n_inputs} inputs, {len(result.random_sets)} random folders, "
+          f"significance level {result.alpha:g}" + (f" / {tests} tests = {result.alpha_corrected:.3g} (Bonferroni)"
+                                                    if tests > 1 else ""))
+    w = max(len("concept"), *(len(s.concept) for s in result.scores))
+    lw = max(len("layer"), *(len(s.layer) for s in result.scores))
+    print(f"  {'concept':<{w}}  {'layer':<{lw}}  {'score':>11}  {'random':>11}  {'p-value':>8}  {'CAV acc':>7}")
+    for s in result.scores:
+        accuracy = sum(s.cav_accuracies) / len(s.cav_accuracies)
+        verdict = "significant" if s.significant else "not significant"
+        if not s.separable:
+            verdict += (f" (but the layer tells this concept from random images no better than random folders "
+                        f"from each other: CAV accuracy {accuracy:.2f} vs {s.random_mean_accuracy:.2f}; likely "
+                        "spurious)")
+        print(f"  {s.concept:<{w}}  {s.layer:<{lw}}  {s.mean:.2f} ± {s.std:.2f}  {s.random_mean:.2f} ± "
+              f"{s.random_std:.2f}  {s.p_value:8.2g}  {accuracy:7.2f}  {verdict}")
+    return 0
+
+
 # -- summary -------------------------------------------------------------------------------------
 def _cmd_summary(args: argparse.Namespace) -> int:
     from convolab.analysis import format_side_by_side, parse_input, summarize
@@ -587,6 +645,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-all", action="store_true",
                    help="with --verify: measure the receptive field of every layer, not only each stage's last")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser(
+        "viz", help="pictures of a model: first-layer kernels, feature maps, activation maximization",
+        formatter_class=fmt,
+        description="Write PNGs into --out: kernels.png (the first convolution's filters, each normalised on its "
+                    "own), feature_maps_<image>.png (every channel of the chosen layers for one image) and "
+                    "filters_<layer>.png (inputs optimised from noise to excite units of a layer, with L2, "
+                    "total-variation and jitter regularisation). Existing files are not replaced without "
+                    "--overwrite.",
+        epilog="examples:\n  convolab viz runs/demo --kernels --out viz\n"
+               "  convolab viz runs/demo --feature-maps shoe.png --layers features.relu1 features.relu2 --out viz\n"
+               "  convolab viz runs/demo --filters --layer features.relu2 --units 8 --steps 200 --out viz")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--kernels", action="store_true", help="draw the first convolution's filters")
+    p.add_argument("--diverging", action="store_true",
+                   help="with --kernels: scale weights symmetrically about zero (0 is white/grey)")
+    p.add_argument("--feature-maps", nargs="+", metavar="IMAGE",
+                   help="draw the feature maps of these images (any size/mode: preprocessed like the training data)")
+    p.add_argument("--layers", nargs="+", metavar="NAME",
+                   help="layers for --feature-maps (default: the model's feature_info stages)")
+    p.add_argument("--max-channels", type=_positive_int, default=32, help="channels drawn per layer")
+    p.add_argument("--filters", action="store_true", help="activation maximization for units of --layer")
+    p.add_argument("--layer", metavar="NAME", help="layer for --filters (default: the last feature stage)")
+    p.add_argument("--units", type=_positive_int, default=8, help="with --filters: the first N units (channels)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="with --filters: gradient-ascent steps")
+    p.add_argument("--lr", type=_positive_float, default=0.05, help="with --filters: Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="with --filters: seed of the starting noise and jitter")
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
+    p.add_argument("--json", action="store_true", help="print the files and what each shows as JSON")
+    p.set_defaults(func=_cmd_viz)
+
+    from convolab.explain.tcav import MIN_CONCEPT_IMAGES, MIN_RANDOM_SETS
+
+    p = sub.add_parser(
+        "tcav", help="TCAV: does a concept (a folder of images) drive a class? with a significance test",
+        formatter_class=fmt,
+        description="Testing with Concept Activation Vectors (Kim et al. 2018): a linear classifier separates the "
+                    "layer's activations for concept images from those for each random folder; the TCAV score is "
+                    "the share of the target class's inputs whose class logit grows along that direction. A "
+                    "two-sided t-test compares the concept's scores with random-vs-random scores (Bonferroni over "
+                    f"concepts x layers). Folders need at least {MIN_CONCEPT_IMAGES} images; images of any size/"
+                    "mode are preprocessed like the training data.",
+        epilog="example: convolab tcav runs/demo --concept concepts/stripes --random random/0 --random random/1 "
+               "--random random/2 --layer features.relu2 --target Shirt")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--concept", action="append", required=True, metavar="DIR",
+                   help="folder of concept images (repeat for several concepts)")
+    p.add_argument("--random", action="append", required=True, metavar="DIR",
+                   help=f"folder of random images (repeat; at least {MIN_RANDOM_SETS})")
+    p.add_argument("--layer", action="append", metavar="NAME",
+                   help="layer to test (repeat for several; default: the last feature stage)")
+    p.add_argument("--target", required=True, metavar="CLASS", help="class by name or index")
+    p.add_argument("--inputs", metavar="DIR",
+                   help="images of the target class to score (default: its test images in the run's dataset)")
+    p.add_argument("--max-inputs", type=_positive_int, default=200, help="at most this many inputs (a seeded sample)")
+    p.add_argument("--alpha", type=_float_arg(lambda v: 0 < v < 1, "in (0, 1)"), default=0.05,
+                   help="significance level before the Bonferroni correction")
+    p.add_argument("--seed", type=int, default=0, help="seed of the linear classifiers and the input sample")
+    p.add_argument("--json", action="store_true", help="print the scores, p-values and CAV accuracies as JSON")
+    p.set_defaults(func=_cmd_tcav)
 
     p = sub.add_parser("datasets", help="list the datasets and where they are found", formatter_class=fmt,
                        epilog="example: convolab datasets --download mnist")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -31,7 +32,8 @@ from torch import nn  # noqa: E402
 from convolab.explain.layers import conv_layers, feature_layers, first_conv, resolve_layer  # noqa: E402
 
 __all__ = ["KernelGrid", "kernel_grid", "kernel_figure", "feature_maps", "feature_map_figure",
-           "ActivationMaximization", "activation_maximization", "activation_maximization_figure", "mosaic"]
+           "ActivationMaximization", "activation_maximization", "activation_maximization_figure", "mosaic",
+           "viz_run"]
 
 
 # -- shared ---------------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def _channel_tiles(act: torch.Tensor, max_channels: int) -> np.ndarray:
 
 def _image_tile(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """An image (C, H, W), uint8 or float, -> (H, W, 1 or 3) in 0..1 for display."""
-    img = torch.as_tensor(np.asarray(image)).float()
+    img = torch.tensor(np.array(image)).float()  # a copy: the caller's array may be read-only
     if img.dim() == 2:
         img = img[None]
     if img.dtype == torch.uint8 or img.max() > 1.5:
@@ -393,3 +395,75 @@ def activation_maximization_figure(result: ActivationMaximization, cols: int = 8
     fig.suptitle(f"{result.layer}: inputs that maximise each unit ({result.steps} steps)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# -- a run's pictures as files (what `convolab viz` does) ------------------------------------------
+def _unique_stem(path: str | Path, used: set[str]) -> str:
+    stem = Path(path).stem or "image"
+    name, k = stem, 2
+    while name in used:
+        name, k = f"{stem}-{k}", k + 1
+    used.add(name)
+    return name
+
+
+def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool = False,
+            feature_map_images: Sequence[str | Path] = (), layers: Sequence[str] | None = None,
+            max_channels: int = 32, filters: bool = False, layer: str | None = None, units: int | Sequence[int] = 8,
+            steps: int = 200, lr: float = 0.05, seed: int = 0, overwrite: bool = False) -> list[dict]:
+    """Write a run's pictures as PNGs into ``out_dir`` and describe each file.
+
+    ``kernels.png`` (the first convolution's filters), ``feature_maps_<image>.png`` per image and
+    ``filters_<layer>.png`` (activation maximization). Every name is checked before anything is
+    computed: an existing file is a ``FileExistsError`` unless ``overwrite``. Each PNG is written
+    atomically. Returns one record per file (``kind``, ``path`` and what it shows).
+    """
+    from convolab.report.plots import save_figure
+
+    if not (kernels or feature_map_images or filters):
+        raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: is a file, not a folder")
+    model = run.model
+    # resolve names first, so a typo fails before any work
+    kernel_layer = first_conv(model)[0] if kernels else None
+    map_layers = None if layers is None else [resolve_layer(model, n)[0] for n in layers]
+    filter_layer = resolve_layer(model, layer)[0] if filters else None
+    used: set[str] = set()
+    planned: list[tuple[str, Path, object]] = []
+    if kernels:
+        planned.append(("kernels", out_dir / "kernels.png", None))
+    for image in feature_map_images:
+        planned.append(("feature_maps", out_dir / f"feature_maps_{_unique_stem(image, used)}.png", image))
+    if filters:
+        planned.append(("filters", out_dir / f"filters_{filter_layer}.png", None))
+    existing = [str(p) for _, p, _ in planned if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                              "pass --overwrite to replace, or choose another --out")
+
+    # read the images before writing anything: an unreadable file fails the call, not half of it
+    inputs = {str(image): (run.preprocess(image), run.to_array(image)) for image in feature_map_images}
+
+    records = []
+    for kind, path, image in planned:
+        if kind == "kernels":
+            grid = kernel_grid(model, kernel_layer, diverging=diverging)
+            save_figure(kernel_figure(grid), path)
+            records.append({"kind": kind, "path": str(path), "layer": grid.layer,
+                            "weight_shape": list(grid.weight_shape)})
+        elif kind == "feature_maps":
+            x, pixels = inputs[str(image)]
+            maps = feature_maps(model, x, map_layers)
+            save_figure(feature_map_figure(maps, pixels, max_channels=max_channels), path)
+            records.append({"kind": kind, "path": str(path), "image": str(image),
+                            "layers": {n: list(a.shape[1:]) for n, a in maps.items()}})
+        else:
+            res = activation_maximization(model, filter_layer, units, steps=steps, lr=lr, input_size=run.input_size,
+                                          mean=run.mean, std=run.std, seed=seed)
+            save_figure(activation_maximization_figure(res), path)
+            records.append({"kind": kind, "path": str(path), "layer": res.layer, "units": res.units,
+                            "steps": res.steps, "activations": res.activations,
+                            "initial_activations": res.initial_activations})
+    return records

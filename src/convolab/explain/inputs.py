@@ -1,0 +1,109 @@
+"""Images for explanation tools: folders of files and the run's own dataset, preprocessed as in training.
+
+Every image goes through :meth:`convolab.run.Run.preprocess`, so a file of another size or channel
+count is converted exactly as the training images were (resized, made grey or RGB, normalised).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from convolab.data.images import IMAGE_EXTENSIONS
+from convolab.errors import UnknownNameError
+from convolab.run import Run
+
+__all__ = ["image_files", "load_folder", "resolve_class", "run_dataset", "class_images"]
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside ``folder`` (not its subfolders), sorted by name; hidden files skipped.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        NotADirectoryError: ``folder`` is a file.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: is a file, not a folder of images")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_folder(run: Run, folder: str | os.PathLike, *, min_images: int = 1, what: str = "folder",
+                limit: int | None = None) -> torch.Tensor:
+    """The images in ``folder`` as the normalised batch (N, C, H, W) ``run``'s model was trained on.
+
+    Args:
+        min_images: fewer image files than this is a ``ValueError`` that says how many are needed.
+        what: how the error message names the folder ("concept folder", ...).
+        limit: use at most this many (the first in name order).
+    """
+    files = image_files(folder)
+    if len(files) < min_images:
+        found = f"only {len(files)}" if files else "no"
+        raise ValueError(f"{what} {folder} has {found} image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                         f"at least {min_images} are needed")
+    return run.preprocess(files[:limit] if limit else files)
+
+
+def resolve_class(classes: list[str], target: str | int) -> int:
+    """A class index from a class name or an index (a name wins: a class called "3" is the class named "3").
+
+    Raises:
+        ValueError: neither a class name nor an index in range; the message suggests close names.
+    """
+    if isinstance(target, str) and target in classes:
+        return classes.index(target)
+    try:
+        index = int(target)
+    except (TypeError, ValueError):
+        raise UnknownNameError("class", str(target), classes,
+                               hint=f"give a class name or an index 0..{len(classes) - 1}") from None
+    if not 0 <= index < len(classes):
+        raise ValueError(f"class index {index} is out of range: the model has {len(classes)} classes "
+                         f"(0..{len(classes) - 1})")
+    return index
+
+
+def run_dataset(run: Run, *, data_dir: str | os.PathLike | None = None, download: bool = True):
+    """The dataset ``run`` was trained on (as recorded in its config.json), split the same way.
+
+    Raises:
+        ValueError: the config does not name a dataset, or the dataset no longer fits the model.
+    """
+    from convolab.data import load_dataset
+
+    ds_cfg = run.config.get("dataset") or {}
+    name = ds_cfg.get("name")
+    if not name:
+        raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
+    data = load_dataset(name, data_dir=data_dir or ds_cfg.get("data_dir"), val_fraction=ds_cfg.get("val_fraction", 0.1),
+                        seed=run.config.get("seed", 0), download=download)
+    if list(data.classes) != list(run.classes):
+        raise ValueError(f"{name}'s classes differ from the run's ({len(data.classes)} vs {len(run.classes)} classes)")
+    return data
+
+
+def class_images(run: Run, target: int, *, split: str = "test", limit: int | None = None, seed: int = 0,
+                 data=None) -> torch.Tensor:
+    """Images of class ``target`` from the run's dataset (``split``), normalised; a seeded sample of ``limit``.
+
+    ``data`` is the already-loaded dataset, if the caller has it.
+
+    Raises:
+        ValueError: the split holds no image of that class.
+    """
+    data = data if data is not None else run_dataset(run)
+    part = getattr(data, split)
+    idx = (part.labels == target).nonzero().squeeze(1)
+    if len(idx) == 0:
+        raise ValueError(f"the {split} split of {data.name} has no image of class {run.classes[target]!r}")
+    if limit is not None and len(idx) > limit:
+        gen = torch.Generator().manual_seed(seed)
+        idx = idx[torch.randperm(len(idx), generator=gen)[:limit]].sort().values
+    return run.preprocess(part.images[idx])
