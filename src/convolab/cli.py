@@ -407,6 +407,91 @@ def _cmd_tcav(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- explain -------------------------------------------------------------------------------------
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from convolab.explain.images import explain_images
+    from convolab.run import load_run
+
+    run = load_run(args.run)
+    methods = list(dict.fromkeys(args.method))
+    records = explain_images(run, args.images, methods, args.out, target=args.target, layer=args.layer,
+                             overwrite=args.overwrite)
+    failed = 0
+    for r in records:
+        if "error" in r:
+            failed += 1
+            print(f"convolab explain: error: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            head = f"{r['image']}: predicted {r['predicted']} ({100 * r['probability']:.1f}%)"
+            if r["target"] != r["predicted"]:
+                head += f", explaining {r['target']} ({100 * r['target_probability']:.1f}%)"
+            print(head)
+            for method, m in r["methods"].items():
+                extra = f", completeness gap {100 * m['completeness_gap']:.2f}%" if "completeness_gap" in m else ""
+                print(f"  {method:<21} {m['png']}{extra}")
+    if args.json:
+        _print_json(records)
+    return EXIT_USAGE if failed else 0
+
+
+# -- viz -----------------------------------------------------------------------------------------
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from convolab.explain.viz import viz_run
+    from convolab.run import load_run
+
+    if not (args.kernels or args.feature_maps or args.filters):
+        raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
+    run = load_run(args.run)
+    records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
+                      feature_map_images=args.feature_maps or (), layers=args.layers,
+                      max_channels=args.max_channels, filters=args.filters, layer=args.layer, units=args.units,
+                      steps=args.steps, lr=args.lr, seed=args.seed, overwrite=args.overwrite)
+    if args.json:
+        _print_json({"run": str(run.path), "out": str(args.out), "files": records})
+        return 0
+    for r in records:
+        if r["kind"] == "kernels":
+            o, c, kh, kw = r["weight_shape"][:4]
+            what = f"{r['layer']}: {o} filters of {c}x{kh}x{kw}"
+        elif r["kind"] == "feature_maps":
+            what = f"{r['image']}: " + ", ".join(r["layers"])
+        else:
+            reached = ", ".join(f"{a:.3g}" for a in r["activations"])
+            what = f"{r['layer']}, units {', '.join(map(str, r['units']))}: activations {reached}"
+        print(f"{r['kind'].replace('_', ' '):<13} {r['path']}  ({what})")
+    return 0
+
+
+# -- tcav ----------------------------------------------------------------------------------------
+def _cmd_tcav(args: argparse.Namespace) -> int:
+    from convolab.explain.tcav import tcav_run
+    from convolab.run import load_run
+
+    run = load_run(args.run)
+    result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,
+                      max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed)
+    if args.json:
+        _print_json({"run": str(run.path), **result.to_dict()})
+        return 0
+    tests = len(result.scores)
+    print(f"TCAV for class {result.target_name!r}: {result.n_inputs} inputs, {len(result.random_sets)} random folders, "
+          f"significance level {result.alpha:g}" + (f" / {tests} tests = {result.alpha_corrected:.3g} (Bonferroni)"
+                                                    if tests > 1 else ""))
+    w = max(len("concept"), *(len(s.concept) for s in result.scores))
+    lw = max(len("layer"), *(len(s.layer) for s in result.scores))
+    print(f"  {'concept':<{w}}  {'layer':<{lw}}  {'score':>11}  {'random':>11}  {'p-value':>8}  {'CAV acc':>7}")
+    for s in result.scores:
+        accuracy = sum(s.cav_accuracies) / len(s.cav_accuracies)
+        verdict = "significant" if s.significant else "not significant"
+        if not s.separable:
+            verdict += (f" (but the layer tells this concept from random images no better than random folders "
+                        f"from each other: CAV accuracy {accuracy:.2f} vs {s.random_mean_accuracy:.2f}; likely "
+                        "spurious)")
+        print(f"  {s.concept:<{w}}  {s.layer:<{lw}}  {s.mean:.2f} ± {s.std:.2f}  {s.random_mean:.2f} ± "
+              f"{s.random_std:.2f}  {s.p_value:8.2g}  {accuracy:7.2f}  {verdict}")
+    return 0
+
+
 # -- summary -------------------------------------------------------------------------------------
 def _cmd_summary(args: argparse.Namespace) -> int:
     from convolab.analysis import format_side_by_side, parse_input, summarize
@@ -619,6 +704,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="filter: substring or shell pattern (lenet*, *cnn)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_models)
+
+    from convolab.explain.attribution import METHODS
+
+    p = sub.add_parser(
+        "explain", help="attribution maps (Grad-CAM, integrated gradients ...) for images", formatter_class=fmt,
+        description="For each image and method write OUT/<image>_<method>.png (input, map, overlay) and the raw "
+                    "map as .npy. CAM needs a global-average-pool + linear head; gradcam works with any model. "
+                    "Methods use captum except cam and gradcam++ (written here).",
+        epilog="examples:\n  convolab explain runs/demo shoe.png --method gradcam integrated-gradients --out expl\n"
+               "  convolab explain runs/demo *.png --method occlusion --target Sneaker --out expl --json")
+    p.add_argument("run", help="run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size/mode: preprocessed like the "
+                                                               "training data)")
+    p.add_argument("--method", nargs="+", default=["gradcam"], metavar="METHOD",
+                   help=f"one or more of: {', '.join(METHODS)} (default gradcam)")
+    p.add_argument("--target", metavar="CLASS", help="class to explain, by name or index (default: the prediction)")
+    p.add_argument("--layer", metavar="NAME", help="layer for the CAM family (default: the last feature stage)")
+    p.add_argument("--out", required=True, help="folder for the PNGs and .npy maps")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
+    p.add_argument("--json", action="store_true", help="print the paths and map statistics as JSON")
+    p.set_defaults(func=_cmd_explain)
 
     from convolab.analysis.summary import STACK_HELP
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from convolab.layers import ConvNormAct, DropPath, SqueezeExcite, checkpoint_seq, make_divisible
+from convolab.layers import ConvNormAct, DropPath, SqueezeExcite, checkpoint_call, checkpoint_seq, make_divisible
 
 
 @pytest.mark.parametrize("value", [3, 8, 15.9, 16, 17, 24.5, 31, 100, 200.0, 1280 * 0.75, 37.3])
@@ -35,6 +36,20 @@ def test_conv_norm_act_without_norm_has_a_bias_and_no_activation_when_asked():
     assert len(m) == 1 and m[0].bias is not None
     assert m(torch.randn(1, 3, 9, 9)).shape == (1, 4, 9, 9)  # "same" padding at stride 1
 
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, None), (3, 2, None), ((3, 7, 7), (1, 2, 2), (1, 3, 3)),
+                                              (1, 2, None)])
+def test_conv_norm_act_3d_is_conv3d_batchnorm3d_relu(k, stride, padding):
+    """The 3-D form against the same layers written out (torchvision's video ResNet stem and blocks)."""
+    torch.manual_seed(0)
+    ours = ConvNormAct(3, 6, k, stride, padding, conv_layer=nn.Conv3d, norm_layer=nn.BatchNorm3d).eval()
+    pad = padding if padding is not None else (k - 1) // 2
+    ref = nn.Sequential(nn.Conv3d(3, 6, k, stride, pad, bias=False), nn.BatchNorm3d(6), nn.ReLU()).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 5, 9, 9)
+    torch.testing.assert_close(ours(x), ref(x))
+    assert ours[0].padding == ref[0].padding
 
 def test_squeeze_excite_is_torchvisions_squeeze_excitation():
     torch.manual_seed(0)
@@ -94,3 +109,29 @@ def test_checkpoint_seq_gives_the_same_outputs_and_gradients():
         torch.testing.assert_close(g, r)
     with torch.no_grad():
         torch.testing.assert_close(checkpoint_seq(blocks, x), blocks(x))
+
+
+def test_checkpoint_call_takes_several_inputs(monkeypatch):
+    import convolab.layers.checkpoint as checkpoint_module
+
+    calls = []
+    monkeypatch.setattr(checkpoint_module, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 2, 3, padding=1)
+
+    def block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a U-Net decoder step: concatenate, convolve
+        return conv(torch.cat([a, b], 1)).relu()
+
+    a, b = torch.randn(1, 4, 6, 6, requires_grad=True), torch.randn(1, 2, 6, 6, requires_grad=True)
+    block(a, b).sum().backward()
+    expected = [t.grad.clone() for t in (a, b, conv.weight)]
+    for t in (a, b, conv.weight):
+        t.grad = None
+    out = checkpoint_call(block, a, b)
+    assert calls == [1]
+    out.sum().backward()
+    for got, want in zip((a.grad, b.grad, conv.weight.grad), expected):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():  # nothing to recompute without gradients: a plain call
+        torch.testing.assert_close(checkpoint_call(block, a, b), block(a, b))
+    assert calls == [1]

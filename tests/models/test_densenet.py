@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+import convolab.layers.checkpoint as checkpoint_module
 import convolab.models.densenet as densenet_module
 from convolab.models import create_model
 
@@ -95,8 +96,8 @@ def test_grad_checkpointing_keeps_outputs_and_gradients(monkeypatch):
     ckpt = copy.deepcopy(model)
     ckpt.set_grad_checkpointing(True)
     calls = []
-    real = densenet_module.checkpoint
-    monkeypatch.setattr(densenet_module, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = checkpoint_module.checkpoint  # DenseNet checkpoints through convolab.layers.checkpoint_call
+    monkeypatch.setattr(checkpoint_module, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = torch.randn(4, 1, 8, 8)
     y = torch.arange(4)
     out, out_ckpt = model(x), ckpt(x)

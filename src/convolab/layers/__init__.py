@@ -1,9 +1,9 @@
 """Blocks shared by the model families (timm's flat ``layers/``)."""
 
-from convolab.layers.checkpoint import checkpoint_seq
+from convolab.layers.checkpoint import checkpoint_call, checkpoint_seq
 from convolab.layers.conv_norm_act import ConvNormAct
 from convolab.layers.drop_path import DropPath
 from convolab.layers.helpers import make_divisible
 from convolab.layers.squeeze_excite import SqueezeExcite
 
-__all__ = ["ConvNormAct", "SqueezeExcite", "DropPath", "make_divisible", "checkpoint_seq"]
+__all__ = ["ConvNormAct", "SqueezeExcite", "DropPath", "make_divisible", "checkpoint_seq", "checkpoint_call"]

@@ -1,14 +1,23 @@
-"""Gradient checkpointing over a sequence of blocks."""
+"""Gradient checkpointing over a sequence of blocks, or around one call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpoint_seq"]
+__all__ = ["checkpoint_seq", "checkpoint_call"]
+
+
+def checkpoint_call(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)``, under ``torch.utils.checkpoint`` when gradients are being recorded.
+
+    For blocks with more than one input (a U-Net decoder block takes the upsampled map and the skip).
+    """
+    # The non-reentrant form works whether or not the inputs themselves require grad.
+    return checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args)
 
 
 def checkpoint_seq(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
@@ -21,6 +30,5 @@ def checkpoint_seq(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor
     (torchvision's memory-efficient DenseNet behaves the same).
     """
     for block in blocks:
-        # The non-reentrant form works whether or not x itself requires grad.
-        x = checkpoint(block, x, use_reentrant=False) if torch.is_grad_enabled() else block(x)
+        x = checkpoint_call(block, x)
     return x

@@ -18,8 +18,8 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from convolab.layers import checkpoint_call
 from convolab.models._base import check_drop_rate
 from convolab.models._registry import register_model
 
@@ -61,7 +61,7 @@ class DenseLayer(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
-            x = checkpoint(self.bottleneck, *features, use_reentrant=False)
+            x = checkpoint_call(self.bottleneck, *features)
         else:
             x = self.bottleneck(*features)
         x = self.conv2(self.relu2(self.norm2(x)))       # (N, k, H, W)
