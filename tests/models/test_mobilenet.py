@@ -18,14 +18,7 @@ TORCHVISION = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 ALL = ["mobilenet_v1", *TORCHVISION]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared, loaded CPU, intra-op threads only spin against each other
-    (measured here: the file takes several times longer with 2 threads than with 1). Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/models/conftest.py)
 
 
 # -- torchvision parity ---------------------------------------------------------------------------

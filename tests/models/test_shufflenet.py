@@ -18,14 +18,7 @@ V2 = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shuffle
 ALL = ["shufflenet_v1", *V2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared, loaded CPU, intra-op threads only spin against each other
-    (measured here: the file takes several times longer with 2 threads than with 1). Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/models/conftest.py)
 
 
 def macs_at_224(model: nn.Module) -> float:

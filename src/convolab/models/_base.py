@@ -5,6 +5,18 @@ A model built on :class:`ConvClassifier` has a ``features`` module (image -> unp
 and a ``classifier`` ``nn.Sequential`` whose last layer is the ``nn.Linear`` that produces logits.
 :class:`PooledClassifier` puts an adaptive pool and a flatten in front of that classifier.
 Tools around the models (trainer, analysis, explanation) use only the methods below.
+
+The contract by input kind (``register_model(input_kind=...)``):
+
+- ``"image"``: (N, C, H, W) -> logits (N, num_classes); ``forward_features`` gives an unpooled
+  (N, C', H', W') map; ``get_classifier()`` is the final ``nn.Linear``.
+- ``"clip"``: the same on video clips (N, C, T, H, W); ``forward_features`` gives (N, C', T', H', W');
+  ``input_size`` is (T, H, W); ``feature_info``'s ``reduction`` is the spatial stride (H and W) and
+  ``temporal_reduction`` the stride along T.
+- ``"segmentation"`` (:class:`ConvSegmenter`): (N, C, H, W) -> per-pixel logits (N, num_classes, H, W)
+  at the input's resolution; ``forward_head`` gives logits at the feature map's resolution and
+  ``forward`` resizes them (bilinear) to the input's where they differ; ``get_classifier()`` is the
+  final 1x1 ``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -13,12 +25,14 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convolab.analysis.formulas import conv_output_size
 
-__all__ = ["ConvClassifier", "PooledClassifier", "check_drop_rate", "check_feature_size", "fits", "fitting_pools",
-           "cumulative_strides", "adapt_strides", "feature_info_from_strides"]
+__all__ = ["ConvClassifier", "PooledClassifier", "ConvSegmenter", "init_vgg_style", "check_drop_rate",
+           "check_feature_size", "fits",
+           "fitting_pools", "cumulative_strides", "adapt_strides", "feature_info_from_strides"]
 
 
 class ConvClassifier(nn.Module):
@@ -71,6 +85,43 @@ class PooledClassifier(ConvClassifier):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (N, C * 6 * 6) for AlexNet, (N, C * 7 * 7) for VGG
         return super().forward_head(x, pre_logits)
+
+
+class ConvSegmenter(ConvClassifier):
+    """The per-pixel form of :class:`ConvClassifier`: ``classifier`` ends in the 1x1 ``nn.Conv2d`` that
+    gives the class scores, and ``forward`` returns (N, num_classes, H, W) at the input's resolution.
+
+    Subclasses write ``forward_features`` (image -> the map the classifier reads). ``forward_head``
+    runs ``classifier`` (its earlier layers are the "pre-logits" head, as for the image models).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.forward_head(self.forward_features(x))    # (N, num_classes, H', W')
+        if logits.shape[-2:] != x.shape[-2:]:  # a strided backbone (FCN: H' = H / 8): back to the input's size
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final 1x1 convolution with a freshly initialised one of ``num_classes`` outputs (0: identity)."""
+        in_channels = self.classifier[-1].in_channels
+        self.classifier[-1] = nn.Conv2d(in_channels, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity()
+        self.num_classes = num_classes
+
+
+def init_vgg_style(model: nn.Module) -> None:
+    """torchvision's initialisation of VGG and of its video ResNets: He et al.'s normal (fan_out, ReLU
+    gain) for every convolution, norm layers at identity, N(0, 0.01) for the linear layers, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 # -- argument checks and small-input layouts shared by the families ------------------------------

@@ -42,9 +42,11 @@ SMALL_INPUT_THRESHOLD = 64
 AttnLayer = Callable[[int], nn.Module]  # channels -> a shape-preserving module (e.g. squeeze-and-excitation)
 
 
-def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution, padding 1, no bias (a norm layer follows): keeps the size at stride 1, ceil(H/2) at 2."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding = dilation, no bias (a norm layer follows): keeps the size at stride 1,
+    ceil(H/2) at 2."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
+                     bias=False)
 
 
 # -- blocks ------------------------------------------------------------------------------------
@@ -59,8 +61,11 @@ class BasicBlock(nn.Module):
     expansion = 1  # output channels = planes * expansion
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None):
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None,
+                 dilation: int = 1):
         super().__init__()
+        if dilation != 1:  # torchvision's BasicBlock has none either
+            raise ValueError("dilated stages need bottleneck blocks (ResNet-50 and deeper); BasicBlock has no dilation")
         self.conv1 = _conv3x3(in_channels, planes, stride)   # the block's stride sits here
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -85,18 +90,20 @@ class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 -> 1x1 expand (x4), with a shortcut (the paper's Figure 5, right): ResNet-50/101/152.
 
     The stride is on the 3x3 convolution (torchvision's ResNet v1.5; the paper strides the first 1x1,
-    which skips three quarters of its input). ``attn_layer`` as in :class:`BasicBlock`.
+    which skips three quarters of its input). ``attn_layer`` as in :class:`BasicBlock`. ``dilation``
+    spaces the 3x3 taps (padding = dilation keeps the size): the dilated stages of FCN / DeepLab.
     """
 
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None):
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None,
+                 dilation: int = 1):
         super().__init__()
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, planes, kernel_size=1, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = _conv3x3(planes, planes, stride)
+        self.conv2 = _conv3x3(planes, planes, stride, dilation)
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm_layer(out_channels)
@@ -246,18 +253,30 @@ class ResNet(_ResNetBase):
     Every input from 1x1 up runs (padded convolutions give ceil(H / stride)), so no size is refused.
 
     ``feature_info``: the stem's ``relu`` (reduction 2, or 1 with the small stem), then each stage.
+
+    ``replace_stride_with_dilation`` (one flag per stage after the first, torchvision's argument):
+    a flagged stage keeps stride 1 and dilates its 3x3 convolutions instead (Yu & Koltun 2016; the
+    FCN / DeepLab backbones), so the map keeps its resolution while the receptive field grows as
+    before. As in torchvision, the stage's first block keeps the previous dilation and the others
+    take the new one (x2 per flagged stage); only bottleneck blocks can dilate. ``num_classes=0``
+    builds no ``fc`` (an identity), for use as a backbone.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], num_classes: int = 1000,
                  in_chans: int = 3, input_size: tuple[int, int] = (224, 224), *,
                  widths: Sequence[int] = (64, 128, 256, 512), small_stem: bool | None = None,
                  shortcut: str = "B", drop_rate: float = 0.0, attn_layer: AttnLayer | None = None,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 replace_stride_with_dilation: Sequence[bool] | None = None):
         super().__init__()
         if len(layers) != len(widths) or min(layers) < 1:
             raise ValueError(f"layers must give >= 1 block for each of the {len(widths)} stages; got {tuple(layers)}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero padding) or 'B' (1x1 projection); got {shortcut!r}")
+        dilate = [False] + [bool(d) for d in (replace_stride_with_dilation or [False] * (len(widths) - 1))]
+        if len(dilate) != len(widths):
+            raise ValueError(f"replace_stride_with_dilation needs one flag for each of the {len(widths) - 1} stages "
+                             f"after the first; got {replace_stride_with_dilation!r}")
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         self.head_drop_rate = check_drop_rate(drop_rate)
         if small_stem is None:
@@ -276,10 +295,13 @@ class ResNet(_ResNetBase):
         stem_stride = 1 if small_stem else 2
         self.feature_info = [dict(module="relu", num_chs=stem_width, reduction=stem_stride)]
 
-        in_channels, reduction = stem_width, stem_stride * (1 if small_stem else 2)
+        in_channels, reduction, dilation = stem_width, stem_stride * (1 if small_stem else 2), 1
         names = []
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
             stride = 1 if i == 0 else 2
+            first_dilation = dilation
+            if dilate[i]:  # trade the stride for dilation: same receptive field growth, no downsampling
+                dilation, stride = dilation * stride, 1
             reduction *= stride
             out_channels = planes * block.expansion
             downsample = None
@@ -289,8 +311,9 @@ class ResNet(_ResNetBase):
                 else:  # ConvNormAct's indices 0 (conv) and 1 (bn) are torchvision's downsample.0 / .1
                     downsample = ConvNormAct(in_channels, out_channels, kernel_size=1, stride=stride,
                                              norm_layer=norm_layer, act_layer=None)
-            stage = [block(in_channels, planes, stride, downsample, norm_layer=norm_layer, attn_layer=attn_layer)]
-            stage += [block(out_channels, planes, norm_layer=norm_layer, attn_layer=attn_layer)
+            stage = [block(in_channels, planes, stride, downsample, norm_layer=norm_layer, attn_layer=attn_layer,
+                           dilation=first_dilation)]
+            stage += [block(out_channels, planes, norm_layer=norm_layer, attn_layer=attn_layer, dilation=dilation)
                       for _ in range(1, blocks)]
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*stage))        # (N, out_channels, H/reduction, W/reduction)
@@ -301,11 +324,12 @@ class ResNet(_ResNetBase):
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = in_channels
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) -> (N, C, H/32, W/32) (H/8 with the small stem), before pooling."""
+        """(N, in_chans, H, W) -> (N, C, H/32, W/32) (H/8 with the small stem, H/8 with the last two stages
+        dilated), before pooling."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self._forward_stages(x)
 

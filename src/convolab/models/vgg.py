@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from convolab.layers import checkpoint_seq
-from convolab.models._base import PooledClassifier, check_drop_rate, fitting_pools
+from convolab.models._base import PooledClassifier, check_drop_rate, fitting_pools, init_vgg_style
 from convolab.models._registry import register_model
 
 __all__ = ["VGG", "VGG_CFGS", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
@@ -94,16 +94,7 @@ class VGG(PooledClassifier):
     def _init_weights(self) -> None:
         # torchvision's initialisation (He et al. 2015 for the convolutions); the paper instead
         # initialised the deeper nets from a trained configuration A, or with Glorot's scheme.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_vgg_style(self)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each feature stage in the backward pass (less memory, one more forward)."""
