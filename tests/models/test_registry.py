@@ -141,3 +141,59 @@ def test_create_model_records_how_to_rebuild_it(name):
     twin = create_model(cfg.pop("name"), **cfg)
     assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     twin.load_state_dict(model.state_dict())  # strict: the rebuilt model takes the weights
+
+
+# -- model options: a bad keyword argument is a ValueError that names it and lists the good ones -----
+@pytest.mark.parametrize("name,bad,expected_options", [
+    ("resnet18", "bad_kwarg", ["drop_rate", "shortcut", "small_stem"]),
+    ("tutorial_cnn", "dropout", []),
+    ("unet", "bilinear", ["base_channels", "batch_norm", "depth", "drop_rate"]),
+    ("fcn_resnet50", "drop_rate", ["aux_loss"]),
+    ("c3d", "batchnorm", ["drop_rate"]),
+    ("googlenet", "aux_logit", ["aux_logits"]),
+])
+def test_unknown_option_is_a_value_error_listing_the_options(name, bad, expected_options):
+    with pytest.raises(ValueError) as info:
+        create_model(name, num_classes=3, **{bad: 1})
+    message = str(info.value)
+    assert not isinstance(info.value, UnknownNameError)
+    assert f"no option {bad!r}" in message and "\n" not in message
+    options = message.split("options are: ", 1)[1]
+    for option in expected_options:
+        assert option in options
+    assert "num_classes" in options  # create_model's own arguments are named too
+
+
+@pytest.mark.parametrize("name,arg,value", [("vgg11", "batch_norm", True), ("lenet5", "classic", True),
+                                            ("resnet20", "small_stem", False), ("efficientnet_b0", "width_mult", 2.0)])
+def test_an_argument_the_builder_fixes_is_a_value_error(name, arg, value):
+    with pytest.raises(ValueError, match=rf"{name} sets '{arg}' itself") as info:
+        create_model(name, num_classes=3, **{arg: value})
+    assert f"'{arg}'" not in str(info.value).split("options are: ", 1)[1]
+
+
+def test_every_model_states_its_options():
+    """The check needs each builder's options: a builder that hides them would accept any typo."""
+    from convolab.models._factory import model_options
+
+    for name in list_models():
+        options = model_options(name)
+        assert options is not None, name
+        assert not {"num_classes", "in_chans", "input_size"} & set(options)
+    assert "drop_rate" in model_options("alexnet") and "aux_loss" in model_options("fcn_resnet50")
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("resnet18", dict(drop_rate=-0.5), "drop_rate"),
+    ("vgg11", dict(drop_rate=1.0), "drop_rate"),
+    ("mobilenet_v2", dict(width_mult=0), "width_mult"),
+    ("convnext_tiny", dict(drop_path_rate=1.2), "drop_path_rate"),
+    ("densenet121", dict(bn_size=0), "bn_size"),
+    ("wrn16_8", dict(drop_rate=2), "drop_rate"),
+    ("unet", dict(base_channels=-8), "base_channels"),
+    ("c3d", dict(drop_rate=-1), "drop_rate"),
+    ("r3d_18", dict(widths=(0, 8, 8, 8)), "widths"),
+])
+def test_bad_option_values_are_value_errors(name, kwargs, match):
+    with torch.device("meta"), pytest.raises(ValueError, match=match):
+        create_model(name, num_classes=3, **kwargs)
