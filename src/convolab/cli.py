@@ -560,16 +560,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         size = cfg.get("input_size", model.input_size)
         rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
-                     "shown_at": f"{cfg.get('in_chans', 3)}x{size[0]}x{size[1]}, "
+                     "shown_at": f"{cfg.get('in_chans', 3)}x{'x'.join(map(str, size))}, "  # clips: CxTxHxW
                                  f"{cfg.get('num_classes', 1000)} classes",
                      "year": e.year, "description": e.description})
     if args.json:
         _print_json(rows)
         return 0
     w = max(len(r["name"]) for r in rows)
-    print(f"{'model':<{w}}  {'family':<12} {'params':>12}  {'counted at':<22} {'input':<12} {'year':<5} description")
+    print(f"{'model':<{w}}  {'family':<12} {'params':>12}  {'counted at':<25} {'input':<12} {'year':<5} description")
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['family']:<12} {r['params']:>12,}  {r['shown_at']:<22} {r['input']:<12} "
+        print(f"{r['name']:<{w}}  {r['family']:<12} {r['params']:>12,}  {r['shown_at']:<25} {r['input']:<12} "
               f"{r['year'] or '':<5} {r['description']}")
     print("\n`convolab train --model NAME` adapts a model to the dataset's channels, classes and image size")
     return 0

@@ -131,6 +131,16 @@ def test_train_user_errors(args, needles, tmp_path, capsys):
     assert not out.exists(), "a refused command must not leave a run directory behind"
 
 
+
+@pytest.mark.parametrize("model,kind", [("unet", "segmentation"), ("fcn_resnet50", "segmentation"), ("c3d", "clip"),
+                                        ("r3d_18", "clip")])
+def test_train_refuses_models_that_are_not_image_classifiers(model, kind, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = cli(["train", "--model", model, "--data", "digits", "--quiet", "--out", out], capsys)
+    assert_one_line_error(code, err, f"convolab train: error: {model} is a {kind} model",
+                          "image classifiers only", "convolab models")
+    assert not out.exists()
+
 def test_diverging_training_is_a_user_error(tmp_path, capsys):
     code, _, err = cli(["train", "--data", "digits", "--quiet", "--no-plots", "--epochs", "1", "--optimizer", "sgd",
                         "--lr", "1e12", "--out", tmp_path / "run"], capsys)
@@ -346,6 +356,23 @@ def test_models_json_and_pattern(capsys):
     code, _, err = cli(["models", "nosuchnet*"], capsys)
     assert_one_line_error(code, err, "no model matches 'nosuchnet*'")
 
+
+
+def test_models_lists_segmentation_and_clip_models(capsys):
+    expected = {  # name: (input kind, parameters, shown at)
+        "unet": ("segmentation", 31_030_658, "1x572x572, 2 classes"),
+        "fcn_resnet50": ("segmentation", 32_957_013, "3x520x520, 21 classes"),
+        "c3d": ("clip", 79_991_015, "3x16x112x112, 487 classes"),
+        "r3d_18": ("clip", 33_371_472, "3x16x112x112, 400 classes"),
+    }
+    for name, (kind, params, shown_at) in expected.items():
+        code, stdout, err = cli(["models", name, "--json"], capsys)
+        assert code == 0, err
+        [row] = json.loads(stdout)
+        assert (row["name"], row["input"], row["params"], row["shown_at"]) == (name, kind, params, shown_at)
+    code, stdout, _ = cli(["models", "c3d"], capsys)
+    line = next(line for line in stdout.splitlines() if line.startswith("c3d "))
+    assert "79,991,015" in line and "3x16x112x112, 487 classes" in line and " clip " in line
 
 def test_datasets_json(capsys):
     code, stdout, err = cli(["datasets", "--json"], capsys)
