@@ -196,7 +196,8 @@ def _channel_tiles(act: torch.Tensor, max_channels: int) -> np.ndarray:
 
 def _image_tile(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """An image (C, H, W), uint8 or float, -> (H, W, 1 or 3) in 0..1 for display."""
-    img = torch.tensor(np.array(image)).float()  # a copy: the caller's array may be read-only
+    # a copy: the caller's array may be read-only
+    img = image.detach().cpu().float() if isinstance(image, torch.Tensor) else torch.tensor(np.array(image)).float()
     if img.dim() == 2:
         img = img[None]
     if img.dtype == torch.uint8 or img.max() > 1.5:
