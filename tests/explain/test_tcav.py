@@ -127,6 +127,13 @@ def test_nothing_is_written_to_the_working_directory(striped_model, sets, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_segmentation_model_is_refused():
+    model = create_model("unet", num_classes=2, in_chans=1, input_size=16, depth=2).eval()
+    x = torch.zeros(20, 1, 16, 16)
+    with pytest.raises(ValueError, match="needs a classifier's logits"):
+        tcav(model, x[:2], {"c": x}, {"a": x, "b": x}, target=1, layers="inc")
+
+
 @pytest.mark.parametrize("change,match", [
     (dict(concepts={"stripes": torch.zeros(MIN_CONCEPT_IMAGES - 1, 1, S, S)}),
      f"concept 'stripes' has 9 images; TCAV needs at least {MIN_CONCEPT_IMAGES}"),

@@ -222,7 +222,10 @@ def tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, torch.Te
     layer_list = [layers] if isinstance(layers, str) or layers is None else list(layers)
     layer_names = [resolve_layer(model, name)[0] for name in layer_list]
     with torch.no_grad():
-        num_classes = model(inputs[:1]).shape[1]
+        out = model(inputs[:1])
+    if out.dim() != 2:
+        raise ValueError(f"TCAV needs a classifier's logits (N, num_classes); this model gives {tuple(out.shape)}")
+    num_classes = out.shape[1]
     if not 0 <= target < num_classes:
         raise ValueError(f"target {target} is out of range: the model has {num_classes} classes")
 
