@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convolab-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install data demo test test-slow test-all lint bench clean
+.PHONY: help install data browser demo test test-slow test-all lint bench clean
 
 help:
 	@echo "make demo      set up, get Fashion-MNIST, train tutorial_cnn for 5 epochs into runs/demo"
@@ -29,16 +29,19 @@ install: $(STAMP)
 data: install
 	@bash scripts/get-fashion-mnist.sh $(BIN)/convolab
 
+browser:
+	@bash scripts/get-chromium.sh
+
 demo: data
 	$(BIN)/convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 --out runs/demo --overwrite
 
-test: data
+test: data browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test-slow: data
+test-slow: data browser
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-test-all: data
+test-all: data browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -519,6 +519,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
+# -- report --------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from convolab.report.html import build_report
+
+    path = build_report(args.run, data_dir=args.data_dir, samples=args.samples, out=args.out)
+    print(f"report: {path}")
+    return 0
+
+
 # -- summary -------------------------------------------------------------------------------------
 def _cmd_summary(args: argparse.Namespace) -> int:
     from convolab.analysis import format_side_by_side, parse_input, summarize
@@ -773,6 +782,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
     p.add_argument("--json", action="store_true", help="print the paths and map statistics as JSON")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "report", help="one self-contained HTML page about a trained run", formatter_class=fmt,
+        description="Write RUN/report.html: configuration, learning curves, confusion matrix and per-class "
+                    "accuracy, the most-confused pairs, the prediction grid, the model summary, first-layer kernels, "
+                    "feature maps per class, Grad-CAM for right and wrong predictions and the attribution sanity "
+                    "checks. Images are inline; the page needs no network. An existing report.html is replaced.",
+        epilog="example: convolab report runs/demo && xdg-open runs/demo/report.html")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data-dir", help="folder searched first for the run's dataset")
+    p.add_argument("--samples", type=_positive_int, default=32,
+                   help="test images for the Grad-CAM examples and the sanity checks")
+    p.add_argument("--out", help="write the page here instead of RUN/report.html")
+    p.set_defaults(func=_cmd_report)
 
     from convolab.analysis.summary import STACK_HELP
 

@@ -69,7 +69,7 @@ def test_target_by_name_and_existing_files(digits_run, digit_files, tmp_path, ca
     (["--method", "gradcm"], ["unknown method", "gradcam"]),
     (["--method", "cam"], ["global-average-pool", "gradcam"]),
     (["--layer", "features.conv9"], ["unknown layer", "features.conv1"]),
-    (["--target", "cat"], ["unknown class 'cat'", "0, 1, 2"]),
+    (["--target", "cat"], ["unknown class 'cat'", "index 0..9"]),
     (["--target", "12"], ["out of range"]),
 ])
 def test_user_errors(digits_run, digit_files, tmp_path, capsys, args, needles):

@@ -10,26 +10,11 @@ import torch
 
 from convolab.atomic import write_bytes
 from convolab.explain.attribution import METHODS, attribute, integrated_gradients_gap
+from convolab.explain.inputs import resolve_class
 from convolab.explain.layers import resolve_layer
 from convolab.explain.overlay import save_overlay
 
-__all__ = ["resolve_target", "explain_images"]
-
-
-def resolve_target(target: str | int | None, classes: list[str]) -> int | None:
-    """A class given by index or by name -> its index (ValueError listing the classes otherwise)."""
-    if target is None:
-        return None
-    text = str(target)
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if 0 <= index < len(classes):
-            return index
-        raise ValueError(f"--target {index} is out of range: the model has classes 0..{len(classes) - 1}")
-    lowered = [c.lower() for c in classes]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    raise ValueError(f"unknown class {text!r}; the run's classes are: {', '.join(classes)}")
+__all__ = ["explain_images"]
 
 
 def _stem(path: str, used: set[str]) -> str:
@@ -58,7 +43,7 @@ def explain_images(run, images: list[str], methods: list[str], out_dir: str | Pa
 
             raise UnknownNameError("method", m, METHODS)
     model = run.model
-    tgt_index = resolve_target(target, run.classes)
+    tgt_index = None if target is None else resolve_class(run.classes, target)
     if layer is not None or any(m in ("gradcam", "gradcam++") for m in methods):
         layer = resolve_layer(model, layer)[0]
     out = Path(out_dir)
