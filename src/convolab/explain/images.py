@@ -10,20 +10,11 @@ import torch
 
 from convolab.atomic import write_bytes
 from convolab.explain.attribution import METHODS, attribute, integrated_gradients_gap
-from convolab.explain.inputs import resolve_class
+from convolab.explain.inputs import resolve_class, unique_stem
 from convolab.explain.layers import resolve_layer
 from convolab.explain.overlay import save_overlay
 
 __all__ = ["explain_images"]
-
-
-def _stem(path: str, used: set[str]) -> str:
-    stem = Path(path).stem or "image"
-    name, k = stem, 2
-    while name in used:
-        name, k = f"{stem}-{k}", k + 1
-    used.add(name)
-    return name
 
 
 def explain_images(run, images: list[str], methods: list[str], out_dir: str | Path, *, target: str | int | None = None,
@@ -48,7 +39,7 @@ def explain_images(run, images: list[str], methods: list[str], out_dir: str | Pa
         layer = resolve_layer(model, layer)[0]
     out = Path(out_dir)
     used: set[str] = set()
-    plan = [(img, _stem(img, used)) for img in images]
+    plan = [(img, unique_stem(img, used)) for img in images]
     if not overwrite:
         taken = [out / f"{stem}_{m}{ext}" for _, stem in plan for m in methods for ext in (".png", ".npy")]
         taken = [p for p in taken if p.exists()]

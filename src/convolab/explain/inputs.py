@@ -107,3 +107,13 @@ def class_images(run: Run, target: int, *, split: str = "test", limit: int | Non
         gen = torch.Generator().manual_seed(seed)
         idx = idx[torch.randperm(len(idx), generator=gen)[:limit]].sort().values
     return run.preprocess(part.images[idx])
+
+
+def unique_stem(path: str | os.PathLike, used: set[str]) -> str:
+    """The file's stem, made unique among ``used`` (``a``, ``a-2``, ...) and added to it: output file names."""
+    stem = Path(path).stem or "image"
+    name, k = stem, 2
+    while name in used:
+        name, k = f"{stem}-{k}", k + 1
+    used.add(name)
+    return name

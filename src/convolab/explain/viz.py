@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from convolab.explain.inputs import unique_stem  # noqa: E402
 from convolab.explain.layers import conv_layers, feature_layers, first_conv, resolve_layer  # noqa: E402
 
 __all__ = ["KernelGrid", "kernel_grid", "kernel_figure", "feature_maps", "feature_map_figure",
@@ -399,15 +400,6 @@ def activation_maximization_figure(result: ActivationMaximization, cols: int = 8
 
 
 # -- a run's pictures as files (what `convolab viz` does) ------------------------------------------
-def _unique_stem(path: str | Path, used: set[str]) -> str:
-    stem = Path(path).stem or "image"
-    name, k = stem, 2
-    while name in used:
-        name, k = f"{stem}-{k}", k + 1
-    used.add(name)
-    return name
-
-
 def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool = False,
             feature_map_images: Sequence[str | Path] = (), layers: Sequence[str] | None = None,
             max_channels: int = 32, filters: bool = False, layer: str | None = None, units: int | Sequence[int] = 8,
@@ -436,7 +428,7 @@ def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool 
     if kernels:
         planned.append(("kernels", out_dir / "kernels.png", None))
     for image in feature_map_images:
-        planned.append(("feature_maps", out_dir / f"feature_maps_{_unique_stem(image, used)}.png", image))
+        planned.append(("feature_maps", out_dir / f"feature_maps_{unique_stem(image, used)}.png", image))
     if filters:
         planned.append(("filters", out_dir / f"filters_{filter_layer}.png", None))
     existing = [str(p) for _, p, _ in planned if p.exists()]
