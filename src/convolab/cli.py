@@ -251,6 +251,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         result = train(config)
     s, path = result.summary, result.run_dir
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for the job
+        return 0
     if args.json:
         _print_json({**s, "run_dir": str(path)})
     else:

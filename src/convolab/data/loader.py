@@ -40,13 +40,20 @@ class DeviceLoader:
         device: where the split is kept and the batches are made.
         shuffle: draw a new order each epoch from a generator seeded with ``seed``.
         channels_last: lay batches out as NHWC, which the CPU's convolution kernels prefer.
+        rank, world_size: data parallelism: every process draws the same order, cuts it into batches
+            of ``batch_size`` and takes the ``rank``-th of ``world_size`` equal slices of each
+            (``batch_size / world_size`` images); an incomplete last batch is dropped so that every
+            process takes the same number of equal steps.
     """
 
     def __init__(self, split: Split, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = "cpu", shuffle: bool = False, seed: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"--batch-size {batch_size} must be divisible by the {world_size} processes")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.images = split.images.to(self.device)  # uint8, resident for the whole run
         self.labels = split.labels.to(self.device)
@@ -59,11 +66,20 @@ class DeviceLoader:
         self._skip = 0  # batches the next epoch leaves out (a resumed epoch)
 
     def __len__(self) -> int:
+        if self.world_size > 1:
+            return len(self.labels) // self.batch_size
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
     @property
     def num_samples(self) -> int:
         return len(self.labels)
+
+    def batch_sizes(self) -> list[int]:
+        """Images in each of this process's batches of one epoch."""
+        if self.world_size > 1:
+            return [self.batch_size // self.world_size] * len(self)
+        n, b = len(self.labels), self.batch_size
+        return [min(b, n - start) for start in range(0, n, b)]
 
     def state_dict(self) -> dict:
         """The data order's state: the generator as it was before the current epoch's shuffle (or now,
@@ -82,12 +98,14 @@ class DeviceLoader:
         skip, self._skip = self._skip, 0
         self._epoch_start = self.generator.get_state() if self.shuffle else None
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        for start in range(skip * self.batch_size, n, self.batch_size):
+        local = self.batch_size // self.world_size
+        for i in range(skip, len(self)):
+            start = i * self.batch_size + self.rank * local  # this process's slice of global batch i
+            stop = start + local if self.world_size > 1 else start + self.batch_size
             if order is None:
-                images = self.images[start:start + self.batch_size]
-                labels = self.labels[start:start + self.batch_size]
+                images, labels = self.images[start:stop], self.labels[start:stop]
             else:
-                idx = order[start:start + self.batch_size]
+                idx = order[start:stop]
                 images, labels = self.images[idx], self.labels[idx]
             x = self.normalize(images).contiguous(memory_format=self.memory_format)  # (B, C, H, W) float32
             yield x, labels

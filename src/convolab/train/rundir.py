@@ -12,7 +12,8 @@ from torch import nn
 
 from convolab.atomic import append_jsonl, atomic_path, write_json
 
-__all__ = ["RunDir", "prepare_run_dir", "save_weights", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY", "STEPS"]
+__all__ = ["RunDir", "NullRunDir", "prepare_run_dir", "save_weights", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY",
+           "STEPS"]
 
 WEIGHTS, CONFIG, METRICS, SUMMARY = "model.safetensors", "config.json", "metrics.jsonl", "summary.json"
 STEPS = "steps.jsonl"  # one JSON object per optimizer step: step, epoch, lr, loss (and grad_norm, scale ...)
@@ -64,6 +65,17 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict) -> None:
             raise ValueError(f"refusing to save non-finite weights ({k} has NaN or inf); training diverged")
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"convolab": json.dumps(metadata)})
+
+
+class NullRunDir:
+    """The run directory as seen by a data-parallel process other than rank 0: it writes nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.plots = self.path / "plots"
+
+    def __getattr__(self, name):  # write_config, append_metrics, append_steps, write_summary, save_model
+        return lambda *args, **kwargs: None
 
 
 class RunDir:

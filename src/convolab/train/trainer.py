@@ -47,12 +47,13 @@ from convolab.train.checkpoint import (
     set_rng_state,
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
+from convolab.train.distributed import all_min, all_reduce_sum, gather_objects, init_distributed
 from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
 from convolab.train.lr_finder import LRFindResult, lr_range_test
 from convolab.train.metrics import EvalResult, FlipAverage, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
-from convolab.train.rundir import CONFIG, METRICS, STEPS, RunDir, prepare_run_dir
+from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, prepare_run_dir
 from convolab.train.schedule import LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "train", "resume", "weights_metadata"]
@@ -160,6 +161,7 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         check_precision(config.precision, self.device)
+        self.dist, self.device = init_distributed(self.device)  # torchrun: join the process group
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard "
                              "(metrics.jsonl and steps.jsonl hold the same figures)")
@@ -173,9 +175,11 @@ class Trainer:
             if not (run_dir / CONFIG).is_file():
                 raise FileNotFoundError(f"--resume {run_dir}: no {CONFIG}; is this a convolab run directory?")
             self.resume_state, self.run_path = state, run_dir
-        else:
+        elif self.dist.is_main:
             # Refuse a taken --out before the (slow) data loading, create it only once everything loaded.
             self.run_path = prepare_run_dir(config.out, config.model, config.data, config.overwrite, create=False)
+        else:  # rank 0 checks and writes the run directory
+            self.run_path = Path(config.out or "runs/rank-0-names-it")
 
     # -- setup -------------------------------------------------------------------------------
     def _setup(self, kind: str = "train") -> None:
@@ -203,7 +207,16 @@ class Trainer:
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                           nesterov=cfg.nesterov, decay_norm_and_bias=cfg.decay_norm_and_bias)
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
-        self.net = torch.compile(self.model) if cfg.compile else self.model  # what the training steps call
+        self.net = self.model  # what the training steps call
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                               else None)
+            if self.dist.rank:  # the same weights everywhere (DDP broadcast them), other dropout masks per process
+                torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
@@ -211,14 +224,15 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
-        self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args)
+        self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                         rank=self.dist.rank, world_size=self.dist.world_size, **loader_args)
         self.val_loader = DeviceLoader(self.data.val, cfg.eval_batch_size, **loader_args)
         self.test_loader = DeviceLoader(self.data.test, cfg.eval_batch_size, **loader_args)
         self.augment_spec = resolve_augment(cfg.augment, self.data.name, self.data.image_size, crop_pad=cfg.crop_pad,
                                             hflip=cfg.hflip, rotate=cfg.rotate, cutout=cfg.cutout, mixup=cfg.mixup,
                                             cutmix=cfg.cutmix)
         black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
-        self.augment = (BatchAugment(self.augment_spec, black, self.device, seed=cfg.seed)
+        self.augment = (BatchAugment(self.augment_spec, black, self.device, seed=cfg.seed + 7919 * self.dist.rank)
                         if self.augment_spec.active else None)
         if cfg.tta and flips_keep_class(self.data.name) is False:
             log.warning("--tta averages over mirror images, which are other symbols (or none) for %s", self.data.name)
@@ -237,12 +251,16 @@ class Trainer:
         self.epoch_sums: dict | None = None  # partial sums of a resumed epoch
         self.best_state: dict | None = None  # weights of the best epoch, kept for early stopping
         if self.resume_state is not None:
-            self.run = RunDir(self.run_path)
+            self.run = RunDir(self.run_path) if self.dist.is_main else NullRunDir(self.run_path)
             self._restore(self.resume_state)
             self.resume_state = None
             self._open_tensorboard()
             return
         self._set_lr(self.schedule(0))
+        if not self.dist.is_main:
+            self.run = NullRunDir(self.run_path)
+            self._open_tensorboard()
+            return
         self.run = RunDir(prepare_run_dir(self.run_path, cfg.model, cfg.data, cfg.overwrite, create=True))
         self.run.write_config({
             "kind": kind,
@@ -260,6 +278,7 @@ class Trainer:
             "augment": asdict(self.augment_spec),
             "seed": cfg.seed,
             "device": str(self.device),
+            "world_size": self.dist.world_size,
             "command": sys.argv if Path(sys.argv[0]).name in ("convolab", "__main__.py") else None,
             "versions": versions(),
             "config": cfg.to_dict(),
@@ -271,7 +290,7 @@ class Trainer:
 
     def _open_tensorboard(self) -> None:
         self.tensorboard = None
-        if self.config.tensorboard:
+        if self.config.tensorboard and self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -280,15 +299,22 @@ class Trainer:
             self.tensorboard = SummaryWriter(log_dir=str(self.run.path / "tensorboard"))
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _state(self, epoch_sums: dict | None = None) -> dict:
-        """Everything the next step depends on (see convolab.train.checkpoint)."""
+    def _state(self, epoch_sums: dict | None = None) -> dict | None:
+        """Everything the next step depends on (see convolab.train.checkpoint). With data parallelism each
+        process's generators and partial sums are gathered under ``ranks`` (rank 0 gets the state, the
+        others None)."""
+        own = {"rng": rng_state(), "augment": self.augment.state_dict() if self.augment is not None else None,
+               "epoch_sums": epoch_sums}
+        ranks = gather_objects(own, self.dist) if self.dist.enabled else None
+        if not self.dist.is_main:
+            return None
         cpu = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         return {
+            "ranks": ranks,
             "format": FORMAT, "config": self.config.to_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
             "model": cpu, "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(), "loader": self.train_loader.state_dict(),
-            "augment": self.augment.state_dict() if self.augment is not None else None,
+            "rng": own["rng"], "loader": self.train_loader.state_dict(), "augment": own["augment"],
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "overflow_steps": self.overflow_steps,
@@ -299,18 +325,29 @@ class Trainer:
             "resumes": self.resumes,
         }
 
-    def _save_checkpoint(self, epoch_sums: dict | None = None) -> None:
+    def _save_checkpoint(self, epoch_sums: dict | None = None, best: bool = False) -> None:
+        """The step checkpoint (and ``best.pt`` too when ``best``); every process calls it, rank 0 writes."""
         if not self.config.checkpoints:
             return
         state = self._state(epoch_sums)
+        if state is None:
+            return
         path = save_checkpoint(self.run.path / CHECKPOINTS / checkpoint_name(self.global_step), state)
         prune_checkpoints(self.run.path, keep=path, previous=self._last_checkpoint)
         self._last_checkpoint = path
+        if best:  # the same state, kept under its own name
+            save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", state)
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, generators, position, bookkeeping, files."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        ranks = state.get("ranks")
+        if ranks is not None and len(ranks) != self.dist.world_size:
+            raise ValueError(f"the checkpoint was written by {len(ranks)} processes; resume it with "
+                             f"torchrun --nproc-per-node {len(ranks)} (this job has {self.dist.world_size})")
+        if ranks is not None:  # this process's own generators and partial sums
+            state = {**state, **ranks[self.dist.rank]}
         set_rng_state(state["rng"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
         self.train_loader.load_state_dict(state["loader"], skip_batches=self.batch)
@@ -333,7 +370,8 @@ class Trainer:
         best_file = self.run.path / CHECKPOINTS / "best.pt"
         if self.config.early_stopping and self.best["epoch"] is not None and best_file.is_file():
             self.best_state = load_checkpoint(best_file)["model"]
-        self._truncate_logs()
+        if self.dist.is_main:
+            self._truncate_logs()
         log.info("resuming %s from %s: epoch %d, step %d of %d", self.run.path, self.resume_file.name, self.epoch,
                  self.global_step, self.schedule.total_steps)
 
@@ -358,8 +396,7 @@ class Trainer:
 
     def _group_sizes(self) -> list[int]:
         """Samples in each optimizer step's group of ``accum_steps`` micro-batches, for one epoch."""
-        n, b, a = self.train_loader.num_samples, self.train_loader.batch_size, self.config.accum_steps
-        sizes = [min(b, n - start) for start in range(0, n, b)]
+        sizes, a = self.train_loader.batch_sizes(), self.config.accum_steps
         return [sum(sizes[i:i + a]) for i in range(0, len(sizes), a)]
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -423,24 +460,32 @@ class Trainer:
         step_seen = 0
         step_rows: list[dict] = []  # steps.jsonl rows not yet written (losses stay on the device until then)
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   unit="batch", disable=None if cfg.progress else True, file=sys.stderr, dynamic_ncols=True)
+                   unit="batch", disable=None if cfg.progress and self.dist.is_main else True, file=sys.stderr,
+                   dynamic_ncols=True)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(loader, start=self.batch):
-            logits, loss, y = self._augmented_forward(x, y)
-            # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
-            # accumulated gradient is the mean over the whole group (a short last group included).
-            weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
-            (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
+            step_ends = (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader)
+            # DDP averages the gradients across processes in the backward pass: only once per step
+            sync = contextlib.nullcontext() if step_ends or not self.dist.enabled else self.net.no_sync()
+            with sync:
+                logits, loss, y = self._augmented_forward(x, y)
+                # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
+                # accumulated gradient is the mean over the whole group (a short last group included).
+                weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
+                (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
             with torch.no_grad():
                 step_sum += loss.detach() * len(y)
                 step_correct += (logits.argmax(1) == y).sum()
                 step_loss += weighted.detach()
             step_seen += len(y)
-            if (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader):
+            if step_ends:
                 row = {"step": self.global_step + 1, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
                        "loss": step_loss.clone()}
-                if bool(torch.isfinite(step_loss)):
+                finite = bool(torch.isfinite(step_loss))
+                if self.dist.enabled:  # every process takes the step, or none does
+                    finite = all_min(finite, self.device)
+                if finite:
                     if self.scaler is not None and cfg.clip_grad_norm is not None:
                         self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                     if cfg.clip_grad_norm is not None:
@@ -480,6 +525,10 @@ class Trainer:
         bar.close()
         self._write_steps(step_rows)
         self.train_seconds += seconds + time.perf_counter() - t0
+        if self.dist.enabled:  # the epoch's figures over every process's share
+            seen_t = torch.tensor(seen, device=self.device)
+            all_reduce_sum(loss_sum, correct, seen_t)
+            seen = int(seen_t)
         if seen == 0:
             raise FloatingPointError(f"training diverged in epoch {epoch}: every step had a non-finite loss; "
                                      "try a lower --lr")
@@ -507,7 +556,14 @@ class Trainer:
             return
         keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, torch.Tensor)})
         nan = torch.tensor(float("nan"), device=self.device)
-        values = torch.stack([torch.stack([r.get(k, nan).float() for k in keys]) for r in rows]).tolist()
+        values = torch.stack([torch.stack([r.get(k, nan).float() for k in keys]) for r in rows])  # (steps, keys)
+        if self.dist.enabled:  # each process's loss is that of its share: log their mean
+            losses = values[:, keys.index("loss")].contiguous()
+            all_reduce_sum(losses)
+            values[:, keys.index("loss")] = losses / self.dist.world_size
+            if not self.dist.is_main:
+                return
+        values = values.tolist()
         for r, vals in zip(rows, values):
             r.update((k, v if math.isfinite(v) else None) for k, v in zip(keys, vals) if k in r)
             if r.get("scale") is not None:  # fp16: a lower scale than the step before means an overflow, skipped
@@ -533,8 +589,11 @@ class Trainer:
         return False
 
     def fit(self) -> TrainResult:
-        with deterministic_algorithms(self.config.deterministic):
-            return self._fit()
+        try:
+            with deterministic_algorithms(self.config.deterministic):
+                return self._fit()
+        finally:
+            self.dist.close()
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.9,
                 diverge: float = 4.0) -> tuple[LRFindResult, Path]:
@@ -543,6 +602,9 @@ class Trainer:
         directory and returns the result and that directory. The model and optimizer are left as they were."""
         if self.resume_state is not None:
             raise ValueError("lr-find starts a new directory; it cannot --resume a run")
+        if self.dist.enabled:
+            self.dist.close()
+            raise ValueError("lr-find runs in one process; start it without torchrun")
         self._fit_start = time.perf_counter()
         with deterministic_algorithms(self.config.deterministic):
             self._setup(kind="lr-find")
@@ -592,9 +654,7 @@ class Trainer:
                 self.bad_epochs += 1
             stopped_early = bool(cfg.early_stopping and self.bad_epochs >= cfg.early_stopping and epoch < cfg.epochs)
             self.epoch, self.batch = epoch + 1, 0
-            self._save_checkpoint()
-            if improved and cfg.checkpoints:  # the same state as the epoch's checkpoint, kept under its own name
-                save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", self._state())
+            self._save_checkpoint(best=improved)
             val_text = f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" if val else "no validation split"
             extra = "".join(f"  {k.replace('_', ' ')} {row[k]:g}" for k in ("loss_scale", "overflow_steps",
                                                                           "peak_memory_mb") if k in row)
@@ -628,6 +688,7 @@ class Trainer:
             "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),
             "params": self.params, "device": str(self.device),
             "test_samples": test.n, "resumes": self.resumes, "precision": cfg.precision,
+            "world_size": self.dist.world_size,
         }
         if cfg.tta:  # test_accuracy is the flip-averaged one; the saved model alone gives this
             plain = self._evaluate(self.test_loader, tta=False)
