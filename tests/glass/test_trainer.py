@@ -109,16 +109,20 @@ def test_mistakes_fail_before_the_data_loads(tmp_path, capsys, monkeypatch):
     code, _, err = cli(["train", "--engine", "numpy", "--device", "cuda", "--data", "digits",
                         "--out", tmp_path / "b"], capsys)
     assert_one_line_error(code, err, "--engine numpy runs on the CPU; drop --device cuda")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    code, _, err = cli(["train", "--engine", "numpy", "--ema", "0.99", "--tta", "--data", "digits",
+                        "--out", tmp_path / "c"], capsys)
+    assert_one_line_error(code, err, "--engine numpy does not do --ema, --tta; drop them or use --engine torch")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 @pytest.mark.slow
 def test_recipe_options_match_the_torch_engine(tmp_path):
     """SGD with Nesterov momentum, weight decay (not on biases), accumulation over a short last group,
-    clipping, label smoothing and a warmed-up cosine schedule: each goes through the glass engine."""
+    clipping, label smoothing, a warmed-up cosine schedule, augmentation and mixup (the loss on two
+    targets, through the glass loss twice): each goes through the glass engine."""
     runs = _train_both(tmp_path, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
                        accum_steps=3, clip_grad_norm=1.0, label_smoothing=0.1, schedule="cosine", warmup_steps=3,
-                       epochs=3)
+                       augment="standard", mixup=0.4, epochs=3)
     _assert_same_training(runs, tol=1e-4)
     steps_t, steps_n = (read_jsonl(r.run_dir / "steps.jsonl") for r in (runs["torch"], runs["numpy"]))
     assert [s["lr"] for s in steps_n] == pytest.approx([s["lr"] for s in steps_t], rel=1e-12)

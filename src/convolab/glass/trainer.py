@@ -109,14 +109,29 @@ def _arrays(obj):
     return _convert(obj, torch.Tensor, lambda t: t.numpy().copy())
 
 
+def _torch_only_options(config: TrainConfig) -> list[str]:
+    """The options of ``config`` that only the torch engine has."""
+    flags = [f"--precision {config.precision}"] if config.precision != "32" else []
+    flags += [flag for flag, on in (("--ema", config.ema), ("--tta", config.tta), ("--compile", config.compile),
+                                    ("--grad-checkpointing", config.grad_checkpointing)) if on]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        flags.append("torchrun (several processes)")
+    return flags
+
+
 class GlassTrainer(Trainer):
     """The :class:`~convolab.train.Trainer` with convolab.glass computing every step (see the module docstring).
 
     Raises:
-        ValueError: the model has a layer glass cannot convert (named in the message), before any data loads.
+        ValueError: the model has a layer glass cannot convert (named in the message), or an option only
+            the torch engine has was given; both before any data loads.
     """
 
     def __init__(self, config: TrainConfig, resume_from: str | os.PathLike | None = None):
+        torch_only = _torch_only_options(config)
+        if torch_only:
+            raise ValueError(f"--engine numpy does not do {', '.join(torch_only)}; drop "
+                             f"{'it' if len(torch_only) == 1 else 'them'} or use --engine torch")
         super().__init__(config, resume_from)
         self.device = torch.device("cpu")
         entry = get_model_entry(config.model)
@@ -186,7 +201,7 @@ class GlassTrainer(Trainer):
     def _clip_grad_norm(self, params: list, max_norm: float) -> torch.Tensor:
         return torch.tensor(clip_grad_norm(params, max_norm))
 
-    def _evaluate(self, loader, keep_predictions: bool = False) -> EvalResult:
+    def _evaluate(self, loader, keep_predictions: bool = False, tta: bool | None = None) -> EvalResult:
         r = glass_evaluate(self.glass, ((x.numpy(), y.numpy()) for x, y in loader), keep_predictions=keep_predictions)
         result = EvalResult(r.loss, r.accuracy, r.n)
         if keep_predictions and r.n:
