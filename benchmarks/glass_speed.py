@@ -7,11 +7,11 @@
 2. Forward pass: the same network with ``convolab.glass.naive``'s four-loop convolution and pooling
    against the vectorised glass layers, on a smaller batch (the loops take seconds).
 
-Threads: torch gets as many as NumPy's BLAS (``--threads`` sets both; default: BLAS's own count,
-read with threadpoolctl), so neither side has more cores than the other. Timings are wall-clock;
-on a busy machine, expect noise and say so when quoting them.
+Threads: torch gets as many as NumPy's BLAS, so neither side has more cores than the other.
+``--threads`` lists the counts to measure (default: 1 and BLAS's own count, read with threadpoolctl).
+Timings are wall-clock; on a busy machine, expect noise and say so when quoting them.
 
-Usage: python benchmarks/glass_speed.py [--batch-size 64] [--steps 20] [--rounds 7] [--threads N]
+Usage: python benchmarks/glass_speed.py [--batch-size 64] [--steps 20] [--rounds 7] [--threads N ...]
                                         [--naive-batch 4] [--json]
 """
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from convolab import glass
 from convolab.glass import naive
-from convolab.glass.train import train_step
+from convolab.glass.train import skip_input_grad, train_step
 from convolab.models import create_model
 
 
@@ -68,29 +68,19 @@ def naive_forward(g: glass.Module, x: np.ndarray) -> np.ndarray:
     return x @ c.fc2.params["weight"].T + c.fc2.params["bias"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per engine")
-    parser.add_argument("--threads", type=int, help="threads for both (default: NumPy's BLAS count)")
-    parser.add_argument("--naive-batch", type=int, default=4, help="batch of the naive-vs-vectorised forward")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    current, limit = blas_threads()
-    threads = args.threads or current or os.cpu_count()
+def step_times(threads: int, batch_size: int, steps: int, rounds: int) -> dict[str, list[float]]:
+    """ms per training step of torch and glass, alternating rounds, both on ``threads`` threads."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=28)
     g = glass.from_torch(model)
+    skip_input_grad(g)  # as torch skips dL/d(images): the batch does not require grad
     model = model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
-    xt = torch.from_numpy(rng.standard_normal((args.batch_size, 1, 28, 28), dtype=np.float32))
+    xt = torch.from_numpy(rng.standard_normal((batch_size, 1, 28, 28), dtype=np.float32))
     xt = xt.contiguous(memory_format=torch.channels_last)
-    yt = torch.from_numpy(rng.integers(0, 10, args.batch_size))
+    yt = torch.from_numpy(rng.integers(0, 10, batch_size))
     x, y = xt.numpy(), yt.numpy()  # the same batch, in the same (channels-last) memory
-
     t_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g_opt, criterion = glass.Adam(g.parameters(), lr=1e-3), glass.CrossEntropyLoss()
 
@@ -103,44 +93,61 @@ def main() -> None:
     def glass_step():
         train_step(g, criterion, g_opt, x, y)
 
-    with limit(threads):
-        for fn in (torch_step, glass_step):
-            for _ in range(5):
-                fn()
-        step = timed_rounds({"torch": torch_step, "glass": glass_step}, args.steps, args.rounds)
+    for fn in (torch_step, glass_step):
+        for _ in range(5):
+            fn()
+    return timed_rounds({"torch": torch_step, "glass": glass_step}, steps, rounds)
 
-        xs = x[:args.naive_batch].astype(np.float64)
-        g.to(np.float64).eval()
-        want = g.forward(xs)
-        got = naive_forward(g, xs)
-        agree = float(np.abs(got - want).max() / np.abs(want).max())
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per engine")
+    parser.add_argument("--threads", type=int, nargs="+", help="thread counts, each for both (default: 1 and "
+                                                               "NumPy's BLAS count)")
+    parser.add_argument("--naive-batch", type=int, default=4, help="batch of the naive-vs-vectorised forward")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    current, limit = blas_threads()
+    counts = args.threads or sorted({1, current or os.cpu_count()})
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible",
+              "blas_threads_default": current, "batch_size": args.batch_size, "steps": []}
+    for threads in counts:
+        with limit(threads):
+            step = step_times(threads, args.batch_size, args.steps, args.rounds)
+        med = {k: statistics.median(v) for k, v in step.items()}
+        result["steps"].append({"threads": threads, "torch_ms": round(med["torch"], 2),
+                                "glass_ms": round(med["glass"], 2),
+                                "glass_over_torch": round(med["glass"] / med["torch"], 2),
+                                "torch_ms_rounds": [round(v, 2) for v in step["torch"]],
+                                "glass_ms_rounds": [round(v, 2) for v in step["glass"]]})
+
+    torch.manual_seed(0)
+    g = glass.from_torch(create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=28)).to(np.float64).eval()
+    xs = np.random.default_rng(1).standard_normal((args.naive_batch, 1, 28, 28))
+    with limit(1):
+        want, got = g.forward(xs), naive_forward(g, xs)
         fwd = timed_rounds({"naive": lambda: naive_forward(g, xs), "vectorised": lambda: g.forward(xs)}, 1, 3)
-
-    med = {k: statistics.median(v) for k, v in {**step, **fwd}.items()}
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible",
-        "threads": threads, "blas_threads_before": current, "batch_size": args.batch_size,
-        "torch_step_ms": round(med["torch"], 2), "glass_step_ms": round(med["glass"], 2),
-        "glass_over_torch": round(med["glass"] / med["torch"], 2),
-        "torch_step_ms_rounds": [round(v, 2) for v in step["torch"]],
-        "glass_step_ms_rounds": [round(v, 2) for v in step["glass"]],
-        "naive_batch": args.naive_batch, "naive_forward_ms": round(med["naive"], 1),
-        "vectorised_forward_ms": round(med["vectorised"], 3),
-        "naive_over_vectorised": round(med["naive"] / med["vectorised"], 1),
-        "naive_vs_vectorised_max_rel_diff": agree,
-    }
+    med = {k: statistics.median(v) for k, v in fwd.items()}
+    result.update(naive_batch=args.naive_batch, naive_forward_ms=round(med["naive"], 1),
+                  vectorised_forward_ms=round(med["vectorised"], 3),
+                  naive_over_vectorised=round(med["naive"] / med["vectorised"], 1),
+                  naive_vs_vectorised_max_rel_diff=float(np.abs(got - want).max() / np.abs(want).max()))
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['machine']}; torch and NumPy's BLAS both on {threads} thread(s)")
-    print(f"tutorial_cnn training step, batch {args.batch_size}, float32 (median of {args.rounds} rounds of "
+    print(f"{result['machine']}; NumPy's BLAS defaults to {current} thread(s); torch is given the same count")
+    print(f"tutorial_cnn training step, batch {args.batch_size}, float32, Adam (median of {args.rounds} rounds of "
           f"{args.steps} steps):")
-    print(f"  torch (channels-last) {med['torch']:7.2f} ms")
-    print(f"  convolab.glass        {med['glass']:7.2f} ms   -> glass / torch = {result['glass_over_torch']:.2f}x")
-    print(f"tutorial_cnn forward, batch {args.naive_batch}, float64:")
-    print(f"  naive loops           {med['naive']:9.1f} ms")
-    print(f"  vectorised glass      {med['vectorised']:9.3f} ms   -> naive / vectorised = "
-          f"{result['naive_over_vectorised']:.0f}x (outputs agree to {agree:.1e})")
+    for r in result["steps"]:
+        print(f"  {r['threads']} thread(s): torch (channels-last) {r['torch_ms']:7.2f} ms   convolab.glass "
+              f"{r['glass_ms']:7.2f} ms   -> glass / torch = {r['glass_over_torch']:.2f}x")
+    print(f"tutorial_cnn forward, batch {args.naive_batch}, float64, 1 thread:")
+    print(f"  naive loops {result['naive_forward_ms']:9.1f} ms   vectorised glass "
+          f"{result['vectorised_forward_ms']:7.3f} ms   -> naive / vectorised = {result['naive_over_vectorised']:.0f}x "
+          f"(outputs agree to {result['naive_vs_vectorised_max_rel_diff']:.1e})")
 
 
 if __name__ == "__main__":

@@ -138,8 +138,9 @@ class Conv2d(Module):
         self._cache = (xp.shape, cols, weight, (h, w), (ho, wo))
         return self._remember_output(out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))  # (N, O, Ho, Wo) view
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W); adds dL/dW and dL/db into ``grads``."""
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W) (None if not ``input_grad``); adds dL/dW and
+        dL/db into ``grads``."""
         dout = self._check_dout(dout)
         padded_shape, cols, weight, (h, w), (ho, wo) = self._cache
         (kh, kw), g, o = self.kernel_size, self.groups, self.out_channels
@@ -151,6 +152,8 @@ class Conv2d(Module):
         if g == 1:
             dwmat = matmul(cols.T, dy)                                            # (kh*kw*C, O)
             self._accumulate("weight", dwmat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+            if not self.input_grad:
+                return None
             # dcols grouped by kernel offset: for offset (i, j), dy (M, O) @ W[:, :, i, j] (O, C)
             w_by_offset = weight.transpose(2, 3, 0, 1).reshape(kh * kw, o, c)      # (kh*kw, O, C)
             dpatches = matmul(dy, w_by_offset)                                     # (kh*kw, M, C)
@@ -158,6 +161,8 @@ class Conv2d(Module):
             dyg = dy.reshape(m, g, og).transpose(1, 0, 2)                          # (G, M, og)
             dwmat = matmul(cols.transpose(0, 2, 1), dyg)                           # (G, kh*kw*cg, og)
             self._accumulate("weight", dwmat.reshape(g, kh, kw, cg, og).transpose(0, 4, 3, 1, 2).reshape(o, cg, kh, kw))
+            if not self.input_grad:
+                return None
             w_by_offset = weight.reshape(g, og, cg, kh, kw).transpose(3, 4, 0, 1, 2).reshape(kh * kw, g, og, cg)
             dpatches = matmul(dyg, w_by_offset)                                    # (kh*kw, G, M, cg)
             dpatches = dpatches.transpose(0, 2, 1, 3).reshape(kh * kw, m, c)      # (kh*kw, M, C)

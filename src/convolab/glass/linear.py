@@ -54,14 +54,17 @@ class Linear(Module):
         self._cache = (x2, weight, x.shape)
         return self._remember_output(out.reshape(*x.shape[:-1], self.out_features))
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dL/dy (*, out_features) -> dL/dx (*, in_features); adds dL/dW and dL/db into ``grads``."""
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """dL/dy (*, out_features) -> dL/dx (*, in_features) (None if not ``input_grad``); adds dL/dW and dL/db
+        into ``grads``."""
         dout = self._check_dout(dout)
         x2, weight, shape = self._cache
         dy = dout.reshape(-1, self.out_features)                               # (M, out)
         self._accumulate("weight", matmul(dy.T, x2))
         if "bias" in self.params:
             self._accumulate("bias", sum_rows(dy))
+        if not self.input_grad:
+            return None
         return matmul(dy, weight).reshape(shape)
 
 

@@ -9,7 +9,7 @@ autograd would otherwise hide:
 * ``params`` and ``grads`` are dicts with the same keys (torch's parameter names: ``weight``,
   ``bias``); ``buffers`` holds state that is not trained (BatchNorm's running statistics);
 * gradients accumulate until ``zero_grad()``; ``train()``/``eval()`` switch the mode (training by
-  default, as in torch);
+  default, as in torch); ``input_grad = False`` lets the first layer skip dL/d(input);
 * the dtype follows the input: parameters are kept in their own dtype (float32 by default, the
   "master" copy of mixed precision) and cast to the input's dtype for the computation.
 
@@ -58,6 +58,10 @@ class Module:
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.training = True
+        # False on the layer that receives the data (see convolab.glass.train.skip_input_grad): nothing needs
+        # dL/d(input) there, so Conv2d and Linear skip computing it and return None (as torch does for an input
+        # that does not require grad).
+        self.input_grad = True
         self._out_shape: tuple[int, ...] | None = None  # shape of the last forward's output (checked in backward)
 
     # -- registration and names ----------------------------------------------------------------

@@ -23,11 +23,11 @@ import numpy as np
 
 from convolab.glass.amp import LossScaler
 from convolab.glass.loss import CrossEntropyLoss
-from convolab.glass.module import Module
+from convolab.glass.module import Module, Sequential
 from convolab.glass.optim import Optimizer, clip_grad_norm
 
-__all__ = ["StepResult", "Evaluation", "forward_backward", "optimizer_step", "train_step", "train_epoch",
-           "evaluate"]
+__all__ = ["StepResult", "Evaluation", "skip_input_grad", "forward_backward", "optimizer_step", "train_step",
+           "train_epoch", "evaluate"]
 
 
 @dataclass
@@ -51,6 +51,26 @@ class Evaluation:
     predictions: np.ndarray | None = None  # (n,) int64
     probabilities: np.ndarray | None = None  # (n, num_classes) float32
     labels: np.ndarray | None = None  # (n,) int64
+
+
+def skip_input_grad(model: Module) -> Module | None:
+    """Let the layer that receives the data skip dL/d(input), which training never uses; returns that layer.
+
+    Follows the first child of nested ``Sequential``s (whose input goes to that child alone) down to a
+    ``Conv2d`` or ``Linear`` and sets its ``input_grad = False``: its backward then computes the weight
+    gradients only and returns None -- torch does the same for an input that does not require grad.
+    Returns None (and changes nothing) for a model that starts otherwise.
+    """
+    from convolab.glass.conv import Conv2d
+    from convolab.glass.linear import Linear
+
+    m = model
+    while isinstance(m, Sequential) and len(m):
+        m = m[0]
+    if isinstance(m, (Conv2d, Linear)):
+        m.input_grad = False
+        return m
+    return None
 
 
 def forward_backward(model: Module, criterion: CrossEntropyLoss, x: np.ndarray, y: np.ndarray,

@@ -31,6 +31,7 @@ from convolab.glass.loss import CrossEntropyLoss
 from convolab.glass.module import Module
 from convolab.glass.optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 from convolab.glass.train import evaluate as glass_evaluate
+from convolab.glass.train import skip_input_grad
 from convolab.models import create_model, get_model_entry
 from convolab.train.config import TrainConfig
 from convolab.train.metrics import EvalResult
@@ -149,6 +150,7 @@ class GlassTrainer(Trainer):
             return
         cfg = self.config
         self.glass = from_torch(self.model)
+        skip_input_grad(self.glass)  # no one needs dL/d(images)
         tie_weights(self.glass, self.model)
         self.optimizer = self._glass_optimizer(self.optimizer)
         self._set_lr(self.schedule(0))
