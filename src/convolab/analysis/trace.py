@@ -201,14 +201,11 @@ class _Tracer:
     # -- ops ---------------------------------------------------------------------------------
     def on_op(self, func, args, kwargs):
         name = _name(func)
-        call = func
-        if self.impulse and func in _MAX_TO_AVG:
-            call = _MAX_TO_AVG[func]
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("return_indices", "dilation")}
-            if func in _POOLS and len(args) > 4:  # (input, kernel, stride, padding, dilation, ceil_mode)
-                args = args[:4]
         window, expected, macs = self._before(func, name, args, kwargs)
-        out = call(*args, **kwargs)
+        if self.impulse and func in _MAX_TO_AVG:
+            out = self._as_average_pool(func, args, kwargs, window)
+        else:
+            out = func(*args, **kwargs)
         if name in _QUIET:
             # copies and conversions (contiguous, clone, to) keep the fields of their input
             if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor) and out is not args[0]:
@@ -316,20 +313,39 @@ class _Tracer:
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         return math.prod(batch) * a.shape[-2] * a.shape[-1] * b.shape[-1]
 
+    def _as_average_pool(self, func, args, kwargs, window):
+        """A max-pool run as an average pool over the same windows (every input then gets a gradient).
+
+        Average pools refuse windows that overhang the input (max-pools allow it with ceil_mode), so
+        the input is zero-padded on the far side to hold the last window and pooled without ceil_mode:
+        the same outputs, the same inputs per output.
+        """
+        x = args[0] if args else kwargs["input"]
+        avg = _MAX_TO_AVG[func]
+        if func not in _POOLS:  # adaptive: the same windows by definition
+            size = args[1] if len(args) > 1 else kwargs["output_size"]
+            return avg(x, size)
+        k, s, p, d = window["kernel_size"], window["stride"], window["padding"], window["dilation"]
+        if any(v != 1 for v in d):
+            raise NotImplementedError("a dilated max-pool has no average-pool twin to measure with")
+        nd = len(k)
+        sizes = [conv_output_size(x.shape[-nd + i], k[i], s[i], p[i], 1, window["ceil_mode"]) for i in range(nd)]
+        extra = [max(0, (sizes[i] - 1) * s[i] + k[i] - (x.shape[-nd + i] + 2 * p[i])) for i in range(nd)]
+        if any(extra):
+            pads = []
+            for e in reversed(extra):
+                pads += [0, e]
+            x = F.pad(x, pads)
+        return avg(x, k, s, p, ceil_mode=False, count_include_pad=True)
+
     def _check_collapse(self, op: str, spatial, sizes, window) -> None:
-        # torch also refuses a window that does not fit the padded input, even where ceil_mode would
-        # round the output size up to 1
-        fits = all(n + 2 * p >= d * (k - 1) + 1 for n, k, p, d in
-                   zip(spatial, window["kernel_size"], window["padding"], window["dilation"]))
-        if min(sizes) >= 1 and fits:
+        if min(sizes) >= 1:
             return
         where = self._where() or op
-        result = (f"gives {'x'.join(map(str, sizes))}" if fits else
-                  "is smaller than the window, even padded")
         raise InputTooSmallError(
             f"the feature map collapses at {where} ({op} with kernel {window['kernel_size']}, stride "
-            f"{window['stride']}, padding {window['padding']}): its {'x'.join(map(str, spatial))} input {result}",
-            where)
+            f"{window['stride']}, padding {window['padding']}): its {'x'.join(map(str, spatial))} input gives "
+            f"{'x'.join(map(str, sizes))}", where)
 
     def _where(self) -> str:
         return self.names.get(self.stack[-1], "") if self.stack else ""
