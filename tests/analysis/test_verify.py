@@ -155,3 +155,12 @@ def test_zoo_models_match_execution(name, size):
     assert s.verification.ok, "\n".join(s.verification.mismatches)
     assert s.verification.shapes_checked == len([r for r in s.trace.rows if r.type != "-"])
     assert s.verification.analytic_macs == s.verification.flop_counter_macs
+
+
+def test_saturating_activations_do_not_hide_dependencies():
+    """Residual sums grow past ReLU6's and sigmoid's flat parts in the measuring copy; fields still match."""
+    model = nn.Sequential(*[Residual(3, 1, 1) for _ in range(6)], nn.ReLU6(), nn.Conv2d(C, C, 3, padding=1),
+                          nn.Sigmoid(), nn.Conv2d(C, C, 3, padding=1)).eval()
+    analytic, _ = trace_model(positive_free_meta(model), (C, 20, 20))
+    result = verify(model, analytic, rf_rows="all")
+    assert result.ok, "\n".join(result.mismatches)

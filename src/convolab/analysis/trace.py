@@ -114,6 +114,8 @@ _TCONVS = {F.conv_transpose1d: 1, F.conv_transpose2d: 2, F.conv_transpose3d: 3,
 _MAX_TO_AVG = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d,
                F.adaptive_max_pool1d: F.adaptive_avg_pool1d, F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
                F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
+# Elementwise, monotone and saturating: replaced by the identity when measuring receptive fields.
+_SATURATING = {"hardtanh", "hardtanh_", "relu6", "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "tanh_"}
 # Ops whose arithmetic torch's flop counter ignores too, so leaving them out of MACs is the convention.
 _NOT_MACS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm", "softmax",
              "log_softmax", "dropout", "dropout2d", "dropout3d", "scaled_dot_product_attention"}
@@ -204,6 +206,11 @@ class _Tracer:
         window, expected, macs = self._before(func, name, args, kwargs)
         if self.impulse and func in _MAX_TO_AVG:
             out = self._as_average_pool(func, args, kwargs, window)
+        elif self.impulse and name in _SATURATING:
+            # Monotone squashing (ReLU6, sigmoid ...) has zero or vanishing slope where it saturates,
+            # which would hide a dependency from the gradient; the identity has the same dependencies.
+            x = args[0] if args else kwargs["input"]
+            out = x if kwargs.get("inplace") or name.endswith("_") else x.clone()
         else:
             out = func(*args, **kwargs)
         if name in _QUIET:
