@@ -27,7 +27,11 @@ def _params(name):
         return sum(p.numel() for p in create_model(name, num_classes=7, input_size=32).parameters())
 
 
-MODELS = [pytest.param(n, marks=pytest.mark.slow) if _params(n) > BIG else n for n in list_models()]
+# One model of each family in the fast suite; the other variants (deeper, wider) with the slow tests.
+FAST = {"tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic", "alexnet", "vgg11", "nin", "googlenet", "resnet18",
+        "resnet20", "se_resnet18", "densenet121", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small",
+        "shufflenet_v1", "shufflenet_v2_x0_5", "efficientnet_b0", "convnext_tiny"}
+MODELS = [n if n in FAST and _params(n) <= BIG else pytest.param(n, marks=pytest.mark.slow) for n in list_models()]
 
 
 @pytest.mark.parametrize("name", MODELS)
