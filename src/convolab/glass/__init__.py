@@ -19,7 +19,8 @@ argument and parameter names, and are checked against PyTorch and finite differe
 Modules: ``module`` (the layer contract), ``im2col``, ``conv``, ``pool``, ``activation``, ``norm``,
 ``dropout``, ``linear``, ``blocks`` (residual add, channel concat), ``loss``, ``optim``, ``amp``
 (dynamic loss scaling), ``precision``, ``naive`` (the loop reference), ``interop`` (torch), ``train``
-(the NumPy training loop).
+(the NumPy training loop) and ``trainer`` (``convolab train --engine numpy``; imports torch, and is not
+imported here).
 """
 
 from convolab.glass.activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
