@@ -138,7 +138,8 @@ def main() -> None:
             print(f"[seed {seed}] convolab train: same model and recipe", flush=True)
             t_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
                                "fashion-mnist", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3",
-                               "--optimizer", "adam", "--device", args.device, "--seed", str(seed),
+                               "--optimizer", "adam", "--schedule", "constant", "--label-smoothing", "0",
+                               "--device", args.device, "--seed", str(seed),
                                "--val-fraction", str(args.val_fraction),
                                "--out", str(Path(tmp) / f"run{seed}"), "--json"])
             acc_cl = json.loads(out)["test_accuracy"]

@@ -75,7 +75,7 @@ def test_train_json(cli_run):
     assert {k: v for k, v in printed.items() if k != "run_dir"} == summary
     assert summary["epochs"] == 2 and summary["model"] == "tutorial_cnn" and summary["dataset"] == "digits"
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["accuracy.png", "confusion.png", "loss.png",
-                                                                  "predictions.png"]
+                                                                  "lr.png", "predictions.png"]  # lr: onecycle
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["download"] is True and config["config"]["progress"] is False
 

@@ -7,10 +7,12 @@ import pytest
 from convolab.train import OPTIMIZERS, TrainConfig, train
 
 
-def test_defaults_are_the_tutorials_recipe_and_valid():
+def test_defaults_are_convolabs_recipe_and_valid():
     cfg = TrainConfig()
     cfg.validate()
-    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size) == ("tutorial_cnn", "adam", 1e-3, 64)
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.schedule, cfg.label_smoothing, cfg.epochs) == (
+        "tutorial_cnn", "adam", 3e-3, 128, "onecycle", 0.1, 6)
+    assert cfg.augment == "none" and cfg.weight_decay == 0
     assert set(OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop"}
 
 

@@ -48,7 +48,8 @@ def mnist_folder(tmp_path_factory):
 def test_lenet5_on_mnist_pngs_reaches_97_percent(mnist_folder, tmp_path, caplog):
     config = TrainConfig(model="lenet5", data=str(mnist_folder), out=str(tmp_path / "run"), epochs=30,
                          batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                         val_fraction=0.0, seed=0, device="cpu", progress=False)
+                         schedule="constant", label_smoothing=0.0, val_fraction=0.0, seed=0, device="cpu",
+                         progress=False)
     start = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="convolab"):
         result = convolab.train(config)

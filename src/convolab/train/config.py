@@ -21,17 +21,24 @@ RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress",
 
 @dataclass
 class TrainConfig:
-    """A training run's configuration. Defaults are the tutorials' recipe (Adam 1e-3, batch 64)."""
+    """A training run's configuration.
+
+    The defaults are convolab's recipe for the tutorials' CNN: Adam at a peak rate of 3e-3 on a one-cycle
+    schedule, batch 128, label smoothing 0.1, 6 epochs: 0.918 test accuracy on Fashion-MNIST in about
+    30 s on a 2-core CPU, where the tutorials' recipe (Adam 1e-3 constant, batch 64) gives 0.903 after 5
+    epochs (``benchmarks/time_to_accuracy.py``; ``schedule="constant", label_smoothing=0, lr=1e-3,
+    batch_size=64`` is the tutorials' recipe).
+    """
 
     model: str = "tutorial_cnn"  # registry name (convolab models)
     data: str = "fashion-mnist"  # dataset name or image-folder path
     data_dir: str | None = None  # searched first for named datasets
     out: str | None = None  # run directory; None: runs/<model>-<data>-<time>
     overwrite: bool = False  # replace an existing run directory at `out`
-    epochs: int = 5  # passes over the training split
-    batch_size: int = 64  # training batch size
+    epochs: int = 6  # passes over the training split
+    batch_size: int = 128  # training batch size
     eval_batch_size: int = 1000  # batch size for validation and test
-    lr: float = 1e-3  # learning rate
+    lr: float = 3e-3  # learning rate (the peak of the schedule)
     optimizer: str = "adam"  # sgd, adam, adamw or rmsprop
     momentum: float = 0.9  # momentum of sgd and rmsprop (ignored by adam/adamw)
     nesterov: bool = False  # Nesterov momentum (sgd only)
@@ -39,8 +46,8 @@ class TrainConfig:
     decay_norm_and_bias: bool = False  # also decay biases and norm scales/shifts (skipped by default)
     clip_grad_norm: float | None = None  # clip the global gradient L2 norm to this value
     accum_steps: int = 1  # micro-batches whose gradients add up to one optimizer step
-    label_smoothing: float = 0.0  # cross-entropy target smoothing (Szegedy et al. 2016)
-    schedule: str = "constant"  # learning-rate schedule, stepped per optimizer step (see train/schedule.py)
+    label_smoothing: float = 0.1  # cross-entropy target smoothing (Szegedy et al. 2016)
+    schedule: str = "onecycle"  # learning-rate schedule, stepped per optimizer step (see train/schedule.py)
     warmup_epochs: float = 0.0  # linear warmup length in epochs ...
     warmup_steps: int = 0  # ... or in optimizer steps (give one of the two)
     min_lr: float | None = None  # floor of cosine/sgdr (default 0), bottom of cyclic (default lr/10)

@@ -1,0 +1,192 @@
+"""Time to 91 % test accuracy on Fashion-MNIST: convolab's default recipe against the tutorial recipe, in one run.
+
+* tutorial: the PyTorch quickstart's loop and recipe (tutorial_cnn's layers written out, Adam at lr 1e-3,
+  batch 64, torchvision ``DataLoader`` with per-sample ``ToTensor`` + ``Normalize``), with its test pass
+  after every epoch; it stops at the first epoch whose test accuracy reaches the target (or after
+  ``--max-epochs``). Its time to the target is the wall time from starting its process to the end of
+  that epoch's test pass.
+* convolab: ``python -m convolab train --data fashion-mnist`` with nothing else but ``--device`` and
+  ``--seed``: the default recipe (TrainConfig's defaults). Its time is the wall time of the whole
+  process (imports, data, training, validation, test, run directory, plots); its accuracy is the final
+  test accuracy, which must reach the target.
+
+Both sides start from the same IDX files; their one-time preparations (unpacking for torchvision,
+convolab's decoded cache) are done before the clock starts. On ``--device cuda`` convolab keeps the
+dataset and its augmentation on the GPU; the tutorial side moves each batch there, as tutorials do.
+
+Usage: python benchmarks/time_to_accuracy.py [--device cpu|cuda] [--seeds 1] [--target 0.91] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tutorial_speed import prepare_torchvision_root  # noqa: E402
+
+TUTORIAL = r'''
+import sys, time, torch, torch.nn as nn, torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+root, max_epochs, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seed, target = int(sys.argv[4]), float(sys.argv[5])
+torch.manual_seed(seed)
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
+test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
+train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+test_loader = DataLoader(test_set, batch_size=64)
+
+model = Net().to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(max_epochs):
+    model.train()
+    for images, labels in train_loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            images, labels = images.to(device), labels.to(device)
+            correct += (model(images).argmax(1) == labels).sum().item()
+    accuracy = correct / len(test_set)
+    print(f"EPOCH {epoch + 1} {accuracy} {time.time()} {time.process_time()}", flush=True)
+    if accuracy >= target:
+        break
+'''
+
+
+def run_tutorial(root: Path, args, seed: int) -> dict:
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", TUTORIAL, str(root), str(args.max_epochs), args.device, str(seed),
+                           str(args.target)], stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        sys.exit(f"the tutorial recipe failed ({proc.returncode})")
+    epochs = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("EPOCH ")]
+    curve = [(int(e), float(a), float(t) - start, float(c)) for e, a, t, c in epochs]
+    reached = next((row for row in curve if row[1] >= args.target), None)
+    last = curve[-1]
+    return {"seconds": reached[2] if reached else None, "cpu_seconds": reached[3] if reached else None,
+            "epochs": (reached or last)[0], "accuracy": (reached or last)[1], "curve": curve}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_convolab(out: Path, args, seed: int) -> dict:
+    cpu0 = _children_cpu()
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "convolab", "train", "--data", "fashion-mnist", "--device",
+                           args.device, "--seed", str(seed), "--out", str(out), "--json", "--quiet"],
+                          stdout=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    cpu = _children_cpu() - cpu0
+    if proc.returncode != 0:
+        sys.exit(f"convolab train failed ({proc.returncode})")
+    s = json.loads(proc.stdout)
+    ok = s["test_accuracy"] >= args.target
+    return {"seconds": seconds if ok else None, "cpu_seconds": cpu if ok else None, "wall": seconds,
+            "epochs": s["epochs"], "accuracy": s["test_accuracy"], "train_seconds": s["train_seconds"],
+            "model": s["model"]}
+
+
+def _fmt(seconds: float | None) -> str:
+    return f"{seconds:8.1f}s" if seconds is not None else "  not reached"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides use it)")
+    ap.add_argument("--seeds", type=int, default=1, help="runs per side, with seeds 0, 1, ...")
+    ap.add_argument("--target", type=float, default=0.91, help="test accuracy to reach")
+    ap.add_argument("--max-epochs", type=int, default=30, help="the tutorial side gives up after this many epochs")
+    ap.add_argument("--skip-tutorial", action="store_true", help="time convolab's recipe only")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
+    args = ap.parse_args()
+
+    from convolab.data import load_dataset
+    from convolab.train import TrainConfig
+
+    load_dataset("fashion-mnist")  # fill convolab's decoded cache (untimed, a one-time cost)
+    d = TrainConfig()
+    recipe = (f"{d.model}, {d.optimizer} lr {d.lr:g}, batch {d.batch_size}, {d.schedule}, {d.epochs} epochs, "
+              f"augment {d.augment}, label smoothing {d.label_smoothing:g}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = prepare_torchvision_root(Path(tmp) / "tv")
+        for seed in range(args.seeds):
+            print(f"[seed {seed}] convolab's default recipe ({recipe}) on {args.device}", flush=True)
+            cl = run_convolab(Path(tmp) / f"run{seed}", args, seed)
+            tut = None
+            if not args.skip_tutorial:
+                print(f"[seed {seed}] tutorial recipe (Adam 1e-3, batch 64, DataLoader), until {args.target:.0%}",
+                      flush=True)
+                tut = run_tutorial(root, args, seed)
+            rows.append({"seed": seed, "convolab": cl, "tutorial": tut})
+
+    print(f"\ntime to {args.target:.1%} test accuracy on Fashion-MNIST, {args.device}, from process start: wall "
+          "time, and CPU time (user + system, all threads; steadier than wall time on a shared machine)")
+    print(f"{'seed':<5} {'convolab':>12} {'cpu':>12} {'epochs':>6} {'accuracy':>9}   {'tutorial':>12} {'cpu':>12} "
+          f"{'epochs':>6} {'accuracy':>9} {'ratio':>7} {'cpu ratio':>9}")
+    for r in rows:
+        cl, tut = r["convolab"], r["tutorial"]
+        line = (f"{r['seed']:<5} {_fmt(cl['seconds']):>12} {_fmt(cl['cpu_seconds']):>12} {cl['epochs']:>6} "
+                f"{cl['accuracy']:>9.4f}")
+        if tut:
+            both = tut["seconds"] and cl["seconds"]
+            ratio = f"{tut['seconds'] / cl['seconds']:6.2f}x" if both else "     -"
+            cpu_ratio = f"{tut['cpu_seconds'] / cl['cpu_seconds']:8.2f}x" if both else "       -"
+            line += (f"   {_fmt(tut['seconds']):>12} {_fmt(tut['cpu_seconds']):>12} {tut['epochs']:>6} "
+                     f"{tut['accuracy']:>9.4f} {ratio:>7} {cpu_ratio:>9}")
+        print(line)
+    accs = [r["convolab"]["accuracy"] for r in rows]
+    walls = [r["convolab"]["wall"] for r in rows]
+    print(f"convolab: mean test accuracy {statistics.mean(accs):.4f} over {len(rows)} seed(s), "
+          f"mean wall time {statistics.mean(walls):.1f}s per run")
+    reached = [r for r in rows if r["tutorial"] and r["tutorial"]["seconds"] and r["convolab"]["seconds"]]
+    if reached:
+        t = statistics.mean(r["tutorial"]["seconds"] for r in reached)
+        c = statistics.mean(r["convolab"]["seconds"] for r in reached)
+        tc = statistics.mean(r["tutorial"]["cpu_seconds"] for r in reached)
+        cc = statistics.mean(r["convolab"]["cpu_seconds"] for r in reached)
+        print(f"mean time to {args.target:.0%}: tutorial {t:.1f}s, convolab {c:.1f}s ({t / c:.2f}x); CPU time: "
+              f"tutorial {tc:.1f}s, convolab {cc:.1f}s ({tc / cc:.2f}x)")
+    if args.json:
+        print(json.dumps({"device": args.device, "target": args.target, "recipe": recipe, "runs": rows}))
+
+
+if __name__ == "__main__":
+    main()
