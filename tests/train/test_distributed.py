@@ -71,7 +71,8 @@ def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                            str(_free_port()), "-m", "convolab", "train", "--data", "digits", "--device", "cpu",
                            "--epochs", "3", "--batch-size", str(n), "--optimizer", "sgd", "--lr", "0.5",
-                           "--quiet", "--no-plots", "--out", str(out)],
+                           "--schedule", "constant", "--label-smoothing", "0", "--quiet", "--no-plots",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("test accuracy") == 1, "rank 0 alone reports"
