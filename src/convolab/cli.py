@@ -259,8 +259,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
               f"{s['dataset']} test images after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
-        if (path / "plots" / "loss.png").exists():
-            print(f"pictures:      {path / 'plots'}/" + "{loss,accuracy,predictions,confusion}.png")
+        pictures = sorted(p.stem for p in (path / "plots").glob("*.png"))
+        if "loss" in pictures:
+            print(f"pictures:      {path / 'plots'}/{{{','.join(pictures)}}}.png")
     return 0
 
 
