@@ -437,64 +437,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
-# -- viz -----------------------------------------------------------------------------------------
-def _cmd_viz(args: argparse.Namespace) -> int:
-    from convolab.explain.viz import viz_run
-    from convolab.run import load_run
-
-    if not (args.kernels or args.feature_maps or args.filters):
-        raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
-    run = load_run(args.run)
-    records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
-                      feature_map_images=args.feature_maps or (), layers=args.layers,
-                      max_channels=args.max_channels, filters=args.filters, layer=args.layer, units=args.units,
-                      steps=args.steps, lr=args.lr, seed=args.seed, overwrite=args.overwrite)
-    if args.json:
-        _print_json({"run": str(run.path), "out": str(args.out), "files": records})
-        return 0
-    for r in records:
-        if r["kind"] == "kernels":
-            o, c, kh, kw = r["weight_shape"][:4]
-            what = f"{r['layer']}: {o} filters of {c}x{kh}x{kw}"
-        elif r["kind"] == "feature_maps":
-            what = f"{r['image']}: " + ", ".join(r["layers"])
-        else:
-            reached = ", ".join(f"{a:.3g}" for a in r["activations"])
-            what = f"{r['layer']}, units {', '.join(map(str, r['units']))}: activations {reached}"
-        print(f"{r['kind'].replace('_', ' '):<13} {r['path']}  ({what})")
-    return 0
-
-
-# -- tcav ----------------------------------------------------------------------------------------
-def _cmd_tcav(args: argparse.Namespace) -> int:
-    from convolab.explain.tcav import tcav_run
-    from convolab.run import load_run
-
-    run = load_run(args.run)
-    result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,
-                      max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed)
-    if args.json:
-        _print_json({"run": str(run.path), **result.to_dict()})
-        return 0
-    tests = len(result.scores)
-    print(f"TCAV for class {result.target_name!r}: {result.n_inputs} inputs, {len(result.random_sets)} random folders, "
-          f"significance level {result.alpha:g}" + (f" / {tests} tests = {result.alpha_corrected:.3g} (Bonferroni)"
-                                                    if tests > 1 else ""))
-    w = max(len("concept"), *(len(s.concept) for s in result.scores))
-    lw = max(len("layer"), *(len(s.layer) for s in result.scores))
-    print(f"  {'concept':<{w}}  {'layer':<{lw}}  {'score':>11}  {'random':>11}  {'p-value':>8}  {'CAV acc':>7}")
-    for s in result.scores:
-        accuracy = sum(s.cav_accuracies) / len(s.cav_accuracies)
-        verdict = "significant" if s.significant else "not significant"
-        if not s.separable:
-            verdict += (f" (but the layer tells this concept from random images no better than random folders "
-                        f"from each other: CAV accuracy {accuracy:.2f} vs {s.random_mean_accuracy:.2f}; likely "
-                        "spurious)")
-        print(f"  {s.concept:<{w}}  {s.layer:<{lw}}  {s.mean:.2f} ± {s.std:.2f}  {s.random_mean:.2f} ± "
-              f"{s.random_std:.2f}  {s.p_value:8.2g}  {accuracy:7.2f}  {verdict}")
-    return 0
-
-
 # -- report --------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from convolab.report.html import build_report
