@@ -220,8 +220,7 @@ class Trainer:
         self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        self.train_peak_mb: float | None = None  # CUDA: the largest training-step memory peak of any epoch
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -629,15 +628,20 @@ class Trainer:
             epoch = self.epoch
             t0 = time.perf_counter()
             overflows = self.overflow_steps
+            if self.device.type == "cuda":  # the peak of the training steps only, not of evaluation at its batch size
+                torch.cuda.reset_peak_memory_stats(self.device)
             train_loss, train_acc = self._train_epoch(epoch)
+            peak_mb = (round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+                       if self.device.type == "cuda" else None)
             val = self._evaluate(self.val_loader) if len(self.data.val) else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
                    "lr": self.schedule(self.global_step - 1), "seconds": round(time.perf_counter() - t0, 3)}
             if self.scaler is not None:
                 row["loss_scale"], row["overflow_steps"] = self._last_scale, self.overflow_steps - overflows
-            if self.device.type == "cuda":
-                row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            if peak_mb is not None:
+                row["peak_memory_mb"] = peak_mb
+                self.train_peak_mb = max(self.train_peak_mb or 0.0, peak_mb)
             self.run.append_metrics(row)
             if self.tensorboard is not None:
                 for k, v in row.items():
@@ -695,8 +699,8 @@ class Trainer:
             summary.update(test_accuracy_without_tta=plain.accuracy, test_loss_without_tta=plain.loss)
         if self.scaler is not None:
             summary["overflow_steps"] = self.overflow_steps
-        if self.device.type == "cuda":
-            summary["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if self.train_peak_mb is not None:
+            summary["peak_memory_mb"] = self.train_peak_mb  # the largest epoch's training-step peak
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.run.write_summary(summary)
