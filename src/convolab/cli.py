@@ -127,8 +127,9 @@ def _add_speed_args(p: argparse.ArgumentParser, d) -> None:
 
     g = p.add_argument_group("precision, memory, averaging, evaluation, logging")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="32-bit floats; bf16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs); fp16 autocast with a "
-                        "dynamic loss scaler (CUDA only; scale and overflow steps logged)")
+                   help="auto (default): bf16 on a CPU with bfloat16 instructions, 32 elsewhere; 32: float32; bf16: "
+                        "bf16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs); fp16: autocast with a dynamic loss "
+                        "scaler (CUDA only; scale and overflow steps logged)")
     g.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute activations during the backward pass: less memory, more time (models with "
                         "set_grad_checkpointing: resnet, densenet, vgg, mobilenet ...); on a GPU each epoch's line "

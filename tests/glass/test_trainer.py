@@ -25,7 +25,8 @@ from convolab.train import checkpoint as ckpt
 from ._helpers import rel_err
 
 RECIPE = dict(model="tutorial_cnn", data="digits", epochs=2, batch_size=64, lr=1e-3, optimizer="adam", seed=0,
-              schedule="constant", label_smoothing=0.0, device="cpu", progress=False)
+              schedule="constant", label_smoothing=0.0, device="cpu", progress=False,
+              precision="32")  # float32 on both engines (auto would pick bf16 for torch on a CPU that has it)
 
 
 def _train_both(root, **overrides):

@@ -18,7 +18,7 @@ from convolab.data import load_dataset
 from convolab.train import trainer as trainer_module
 from convolab.train.ema import ModelEma
 from convolab.train.metrics import FlipAverage, evaluate
-from convolab.train.trainer import check_precision
+from convolab.train.trainer import check_precision, resolve_precision
 
 
 def test_ema_matches_torch_averaged_model():
@@ -90,7 +90,8 @@ def test_bf16_autocast_on_this_cpu_or_a_clear_error(digits_config, tmp_path, cap
         with pytest.raises(ValueError, match="this CPU has no bfloat16 instructions"):
             check_precision("bf16", torch.device("cpu"))
         return
-    fp32 = read_jsonl(convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False)).run_dir / "steps.jsonl")
+    fp32 = read_jsonl(convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False, precision="32")).run_dir
+                      / "steps.jsonl")
     r = convolab.train(digits_config(tmp_path / "b", epochs=1, plots=False, precision="bf16"))
     bf16 = read_jsonl(r.run_dir / "steps.jsonl")
     assert bf16[0]["loss"] != fp32[0]["loss"], "the forward pass ran in bfloat16"
@@ -98,6 +99,40 @@ def test_bf16_autocast_on_this_cpu_or_a_clear_error(digits_config, tmp_path, cap
     assert bf16[-1]["loss"] < bf16[0]["loss"]
     assert all(v.dtype == torch.float32 for v in load_file(str(r.run_dir / "model.safetensors")).values())
     assert r.summary["precision"] == "bf16"
+
+
+def _cpuinfo_has_bf16() -> bool:
+    """From the kernel's CPU flags, independently of torch: AVX512-BF16 or AMX tiles."""
+    flags = set(open("/proc/cpuinfo").read().split())
+    return bool({"avx512_bf16", "amx_tile"} & flags)
+
+
+def test_auto_precision_is_bf16_where_the_cpu_has_bfloat16_instructions(monkeypatch):
+    cpu = torch.device("cpu")
+    if sys.platform == "linux":
+        assert resolve_precision("auto", cpu) == ("bf16" if _cpuinfo_has_bf16() else "32")
+    for native, expected in ((True, "bf16"), (False, "32")):
+        monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("auto", torch.device("cuda")) == "32"  # GPUs: float32 unless asked
+        assert resolve_precision("auto", torch.device("mps")) == "32"
+    for given in ("32", "bf16", "fp16"):
+        assert resolve_precision(given, cpu) == given
+
+
+def test_the_default_run_records_the_precision_auto_chose(digits_run):
+    assert digits_run.summary["precision"] == resolve_precision("auto", torch.device("cpu"))
+    if sys.platform == "linux":
+        assert digits_run.summary["precision"] == ("bf16" if _cpuinfo_has_bf16() else "32")
+
+
+def test_auto_precision_without_bfloat16_instructions_trains_in_float32(digits_config, tmp_path, monkeypatch,
+                                                                         caplog):
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    a = convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False))
+    b = convolab.train(digits_config(tmp_path / "b", epochs=1, plots=False, precision="32"))
+    assert a.summary["precision"] == "32"
+    assert read_jsonl(a.run_dir / "steps.jsonl") == read_jsonl(b.run_dir / "steps.jsonl")
 
 
 def test_fp16_needs_a_gpu(tmp_path, capsys):

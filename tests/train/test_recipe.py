@@ -57,7 +57,7 @@ def test_engine_matches_the_hand_written_loop(digits_config, tmp_path):
     result = convolab.train(digits_config(
         tmp_path / "run", epochs=EPOCHS, optimizer="sgd", lr=LR, momentum=0.9, nesterov=True, weight_decay=WD,
         label_smoothing=EPS, clip_grad_norm=CLIP, batch_size=32, accum_steps=2, schedule="onecycle",
-        plots=False, channels_last=False))
+        plots=False, channels_last=False, precision="32"))
     model, norms, rates = reference_run()
     steps = read_jsonl(result.run_dir / "steps.jsonl")
     assert [s["step"] for s in steps] == list(range(1, len(norms) + 1))

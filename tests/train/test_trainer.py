@@ -153,9 +153,12 @@ def test_summary_test_accuracy_recomputed_with_plain_torch(digits_run):
     with torch.no_grad():
         logits = run.model(x)
     top2 = logits.topk(2, dim=1).values
-    assert (top2[:, 0] - top2[:, 1]).min() > 1e-4, "a near tie would make the comparison below fragile"
+    # A near tie between the top two classes may go either way in another memory layout (convolab evaluates
+    # channels-last): only those images may count differently.
+    near_ties = int(((top2[:, 0] - top2[:, 1]) <= 1e-4).sum())
+    assert near_ties <= 2
     accuracy = int((logits.argmax(1) == y).sum()) / len(y)
-    assert digits_run.summary["test_accuracy"] == accuracy
+    assert abs(digits_run.summary["test_accuracy"] - accuracy) <= near_ties / len(y)
     assert digits_run.summary["test_samples"] == len(y)
     assert digits_run.summary["test_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
 

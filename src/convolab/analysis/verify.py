@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from convolab.analysis.trace import Row, Trace, trace_model
 
@@ -85,7 +84,10 @@ def verify(model: nn.Module, analytic: Trace, *, rf_rows: str = "stages") -> Ver
         if tuple(shape) != tuple(other.out_shape):
             result.mismatches.append(f"shape: {row.name}: analytic {_fmt(shape)}, real forward {_fmt(other.out_shape)}")
 
-    # 2. MACs against torch's flop counter
+    # 2. MACs against torch's flop counter (imported here: it pulls in torch._decomp and triton, ~0.25 s that
+    # every `convolab` command would otherwise pay at start-up)
+    from torch.utils.flop_counter import FlopCounterMode
+
     x = torch.rand((1, *input_shape))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)

@@ -84,7 +84,10 @@ def normalization_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[
     values = torch.arange(256, dtype=torch.float64)
     means, stds = [], []
     for c in range(images.shape[1]):
-        hist = torch.bincount(images[:, c].reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
+        channel = images[:, c].reshape(-1)
+        if channel.dtype != torch.uint8:
+            channel = channel.to(torch.int64)
+        hist = torch.bincount(channel, minlength=256).to(torch.float64)  # uint8 counts directly: no int64 copy
         n = hist.sum()
         mean = (hist * values).sum() / n
         var = (hist * (values - mean) ** 2).sum() / n

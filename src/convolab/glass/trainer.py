@@ -112,7 +112,7 @@ def _arrays(obj):
 
 def _torch_only_options(config: TrainConfig) -> list[str]:
     """The options of ``config`` that only the torch engine has."""
-    flags = [f"--precision {config.precision}"] if config.precision != "32" else []
+    flags = [f"--precision {config.precision}"] if config.precision not in ("32", "auto") else []
     flags += [flag for flag, on in (("--ema", config.ema), ("--tta", config.tta), ("--compile", config.compile),
                                     ("--grad-checkpointing", config.grad_checkpointing)) if on]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -135,6 +135,7 @@ class GlassTrainer(Trainer):
                              f"{'it' if len(torch_only) == 1 else 'them'} or use --engine torch")
         super().__init__(config, resume_from)
         self.device = torch.device("cpu")
+        self.precision = "32"  # what --precision auto means here: glass computes in float32
         entry = get_model_entry(config.model)
         with torch.device("meta"):  # the structure only: nothing is allocated
             probe = create_model(config.model, **{**entry.default_cfg, **config.model_kwargs})

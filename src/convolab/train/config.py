@@ -12,7 +12,7 @@ from convolab.train.schedule import SCHEDULES, LRSchedule
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES"]
 
 ON_NAN = ("stop", "skip")
-PRECISIONS = ("32", "bf16", "fp16")
+PRECISIONS = ("auto", "32", "bf16", "fp16")
 ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each backward written by hand
 MONITORS = ("val_accuracy", "val_loss")
 # Settings a resumed run may change: they do not affect the numbers it computes.
@@ -65,7 +65,9 @@ class TrainConfig:
     cutout: float | None = None  # erase a square of this fraction of the side (None: the preset's)
     mixup: float = 0.0  # mixup's Beta(alpha, alpha) (0: off)
     cutmix: float = 0.0  # cutmix's Beta(alpha, alpha) (0: off)
-    precision: str = "32"  # 32, bf16 (autocast; CPUs and GPUs that have it) or fp16 (CUDA, dynamic loss scaling)
+    # auto (bf16 on a CPU with native bfloat16 instructions, else 32), 32, bf16 (autocast; CPUs and GPUs that
+    # have it) or fp16 (CUDA, dynamic loss scaling)
+    precision: str = "auto"
     grad_checkpointing: bool = False  # recompute activations in the backward pass (models with set_grad_checkpointing)
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved
     tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities

@@ -110,6 +110,22 @@ def config_differences(saved: dict, given: dict) -> list[str]:
     return out
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), rather than emulating it."""
+    has = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(f is not None and f() for f in has)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision ``auto`` means on ``device``: bf16 on a CPU with native bfloat16 instructions (the
+    training steps run about 1.5x faster there; see the README's figures), else 32. GPUs stay at 32
+    unless asked: for the small models convolab trains by default, autocast's casts cost more there
+    than they save. Any other value is returned as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "32"
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision the device cannot run (one line saying what works instead)."""
     if precision == "fp16" and device.type != "cuda":
@@ -160,7 +176,8 @@ class Trainer:
                              f"only for now: choose a model of input kind 'image' (`convolab models` lists them)")
         self.config = config
         self.device = resolve_device(config.device)
-        check_precision(config.precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        check_precision(self.precision, self.device)
         self.dist, self.device = init_distributed(self.device)  # torchrun: join the process group
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard "
@@ -217,8 +234,8 @@ class Trainer:
                 torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
         if cfg.compile:
             self.net = torch.compile(self.net)
-        self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
         self.train_peak_mb: float | None = None  # CUDA: the largest training-step memory peak of any epoch
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
@@ -282,10 +299,16 @@ class Trainer:
             "versions": versions(),
             "config": cfg.to_dict(),
         })
-        log.info("model %s: %s parameters; %s on %s, %d steps per epoch; augmentation: %s; run directory %s",
+        log.info("model %s: %s parameters; %s on %s in %s, %d steps per epoch; augmentation: %s; run directory %s",
                  cfg.model, f"{self.params:,}", "training" if kind == "train" else kind, self.device,
-                 len(self.train_loader), self.augment_spec.describe(), self.run.path)
+                 self._describe_precision(), len(self.train_loader), self.augment_spec.describe(), self.run.path)
         self._open_tensorboard()
+
+    def _describe_precision(self) -> str:
+        text = {"32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast, loss scaling"}[self.precision]
+        if self.config.precision == "auto" and self.precision == "bf16":
+            text += " (--precision auto: this CPU has bfloat16 instructions; --precision 32 for float32)"
+        return text
 
     def _open_tensorboard(self) -> None:
         self.tensorboard = None
@@ -691,7 +714,7 @@ class Trainer:
             "train_seconds": round(fit_seconds, 3),
             "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),
             "params": self.params, "device": str(self.device),
-            "test_samples": test.n, "resumes": self.resumes, "precision": cfg.precision,
+            "test_samples": test.n, "resumes": self.resumes, "precision": self.precision,
             "world_size": self.dist.world_size,
         }
         if cfg.tta:  # test_accuracy is the flip-averaged one; the saved model alone gives this
