@@ -84,6 +84,13 @@ def all_min(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def all_min_on_device(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise minimum of ``t`` over every process, left on the device (no host sync)."""
+    t = t.to(torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t.bool()
+
+
 def gather_objects(obj: object, info: DistInfo) -> list | None:
     """Every process's ``obj`` on rank 0 (in rank order); None on the others."""
     out = [None] * info.world_size if info.is_main else None

@@ -47,7 +47,7 @@ from convolab.train.checkpoint import (
     set_rng_state,
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
-from convolab.train.distributed import all_min, all_reduce_sum, gather_objects, init_distributed
+from convolab.train.distributed import all_min, all_min_on_device, all_reduce_sum, gather_objects, init_distributed
 from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
 from convolab.train.lr_finder import LRFindResult, lr_range_test
@@ -237,6 +237,7 @@ class Trainer:
         self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
+        self.deferred_nan_check = self._use_deferred_nan_check()
         self.train_peak_mb: float | None = None  # CUDA: the largest training-step memory peak of any epoch
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
@@ -481,6 +482,8 @@ class Trainer:
         step_correct = torch.zeros((), device=self.device, dtype=torch.long)
         step_seen = 0
         step_rows: list[dict] = []  # steps.jsonl rows not yet written (losses stay on the device until then)
+        # With the deferred check: the steps whose finiteness is still on the device, (row, flag, samples)
+        pending: list[tuple[dict, torch.Tensor, int]] = []
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    unit="batch", disable=None if cfg.progress and self.dist.is_main else True, file=sys.stderr,
                    dynamic_ncols=True)
@@ -504,28 +507,34 @@ class Trainer:
             if step_ends:
                 row = {"step": self.global_step + 1, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
                        "loss": step_loss.clone()}
-                finite = bool(torch.isfinite(step_loss))
-                if self.dist.enabled:  # every process takes the step, or none does
-                    finite = all_min(finite, self.device)
-                if finite:
-                    if self.scaler is not None and cfg.clip_grad_norm is not None:
-                        self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                    if cfg.clip_grad_norm is not None:
-                        row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
-                    if self.scaler is None:
-                        opt.step()
-                    else:  # skips the step if a gradient overflowed, and adapts the scale
-                        self.scaler.step(opt)
-                        self.scaler.update()
-                        row["scale"] = self.scaler._scale.detach().clone()
-                    if self.ema is not None:
-                        self.ema.update(self.model)
-                    loss_sum += step_sum
-                    correct += step_correct
-                    seen += step_seen
-                    self.nan_streak = 0
+                if self.deferred_nan_check:
+                    ok = self._deferred_step(step_loss, row, params)
+                    loss_sum += torch.where(ok, step_sum, 0.0)
+                    correct += torch.where(ok, step_correct, 0)
+                    pending.append((row, ok, step_seen))
                 else:
-                    self._nonfinite_step(row, epoch, step_rows)
+                    finite = bool(torch.isfinite(step_loss))
+                    if self.dist.enabled:  # every process takes the step, or none does
+                        finite = all_min(finite, self.device)
+                    if finite:
+                        if self.scaler is not None and cfg.clip_grad_norm is not None:
+                            self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+                        if cfg.clip_grad_norm is not None:
+                            row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
+                        if self.scaler is None:
+                            opt.step()
+                        else:  # skips the step if a gradient overflowed, and adapts the scale
+                            self.scaler.step(opt)
+                            self.scaler.update()
+                            row["scale"] = self.scaler._scale.detach().clone()
+                        if self.ema is not None:
+                            self.ema.update(self.model)
+                        loss_sum += step_sum
+                        correct += step_correct
+                        seen += step_seen
+                        self.nan_streak = 0
+                    else:
+                        self._nonfinite_step(row, epoch, step_rows)
                 opt.zero_grad(set_to_none=True)
                 step_loss.zero_(), step_sum.zero_(), step_correct.zero_()
                 step_seen = 0
@@ -534,17 +543,23 @@ class Trainer:
                 self.batch = batch + 1
                 if self.global_step < self.schedule.total_steps:
                     self._set_lr(self.schedule(self.global_step))
-                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                checkpoint_now = cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0
+                if pending and (checkpoint_now or len(pending) >= self.NAN_CHECK_EVERY):
+                    seen += self._resolve_deferred(pending, epoch, step_rows)
+                    pending = []
+                if checkpoint_now:
                     self._write_steps(step_rows)
                     step_rows = []
                     self._save_checkpoint({"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
                                            "seconds": seconds + time.perf_counter() - t0})
             if not bar.disable:
                 bar.update()
-                if (batch + 1) % 25 == 0 or batch + 1 == len(loader):
+                if ((batch + 1) % 25 == 0 or batch + 1 == len(loader)) and not pending:
                     bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}",
                                     acc=f"{int(correct) / max(seen, 1):.4f}", refresh=False)
         bar.close()
+        if pending:
+            seen += self._resolve_deferred(pending, epoch, step_rows)
         self._write_steps(step_rows)
         self.train_seconds += seconds + time.perf_counter() - t0
         if self.dist.enabled:  # the epoch's figures over every process's share
@@ -556,15 +571,71 @@ class Trainer:
                                      "try a lower --lr")
         return float(loss_sum) / seen, int(correct) / seen
 
-    def _nonfinite_step(self, row: dict, epoch: int, step_rows: list[dict]) -> None:
-        """A step whose loss is NaN or inf: skip it (no update), count it, and stop when --on-nan says so."""
+    # -- the finiteness check without a host sync per step --------------------------------------------
+    NAN_CHECK_EVERY = 25  # steps between two reads of the deferred finiteness flags (one host sync each)
+
+    def _use_deferred_nan_check(self) -> bool:
+        """Whether steps are skipped on the device (see :meth:`_deferred_step`): on a GPU, where reading each
+        step's loss would stall the queue of kernels, with a fused optimizer that takes the skip flag (torch's
+        Adam, AdamW, SGD), no fp16 loss scaler (it skips steps its own way) and no weight average."""
+        supported = getattr(self.optimizer, "_step_supports_amp_scaling", False) and \
+            self.optimizer.defaults.get("fused")
+        return self.device.type == "cuda" and bool(supported) and self.scaler is None and self.ema is None
+
+    def _deferred_step(self, step_loss: torch.Tensor, row: dict, params: list) -> torch.Tensor:
+        """Take the optimizer step unless the loss is non-finite, decided on the device: the fused kernels skip
+        the update (and undo their step count) where ``found_inf`` is 1, as they do for torch's loss scaler.
+        Returns the device flag (True: the step was taken); :meth:`_resolve_deferred` reads it later."""
+        ok = torch.isfinite(step_loss)
+        if self.dist.enabled:  # every process takes the step, or none does
+            ok = all_min_on_device(ok)
+        if self.config.clip_grad_norm is not None:
+            row["grad_norm"] = self._clip_grad_norm(params, self.config.clip_grad_norm)
+        opt = self.optimizer
+        if isinstance(opt, torch.optim.SGD):
+            # A skipped first step would leave torch's fused SGD a momentum buffer of uninitialised memory;
+            # zeros give the same first step (buffer = 0 * momentum + grad) and a clean skip.
+            for group in opt.param_groups:
+                if group["momentum"]:
+                    for p in group["params"]:
+                        if opt.state[p].get("momentum_buffer") is None:
+                            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        opt.found_inf = (~ok).float()
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf
+        return ok
+
+    def _resolve_deferred(self, pending: list[tuple[dict, torch.Tensor, int]], epoch: int,
+                          step_rows: list[dict]) -> int:
+        """Read the deferred flags (one transfer), mark and count the skipped steps, stop as --on-nan says
+        (at the step where the streak reached its limit); returns the samples of the steps taken."""
+        flags = torch.stack([ok for _, ok, _ in pending]).tolist()
+        taken = 0
+        for (row, _, samples), ok in zip(pending, flags):
+            if ok:
+                taken += samples
+                self.nan_streak = 0
+            else:
+                row.pop("grad_norm", None)  # a skipped step's rows say nothing of its gradients, as without deferral
+                self._nonfinite_step(row, epoch, step_rows, recorded=True)
+        return taken
+
+    def _nonfinite_step(self, row: dict, epoch: int, step_rows: list[dict], recorded: bool = False) -> None:
+        """A step whose loss is NaN or inf: skip it (no update), count it, and stop when --on-nan says so.
+        ``recorded``: the row is in ``step_rows`` already (a deferred check), and rows after it are dropped
+        when the run stops."""
         cfg = self.config
         self.nan_streak += 1
         self.skipped_steps += 1
         row["skipped"] = True
         loss = float(row["loss"])
         if cfg.on_nan == "stop" and self.nan_streak >= cfg.nan_patience:
-            step_rows.append(row)
+            if recorded:
+                del step_rows[next(i for i, r in enumerate(step_rows) if r is row) + 1:]
+            else:
+                step_rows.append(row)
             self._write_steps(step_rows)
             step_rows.clear()
             raise FloatingPointError(
