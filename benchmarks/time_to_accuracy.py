@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -31,74 +30,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tutorial_speed import prepare_torchvision_root  # noqa: E402
-
-TUTORIAL = r'''
-import sys, time, torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
-
-root, max_epochs, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-seed, target = int(sys.argv[4]), float(sys.argv[5])
-torch.manual_seed(seed)
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
-
-transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
-test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
-train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-test_loader = DataLoader(test_set, batch_size=64)
-
-model = Net().to(device)
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-for epoch in range(max_epochs):
-    model.train()
-    for images, labels in train_loader:
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for images, labels in test_loader:
-            images, labels = images.to(device), labels.to(device)
-            correct += (model(images).argmax(1) == labels).sum().item()
-    accuracy = correct / len(test_set)
-    print(f"EPOCH {epoch + 1} {accuracy} {time.time()} {time.process_time()}", flush=True)
-    if accuracy >= target:
-        break
-'''
+from _tutorial import prepare_torchvision_root, run_tutorial  # noqa: E402
 
 
-def run_tutorial(root: Path, args, seed: int) -> dict:
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-c", TUTORIAL, str(root), str(args.max_epochs), args.device, str(seed),
-                           str(args.target)], stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if proc.returncode != 0:
-        sys.exit(f"the tutorial recipe failed ({proc.returncode})")
-    epochs = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("EPOCH ")]
-    curve = [(int(e), float(a), float(t) - start, float(c)) for e, a, t, c in epochs]
-    reached = next((row for row in curve if row[1] >= args.target), None)
-    last = curve[-1]
-    return {"seconds": reached[2] if reached else None, "cpu_seconds": reached[3] if reached else None,
-            "epochs": (reached or last)[0], "accuracy": (reached or last)[1], "curve": curve}
+def tutorial_to_target(root: Path, args, seed: int) -> dict:
+    run = run_tutorial(root, args.max_epochs, args.device, seed, target=args.target)
+    reached, last = run.first_reaching(args.target), run.epochs[-1]
+    return {"seconds": reached.seconds if reached else None, "cpu_seconds": reached.cpu_seconds if reached else None,
+            "epochs": (reached or last).epoch, "accuracy": (reached or last).accuracy,
+            "curve": [(e.epoch, e.accuracy, e.seconds, e.cpu_seconds) for e in run.epochs]}
 
 
 def _children_cpu() -> float:
@@ -154,7 +94,7 @@ def main() -> None:
             if not args.skip_tutorial:
                 print(f"[seed {seed}] tutorial recipe (Adam 1e-3, batch 64, DataLoader), until {args.target:.0%}",
                       flush=True)
-                tut = run_tutorial(root, args, seed)
+                tut = tutorial_to_target(root, args, seed)
             rows.append({"seed": seed, "convolab": cl, "tutorial": tut})
 
     print(f"\ntime to {args.target:.1%} test accuracy on Fashion-MNIST, {args.device}, from process start: wall "

@@ -20,88 +20,16 @@ Usage: python benchmarks/tutorial_speed.py [--epochs 5] [--device cpu|cuda] [--r
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-TUTORIAL = r'''
-import sys, torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
-
-root, epochs, device, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-torch.manual_seed(seed)
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
-
-transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
-test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
-train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-test_loader = DataLoader(test_set, batch_size=64)
-
-model = Net().to(device)
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-for epoch in range(epochs):
-    model.train()
-    for images, labels in train_loader:
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    test_loss, correct = 0.0, 0
-    with torch.no_grad():
-        for images, labels in test_loader:
-            images, labels = images.to(device), labels.to(device)
-            pred = model(images)
-            test_loss += F.cross_entropy(pred, labels).item()
-            correct += (pred.argmax(1) == labels).sum().item()
-    accuracy = correct / len(test_set)
-    print(f"epoch {epoch + 1}: test loss {test_loss / len(test_loader):.4f}, accuracy {accuracy:.4f}",
-          file=sys.stderr, flush=True)
-print(accuracy)
-'''
-
-
-def prepare_torchvision_root(tmp: Path) -> Path:
-    """Unpack the Fashion-MNIST IDX files convolab finds into torchvision's layout (ROOT/FashionMNIST/raw)."""
-    from convolab.data import DATASETS, locate_dataset
-
-    folder, looked = locate_dataset(DATASETS["fashion-mnist"])
-    if folder is None:
-        sys.exit("Fashion-MNIST not found (looked in " + "; ".join(looked) + "); run `make data` first")
-    raw = tmp / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
-        src = folder / name
-        if src.exists():
-            shutil.copyfile(src, raw / name)
-        else:
-            with gzip.open(folder / f"{name}.gz", "rb") as f, open(raw / name, "wb") as g:
-                shutil.copyfileobj(f, g)
-    return tmp
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tutorial import prepare_torchvision_root, run_tutorial  # noqa: E402
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -133,8 +61,8 @@ def main() -> None:
         for seed in range(args.repeats):
             print(f"[seed {seed}] tutorial recipe: torchvision DataLoader + ToTensor/Normalize, {args.epochs} epochs "
                   f"on {args.device}", flush=True)
-            t_tut, out = timed([sys.executable, "-c", TUTORIAL, str(root), str(args.epochs), args.device, str(seed)])
-            acc_tut = float(out.strip().splitlines()[-1])
+            tutorial = run_tutorial(root, args.epochs, args.device, seed)
+            t_tut, acc_tut = tutorial.wall, tutorial.epochs[-1].accuracy
             print(f"[seed {seed}] convolab train: same model and recipe", flush=True)
             t_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
                                "fashion-mnist", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3",

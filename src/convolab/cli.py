@@ -295,26 +295,15 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from convolab.data import DeviceLoader, load_dataset
+    from convolab.data import DeviceLoader
     from convolab.device import resolve_device
+    from convolab.explain.inputs import run_dataset
     from convolab.run import load_run
     from convolab.train import evaluate
 
     device = resolve_device(args.device)
     run = load_run(args.run, device=device)
-    ds_cfg = run.config.get("dataset", {})
-    name = args.data or ds_cfg.get("name")
-    if not name:
-        raise ValueError(f"{args.run}: config.json does not say which dataset the run used; pass --data")
-    data = load_dataset(name, data_dir=args.data_dir or ds_cfg.get("data_dir"),
-                        val_fraction=ds_cfg.get("val_fraction", 0.1),
-                        seed=run.config.get("seed", 0), download=not args.no_download)
-    c, h, w = run.input_size
-    if (data.in_chans, *data.image_size) != (c, h, w):
-        raise ValueError(f"{name} has {data.in_chans}x{data.image_size[0]}x{data.image_size[1]} images but the model "
-                         f"was trained on {c}x{h}x{w}")
-    if list(data.classes) != list(run.classes):
-        raise ValueError(f"{name}'s classes differ from the run's ({len(data.classes)} vs {len(run.classes)} classes)")
+    data = run_dataset(run, name=args.data, data_dir=args.data_dir, download=not args.no_download)
     split = getattr(data, args.split)
     loader = DeviceLoader(split, args.batch_size, mean=run.mean, std=run.std, device=device)
     res = evaluate(run.model, loader)

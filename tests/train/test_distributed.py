@@ -71,8 +71,8 @@ def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                            str(_free_port()), "-m", "convolab", "train", "--data", "digits", "--device", "cpu",
                            "--epochs", "3", "--batch-size", str(n), "--optimizer", "sgd", "--lr", "0.5",
-                           "--schedule", "constant", "--label-smoothing", "0", "--quiet", "--no-plots",
-                           "--out", str(out)],
+                           "--schedule", "constant", "--label-smoothing", "0", "--precision", "32", "--quiet",
+                           "--no-plots", "--out", str(out)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("test accuracy") == 1, "rank 0 alone reports"
@@ -91,3 +91,38 @@ def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
         torch.testing.assert_close(ddp_weights[k], v, rtol=1e-4, atol=1e-5, msg=k)
     assert [s["loss"] for s in read_jsonl(out / "steps.jsonl")] == pytest.approx(losses, rel=1e-4), \
         "steps.jsonl logs the mean of the two processes' losses"
+
+
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                           str(_free_port()), "-m", "convolab", "train", *args],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_two_process_ddp_resumes_exactly(tmp_path):
+    """A DDP run resumed (2 processes again) from a mid-run checkpoint ends with the weights of the same run
+    uninterrupted, bit for bit, with each epoch once in metrics.jsonl: every process's data order, RNG
+    states and partial sums are restored from the checkpoint's ``ranks``."""
+    recipe = ["--data", "digits", "--device", "cpu", "--epochs", "3", "--batch-size", "128", "--optimizer",
+              "adam", "--lr", "3e-3", "--augment", "light", "--quiet", "--no-plots", "--checkpoint-every", "4"]
+    whole = _torchrun([*recipe, "--out", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    partial = tmp_path / "partial"
+    first = _torchrun([*recipe, "--epochs", "3", "--out", str(partial)])
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Roll the copy back to step 4 (mid-epoch 1): drop what came after, as if the processes had been killed.
+    for path in (partial / "checkpoints").iterdir():
+        if path.name not in ("step-00000004.pt",):
+            path.unlink()
+    for name in ("model.safetensors", "summary.json"):
+        (partial / name).unlink()
+    resumed = _torchrun(["--resume", str(partial), "--quiet", "--no-plots"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(partial / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in read_jsonl(partial / "metrics.jsonl")] == [1, 2, 3]
+    summary = json.loads((partial / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["resumes"] == 1
+    assert summary["test_accuracy"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["test_accuracy"]

@@ -70,20 +70,26 @@ def resolve_class(classes: list[str], target: str | int) -> int:
     return index
 
 
-def run_dataset(run: Run, *, data_dir: str | os.PathLike | None = None, download: bool = True):
-    """The dataset ``run`` was trained on (as recorded in its config.json), split the same way.
+def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLike | None = None,
+                download: bool = True):
+    """The dataset ``run`` was trained on (as recorded in its config.json, or ``name``), split the same way.
 
     Raises:
-        ValueError: the config does not name a dataset, or the dataset no longer fits the model.
+        ValueError: no dataset is named, or the dataset does not fit the model (image size, channels or
+            classes differ from the run's).
     """
     from convolab.data import load_dataset
 
     ds_cfg = run.config.get("dataset") or {}
-    name = ds_cfg.get("name")
+    name = name or ds_cfg.get("name")
     if not name:
-        raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
+        raise ValueError(f"{run.path}: config.json does not say which dataset the run used; pass --data")
     data = load_dataset(name, data_dir=data_dir or ds_cfg.get("data_dir"), val_fraction=ds_cfg.get("val_fraction", 0.1),
                         seed=run.config.get("seed", 0), download=download)
+    c, h, w = run.input_size
+    if (data.in_chans, *data.image_size) != (c, h, w):
+        raise ValueError(f"{name} has {data.in_chans}x{data.image_size[0]}x{data.image_size[1]} images but the model "
+                         f"was trained on {c}x{h}x{w}")
     if list(data.classes) != list(run.classes):
         raise ValueError(f"{name}'s classes differ from the run's ({len(data.classes)} vs {len(run.classes)} classes)")
     return data
