@@ -110,14 +110,19 @@ def test_two_process_ddp_resumes_exactly(tmp_path):
     whole = _torchrun([*recipe, "--out", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-3000:]
     partial = tmp_path / "partial"
-    first = _torchrun([*recipe, "--epochs", "3", "--out", str(partial)])
+    first = _torchrun([*recipe, "--out", str(partial)])
     assert first.returncode == 0, first.stderr[-3000:]
-    # Roll the copy back to step 4 (mid-epoch 1): drop what came after, as if the processes had been killed.
-    for path in (partial / "checkpoints").iterdir():
-        if path.name not in ("step-00000004.pt",):
-            path.unlink()
-    for name in ("model.safetensors", "summary.json"):
-        (partial / name).unlink()
+    # Roll the copy back to its older kept checkpoint, mid-epoch: drop everything after it, as if the
+    # processes had been killed there.
+    steps = read_jsonl(partial / "steps.jsonl")
+    per_epoch = max(r["step"] for r in steps if r["epoch"] == 1)
+    kept = sorted(p for p in (partial / "checkpoints").glob("step-*.pt"))
+    assert len(kept) == 2
+    back_to = torch.load(kept[0], weights_only=True)["global_step"]
+    assert back_to % per_epoch and back_to < len(steps), (back_to, per_epoch, len(steps))
+    for path in [kept[1], partial / "checkpoints" / "best.pt", partial / "model.safetensors",
+                 partial / "summary.json"]:
+        path.unlink()
     resumed = _torchrun(["--resume", str(partial), "--quiet", "--no-plots"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(partial / "model.safetensors"))
