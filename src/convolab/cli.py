@@ -303,6 +303,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     run = load_run(args.run, device=device)
+    if not (args.data or (run.config.get("dataset") or {}).get("name")):
+        raise ValueError(f"{args.run}: config.json does not say which dataset the run used; pass --data")
     data = run_dataset(run, name=args.data, data_dir=args.data_dir, download=not args.no_download)
     split = getattr(data, args.split)
     loader = DeviceLoader(split, args.batch_size, mean=run.mean, std=run.std, device=device)

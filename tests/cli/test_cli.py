@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -234,6 +235,20 @@ def test_eval_on_a_dataset_of_another_shape(cli_run, capsys):
     assert errors == [err.strip().splitlines()[-1]]
     assert errors[0] == ("convolab eval: error: fashion-mnist has 1x28x28 images but the model was trained on "
                          "1x8x8")
+
+
+def test_eval_of_a_run_that_names_no_dataset_asks_for_one(cli_run, capsys, tmp_path):
+    out, _ = cli_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["dataset"]["name"]
+    (copy / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(["eval", copy], capsys)
+    assert_one_line_error(code, err, "config.json does not say which dataset the run used; pass --data")
+    code, stdout, err = cli(["eval", copy, "--data", "digits", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["dataset"] == "digits"
 
 
 # -- predict ---------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLik
     ds_cfg = run.config.get("dataset") or {}
     name = name or ds_cfg.get("name")
     if not name:
-        raise ValueError(f"{run.path}: config.json does not say which dataset the run used; pass --data")
+        raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
     data = load_dataset(name, data_dir=data_dir or ds_cfg.get("data_dir"), val_fraction=ds_cfg.get("val_fraction", 0.1),
                         seed=run.config.get("seed", 0), download=download)
     c, h, w = run.input_size
