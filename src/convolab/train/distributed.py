@@ -79,13 +79,11 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
 
 def all_min(flag: bool, device: torch.device) -> bool:
     """True only if ``flag`` is true in every process."""
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return bool(all_min_on_device(torch.tensor(flag, device=device)))
 
 
 def all_min_on_device(t: torch.Tensor) -> torch.Tensor:
-    """The elementwise minimum of ``t`` over every process, left on the device (no host sync)."""
+    """True where ``t`` is true in every process, left on the device (no host sync)."""
     t = t.to(torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return t.bool()

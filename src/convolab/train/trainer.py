@@ -238,6 +238,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
         self.deferred_nan_check = self._use_deferred_nan_check()
+        if self.deferred_nan_check and isinstance(self.optimizer, torch.optim.SGD):
+            # A skipped first step would leave torch's fused SGD a momentum buffer of uninitialised memory;
+            # zeros give the same first step (buffer = 0 * momentum + grad) and a clean skip. (A resumed run's
+            # buffers replace these when its optimizer state is loaded.)
+            for group in self.optimizer.param_groups:
+                if group["momentum"]:
+                    for p in group["params"]:
+                        self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
         self.train_peak_mb: float | None = None  # CUDA: the largest training-step memory peak of any epoch
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
@@ -554,7 +562,9 @@ class Trainer:
                                            "seconds": seconds + time.perf_counter() - t0})
             if not bar.disable:
                 bar.update()
-                if ((batch + 1) % 25 == 0 or batch + 1 == len(loader)) and not pending:
+                # Deferred check: right after each read of the flags, when loss_sum and seen agree.
+                if (not pending if self.deferred_nan_check else
+                        (batch + 1) % 25 == 0 or batch + 1 == len(loader)):
                     bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}",
                                     acc=f"{int(correct) / max(seen, 1):.4f}", refresh=False)
         bar.close()
@@ -592,14 +602,6 @@ class Trainer:
         if self.config.clip_grad_norm is not None:
             row["grad_norm"] = self._clip_grad_norm(params, self.config.clip_grad_norm)
         opt = self.optimizer
-        if isinstance(opt, torch.optim.SGD):
-            # A skipped first step would leave torch's fused SGD a momentum buffer of uninitialised memory;
-            # zeros give the same first step (buffer = 0 * momentum + grad) and a clean skip.
-            for group in opt.param_groups:
-                if group["momentum"]:
-                    for p in group["params"]:
-                        if opt.state[p].get("momentum_buffer") is None:
-                            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
         opt.found_inf = (~ok).float()
         try:
             opt.step()
