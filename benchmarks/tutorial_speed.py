@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,14 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tutorial import prepare_torchvision_root, run_tutorial  # noqa: E402
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
-    """Run ``cmd``; return its wall time and stdout (its stderr streams through)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return its wall time, its CPU time (all threads) and stdout (its stderr streams through)."""
+    cpu0 = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
-    return seconds, proc.stdout
+    return seconds, _children_cpu() - cpu0, proc.stdout
 
 
 def main() -> None:
@@ -62,9 +69,9 @@ def main() -> None:
             print(f"[seed {seed}] tutorial recipe: torchvision DataLoader + ToTensor/Normalize, {args.epochs} epochs "
                   f"on {args.device}", flush=True)
             tutorial = run_tutorial(root, args.epochs, args.device, seed)
-            t_tut, acc_tut = tutorial.wall, tutorial.epochs[-1].accuracy
+            t_tut, acc_tut, cpu_tut = tutorial.wall, tutorial.epochs[-1].accuracy, tutorial.epochs[-1].cpu_seconds
             print(f"[seed {seed}] convolab train: same model and recipe", flush=True)
-            t_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
+            t_cl, cpu_cl, out = timed([sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data",
                                "fashion-mnist", "--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3",
                                "--optimizer", "adam", "--schedule", "constant", "--label-smoothing", "0",
                                "--device", args.device, "--seed", str(seed),
@@ -72,20 +79,27 @@ def main() -> None:
                                "--out", str(Path(tmp) / f"run{seed}"), "--json"])
             acc_cl = json.loads(out)["test_accuracy"]
             rows.append(dict(seed=seed, tutorial_seconds=t_tut, convolab_seconds=t_cl, tutorial_accuracy=acc_tut,
-                             convolab_accuracy=acc_cl, speedup=t_tut / t_cl))
+                             convolab_accuracy=acc_cl, speedup=t_tut / t_cl, tutorial_cpu_seconds=cpu_tut,
+                             convolab_cpu_seconds=cpu_cl))
     print()
-    print(f"{'seed':<5} {'tutorial':>10} {'convolab':>10} {'speed-up':>9} {'tutorial acc':>13} {'convolab acc':>13}")
+    print(f"{'seed':<5} {'tutorial':>10} {'convolab':>10} {'speed-up':>9} {'tutorial acc':>13} {'convolab acc':>13} "
+          f"{'CPU: tutorial':>14} {'convolab':>9} {'ratio':>6}")
     for r in rows:
         print(f"{r['seed']:<5} {r['tutorial_seconds']:>9.1f}s {r['convolab_seconds']:>9.1f}s {r['speedup']:>8.2f}x "
-              f"{r['tutorial_accuracy']:>13.4f} {r['convolab_accuracy']:>13.4f}")
+              f"{r['tutorial_accuracy']:>13.4f} {r['convolab_accuracy']:>13.4f} {r['tutorial_cpu_seconds']:>13.1f}s "
+              f"{r['convolab_cpu_seconds']:>8.1f}s {r['tutorial_cpu_seconds'] / r['convolab_cpu_seconds']:>5.2f}x")
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "seed"}
     ratio = mean["tutorial_seconds"] / mean["convolab_seconds"]
+    cpu_ratio = mean["tutorial_cpu_seconds"] / mean["convolab_cpu_seconds"]
     print(f"{'mean':<5} {mean['tutorial_seconds']:>9.1f}s {mean['convolab_seconds']:>9.1f}s {ratio:>8.2f}x "
-          f"{mean['tutorial_accuracy']:>13.4f} {mean['convolab_accuracy']:>13.4f}")
+          f"{mean['tutorial_accuracy']:>13.4f} {mean['convolab_accuracy']:>13.4f} "
+          f"{mean['tutorial_cpu_seconds']:>13.1f}s {mean['convolab_cpu_seconds']:>8.1f}s {cpu_ratio:>5.2f}x")
     print(f"speed-up (ratio of mean wall times): {ratio:.2f}x; accuracy difference (convolab - tutorial): "
-          f"{100 * (mean['convolab_accuracy'] - mean['tutorial_accuracy']):+.2f} points")
+          f"{100 * (mean['convolab_accuracy'] - mean['tutorial_accuracy']):+.2f} points; ratio of mean CPU times "
+          f"(all threads; steadier than wall time on a shared machine): {cpu_ratio:.2f}x")
     if args.json:
-        print(json.dumps({"device": args.device, "epochs": args.epochs, "runs": rows, "speedup": ratio}))
+        print(json.dumps({"device": args.device, "epochs": args.epochs, "runs": rows, "speedup": ratio,
+                          "cpu_speedup": cpu_ratio}))
 
 if __name__ == "__main__":
     main()
