@@ -700,8 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="MODEL_OR_RUN",
                    help=f"a model name (convolab models), a run directory, or {STACK_HELP}")
     p.add_argument("--input", metavar="C,H,W", help="input shape without the batch (C,T,H,W for clips); default: "
-                                                   "3,224,224, or the size a run was trained on")
-    p.add_argument("--num-classes", type=_positive_int, default=1000, help="classifier size for models built by name")
+                                                   "the input the model is made for (as `convolab models` counts "
+                                                   "it, e.g. 1,28,28 for tutorial_cnn), or the size a run was "
+                                                   "trained on")
+    p.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="classifier size for models built by name (default: the model's own, as `convolab models` "
+                        "counts it)")
     p.add_argument("--depth", type=_positive_int, metavar="N", help="fold layers deeper than N into their parent")
     p.add_argument("--json", action="store_true",
                    help='print {"layers": [...], "totals": {...}} (a list of them for several models)')

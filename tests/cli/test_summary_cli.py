@@ -26,6 +26,21 @@ def test_json_totals(capsys):
     assert doc["layers"][0]["name"] == "features.0"
 
 
+@pytest.mark.parametrize("name,shape,params", [
+    ("tutorial_cnn", [1, 28, 28], 206_922),  # tests/models/test_tutorial.py counts it by hand
+    ("resnet20", [3, 32, 32], 269_722),  # He et al. 2016, table 6: 0.27 M
+    ("resnet18", [3, 224, 224], 11_689_512),  # torchvision's
+])
+def test_a_model_is_summarised_at_its_own_input_and_classes_by_default(capsys, name, shape, params):
+    """No --input / --num-classes: the input and class count the model is made for, as `convolab models` counts it."""
+    code, out, _ = cli(["summary", name, "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["input"] == shape and doc["totals"]["params"] == params
+    code, out, _ = cli(["models", name, "--json"], capsys)
+    assert json.loads(out)[0]["params"] == params
+
+
 def test_side_by_side(capsys):
     code, out, _ = cli(["summary", "conv5", "conv3,conv3", "--input", "64,32,32"], capsys)
     assert code == 0
