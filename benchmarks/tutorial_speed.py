@@ -11,6 +11,10 @@ writing the run directory with its plots all count.
 * convolab: ``python -m convolab train --model tutorial_cnn --data fashion-mnist ...`` (its default
   10 % validation split is held out of training and evaluated every epoch).
 
+Both sides' CPU time (user + system, all threads) is printed too, as it drifts less than wall time on
+a shared machine: the tutorial's is read inside its process after its last test pass (its interpreter's
+exit is left out), convolab's is the whole process's.
+
 Untimed preparation: the IDX files are unpacked into torchvision's folder layout for the tutorial,
 and convolab's decoded-dataset cache is filled once, since both are one-time costs for a user.
 
