@@ -473,14 +473,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for e in model_entries():
         if e.name not in names:
             continue
-        cfg = e.default_cfg
+        shape, classes = e.default_input, e.default_num_classes
         with torch.device("meta"):  # shapes only: counting ResNet-152's parameters allocates nothing
-            model = create_model(e.name, **cfg)
+            model = create_model(e.name, num_classes=classes, in_chans=shape[0],
+                                 input_size=shape[1:] if e.input_kind == "clip" else shape[-2:])
         params = sum(p.numel() for p in model.parameters())
-        size = cfg.get("input_size", model.input_size)
         rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
-                     "shown_at": f"{cfg.get('in_chans', 3)}x{'x'.join(map(str, size))}, "  # clips: CxTxHxW
-                                 f"{cfg.get('num_classes', 1000)} classes",
+                     "shown_at": f"{'x'.join(map(str, shape))}, {classes} classes",  # clips: CxTxHxW
                      "year": e.year, "description": e.description})
     if args.json:
         _print_json(rows)

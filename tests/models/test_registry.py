@@ -197,3 +197,15 @@ def test_every_model_states_its_options():
 def test_bad_option_values_are_value_errors(name, kwargs, match):
     with torch.device("meta"), pytest.raises(ValueError, match=match):
         create_model(name, num_classes=3, **kwargs)
+
+
+def test_default_input_is_the_configured_one_else_imagenet_or_kinetics_sized():
+    from convolab.models import ModelEntry
+
+    assert get_model_entry("tutorial_cnn").default_input == (1, 28, 28)
+    assert get_model_entry("tutorial_cnn").default_num_classes == 10
+    assert get_model_entry("r3d_18").default_input == (3, 16, 112, 112)
+    bare = dict(name="bare", fn=lambda **kw: None, family="x", description="")
+    assert ModelEntry(**bare).default_input == (3, 224, 224)
+    assert ModelEntry(**bare, input_kind="clip").default_input == (3, 16, 112, 112)
+    assert ModelEntry(**bare).default_num_classes == 1000

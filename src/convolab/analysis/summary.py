@@ -195,8 +195,8 @@ def summarize(model: nn.Module | str, input_shape: tuple[int, ...] | str | None 
         model: what to analyse.
         input_shape: ``(C, H, W)`` (``(C, T, H, W)`` for clips) or ``"3,224,224"``; defaults to the
             size a run directory was trained on, or the input a registered model is made for (its
-            ``default_cfg``, as ``convolab models`` counts it: 1x28x28 for tutorial_cnn, 3x224x224 for
-            resnet18), else 3x224x224 (3x16x112x112 for clips).
+            ``ModelEntry.default_input``, as ``convolab models`` counts it: 1x28x28 for tutorial_cnn,
+            3x224x224 for resnet18).
         num_classes: classifier size when building a model by name (default: the model's own, else 1000).
         verify: check every figure against execution (slower: a real forward and backward passes).
         rf_rows: which layers get a receptive-field measurement when verifying (``"stages"`` or ``"all"``).
@@ -245,14 +245,8 @@ def _resolve(model, input_shape, num_classes, model_kwargs,
     from convolab.models._registry import get_model_entry
 
     entry = get_model_entry(text)  # unknown names: UnknownNameError with close matches
-    cfg = entry.default_cfg
-    if input_shape is None:
-        if "input_size" in cfg:
-            input_shape = (cfg.get("in_chans", 3), *cfg["input_size"])
-        else:
-            input_shape = (3, 16, 112, 112) if entry.input_kind == "clip" else (3, 224, 224)
-    if num_classes is None:
-        num_classes = cfg.get("num_classes", 1000)
+    input_shape = entry.default_input if input_shape is None else input_shape
+    num_classes = entry.default_num_classes if num_classes is None else num_classes
     spatial = tuple(input_shape[-2:])
     # Without --verify only shapes are needed: build on the meta device (VGG-16's 138M weights cost nothing).
     with torch.device("meta" if not real_weights else "cpu"):

@@ -24,6 +24,19 @@ class ModelEntry:
     # The configuration the model is usually shown at (``convolab models`` counts parameters there).
     default_cfg: dict = field(default_factory=dict)
 
+    @property
+    def default_input(self) -> tuple[int, ...]:
+        """The input, without the batch, the model is shown at: ``(C, H, W)``, ``(C, T, H, W)`` for clips
+        (``default_cfg``'s, else 3x224x224 or 3x16x112x112)."""
+        if "input_size" in self.default_cfg:
+            return (self.default_cfg.get("in_chans", 3), *self.default_cfg["input_size"])
+        return (3, 16, 112, 112) if self.input_kind == "clip" else (3, 224, 224)
+
+    @property
+    def default_num_classes(self) -> int:
+        """The classifier size the model is shown at (``default_cfg``'s, else ImageNet's 1000)."""
+        return self.default_cfg.get("num_classes", 1000)
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
