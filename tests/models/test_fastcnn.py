@@ -105,7 +105,8 @@ def test_inputs_below_8x8_are_refused_with_the_smallest_size():
         create_model("fastcnn", num_classes=10, in_chans=1, input_size=7)
 
 
-@pytest.mark.parametrize("kwargs", [dict(widths=(32, 64)), dict(widths=(32, 0, 128)), dict(stem_chs=0)])
+@pytest.mark.parametrize("kwargs", [dict(widths=(32, 64)), dict(widths=(32, 0, 128)), dict(stem_chs=0),
+                                    dict(widths="abc"), dict(widths=(32, 64.5, 128))])
 def test_bad_widths_are_refused(kwargs):
     with pytest.raises(ValueError, match="fastcnn takes three positive widths"):
         create_model("fastcnn", num_classes=10, in_chans=1, input_size=28, **kwargs)

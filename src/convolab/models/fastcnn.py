@@ -53,7 +53,8 @@ class FastCNN(ConvClassifier):
                  widths: Sequence[int] = (32, 64, 128), stem_chs: int = 24):
         super().__init__()
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
-        if len(widths) != 3 or min(widths) < 1 or stem_chs < 1:
+        positive = [isinstance(w, int) and w >= 1 for w in (*widths, stem_chs)]
+        if len(widths) != 3 or not all(positive):
             raise ValueError(f"fastcnn takes three positive widths and a positive stem width; got {tuple(widths)} "
                              f"and {stem_chs}")
         check_feature_size("fastcnn", self.input_size, [
