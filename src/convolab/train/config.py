@@ -72,6 +72,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved
     tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
     compile: bool = False  # torch.compile the model for training
+    cuda_graphs: bool = False  # replay the forward and backward pass as CUDA graphs (CUDA; small, CPU-bound models)
     tensorboard: bool = False  # also log to RUN/tensorboard/ (needs the tensorboard package)
     checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
     checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
@@ -137,6 +138,8 @@ class TrainConfig:
              "--early-stopping watches the validation split; use --val-fraction > 0"),
             (self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}; got {self.monitor!r}"),
             (self.min_delta >= 0, f"--min-delta must be >= 0; got {self.min_delta}"),
+            (not (self.cuda_graphs and self.compile),
+             "--cuda-graphs and --compile both take over the model's forward pass; choose one"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
             (self.engine != "numpy" or self.device in ("auto", "cpu"),
              f"--engine numpy runs on the CPU; drop --device {self.device}"),

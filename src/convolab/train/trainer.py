@@ -47,6 +47,7 @@ from convolab.train.checkpoint import (
     set_rng_state,
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
+from convolab.train.cuda_graphs import GraphedForward, cuda_graph_conflicts
 from convolab.train.distributed import all_min, all_min_on_device, all_reduce_sum, gather_objects, init_distributed
 from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
@@ -179,6 +180,12 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         check_precision(self.precision, self.device)
         self.dist, self.device = init_distributed(self.device)  # torchrun: join the process group
+        if config.cuda_graphs:
+            conflict = cuda_graph_conflicts(device=self.device, compile=config.compile,
+                                            grad_checkpointing=config.grad_checkpointing,
+                                            accum_steps=config.accum_steps, world_size=self.dist.world_size)
+            if conflict:
+                raise ValueError(conflict)
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard "
                              "(metrics.jsonl and steps.jsonl hold the same figures)")
@@ -234,6 +241,7 @@ class Trainer:
                 torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
         if cfg.compile:
             self.net = torch.compile(self.net)
+        self.graphed: GraphedForward | None = None  # captured at the first training step (--cuda-graphs)
         self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
@@ -447,14 +455,15 @@ class Trainer:
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One training batch's logits and mean loss."""
-        logits = self.net(x)
+        logits = (self.graphed or self.net)(x)
         return logits, self._loss(logits, y)
 
     def _autocast(self):
         """bf16/fp16 autocast for the forward pass and the loss (--precision), else nothing."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        # CUDA graphs record the casts themselves: autocast's cache of cast weights would go stale
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=not self.config.cuda_graphs)
 
     def _augmented_forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augment a training batch, then :meth:`_forward`: logits, mean loss, and the labels the batch's
@@ -496,6 +505,8 @@ class Trainer:
                    unit="batch", disable=None if cfg.progress and self.dist.is_main else True, file=sys.stderr,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
+        if self.config.cuda_graphs and self.graphed is None:
+            self._capture_graphs()
         opt.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(loader, start=self.batch):
             step_ends = (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader)
@@ -580,6 +591,17 @@ class Trainer:
             raise FloatingPointError(f"training diverged in epoch {epoch}: every step had a non-finite loss; "
                                      "try a lower --lr")
         return float(loss_sum) / seen, int(correct) / seen
+
+    def _capture_graphs(self) -> None:
+        """--cuda-graphs: record the forward and backward pass for training batches of the full size."""
+        loader = self.train_loader
+        size = loader.batch_sizes()[0]
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        sample = loader.normalize(loader.images[:size]).contiguous(memory_format=memory_format)
+        t0 = time.perf_counter()
+        self.graphed = GraphedForward(self.model, sample, self._autocast())
+        log.info("--cuda-graphs: forward and backward pass captured for batches of %d in %.2f s", size,
+                 time.perf_counter() - t0)
 
     # -- the finiteness check without a host sync per step --------------------------------------------
     NAN_CHECK_EVERY = 25  # steps between two reads of the deferred finiteness flags (one host sync each)

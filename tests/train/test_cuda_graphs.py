@@ -1,0 +1,129 @@
+"""``--cuda-graphs``: the refusals (one line each, before any data loads) and the wrapper's routing.
+
+The graphs themselves need a CUDA GPU, which CI does not have: ``benchmarks/cuda_graphs.py`` trains
+with and without them side by side on a GPU (README: Speed). Here ``make_graphed_callables`` is
+replaced by a stand-in that does what the wrapper relies on — warm-up passes that move BatchNorm's
+running statistics, and a graphed forward installed on the module — so that what convolab itself does
+(put the statistics back, give the module its own forward back, call the graphs only for training
+batches of the captured shape) is checked on the CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convolab.cli import main
+from convolab.train import TrainConfig, Trainer
+from convolab.train.cuda_graphs import GraphedForward, cuda_graph_conflicts
+
+CUDA = torch.device("cuda", 0)
+
+
+def conflicts(**kw):
+    args = dict(device=CUDA, compile=False, grad_checkpointing=False, accum_steps=1, world_size=1)
+    return cuda_graph_conflicts(**{**args, **kw})
+
+
+def test_conflicts_none_for_a_plain_cuda_run():
+    assert conflicts() is None
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"device": torch.device("cpu")}, "needs a CUDA GPU"),
+    ({"device": torch.device("mps")}, "on mps drop it"),
+    ({"compile": True}, "--compile"),
+    ({"grad_checkpointing": True}, "--grad-checkpointing"),
+    ({"accum_steps": 2}, "--accum-steps"),
+    ({"world_size": 2}, "torchrun"),
+])
+def test_conflicts_name_the_flag(kw, needle):
+    message = conflicts(**kw)
+    assert message is not None and needle in message and "\n" not in message
+
+
+def test_config_refuses_graphs_with_compile():
+    with pytest.raises(ValueError, match="--cuda-graphs and --compile"):
+        TrainConfig(cuda_graphs=True, compile=True).validate()
+
+
+def test_trainer_refuses_graphs_on_the_cpu_before_loading_data(tmp_path):
+    # a dataset that does not exist: the refusal must come first
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        Trainer(TrainConfig(data=str(tmp_path / "nowhere"), device="cpu", cuda_graphs=True, out=str(tmp_path / "r")))
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_refusal_is_one_line(capsys, tmp_path):
+    code = main(["train", "--data", "digits", "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "--cuda-graphs needs a CUDA GPU" in err
+    assert not (tmp_path / "r").exists()
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).mean((2, 3))
+
+
+@pytest.fixture
+def fake_capture(monkeypatch):
+    """A stand-in for torch.cuda.make_graphed_callables: three warm-up passes in training mode (moving
+    BatchNorm's statistics, as the real one does), then a 'graphed' forward installed on the module that
+    records its calls."""
+    calls = []
+
+    def make_graphed_callables(module, sample_args):
+        (sample,) = sample_args
+        for _ in range(3):
+            module(sample * 3 + 1).sum().backward()
+        module.zero_grad(set_to_none=True)
+        own = module.forward
+
+        def graphed(x):
+            calls.append(tuple(x.shape))
+            return own(x)
+
+        module.forward = graphed
+        return module
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", make_graphed_callables)
+    return calls
+
+
+def test_capture_leaves_the_module_as_it_was(fake_capture):
+    torch.manual_seed(0)
+    net = _Net().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    GraphedForward(net, torch.randn(8, 1, 6, 6))
+    after = net.state_dict()
+    assert set(after) == set(before)
+    for k in before:  # the warm-up moved the running statistics; they are back, in the same tensors
+        assert torch.equal(after[k], before[k]), k
+    assert "forward" not in net.__dict__  # the module's own forward again (saved, evaluated, exported as is)
+    assert net.bn.num_batches_tracked.item() == 0
+
+
+def test_graphs_only_for_training_batches_of_the_captured_shape(fake_capture):
+    torch.manual_seed(0)
+    net = _Net().train()
+    g = GraphedForward(net, torch.randn(8, 1, 6, 6))
+    x = torch.randn(8, 1, 6, 6)
+    expected = net(x)  # the module's own forward (same weights): what the graphs must compute
+    fake_capture.clear()
+    out = g(x)
+    assert fake_capture == [(8, 1, 6, 6)] and torch.allclose(out, expected)
+    g(torch.randn(5, 1, 6, 6))  # an epoch's short last batch: the module itself
+    net.eval()
+    g(x)  # evaluation
+    net.train()
+    with torch.no_grad():
+        g(x)  # no autograd: nothing to replay a backward pass for
+    assert fake_capture == [(8, 1, 6, 6)]
