@@ -1,12 +1,13 @@
 """Training epochs with and without ``--cuda-graphs``, side by side in one process (CUDA GPU only).
 
-Two trainers with the same settings and seed (default: the speed-run recipe's fastcnn, Fashion-MNIST,
-bf16, batch 512, light augmentation) each train ``--epochs`` epochs, eager first; every epoch is timed between
-``torch.cuda.synchronize()`` calls. The first epoch of each holds one-time work (the eager side's
-holds cuDNN's algorithm search, which the process keeps for the graphs' side; the graphs' side's holds
-the capture) and is printed apart; the ratio is that of the mean of the other epochs. The training loss and accuracy of every epoch are printed for both: the graphs replay
-the same kernels, so the two columns agree to within the run-to-run differences of cuDNN's
-algorithm choices.
+Two trainers with the same settings and seed (default: the speed-run recipe's fastcnn, Fashion-
+MNIST, bf16, batch 512, light augmentation) each train ``--epochs`` epochs, eager first; every epoch
+is timed between ``torch.cuda.synchronize()`` calls. The first epoch of each holds one-time work
+(the eager side's holds cuDNN's algorithm search, which the process keeps for the graphs' side; the
+graphs' side's holds the capture) and is printed apart; the ratio is that of the mean of the other
+epochs. The training loss and accuracy of every epoch are printed for both: the graphs replay the
+same kernels, so the two columns agree (to within cuDNN's algorithm choices, which may differ
+between the two trainers). With this recipe (SGD, no clipping or mixing) the whole step is recorded.
 
 Usage: python benchmarks/cuda_graphs.py [--epochs 4] [--batch-size 512] [--precision bf16] [--model fastcnn]
 """

@@ -127,3 +127,55 @@ def test_graphs_only_for_training_batches_of_the_captured_shape(fake_capture):
     with torch.no_grad():
         g(x)  # no autograd: nothing to replay a backward pass for
     assert fake_capture == [(8, 1, 6, 6)]
+
+
+# -- whole recorded steps ----------------------------------------------------------------------------------
+def _recorded_on_the_cpu(monkeypatch):
+    """--cuda-graphs on the CPU, with EagerStep (the same protocol as the CUDA graph: warm-up, restore, then a
+    step function reading fixed input tensors) in place of the graph, and the device-side finiteness check."""
+    import importlib
+
+    from convolab.train.cuda_graphs import EagerStep
+
+    trainer_module = importlib.import_module("convolab.train.trainer")
+
+    monkeypatch.setattr(trainer_module, "cuda_graph_conflicts", lambda **kw: None)
+    monkeypatch.setattr(Trainer, "step_graph_class", EagerStep)
+
+
+def test_recorded_steps_train_exactly_as_the_loop_does(digits_config, tmp_path, monkeypatch):
+    # digits: 1,617 training images at batch 100 -> 16 recorded steps and a short 17th run as usual, per epoch;
+    # light augmentation (shifts, rotations) draws from the generator the graph registers.
+    from tests.train.test_deferred_nan import _deferred, _same_run
+
+    import convolab
+
+    recipe = dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+                  augment="light", label_smoothing=0.1, batch_size=100, epochs=2, plots=False)
+    _deferred(monkeypatch)
+    loop = convolab.train(digits_config(tmp_path / "loop", **recipe))
+    _recorded_on_the_cpu(monkeypatch)
+    captured = []
+    real_capture = Trainer._capture_graphs
+
+    def capture(self):
+        real_capture(self)
+        captured.append(self.step_graph)
+
+    monkeypatch.setattr(Trainer, "_capture_graphs", capture)
+    recorded = convolab.train(digits_config(tmp_path / "recorded", cuda_graphs=True, **recipe))
+    assert len(captured) == 1 and captured[0] is not None, "the whole step was recorded, once"
+    _same_run(recorded, loop)  # steps.jsonl, metrics, weights, test accuracy: identical
+
+
+def test_whole_steps_are_recorded_only_where_every_part_can_be(digits_config, tmp_path, monkeypatch):
+    from tests.train.test_deferred_nan import _deferred
+
+    _recorded_on_the_cpu(monkeypatch)
+    _deferred(monkeypatch)
+    base = dict(optimizer="sgd", momentum=0.9, cuda_graphs=True, epochs=1, plots=False)
+    for extra, whole in [({}, True), ({"clip_grad_norm": 1.0}, False), ({"mixup": 0.2}, False),
+                         ({"optimizer": "adam"}, False)]:
+        t = Trainer(digits_config(tmp_path / f"r{len(extra)}{whole}{list(extra)}", **{**base, **extra}))
+        t._setup()
+        assert t._records_whole_steps() is whole, extra

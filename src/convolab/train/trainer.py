@@ -47,7 +47,7 @@ from convolab.train.checkpoint import (
     set_rng_state,
 )
 from convolab.train.config import RESUME_FREE, TrainConfig
-from convolab.train.cuda_graphs import GraphedForward, cuda_graph_conflicts
+from convolab.train.cuda_graphs import GraphedForward, StepGraph, cuda_graph_conflicts
 from convolab.train.distributed import all_min, all_min_on_device, all_reduce_sum, gather_objects, init_distributed
 from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
@@ -241,7 +241,9 @@ class Trainer:
                 torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
         if cfg.compile:
             self.net = torch.compile(self.net)
-        self.graphed: GraphedForward | None = None  # captured at the first training step (--cuda-graphs)
+        # --cuda-graphs, captured at the first training step: the whole step, or the model's passes only
+        self.step_graph: StepGraph | None = None
+        self.graphed: GraphedForward | None = None
         self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
@@ -352,7 +354,7 @@ class Trainer:
             "ranks": ranks,
             "format": FORMAT, "config": self.config.to_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-            "model": cpu, "optimizer": self.optimizer.state_dict(),
+            "model": cpu, "optimizer": self._optimizer_state(),
             "rng": own["rng"], "loader": self.train_loader.state_dict(), "augment": own["augment"],
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -376,6 +378,13 @@ class Trainer:
         self._last_checkpoint = path
         if best:  # the same state, kept under its own name
             save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", state)
+
+    def _optimizer_state(self) -> dict:
+        """The optimizer's state dict, with learning rates as numbers (a recorded step keeps them on the device)."""
+        state = self.optimizer.state_dict()
+        state["param_groups"] = [{**g, "lr": float(g["lr"])} if isinstance(g["lr"], torch.Tensor) else g
+                                 for g in state["param_groups"]]
+        return state
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, generators, position, bookkeeping, files."""
@@ -430,8 +439,12 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:
+        self.lr_now = lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):  # a recorded step reads it from the device (--cuda-graphs)
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
     def _group_sizes(self) -> list[int]:
         """Samples in each optimizer step's group of ``accum_steps`` micro-batches, for one epoch."""
@@ -505,57 +518,73 @@ class Trainer:
                    unit="batch", disable=None if cfg.progress and self.dist.is_main else True, file=sys.stderr,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
-        if self.config.cuda_graphs and self.graphed is None:
+        if cfg.cuda_graphs and self.graphed is None and self.step_graph is None:
             self._capture_graphs()
+        graph = self.step_graph
+        if graph is not None:  # the recorded steps add to their own sums on the device
+            self.graph_sums[0].zero_(), self.graph_sums[1].zero_()
+
+        def totals() -> tuple[torch.Tensor, torch.Tensor]:
+            return (loss_sum, correct) if graph is None else (loss_sum + self.graph_sums[0],
+                                                               correct + self.graph_sums[1])
+
         opt.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(loader, start=self.batch):
             step_ends = (batch + 1) % cfg.accum_steps == 0 or batch + 1 == len(loader)
-            # DDP averages the gradients across processes in the backward pass: only once per step
-            sync = contextlib.nullcontext() if step_ends or not self.dist.enabled else self.net.no_sync()
-            with sync:
-                logits, loss, y = self._augmented_forward(x, y)
-                # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
-                # accumulated gradient is the mean over the whole group (a short last group included).
-                weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
-                (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
-            with torch.no_grad():
-                step_sum += loss.detach() * len(y)
-                step_correct += (logits.argmax(1) == y).sum()
-                step_loss += weighted.detach()
-            step_seen += len(y)
+            recorded = graph is not None and len(y) == len(self.graph_inputs[1])
+            if recorded:  # --cuda-graphs: the whole step in one launch (see _graph_step)
+                self.graph_inputs[0].copy_(x), self.graph_inputs[1].copy_(y)
+                graph_loss, graph_ok = graph.replay()
+                row = {"step": self.global_step + 1, "epoch": epoch, "lr": self.lr_now, "loss": graph_loss.clone()}
+                pending.append((row, graph_ok.clone(), len(y)))
+                step_seen = 0
+            else:
+                # DDP averages the gradients across processes in the backward pass: only once per step
+                sync = contextlib.nullcontext() if step_ends or not self.dist.enabled else self.net.no_sync()
+                with sync:
+                    logits, loss, y = self._augmented_forward(x, y)
+                    # Each micro-batch's mean loss is weighted by its share of the group's samples, so the
+                    # accumulated gradient is the mean over the whole group (a short last group included).
+                    weighted = loss if cfg.accum_steps == 1 else loss * (len(y) / group_sizes[batch // cfg.accum_steps])
+                    (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
+                with torch.no_grad():
+                    step_sum += loss.detach() * len(y)
+                    step_correct += (logits.argmax(1) == y).sum()
+                    step_loss += weighted.detach()
+                step_seen += len(y)
             if step_ends:
-                row = {"step": self.global_step + 1, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                       "loss": step_loss.clone()}
-                if self.deferred_nan_check:
-                    ok = self._deferred_step(step_loss, row, params)
-                    loss_sum += torch.where(ok, step_sum, 0.0)
-                    correct += torch.where(ok, step_correct, 0)
-                    pending.append((row, ok, step_seen))
-                else:
-                    finite = bool(torch.isfinite(step_loss))
-                    if self.dist.enabled:  # every process takes the step, or none does
-                        finite = all_min(finite, self.device)
-                    if finite:
-                        if self.scaler is not None and cfg.clip_grad_norm is not None:
-                            self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                        if cfg.clip_grad_norm is not None:
-                            row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
-                        if self.scaler is None:
-                            opt.step()
-                        else:  # skips the step if a gradient overflowed, and adapts the scale
-                            self.scaler.step(opt)
-                            self.scaler.update()
-                            row["scale"] = self.scaler._scale.detach().clone()
-                        if self.ema is not None:
-                            self.ema.update(self.model)
-                        loss_sum += step_sum
-                        correct += step_correct
-                        seen += step_seen
-                        self.nan_streak = 0
+                if not recorded:
+                    row = {"step": self.global_step + 1, "epoch": epoch, "lr": self.lr_now, "loss": step_loss.clone()}
+                    if self.deferred_nan_check:
+                        ok = self._deferred_step(step_loss, row, params)
+                        loss_sum += torch.where(ok, step_sum, 0.0)
+                        correct += torch.where(ok, step_correct, 0)
+                        pending.append((row, ok, step_seen))
                     else:
-                        self._nonfinite_step(row, epoch, step_rows)
+                        finite = bool(torch.isfinite(step_loss))
+                        if self.dist.enabled:  # every process takes the step, or none does
+                            finite = all_min(finite, self.device)
+                        if finite:
+                            if self.scaler is not None and cfg.clip_grad_norm is not None:
+                                self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+                            if cfg.clip_grad_norm is not None:
+                                row["grad_norm"] = self._clip_grad_norm(params, cfg.clip_grad_norm)
+                            if self.scaler is None:
+                                opt.step()
+                            else:  # skips the step if a gradient overflowed, and adapts the scale
+                                self.scaler.step(opt)
+                                self.scaler.update()
+                                row["scale"] = self.scaler._scale.detach().clone()
+                            if self.ema is not None:
+                                self.ema.update(self.model)
+                            loss_sum += step_sum
+                            correct += step_correct
+                            seen += step_seen
+                            self.nan_streak = 0
+                        else:
+                            self._nonfinite_step(row, epoch, step_rows)
+                    step_loss.zero_(), step_sum.zero_(), step_correct.zero_()
                 opt.zero_grad(set_to_none=True)
-                step_loss.zero_(), step_sum.zero_(), step_correct.zero_()
                 step_seen = 0
                 step_rows.append(row)
                 self.global_step += 1
@@ -569,20 +598,23 @@ class Trainer:
                 if checkpoint_now:
                     self._write_steps(step_rows)
                     step_rows = []
-                    self._save_checkpoint({"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                    so_far = totals()
+                    self._save_checkpoint({"loss_sum": so_far[0].cpu(), "correct": so_far[1].cpu(), "seen": seen,
                                            "seconds": seconds + time.perf_counter() - t0})
             if not bar.disable:
                 bar.update()
                 # Deferred check: right after each read of the flags, when loss_sum and seen agree.
                 if (not pending if self.deferred_nan_check else
                         (batch + 1) % 25 == 0 or batch + 1 == len(loader)):
-                    bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}",
-                                    acc=f"{int(correct) / max(seen, 1):.4f}", refresh=False)
+                    so_far = totals()
+                    bar.set_postfix(loss=f"{float(so_far[0]) / max(seen, 1):.4f}",
+                                    acc=f"{int(so_far[1]) / max(seen, 1):.4f}", refresh=False)
         bar.close()
         if pending:
             seen += self._resolve_deferred(pending, epoch, step_rows)
         self._write_steps(step_rows)
         self.train_seconds += seconds + time.perf_counter() - t0
+        loss_sum, correct = totals()
         if self.dist.enabled:  # the epoch's figures over every process's share
             seen_t = torch.tensor(seen, device=self.device)
             all_reduce_sum(loss_sum, correct, seen_t)
@@ -592,16 +624,61 @@ class Trainer:
                                      "try a lower --lr")
         return float(loss_sum) / seen, int(correct) / seen
 
+    def _records_whole_steps(self) -> bool:
+        """Whether --cuda-graphs can record the whole training step (augmentation, forward pass, loss, backward
+        pass, optimizer step, the epoch's sums) rather than only the model's passes: with the finiteness check on
+        the device and torch's fused SGD (which reads a learning rate from the device), one batch per step, no
+        gradient clipping, and no mixup or cutmix (their shares are drawn on the host, once per batch)."""
+        cfg = self.config
+        return (self.deferred_nan_check and isinstance(self.optimizer, torch.optim.SGD) and cfg.accum_steps == 1
+                and cfg.clip_grad_norm is None and not self.augment_spec.mixes and not self.dist.enabled)
+
+    step_graph_class = StepGraph  # tests without a GPU put convolab.train.cuda_graphs.EagerStep here
+
     def _capture_graphs(self) -> None:
-        """--cuda-graphs: record the forward and backward pass for training batches of the full size."""
+        """--cuda-graphs: record the whole step (or else the model's forward and backward pass) for training
+        batches of the full size; an epoch's short last batch runs as usual."""
         loader = self.train_loader
         size = loader.batch_sizes()[0]
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         sample = loader.normalize(loader.images[:size]).contiguous(memory_format=memory_format)
         t0 = time.perf_counter()
-        self.graphed = GraphedForward(self.model, sample, self._autocast())
-        log.info("--cuda-graphs: forward and backward pass captured for batches of %d in %.2f s", size,
+        if not self._records_whole_steps():
+            self.graphed = GraphedForward(self.model, sample, self._autocast())
+            log.info("--cuda-graphs: forward and backward pass captured for batches of %d in %.2f s", size,
+                     time.perf_counter() - t0)
+            return
+        opt = self.optimizer
+        for group in opt.param_groups:  # the recorded optimizer step reads the rate the schedule writes here
+            group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+        self.graph_inputs = (sample, loader.labels[:size].clone())
+        self.graph_sums = (torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.long))
+        state = [*self.model.parameters(), *self.model.buffers(),
+                 *(v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))]
+        generators = (self.augment.generator,) if self.augment is not None else ()
+        self.step_graph = self.step_graph_class(self._graph_step, state, generators)
+        log.info("--cuda-graphs: whole training step captured for batches of %d in %.2f s", size,
                  time.perf_counter() - t0)
+
+    def _graph_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step on ``graph_inputs``, written to be recorded (no host reads; every output and
+        sum in a fixed tensor): what the epoch loop does for a batch with the deferred finiteness check.
+        Returns the loss and whether the step was taken (both on the device)."""
+        opt = self.optimizer
+        opt.zero_grad(set_to_none=True)  # the recorded backward pass writes (not adds) the gradients
+        logits, loss, y = self._augmented_forward(*self.graph_inputs)
+        loss.backward()
+        loss = loss.detach()
+        ok = torch.isfinite(loss)
+        opt.found_inf = (~ok).float()
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf
+        with torch.no_grad():
+            self.graph_sums[0].add_(torch.where(ok, loss * len(y), 0.0))
+            self.graph_sums[1].add_(torch.where(ok, (logits.argmax(1) == y).sum(), 0))
+        return loss, ok
 
     # -- the finiteness check without a host sync per step --------------------------------------------
     NAN_CHECK_EVERY = 25  # steps between two reads of the deferred finiteness flags (one host sync each)
