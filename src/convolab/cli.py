@@ -140,8 +140,9 @@ def _add_speed_args(p: argparse.ArgumentParser, d) -> None:
                    help="evaluate each image and its mirror image, averaging the probabilities (not for digits)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
     g.add_argument("--cuda-graphs", action="store_true",
-                   help="replay the model's forward and backward pass as CUDA graphs: one launch instead of "
-                        "hundreds per step, for small models whose GPU steps wait on the CPU (CUDA only)")
+                   help="record the training step as a CUDA graph (the whole step with SGD, else the model's "
+                        "forward and backward pass) and replay it: one launch instead of hundreds per step, for "
+                        "small models whose GPU steps wait on the CPU (CUDA only)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log to RUN/tensorboard/ (pip install tensorboard)")
 

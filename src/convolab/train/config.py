@@ -72,7 +72,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved
     tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
     compile: bool = False  # torch.compile the model for training
-    cuda_graphs: bool = False  # replay the forward and backward pass as CUDA graphs (CUDA; small, CPU-bound models)
+    cuda_graphs: bool = False  # record the training step as a CUDA graph and replay it (CUDA; small, CPU-bound models)
     tensorboard: bool = False  # also log to RUN/tensorboard/ (needs the tensorboard package)
     checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
     checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
