@@ -15,37 +15,35 @@ import torch
 from torch import nn
 
 from convolab.cli import main
-from convolab.train import TrainConfig, Trainer
+from convolab.train import TrainConfig, Trainer, resume
 from convolab.train.cuda_graphs import GraphedForward, cuda_graph_conflicts
 
 CUDA = torch.device("cuda", 0)
 
 
-def conflicts(**kw):
-    args = dict(device=CUDA, compile=False, grad_checkpointing=False, accum_steps=1, world_size=1)
-    return cuda_graph_conflicts(**{**args, **kw})
+def test_conflicts_none_for_one_cuda_process():
+    assert cuda_graph_conflicts(CUDA, 1) is None
 
 
-def test_conflicts_none_for_a_plain_cuda_run():
-    assert conflicts() is None
-
-
-@pytest.mark.parametrize("kw, needle", [
-    ({"device": torch.device("cpu")}, "needs a CUDA GPU"),
-    ({"device": torch.device("mps")}, "on mps drop it"),
-    ({"compile": True}, "--compile"),
-    ({"grad_checkpointing": True}, "--grad-checkpointing"),
-    ({"accum_steps": 2}, "--accum-steps"),
-    ({"world_size": 2}, "torchrun"),
+@pytest.mark.parametrize("device, world_size, needle", [
+    (torch.device("cpu"), 1, "needs a CUDA GPU"),
+    (torch.device("mps"), 1, "on mps drop it"),
+    (CUDA, 2, "torchrun"),
 ])
-def test_conflicts_name_the_flag(kw, needle):
-    message = conflicts(**kw)
+def test_conflicts_name_the_reason(device, world_size, needle):
+    message = cuda_graph_conflicts(device, world_size)
     assert message is not None and needle in message and "\n" not in message
 
 
-def test_config_refuses_graphs_with_compile():
-    with pytest.raises(ValueError, match="--cuda-graphs and --compile"):
-        TrainConfig(cuda_graphs=True, compile=True).validate()
+@pytest.mark.parametrize("kw, needle", [
+    ({"compile": True}, "--cuda-graphs and --compile"),
+    ({"grad_checkpointing": True}, "--grad-checkpointing"),
+    ({"accum_steps": 2}, "--accum-steps"),
+])
+def test_config_refuses_flags_graphs_cannot_go_with(kw, needle):
+    TrainConfig(**kw).validate()  # fine without --cuda-graphs
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(cuda_graphs=True, **kw).validate()
 
 
 def test_trainer_refuses_graphs_on_the_cpu_before_loading_data(tmp_path):
@@ -139,7 +137,7 @@ def _recorded_on_the_cpu(monkeypatch):
 
     trainer_module = importlib.import_module("convolab.train.trainer")
 
-    monkeypatch.setattr(trainer_module, "cuda_graph_conflicts", lambda **kw: None)
+    monkeypatch.setattr(trainer_module, "cuda_graph_conflicts", lambda *args: None)
     monkeypatch.setattr(Trainer, "step_graph_class", EagerStep)
 
 
@@ -179,3 +177,36 @@ def test_whole_steps_are_recorded_only_where_every_part_can_be(digits_config, tm
         t = Trainer(digits_config(tmp_path / f"r{len(extra)}{whole}{list(extra)}", **{**base, **extra}))
         t._setup()
         assert t._records_whole_steps() is whole, extra
+
+
+def test_a_recorded_run_resumes_exactly(digits_config, tmp_path, monkeypatch):
+    # Stopped after epoch 1 and resumed: the resumed process records its step anew (after the checkpoint's
+    # weights, momentum and generators are restored; the device learning rate saved as a number) and ends
+    # where the uninterrupted run does.
+    from tests.train.test_deferred_nan import _deferred, _same_run
+
+    import convolab
+
+    recipe = dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle", augment="light",
+                  batch_size=100, epochs=2, plots=False, cuda_graphs=True)
+    _deferred(monkeypatch)
+    _recorded_on_the_cpu(monkeypatch)
+    whole = convolab.train(digits_config(tmp_path / "whole", **recipe))
+    real_epoch = Trainer._train_epoch
+
+    def stop_before_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_before_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        convolab.train(digits_config(tmp_path / "stopped", **recipe))
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    from convolab.train.checkpoint import find_checkpoint
+
+    _, _, state = find_checkpoint(tmp_path / "stopped")
+    assert all(type(g["lr"]) is float for g in state["optimizer"]["param_groups"])  # not the device tensor
+    resumed = resume(tmp_path / "stopped")
+    assert resumed.summary["resumes"] == 1
+    _same_run(resumed, whole)

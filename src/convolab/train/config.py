@@ -140,6 +140,12 @@ class TrainConfig:
             (self.min_delta >= 0, f"--min-delta must be >= 0; got {self.min_delta}"),
             (not (self.cuda_graphs and self.compile),
              "--cuda-graphs and --compile both take over the model's forward pass; choose one"),
+            (not (self.cuda_graphs and self.grad_checkpointing),
+             "--cuda-graphs cannot record --grad-checkpointing's recomputation; choose one"),
+            # A replayed backward pass hands autograd the graph's own gradient buffers, which the next replay
+            # overwrites: gradients accumulated over micro-batches would be wrong.
+            (not (self.cuda_graphs and self.accum_steps > 1),
+             "--cuda-graphs does not support --accum-steps > 1; use a larger --batch-size instead"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
             (self.engine != "numpy" or self.device in ("auto", "cpu"),
              f"--engine numpy runs on the CPU; drop --device {self.device}"),

@@ -27,19 +27,11 @@ from torch import nn
 __all__ = ["GraphedForward", "StepGraph", "EagerStep", "cuda_graph_conflicts"]
 
 
-def cuda_graph_conflicts(*, device: torch.device, compile: bool, grad_checkpointing: bool, accum_steps: int,
-                         world_size: int) -> str | None:
-    """Why ``--cuda-graphs`` cannot be used with these settings (one line), or None."""
+def cuda_graph_conflicts(device: torch.device, world_size: int) -> str | None:
+    """Why ``--cuda-graphs`` cannot run on this device and process group (one line), or None. The flags it
+    cannot be combined with are refused earlier, by ``TrainConfig.validate``."""
     if device.type != "cuda":
         return f"--cuda-graphs needs a CUDA GPU (--device cuda); on {device.type} drop it"
-    if compile:
-        return "--cuda-graphs and --compile both take over the model's forward pass; choose one"
-    if grad_checkpointing:
-        return "--cuda-graphs cannot record --grad-checkpointing's recomputation; choose one"
-    if accum_steps > 1:
-        # The replayed backward pass hands autograd the graph's own gradient buffers, which the next
-        # replay overwrites: gradients accumulated over micro-batches would be wrong.
-        return "--cuda-graphs does not support --accum-steps > 1; use a larger --batch-size instead"
     if world_size > 1:
         return "--cuda-graphs is not supported with torchrun (DDP) yet; drop it"
     return None

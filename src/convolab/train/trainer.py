@@ -180,10 +180,8 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         check_precision(self.precision, self.device)
         self.dist, self.device = init_distributed(self.device)  # torchrun: join the process group
-        if config.cuda_graphs:
-            conflict = cuda_graph_conflicts(device=self.device, compile=config.compile,
-                                            grad_checkpointing=config.grad_checkpointing,
-                                            accum_steps=config.accum_steps, world_size=self.dist.world_size)
+        if config.cuda_graphs:  # (the flags it cannot go with are refused by config.validate)
+            conflict = cuda_graph_conflicts(self.device, self.dist.world_size)
             if conflict:
                 raise ValueError(conflict)
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -537,7 +535,6 @@ class Trainer:
                 graph_loss, graph_ok = graph.replay()
                 row = {"step": self.global_step + 1, "epoch": epoch, "lr": self.lr_now, "loss": graph_loss.clone()}
                 pending.append((row, graph_ok.clone(), len(y)))
-                step_seen = 0
             else:
                 # DDP averages the gradients across processes in the backward pass: only once per step
                 sync = contextlib.nullcontext() if step_ends or not self.dist.enabled else self.net.no_sync()
@@ -664,17 +661,11 @@ class Trainer:
         """One training step on ``graph_inputs``, written to be recorded (no host reads; every output and
         sum in a fixed tensor): what the epoch loop does for a batch with the deferred finiteness check.
         Returns the loss and whether the step was taken (both on the device)."""
-        opt = self.optimizer
-        opt.zero_grad(set_to_none=True)  # the recorded backward pass writes (not adds) the gradients
+        self.optimizer.zero_grad(set_to_none=True)  # the recorded backward pass writes (not adds) the gradients
         logits, loss, y = self._augmented_forward(*self.graph_inputs)
         loss.backward()
         loss = loss.detach()
-        ok = torch.isfinite(loss)
-        opt.found_inf = (~ok).float()
-        try:
-            opt.step()
-        finally:
-            del opt.found_inf
+        ok = self._deferred_step(loss, {}, [])  # no clipping and one process here: nothing goes into the row
         with torch.no_grad():
             self.graph_sums[0].add_(torch.where(ok, loss * len(y), 0.0))
             self.graph_sums[1].add_(torch.where(ok, (logits.argmax(1) == y).sum(), 0))
