@@ -19,19 +19,25 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def train_epochs(args, graphs: bool, out: str) -> list[tuple[float, float, float]]:
     """(seconds, train loss, train accuracy) of each epoch."""
-    from convolab.train import TrainConfig, Trainer
+    from time_to_accuracy import FAST_RECIPE
 
-    cfg = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                      pct_start=0.25, label_smoothing=0.1, augment="light", val_fraction=0.0,
-                      precision=args.precision, device="cuda", cuda_graphs=graphs, checkpoints=False, plots=False,
-                      progress=False, seed=args.seed, out=out)
+    from convolab.cli import train_config
+    from convolab.train import Trainer
+
+    # the speed-run recipe as time_to_accuracy.py passes it to `convolab train`, with this script's settings after it
+    cfg = train_config([*FAST_RECIPE, "--data", args.data, "--model", args.model, "--epochs", str(args.epochs),
+                        "--batch-size", str(args.batch_size), "--precision", args.precision, "--device", "cuda",
+                        "--seed", str(args.seed), "--out", out, "--no-checkpoints", "--no-plots", "--quiet",
+                        *(["--cuda-graphs"] if graphs else [])])
     trainer = Trainer(cfg)
     trainer._setup()
     rows = []

@@ -12,8 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["main", "build_parser"]
+if TYPE_CHECKING:  # the CLI imports torch-heavy modules only inside the verbs that need them
+    from convolab.train import TrainConfig
+
+__all__ = ["main", "build_parser", "train_config"]
 
 EXIT_USAGE = 2
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
@@ -237,16 +241,28 @@ def _explicit_options(argv: Sequence[str], verb: str) -> set[str]:
 _NEGATED = {"no_download": "download", "quiet": "progress", "no_plots": "plots", "no_checkpoints": "checkpoints"}
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from convolab.train import TrainConfig, resume, train
+def train_config(argv: Sequence[str]) -> TrainConfig:
+    """The ``TrainConfig`` that ``convolab train ARGV...`` trains with (benchmarks build recipes from flags)."""
+    args = build_parser().parse_args(["train", *argv])
+    return _train_config(args)
 
-    config = TrainConfig(
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    from convolab.train import TrainConfig
+
+    return TrainConfig(
         model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         seed=args.seed, device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
         progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, engine=args.engine,
         **_recipe_kwargs(args),
     )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from convolab.train import resume, train
+
+    config = _train_config(args)
     if args.resume:
         if args.out or args.overwrite:
             raise ValueError("--resume continues in the run's own directory; drop --out/--overwrite")

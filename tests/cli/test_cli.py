@@ -433,3 +433,25 @@ def test_help_exits_zero(argv, capsys):
         assert stdout.strip() == f"convolab {convolab.__version__}"
     else:
         assert stdout.startswith("usage: convolab")
+
+
+def test_train_config_is_what_convolab_train_trains_with(monkeypatch, tmp_path, capsys):
+    import importlib
+
+    from convolab.cli import train_config
+
+    package = importlib.import_module("convolab.train")
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        raise KeyboardInterrupt  # stop before any data loads
+
+    monkeypatch.setattr(package, "train", fake_train)
+    argv = ["--data", "digits", "--model", "fastcnn", "--epochs", "3", "--optimizer", "sgd", "--nesterov",
+            "--no-plots", "--no-checkpoints", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(["train", *argv]) == 130
+    expected = train_config(argv)
+    assert seen[0] == expected
+    assert (expected.epochs, expected.nesterov, expected.plots, expected.checkpoints, expected.progress) == \
+        (3, True, False, False, False)
