@@ -8,7 +8,7 @@ records the kernels once and replays them with one launch. Two levels, chosen by
 * :class:`StepGraph`, the whole step — augmentation, forward pass, loss, backward pass, fused SGD step
   with the device-side finiteness check, the epoch's sums — where every part can be recorded (the
   trainer's ``_records_whole_steps``). Measured on an H100 (fastcnn, Fashion-MNIST, bf16, batch 512):
-  0.218 s per epoch against 1.11 s eager in the same process (5.1x), the same losses; the GPU is then
+  0.213-0.218 s per epoch against 0.86-1.11 s eager in the same process (4.0-5.1x), the same losses; the GPU is then
   the bottleneck (its kernels take about 0.19 s per epoch).
 * :class:`GraphedForward`, the model's forward and backward pass only
   (``torch.cuda.make_graphed_callables``), for the rest (Adam, gradient clipping, mixup ...): 0.37 s
