@@ -44,7 +44,7 @@ def test_validate_rejects(field, value, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("field,value", [("epochs", 1), ("momentum", 0.0), ("val_fraction", 0.0),
+@pytest.mark.parametrize("field,value", [("epochs", 1), ("val_fraction", 0.0),
                                          ("weight_decay", 0.0), ("optimizer", "sgd"), ("optimizer", "adamw")])
 def test_validate_accepts_the_edges(field, value):
     TrainConfig(**{field: value}).validate()
@@ -60,3 +60,16 @@ def test_train_validates_before_touching_the_disk(tmp_path):
 def test_to_dict_round_trips():
     cfg = TrainConfig(model="lenet5", epochs=3, model_kwargs={"drop_rate": 0.1})
     assert TrainConfig(**cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_momentum_is_refused_where_the_optimizer_would_ignore_it(optimizer):
+    with pytest.raises(ValueError, match=f"^--momentum sets sgd and rmsprop; {optimizer} keeps its own"):
+        TrainConfig(optimizer=optimizer, momentum=0.5).validate()
+    TrainConfig(optimizer=optimizer).validate()  # the default momentum is fine: nothing was asked for
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_momentum_is_taken_where_the_optimizer_reads_it(optimizer, momentum):
+    TrainConfig(optimizer=optimizer, momentum=momentum).validate()

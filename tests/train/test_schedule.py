@@ -109,3 +109,40 @@ def test_config_rejects(overrides, match):
     with pytest.raises(ValueError, match=match) as info:
         TrainConfig(**overrides).validate()
     assert "\n" not in str(info.value)
+
+
+# Which schedules read which option (the module docstring's table): any other schedule must refuse it
+# rather than drop it silently.
+OPTION_USERS = {
+    "min_lr": (0.001, {"cosine", "cyclic", "sgdr"}),
+    "gamma": (0.5, {"step", "multistep"}),
+    "decay_epochs": (2, {"step"}),
+    "milestones": ([2, 4], {"multistep"}),
+    "pct_start": (0.25, {"onecycle"}),
+    "cycle_epochs": (2, {"cyclic"}),
+    "restart_epochs": (2, {"sgdr"}),
+    "restart_mult": (2, {"sgdr"}),
+}
+
+
+@pytest.mark.parametrize("option", OPTION_USERS)
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_an_option_the_schedule_does_not_read_is_refused(option, name):
+    value, users = OPTION_USERS[option]
+    make = lambda: LRSchedule(name, LR, total_steps=T, steps_per_epoch=SPE, **{option: value})  # noqa: E731
+    if name in users:
+        assert make()(T - 1) >= 0  # accepted
+        return
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{flag} belongs to --schedule .*--schedule {name} does not use it") as info:
+        make()
+    assert sorted(str(info.value).split("--schedule ")[1].split("; ")[0].split(" or ")) == sorted(users)
+
+
+def test_cli_refuses_an_option_of_another_schedule(tmp_path, capsys):
+    from convolab.cli import main
+
+    code = main(["train", "--data", "digits", "--schedule", "step", "--milestones", "3", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--milestones belongs to --schedule multistep" in err
+    assert not (tmp_path / "r").exists()

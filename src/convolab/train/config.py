@@ -40,7 +40,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # batch size for validation and test
     lr: float = 3e-3  # learning rate (the peak of the schedule)
     optimizer: str = "adam"  # sgd, adam, adamw or rmsprop
-    momentum: float = 0.9  # momentum of sgd and rmsprop (ignored by adam/adamw)
+    momentum: float = 0.9  # momentum of sgd and rmsprop (adam/adamw keep beta1 = 0.9 and refuse another value)
     nesterov: bool = False  # Nesterov momentum (sgd only)
     weight_decay: float = 0.0  # L2 (sgd, adam, rmsprop) or decoupled (adamw) weight decay
     decay_norm_and_bias: bool = False  # also decay biases and norm scales/shifts (skipped by default)
@@ -103,6 +103,9 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}"),
+            (self.momentum == type(self).momentum or self.optimizer not in ("adam", "adamw"),
+             f"--momentum sets sgd and rmsprop; {self.optimizer} keeps its own (beta1 = 0.9): drop --momentum or "
+             f"choose --optimizer sgd"),
             (not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
              "--nesterov needs --optimizer sgd with --momentum > 0"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0; got {self.weight_decay}"),

@@ -105,6 +105,15 @@ class LRSchedule:
                              ("--restart-epochs", self.restart_epochs)):
             if value is not None and value * self.steps_per_epoch < 1:
                 raise ValueError(f"{label} must cover at least one step; got {value}")
+        for name, used_by in (("min_lr", ("cosine", "cyclic", "sgdr")), ("gamma", ("step", "multistep")),
+                              ("decay_epochs", ("step",)), ("milestones", ("multistep",)),
+                              ("pct_start", ("onecycle",)), ("cycle_epochs", ("cyclic",)),
+                              ("restart_epochs", ("sgdr",)), ("restart_mult", ("sgdr",))):
+            # an option the schedule never reads would be dropped silently
+            if getattr(self, name) != getattr(type(self), name) and self.name not in used_by:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} belongs to --schedule {' or '.join(used_by)}; --schedule {self.name} does "
+                                 f"not use it: drop it or choose --schedule {used_by[0]}")
         if self.milestones is not None and any(m <= 0 for m in self.milestones):
             raise ValueError(f"--milestones must be positive epochs; got {list(self.milestones)}")
 
