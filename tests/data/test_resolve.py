@@ -38,6 +38,7 @@ def places(tmp_path, monkeypatch, user_cache, mnist_system_dir):
     env_dir = tmp_path / "env-data"
     env_dir.mkdir()
     monkeypatch.setenv("CONVOLAB_DATA", str(env_dir))
+    (tmp_path / "data-dir").mkdir()
     return {"data_dir": tmp_path / "data-dir", "env": env_dir, "cache": user_cache, "system": mnist_system_dir}
 
 
@@ -131,6 +132,13 @@ def test_missing_without_download_names_every_place(places, monkeypatch):
     assert "--data-dir DIR" in msg and "train-images-idx3-ubyte[.gz]" in msg
 
 
+def test_a_data_dir_that_is_no_folder_is_refused_not_searched_past(places, write_mnist, no_download):
+    write_mnist(places["system"])  # the data is elsewhere: a typo in --data-dir must not quietly use it
+    for given in (places["data_dir"] / "typo", places["system"] / "train-labels-idx1-ubyte.gz"):
+        with pytest.raises(DataNotFoundError, match=f"^--data-dir {given}: no such folder$"):
+            load_dataset("mnist", data_dir=given)
+
+
 def test_missing_says_which_places_are_not_set(user_cache, mnist_system_dir):
     with pytest.raises(DataNotFoundError) as info:
         load_dataset("mnist", download=False)
@@ -174,3 +182,17 @@ def test_successful_download_goes_into_the_user_cache(places, monkeypatch, write
     # Next time the data is found in the user cache: no download.
     monkeypatch.setattr(dataset_module, "download", lambda spec, root: pytest.fail("downloaded twice"))
     assert_loaded(load_dataset("mnist", data_dir=places["data_dir"]), written, places["cache"] / "MNIST" / "raw")
+
+
+def test_a_runs_data_dir_that_is_gone_is_passed_over_when_its_data_is_reloaded(places, write_mnist, no_download):
+    from types import SimpleNamespace
+
+    from convolab.explain.inputs import run_dataset
+
+    written = write_mnist(places["env"])  # where the data is now
+    gone = places["data_dir"] / "moved-away"  # the run's --data-dir, since deleted
+    run = SimpleNamespace(path=places["data_dir"], input_size=(1, 28, 28), classes=list(DATASETS["mnist"].classes),
+                          config={"seed": 0, "dataset": {"name": "mnist", "data_dir": str(gone), "val_fraction": 0.1}})
+    assert_loaded(run_dataset(run), written, places["env"])
+    with pytest.raises(DataNotFoundError, match="no such folder"):  # given on the command line, it is refused
+        run_dataset(run, data_dir=gone)

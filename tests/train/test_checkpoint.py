@@ -266,3 +266,31 @@ def test_deterministic_flag_is_scoped_to_the_run(digits_config, tmp_path):
     assert not (a.run_dir / "checkpoints").exists()
     with pytest.raises(ValueError, match="--checkpoint-every needs checkpoints"):
         convolab.train(digits_config(tmp_path / "b", checkpoints=False, checkpoint_every=3))
+
+
+def test_resume_after_the_runs_data_dir_moved(tmp_path, monkeypatch):
+    """The run's --data-dir is gone when it resumes: the data is looked for in the other places (here
+    $CONVOLAB_DATA) instead of failing on a folder the user did not name this time."""
+    import numpy as np
+
+    from convolab.data.idx import write_idx
+    from convolab.train import train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    first, moved = tmp_path / "data", tmp_path / "moved"
+    first.mkdir()
+    for name, n in (("train", 60), ("t10k", 20)):
+        write_idx(first / f"{name}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(first / f"{name}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    result = train(model="tutorial_cnn", data="mnist", data_dir=str(first), epochs=2, batch_size=16, device="cpu",
+                   out=str(tmp_path / "run"), progress=False, plots=False, download=False)
+    epoch1 = result.run_dir / "checkpoints" / ckpt.checkpoint_name(result.summary["steps"] // 2)
+    weights = load_file(str(result.run_dir / "model.safetensors"))
+    first.rename(moved)
+    monkeypatch.setenv("CONVOLAB_DATA", str(moved))
+
+    again = resume(epoch1, device="cpu", progress=False, download=False)
+    b = load_file(str(again.run_dir / "model.safetensors"))
+    assert all(torch.equal(weights[k], b[k]) for k in weights), "epoch 2 again from epoch 1: the same weights"
+    assert again.summary["resumes"] == 1 and again.summary["steps"] == result.summary["steps"]

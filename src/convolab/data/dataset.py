@@ -110,7 +110,13 @@ def _looks_like_path(name: str) -> bool:
 
 
 def locate_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
-    """The folder holding ``spec``'s files (or None) and the places searched, in order, as text."""
+    """The folder holding ``spec``'s files (or None) and the places searched, in order, as text.
+
+    Raises:
+        DataNotFoundError: ``data_dir`` is given but is no folder (a typo would otherwise be searched past).
+    """
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
     looked = []
     for place in search_places(data_dir, spec.system_dirs):
         looked.append(place.describe())

@@ -949,6 +949,8 @@ def resume(path: str | os.PathLike, **overrides) -> TrainResult:
     if differences:
         raise ValueError(f"refusing to resume {path}: these options differ from the run's: "
                          f"{', '.join(differences)}; drop them (or train a new run)")
+    if "data_dir" not in overrides and saved.get("data_dir") and not Path(saved["data_dir"]).expanduser().is_dir():
+        saved["data_dir"] = None  # the run's --data-dir is gone: look for the data in the other places
     config = TrainConfig(**{**saved, **overrides})
     _console(config)
     return _trainer_class(config)(config, resume_from=path).fit()
