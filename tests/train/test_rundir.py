@@ -73,6 +73,28 @@ def test_out_is_a_file(tmp_path):
     assert f.read_text() == "x"
 
 
+def test_out_below_a_file_is_refused_before_anything_is_made(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"^--out {f}/a/run: {f} is a file, not a folder"):
+        prepare_run_dir(f / "a" / "run", "m", "d", create=False)
+    assert f.read_text() == "x"
+
+
+def test_out_where_folders_cannot_be_made_is_refused_at_the_check(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(os, "access", lambda p, mode: asked.append((Path(p), mode)) or False)  # as if read-only
+    with pytest.raises(PermissionError, match=f"^--out {tmp_path}/x/run: no permission to create folders in "):
+        prepare_run_dir(tmp_path / "x" / "run", "m", "d", create=False)
+    assert asked == [(tmp_path, os.W_OK | os.X_OK)]  # the nearest folder that exists is the one asked about
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_a_failed_mkdir_is_one_clear_error(tmp_path):
+    with pytest.raises(PermissionError, match=r"^--out /proc/convolab-run: cannot create the run directory \("):
+        prepare_run_dir("/proc/convolab-run", "m", "d")
+
+
 def test_save_weights_round_trip_with_metadata(tmp_path):
     model = nn.Conv2d(2, 3, 3).to(memory_format=torch.channels_last)
     save_weights(model, tmp_path / "w.safetensors", {"model": "x", "classes": ["a", "b"]})

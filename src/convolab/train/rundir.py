@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def prepare_run_dir(out: str | Path | None, model: str, data: str, overwrite: bo
 
     Raises:
         FileExistsError: ``out`` exists and may not be replaced.
+        NotADirectoryError, PermissionError: ``out`` cannot be made (a file on its path, no permission).
     """
     if out is None:
         stem = Path(str(data).rstrip("/")).name or "data"
@@ -50,8 +52,19 @@ def prepare_run_dir(out: str | Path | None, model: str, data: str, overwrite: bo
                                       "refusing to replace it, choose another folder")
             if create:
                 shutil.rmtree(path)
+    else:  # refuse now, before any data loads, a place where the folder cannot be made
+        ancestor = path.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise NotADirectoryError(f"--out {path}: {ancestor} is a file, not a folder; choose another place")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise PermissionError(f"--out {path}: no permission to create folders in {ancestor}; choose another place")
     if create:
-        (path / "plots").mkdir(parents=True, exist_ok=True)
+        try:
+            (path / "plots").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(f"--out {path}: cannot create the run directory ({e.strerror})") from None
     return path
 
 
