@@ -28,7 +28,7 @@ from torch import nn
 
 from convolab.train.checkpoint import rng_state, set_rng_state
 
-__all__ = ["LRFindResult", "lr_range_test", "RULE"]
+__all__ = ["LRFindResult", "lr_range_test", "check_range_test", "RULE"]
 
 RULE = "learning rate at the minimum of the smoothed loss / 10"
 
@@ -53,6 +53,18 @@ class LRFindResult:
                 "settings": self.settings, "lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed}
 
 
+def check_range_test(start_lr: float, end_lr: float, num_steps: int, beta: float, diverge: float) -> None:
+    """Raise ``ValueError`` with one line for settings the range test cannot run with."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"--start-lr must be > 0 and below --end-lr; got {start_lr} and {end_lr}")
+    if num_steps < 5:
+        raise ValueError(f"--num-steps must be >= 5; got {num_steps}")
+    if not 0 <= beta < 1:
+        raise ValueError(f"--smoothing must be in [0, 1); got {beta}")
+    if diverge <= 1:
+        raise ValueError(f"--diverge must be > 1; got {diverge}")
+
+
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
                   step: Callable[[object], torch.Tensor], *, start_lr: float = 1e-7, end_lr: float = 10.0,
                   num_steps: int = 100, beta: float = 0.9, diverge: float = 4.0) -> LRFindResult:
@@ -70,14 +82,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
     Raises:
         ValueError: bad settings, or too few steps before divergence to suggest anything.
     """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"--start-lr must be > 0 and below --end-lr; got {start_lr} and {end_lr}")
-    if num_steps < 5:
-        raise ValueError(f"--num-steps must be >= 5; got {num_steps}")
-    if not 0 <= beta < 1:
-        raise ValueError(f"--smoothing must be in [0, 1); got {beta}")
-    if diverge <= 1:
-        raise ValueError(f"--diverge must be > 1; got {diverge}")
+    check_range_test(start_lr, end_lr, num_steps, beta, diverge)
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     saved_rng = rng_state()

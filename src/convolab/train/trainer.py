@@ -51,7 +51,7 @@ from convolab.train.cuda_graphs import GraphedForward, StepGraph, cuda_graph_con
 from convolab.train.distributed import all_min, all_min_on_device, all_reduce_sum, gather_objects, init_distributed
 from convolab.train.ema import ModelEma
 from convolab.train.init_from import load_initial_weights
-from convolab.train.lr_finder import LRFindResult, lr_range_test
+from convolab.train.lr_finder import LRFindResult, check_range_test, lr_range_test
 from convolab.train.metrics import EvalResult, FlipAverage, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, prepare_run_dir
@@ -785,6 +785,7 @@ class Trainer:
         """The learning-rate range test with this run's model, optimizer, data and loss (see
         ``convolab.train.lr_finder``); writes ``lr_find.json`` and ``plots/lr_find.png`` into the run
         directory and returns the result and that directory. The model and optimizer are left as they were."""
+        check_range_test(start_lr, end_lr, num_steps, beta, diverge)  # before any data loads or folder is made
         if self.resume_state is not None:
             raise ValueError("lr-find starts a new directory; it cannot --resume a run")
         if self.dist.enabled:
