@@ -47,10 +47,16 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     Use it for writers that want a file name (``savefig``, ``safetensors.torch.save_file``). On an
     exception the temporary file is removed and ``dest`` is left untouched.
+
+    Raises:
+        PermissionError: no file can be made in ``dest``'s folder (one line naming ``dest``).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    except OSError as e:  # name the file the user asked for, not the temporary one
+        raise PermissionError(f"cannot write {dest} ({e.strerror or e})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,15 @@ def test_read_jsonl_ignores_blank_lines(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": 1}\n\n  \n{"a": 2}\n')
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+def test_a_folder_that_cannot_hold_the_file_is_one_error_naming_the_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match=f"^cannot write {blocker}/out.json \\("):
+        write_json(blocker / "out.json", {"a": 1})  # its folder would have to be a file
+    assert blocker.read_text() == "x"
+    if Path("/proc/self").is_dir():  # Linux: a folder where no file can be made, even by root
+        with pytest.raises(PermissionError, match="^cannot write /proc/convolab.html \\(") as info:
+            write_text("/proc/convolab.html", "x")
+        assert ".tmp" not in str(info.value)
