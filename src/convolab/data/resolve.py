@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["user_cache_dir", "SearchPlace", "search_places"]
+__all__ = ["user_cache_dir", "SearchPlace", "search_places", "recorded_data_dir"]
 
 
 def user_cache_dir() -> Path:
@@ -40,3 +40,10 @@ def search_places(data_dir: str | os.PathLike | None, system_dirs: tuple[str, ..
         SearchPlace(user_cache_dir(), "user cache"),
         *[SearchPlace(Path(d), "system copy") for d in system_dirs],
     ]
+
+
+def recorded_data_dir(data_dir: str | os.PathLike | None) -> str | os.PathLike | None:
+    """A run's recorded ``--data-dir`` while that folder still exists, else None: reloading the run's data
+    (``--resume``, eval, explain) then looks in the other places instead of refusing a folder the user did
+    not name this time."""
+    return data_dir if data_dir and Path(data_dir).expanduser().is_dir() else None

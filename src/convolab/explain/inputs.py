@@ -79,15 +79,14 @@ def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLik
             classes differ from the run's).
     """
     from convolab.data import load_dataset
+    from convolab.data.resolve import recorded_data_dir
 
     ds_cfg = run.config.get("dataset") or {}
     name = name or ds_cfg.get("name")
     if not name:
         raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
-    saved_dir = ds_cfg.get("data_dir")  # the run's --data-dir: searched first while it still exists
-    if saved_dir and not Path(saved_dir).expanduser().is_dir():
-        saved_dir = None
-    data = load_dataset(name, data_dir=data_dir or saved_dir, val_fraction=ds_cfg.get("val_fraction", 0.1),
+    data_dir = data_dir or recorded_data_dir(ds_cfg.get("data_dir"))
+    data = load_dataset(name, data_dir=data_dir, val_fraction=ds_cfg.get("val_fraction", 0.1),
                         seed=run.config.get("seed", 0), download=download)
     c, h, w = run.input_size
     if (data.in_chans, *data.image_size) != (c, h, w):

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from convolab.atomic import read_jsonl, write_json, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
+from convolab.data.resolve import recorded_data_dir
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
@@ -950,8 +951,7 @@ def resume(path: str | os.PathLike, **overrides) -> TrainResult:
     if differences:
         raise ValueError(f"refusing to resume {path}: these options differ from the run's: "
                          f"{', '.join(differences)}; drop them (or train a new run)")
-    if "data_dir" not in overrides and saved.get("data_dir") and not Path(saved["data_dir"]).expanduser().is_dir():
-        saved["data_dir"] = None  # the run's --data-dir is gone: look for the data in the other places
+    saved["data_dir"] = recorded_data_dir(saved.get("data_dir"))  # (a --data-dir given now overrides it)
     config = TrainConfig(**{**saved, **overrides})
     _console(config)
     return _trainer_class(config)(config, resume_from=path).fit()
