@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "append_jsonl", "read_jsonl", "fsync_dir"]
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "append_jsonl", "read_jsonl", "fsync_dir",
+           "strict_json", "remove_temporaries", "NON_FINITE"]
+
+NON_FINITE = "non_finite"  # the field that lists where a NaN or infinity was written as null
+# atomic_path's temporary files: ".NAME." + mkstemp's 8 random characters + suffix + ".tmp"
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}[^/]*\.tmp$")
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -88,22 +95,80 @@ def write_text(dest: str | os.PathLike, text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN and infinity replaced by ``None``, so that it is strict JSON (RFC 8259 has no
+    NaN; Python's ``json`` would write a bare ``NaN`` that other readers refuse). A dict that held one gets a
+    ``"non_finite"`` field listing where (``"val_loss"``, ``"history.2.loss"``), so a null says why."""
+    found: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(where)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(value)]
+        return value
+
+    out = clean(obj, "")
+    if found and isinstance(out, dict):
+        out[NON_FINITE] = sorted(set(found) | set(out.get(NON_FINITE) or []))
+    return out
+
+
 def write_json(dest: str | os.PathLike, obj: Any) -> None:
-    """Atomically replace ``dest`` with ``obj`` as indented JSON."""
-    write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Atomically replace ``dest`` with ``obj`` as indented, strict JSON (see :func:`strict_json`)."""
+    write_text(dest, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _drop_torn_line(f) -> None:
+    """Truncate a file opened for reading and writing after its last complete line (a crash mid-append
+    leaves a torn one, and a line appended to it would be glued to it and lost to every reader)."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    f.seek(end - 1)
+    if f.read(1) == b"\n":
+        return
+    keep, chunk = end, 1 << 16
+    while keep > 0:  # scan backwards for the last newline
+        start = max(0, keep - chunk)
+        f.seek(start)
+        block = f.read(keep - start)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            keep = start + i + 1
+            break
+        keep = start
+    f.truncate(keep)
 
 
 def append_jsonl(dest: str | os.PathLike, obj: dict | list[dict]) -> None:
-    """Append one JSON line (or one per dict of a list) to ``dest`` and fsync it.
+    """Append one strict JSON line (or one per dict of a list) to ``dest`` and fsync it.
 
-    One ``write`` of whole lines to a file opened in append mode: the file grows by complete
-    records or, after a crash mid-write, by a torn last line that readers skip.
+    One ``write`` of whole lines: the file grows by complete records or, after a crash mid-write,
+    by a torn last line that readers skip and that the next append cuts off first.
     """
-    line = "".join(json.dumps(o) + "\n" for o in (obj if isinstance(obj, list) else [obj]))
-    with open(dest, "a", encoding="utf-8") as f:
-        f.write(line)
+    line = "".join(json.dumps(strict_json(o), allow_nan=False) + "\n"
+                   for o in (obj if isinstance(obj, list) else [obj]))
+    with open(dest, "a+b") as f:
+        _drop_torn_line(f)
+        f.seek(0, os.SEEK_END)
+        f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` and below when a process was killed
+    mid-write (``.NAME.XXXXXXXX.tmp``; nothing else is touched); returns them."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

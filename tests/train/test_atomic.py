@@ -110,3 +110,47 @@ def test_a_folder_that_cannot_hold_the_file_is_one_error_naming_the_file(tmp_pat
         with pytest.raises(PermissionError, match="^cannot write /proc/convolab.html \\(") as info:
             write_text("/proc/convolab.html", "x")
         assert ".tmp" not in str(info.value)
+
+
+def test_append_jsonl_cuts_a_torn_last_line_before_appending(tmp_path):
+    dest = tmp_path / "metrics.jsonl"
+    dest.write_text('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "lo')  # a kill mid-append
+    append_jsonl(dest, {"epoch": 2, "loss": 0.25})
+    assert dest.read_text() == '{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "loss": 0.25}\n'
+    assert read_jsonl(dest) == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]
+    torn_only = tmp_path / "steps.jsonl"
+    torn_only.write_text('{"step": 1, "lo')  # no complete line at all
+    append_jsonl(torn_only, [{"step": 1}, {"step": 2}])
+    assert torn_only.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_json_files_are_strict_json_with_non_finite_values_named(tmp_path):
+    row = {"epoch": 1, "val_loss": float("nan"), "lr": float("inf"), "sizes": [1.0, float("-inf")], "ok": 0.5}
+    append_jsonl(tmp_path / "m.jsonl", row)
+    write_json(tmp_path / "s.json", row)
+
+    def strict(text):  # RFC 8259: no NaN or Infinity literals
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+    for written in (strict((tmp_path / "m.jsonl").read_text()), strict((tmp_path / "s.json").read_text())):
+        assert written == {"epoch": 1, "val_loss": None, "lr": None, "sizes": [1.0, None], "ok": 0.5,
+                           "non_finite": ["lr", "sizes.1", "val_loss"]}
+    assert row["val_loss"] != row["val_loss"], "the caller's object is left as it was"
+    write_json(tmp_path / "clean.json", {"a": 1.5})
+    assert "non_finite" not in json.loads((tmp_path / "clean.json").read_text())
+
+
+def test_remove_temporaries_removes_only_atomic_paths_leftovers(tmp_path):
+    from convolab.atomic import remove_temporaries
+
+    (tmp_path / "checkpoints").mkdir()
+    left = [tmp_path / ".metrics.jsonl.abc_1234.tmp", tmp_path / "checkpoints" / ".step-00000010.pt.k2j4h5g6.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "model.safetensors", tmp_path / ".x.tmp"]
+    for p in left + kept:
+        p.write_bytes(b"x")
+    with atomic_path(tmp_path / "summary.json") as tmp:  # a real one, as a kill would leave it
+        tmp.write_bytes(b"{")
+        left.append(tmp)
+        assert sorted(remove_temporaries(tmp_path)) == sorted(left)
+        tmp.write_bytes(b"{}")  # (atomic_path goes on to finish its own write)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in left[:2])
