@@ -175,7 +175,7 @@ def test_overwrite_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code, _, err = cli(["train", "--data", "digits", "--quiet", "--overwrite", "--out", out], capsys)
-    assert_one_line_error(code, err, "not a convolab run directory")
+    assert_one_line_error(code, err, "not a run directory made by convolab")
     assert (out / "keep.txt").read_text() == "mine"
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from convolab.train.rundir import RunDir, prepare_run_dir, save_weights
+from convolab.train.rundir import MARKER, RunDir, is_run_dir, own_files, prepare_run_dir, run_id, save_weights
 
 
 def test_fresh_folder_is_created_with_plots(tmp_path):
@@ -51,18 +51,21 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     out = tmp_path / "photos"
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="not a convolab run directory"):
+    with pytest.raises(FileExistsError, match="not a run directory made by convolab"):
         prepare_run_dir(out, "m", "d", overwrite=True)
     assert (out / "holiday.jpg").read_bytes() == b"precious"
 
 
 def test_overwrite_replaces_a_previous_run(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
+    out = prepare_run_dir(tmp_path / "run", "m", "d")
     (out / "config.json").write_text("{}")
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "plots" / "loss.png").write_bytes(b"png")
+    old_id = run_id(out)
     path = prepare_run_dir(out, "m", "d", overwrite=True)
-    assert sorted(os.listdir(path)) == ["plots"]
+    assert sorted(os.listdir(path)) == [MARKER, "plots"]
+    assert os.listdir(path / "plots") == []
+    assert run_id(path) not in (None, old_id)  # a new run, a new identity
 
 
 def test_out_is_a_file(tmp_path):
@@ -124,3 +127,115 @@ def test_rundir_writers(tmp_path):
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
         {"epoch": 1}, {"epoch": 2}]
     assert json.loads((tmp_path / "summary.json").read_text()) == {"test_accuracy": 0.5}
+
+
+# -- what --overwrite may delete (issue: a folder holding a config.json was wiped, thesis and all) ------------------
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_deletes_a_project_folder_that_holds_a_config_json(tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "config.json").write_text('{"model": "mine"}')
+    (project / "thesis.tex").write_text("\\\\documentclass{article}")
+    (project / "data" / "x.csv").write_text("1,2")
+    before = _snapshot(project)
+    for create in (False, True):
+        with pytest.raises(FileExistsError, match=rf"^--out {project}: exists and is not a run directory made by "
+                                                  rf"convolab \(no {MARKER} marker\)"):
+            prepare_run_dir(project, "m", "d", overwrite=True, create=create)
+    assert _snapshot(project) == before
+
+
+def test_a_run_made_by_convolab_is_marked_with_a_fresh_identity(tmp_path):
+    a = prepare_run_dir(tmp_path / "a", "m", "d")
+    b = prepare_run_dir(tmp_path / "b", "m", "d")
+    marker = json.loads((a / MARKER).read_text())
+    assert marker["kind"] == "convolab-run" and marker["run_id"] == run_id(a)
+    assert run_id(a) != run_id(b)
+    assert is_run_dir(a) and not is_run_dir(tmp_path)
+
+
+def test_overwrite_deletes_only_the_files_convolab_writes(tmp_path):
+    out = prepare_run_dir(tmp_path / "run", "m", "d")
+    for name in ("config.json", "metrics.jsonl", "steps.jsonl", "summary.json", "model.safetensors", "report.html",
+                 "checkpoints/step-10.pt", "checkpoints/best.pt", "plots/confusion.png", ".summary.json.ab12.tmp"):
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(b"convolab's")
+    mine = {"notes.txt": b"my notes", "plots/my-figure.png": b"my figure", "checkpoints/keep.pt": b"my weights",
+            "analysis/table.csv": b"1,2"}
+    for name, data in mine.items():
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(data)
+    prepare_run_dir(out, "m", "d", overwrite=True)
+    assert _snapshot(out) == {MARKER: (out / MARKER).read_bytes(), **mine}
+    ours, others = own_files(out)
+    assert [p.name for p in ours] == [MARKER]
+    assert sorted(str(p.relative_to(out)) for p in others) == ["analysis", "checkpoints/keep.pt", "notes.txt",
+                                                               "plots/my-figure.png"]
+
+
+def test_a_run_made_before_markers_is_replaced_only_when_it_holds_nothing_else(tmp_path):
+    legacy = tmp_path / "legacy"
+    (legacy / "plots").mkdir(parents=True)
+    (legacy / "config.json").write_text(json.dumps({"model": "m", "versions": {"convolab": "0.1.0"}}))
+    (legacy / "plots" / "loss.png").write_bytes(b"png")
+    assert is_run_dir(legacy)
+    prepare_run_dir(legacy, "m", "d", overwrite=True)
+    assert sorted(os.listdir(legacy)) == [MARKER, "plots"]
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "config.json").write_text(json.dumps({"model": "m", "versions": {"convolab": "0.1.0"}}))
+    (mixed / "thesis.tex").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a run directory made by convolab"):
+        prepare_run_dir(mixed, "m", "d", overwrite=True)
+    assert sorted(os.listdir(mixed)) == ["config.json", "thesis.tex"]
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent", "home", "root"])
+def test_the_working_directory_its_parents_home_and_root_are_never_a_run(tmp_path, monkeypatch, where):
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    (work / "config.json").write_text("{}")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    out = {"cwd": ".", "parent": "..", "home": str(tmp_path / "home"), "root": "/"}[where]
+    before = _snapshot(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=rf"^--out {re.escape(out)}: is (the|a parent of the) "):
+            prepare_run_dir(out, "m", "d", overwrite=overwrite, create=False)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_symlink_is_never_a_run_directory(tmp_path):
+    real = prepare_run_dir(tmp_path / "real", "m", "d")
+    (real / "config.json").write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(FileExistsError, match=rf"^--out {link}: is a symbolic link"):
+        prepare_run_dir(link, "m", "d", overwrite=True)
+    assert (real / "config.json").read_text() == "{}"
+
+
+def test_resume_refuses_a_checkpoint_copied_in_from_another_run(digits_config, tmp_path):
+    """Dropped into this run's checkpoints/, another run's checkpoint would silently make this run another model."""
+    import shutil
+
+    import convolab
+    from convolab.train import resume
+
+    a = convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False)).run_dir
+    b = convolab.train(digits_config(tmp_path / "b", epochs=1, plots=False, seed=1)).run_dir
+    newest_b = sorted((b / "checkpoints").glob("step-*.pt"))[-1]
+    intruder = a / "checkpoints" / "step-999999.pt"
+    shutil.copy(newest_b, intruder)
+    before = _snapshot(a)
+    for target in (a, intruder):
+        with pytest.raises(ValueError, match=rf"^refusing to resume {a}: step-999999.pt was written by another run"):
+            resume(target)
+    assert _snapshot(a) == before
+    assert run_id(a) and run_id(a) != run_id(b)
+    assert resume(b).summary["epochs"] == 1  # its own checkpoint resumes as before (nothing left to train)

@@ -201,7 +201,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(digits_config, tmp_path):
     out.mkdir()
     (out / "chapter1.tex").write_text("precious")
     (out / "model.safetensors").write_bytes(b"not from convolab")
-    with pytest.raises(FileExistsError, match="not a convolab run directory"):
+    with pytest.raises(FileExistsError, match="not a run directory made by convolab"):
         convolab.train(digits_config(out, overwrite=True, epochs=1, plots=False))
     assert (out / "chapter1.tex").read_text() == "precious"
     assert (out / "model.safetensors").read_bytes() == b"not from convolab"
@@ -210,12 +210,12 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(digits_config, tmp_path):
 def test_overwrite_replaces_a_previous_run_completely(digits_run, digits_config, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(digits_run.run_dir, out)
-    (out / "stale.txt").write_text("from the old run")
+    (out / "notes.txt").write_text("the user's, not the old run's")
     result = convolab.train(digits_config(out, overwrite=True, epochs=1, plots=False))
     assert result.run_dir == out
     rows = _rows(out)
     assert [r["epoch"] for r in rows] == [1], "metrics.jsonl must start afresh, not append to the old run's"
-    assert not (out / "stale.txt").exists()
+    assert (out / "notes.txt").read_text() == "the user's, not the old run's"  # only convolab's files are removed
     assert not (out / "plots" / "loss.png").exists()
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
 
