@@ -55,7 +55,7 @@ from convolab.train.init_from import load_initial_weights
 from convolab.train.lr_finder import LRFindResult, check_range_test, lr_range_test
 from convolab.train.metrics import EvalResult, FlipAverage, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
-from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, prepare_run_dir
+from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, prepare_run_dir, run_id
 from convolab.train.schedule import LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "train", "resume", "weights_metadata"]
@@ -191,6 +191,10 @@ class Trainer:
         self.resume_state: dict | None = None
         if resume_from is not None:
             run_dir, self.resume_file, state = find_checkpoint(resume_from)
+            if state.get("run_id") != run_id(run_dir):  # a checkpoint copied in from another run's folder
+                raise ValueError(f"refusing to resume {run_dir}: {self.resume_file.name} was written by another run "
+                                 f"(its run id {state.get('run_id')!r}, this folder's {run_id(run_dir)!r} in "
+                                 f"{run_dir}/.convolab-run); resume that run from its own folder")
             differences = config_differences(state["config"], config.to_dict())
             if differences:
                 raise ValueError(f"refusing to resume {run_dir}: these options differ from the run's: "
@@ -350,7 +354,7 @@ class Trainer:
             return None
         cpu = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         return {
-            "ranks": ranks,
+            "ranks": ranks, "run_id": run_id(self.run.path),  # resume refuses a checkpoint of another run
             "format": FORMAT, "config": self.config.to_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
             "model": cpu, "optimizer": self._optimizer_state(),
