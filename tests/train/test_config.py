@@ -73,3 +73,25 @@ def test_momentum_is_refused_where_the_optimizer_would_ignore_it(optimizer):
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_momentum_is_taken_where_the_optimizer_reads_it(optimizer, momentum):
     TrainConfig(optimizer=optimizer, momentum=momentum).validate()
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("inf")), ("lr", float("-inf")), ("weight_decay", float("inf")),
+                                         ("clip_grad_norm", float("inf")), ("label_smoothing", float("nan")),
+                                         ("mixup", float("inf")), ("min_delta", float("inf")), ("ema", float("nan")),
+                                         ("rotate", float("nan")), ("min_lr", float("nan")), ("gamma", float("nan")),
+                                         ("milestones", [2.0, float("inf")])])
+def test_non_finite_numbers_are_refused_up_front(field, value):
+    # --lr inf was accepted, diverged at step 4 and left a half-made run
+    cfg = TrainConfig(**{field: value}, **({"schedule": "multistep"} if field == "milestones" else {}))
+    with pytest.raises(ValueError, match=f"^--{field.replace('_', '-')} must be a finite number; got ") as info:
+        cfg.validate()
+    assert "\n" not in str(info.value)
+
+
+def test_cli_refuses_lr_inf_before_the_data_loads(tmp_path, capsys):
+    from convolab.cli import main
+
+    code = main(["train", "--data", "digits", "--lr", "inf", "--out", str(tmp_path / "r"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "convolab train: error: --lr must be a finite number; got inf\n"
+    assert not (tmp_path / "r").exists()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as tls
 
+import convolab
 from convolab.train import TrainConfig
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
@@ -96,7 +97,13 @@ def test_warmup_epochs_become_steps():
 
 @pytest.mark.parametrize("overrides,match", [
     (dict(schedule="onecycle", warmup_epochs=1), "onecycle has its own warmup"),
-    (dict(schedule="cosine", warmup_epochs=5, epochs=5), "the warmup .* must be shorter than the run"),
+    (dict(schedule="cosine", warmup_epochs=5, epochs=5),
+     r"^--warmup-epochs 5 must be shorter than the run \(--epochs 5\)$"),
+    (dict(schedule="cosine", warmup_epochs=7.5, epochs=5), "^--warmup-epochs 7.5 must be shorter"),
+    (dict(schedule="multistep", milestones=[2, 5], epochs=5), "^--milestones 5: past the last epoch of the run \\(5 "),
+    (dict(schedule="multistep", milestones=[9], epochs=5), "^--milestones 9: past the last epoch"),
+    (dict(schedule="step", decay_epochs=5, epochs=5), "^--decay-epochs 5: the run ends first \\(5 epochs\\)"),
+    (dict(schedule="sgdr", restart_epochs=6, epochs=5), "^--restart-epochs 6: the run ends first .*--schedule cosine"),
     (dict(schedule="cosine", min_lr=0.5, lr=0.1), "--min-lr must be in"),
     (dict(schedule="sgdr", restart_mult=0), "--restart-mult must be an integer >= 1"),
     (dict(schedule="step", gamma=1.5), "--gamma must be in"),
@@ -105,7 +112,7 @@ def test_warmup_epochs_become_steps():
     (dict(schedule="warm"), "unknown schedule 'warm'; choose one of constant, step"),
     (dict(warmup_epochs=1, warmup_steps=5), "not both"),
 ])
-def test_config_rejects(overrides, match):
+def test_config_rejects(overrides, match):  # (before any data loads: validate() alone)
     with pytest.raises(ValueError, match=match) as info:
         TrainConfig(**overrides).validate()
     assert "\n" not in str(info.value)
@@ -146,3 +153,27 @@ def test_cli_refuses_an_option_of_another_schedule(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--milestones belongs to --schedule multistep" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("overrides", [dict(schedule="multistep", milestones=[4.9], epochs=5),
+                                       dict(schedule="step", decay_epochs=4, epochs=5),
+                                       dict(schedule="sgdr", restart_epochs=4, epochs=5),
+                                       dict(schedule="step", epochs=1), dict(schedule="multistep", epochs=1),
+                                       dict(schedule="sgdr", epochs=1)])
+def test_points_inside_the_run_and_the_defaults_are_accepted(overrides):
+    TrainConfig(**overrides).validate()
+
+
+def test_warmup_steps_are_checked_against_the_real_steps_per_epoch():
+    # validate() knows no dataset yet: it must not quote a made-up epoch length (it said 1,000 steps)
+    TrainConfig(schedule="cosine", epochs=1, warmup_steps=5000).validate()
+    with pytest.raises(ValueError, match=r"^the warmup \(--warmup-steps/--warmup-epochs: 5000 steps\) must be shorter "
+                                         r"than the run \(422 steps: 1 epoch\(s\) of 422 steps\)$"):
+        TrainConfig(schedule="cosine", epochs=1, warmup_steps=5000).lr_schedule(steps_per_epoch=422)
+
+
+def test_warmup_steps_past_the_run_are_refused_once_the_data_says_how_long_it_is(digits_config, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"must be shorter than the run \(\d+ steps: 1 epoch\(s\) of \d+ steps\)"):
+        convolab.train(digits_config(out, epochs=1, warmup_steps=5000))
+    assert not out.exists()

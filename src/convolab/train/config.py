@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.train.optim import OPTIMIZERS
@@ -95,6 +95,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any impossible setting."""
+        for name, value in self.to_dict().items():  # inf or nan would pass a '> 0' check, or fail much later
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1; got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}"),
@@ -156,7 +160,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        self.lr_schedule(steps_per_epoch=1000)  # the schedule's own checks, before any data loads
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"--warmup-epochs {self.warmup_epochs:g} must be shorter than the run (--epochs "
+                             f"{self.epochs})")
+        # The schedule's own checks, before any data loads, with a stand-in for the steps per epoch (the data
+        # gives the real count). --warmup-steps is checked against the real count once the data has loaded:
+        # here it counts only as 'a warmup' (for onecycle's refusal), so no message quotes the stand-in's steps.
+        replace(self, warmup_steps=min(self.warmup_steps, 1)).lr_schedule(steps_per_epoch=1000)
 
     def lr_schedule(self, steps_per_epoch: int) -> LRSchedule:
         """The run's learning-rate schedule for ``steps_per_epoch`` optimizer steps per epoch."""

@@ -91,8 +91,9 @@ class LRSchedule:
         if self.name == "onecycle" and self.warmup_steps:
             raise ValueError("onecycle has its own warmup (--pct-start); drop --warmup-epochs/--warmup-steps")
         if self.warmup_steps >= self.total_steps:
-            raise ValueError(f"the warmup ({self.warmup_steps} steps) must be shorter than the run "
-                             f"({self.total_steps} steps)")
+            raise ValueError(f"the warmup (--warmup-steps/--warmup-epochs: {self.warmup_steps} steps) must be shorter "
+                             f"than the run ({self.total_steps} steps: {self.epochs:g} epoch(s) of "
+                             f"{self.steps_per_epoch} steps)")
         if self.name == "onecycle" and not 0 < self.pct_start < 1:
             raise ValueError(f"--pct-start must be in (0, 1); got {self.pct_start}")
         if self.min_lr is not None and not 0 <= self.min_lr < self.lr:
@@ -116,6 +117,19 @@ class LRSchedule:
                                  f"not use it: drop it or choose --schedule {used_by[0]}")
         if self.milestones is not None and any(m <= 0 for m in self.milestones):
             raise ValueError(f"--milestones must be positive epochs; got {list(self.milestones)}")
+        # A decay or restart point the run never reaches would be dropped silently (the defaults always fit).
+        epochs = f"{self.epochs:g}"
+        if self.milestones is not None and any(self._steps(m) >= self.total_steps for m in self.milestones):
+            late = [m for m in self.milestones if self._steps(m) >= self.total_steps]
+            raise ValueError(f"--milestones {' '.join(f'{m:g}' for m in late)}: past the last epoch of the run "
+                             f"({epochs} epochs), so the rate would never decay there; give milestones below "
+                             f"{epochs} or raise --epochs")
+        if self.decay_epochs is not None and self.decay_steps >= self.total_steps:
+            raise ValueError(f"--decay-epochs {self.decay_epochs:g}: the run ends first ({epochs} epochs), so the "
+                             f"rate would never decay; give fewer than {epochs} or raise --epochs")
+        if self.restart_epochs is not None and self.restart_steps >= self.total_steps:
+            raise ValueError(f"--restart-epochs {self.restart_epochs:g}: the run ends first ({epochs} epochs), so "
+                             f"sgdr would never restart; give fewer than {epochs} (or use --schedule cosine)")
 
     # -- the step lengths the epoch arguments give ----------------------------------------------
     def _steps(self, epochs: float) -> int:
