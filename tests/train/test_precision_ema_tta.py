@@ -45,6 +45,25 @@ def test_ema_matches_torch_averaged_model():
     assert ours.updates == 7
 
 
+def test_ema_warmup_against_a_hand_computation():
+    # decay_t = min(decay, (1 + t) / (10 + t)) at update t, from the weights the average started from
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEma(model, 0.2, warmup=True)
+    got = []
+    for w in (1.0, 2.0, 3.0, 4.0):
+        with torch.no_grad():
+            model.weight.fill_(w)
+        ema.update(model)
+        got.append(ema.module.weight.item())
+    # t=0: 0.1*0 + 0.9*1 = 0.9;  t=1 (2/11 < 0.2): 2/11*0.9 + 9/11*2 = 1.8;  t=2 (3/12 > 0.2, capped):
+    # 0.2*1.8 + 0.8*3 = 2.76;  t=3: 0.2*2.76 + 0.8*4 = 3.752
+    assert got == pytest.approx([0.9, 1.8, 2.76, 3.752], rel=1e-6)
+    assert [ema.decay_at(t) for t in (0, 1, 2, 10_000)] == pytest.approx([0.1, 2 / 11, 0.2, 0.2])
+    assert ModelEma(model, 0.999, warmup=True).decay_at(8991) == pytest.approx(0.999)
+
+
 def test_flip_average_is_the_mean_of_the_probabilities():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))

@@ -69,7 +69,9 @@ class TrainConfig:
     # have it) or fp16 (CUDA, dynamic loss scaling)
     precision: str = "auto"
     grad_checkpointing: bool = False  # recompute activations in the backward pass (models with set_grad_checkpointing)
-    ema: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved
+    # decay of an exponential moving average of the weights, evaluated and saved; warmed up as
+    # min(decay, (1 + t) / (10 + t)) at step t, so that short runs do not average in the initial weights
+    ema: float | None = None
     tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
     compile: bool = False  # torch.compile the model for training
     cuda_graphs: bool = False  # record the training step as a CUDA graph and replay it (CUDA; small, CPU-bound models)

@@ -2,9 +2,16 @@
 
 After every optimizer step, ``ema <- decay * ema + (1 - decay) * weights`` for every floating
 parameter and buffer (BatchNorm's running statistics included); integer buffers are copied. The
-first update copies the weights, as ``torch.optim.swa_utils.AveragedModel`` does. The average
-usually generalises better than the last weights at the end of a run with a noisy, non-decaying
-learning rate; it is what ``--ema`` evaluates and saves.
+average usually generalises better than the last weights at the end of a run with a noisy,
+non-decaying learning rate; it is what ``--ema`` evaluates and saves.
+
+Warm-up (the trainer's default): update ``t`` (0, 1, 2 ...) uses ``decay_t = min(decay, (1 + t) / (10 + t))``,
+TensorFlow's ``ExponentialMovingAverage(num_updates=t)`` rule (timm's ``ModelEmaV3`` has a warm-up of the
+same purpose). Without it, an average at 0.999 still remembers ``0.999 ** 422 = 66 %`` of the random
+initial weights after a 422-step epoch (0.727 test accuracy against 0.856 without ``--ema`` on
+Fashion-MNIST); with it, early updates follow the weights and the full decay is reached after
+``9 decay / (1 - decay)`` updates (8,991 at 0.999). Without warm-up the first update copies the weights,
+as ``torch.optim.swa_utils.AveragedModel`` does.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ __all__ = ["ModelEma"]
 class ModelEma:
     """An averaged copy of ``model`` (in eval mode, no gradients), updated by :meth:`update`."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
         if not 0 < decay < 1:
             raise ValueError(f"--ema must be in (0, 1), e.g. 0.999; got {decay}")
         self.decay = decay
+        self.warmup = warmup  # decay_t = min(decay, (1 + t) / (10 + t)) at update t
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
 
@@ -39,14 +47,18 @@ class ModelEma:
                 copied.append((target.data, value.detach()))
         return averaged, current, copied
 
+    def decay_at(self, t: int) -> float:
+        """The decay of update ``t`` (0-based): ``decay``, or with warm-up ``min(decay, (1 + t) / (10 + t))``."""
+        return min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold the current weights of ``model`` into the average (one call per optimizer step)."""
         averaged, current, copied = self._pairs(model)
-        if self.updates == 0:
+        if self.updates == 0 and not self.warmup:
             torch._foreach_copy_(averaged, current)
-        else:
-            torch._foreach_lerp_(averaged, current, 1.0 - self.decay)  # ema + (1 - decay) (w - ema)
+        else:  # ema + (1 - decay_t) (w - ema)
+            torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(self.updates))
         for target, value in copied:
             target.copy_(value)
         self.updates += 1
