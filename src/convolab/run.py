@@ -6,7 +6,6 @@ starts from a :class:`Run`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from torch import nn
 
 from convolab.data.images import image_to_array, load_image
 from convolab.data.loader import Normalizer
+from convolab.run_schema import CONFIG_SCHEMA, SUMMARY_SCHEMA, check_weights_metadata, parse_json, read_json
+from convolab.tensor_files import file_kind
 from convolab.train.rundir import CONFIG, METRICS, SUMMARY, WEIGHTS
 
 __all__ = ["Run", "load_run", "read_weights_metadata"]
@@ -26,18 +27,75 @@ __all__ = ["Run", "load_run", "read_weights_metadata"]
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
+def _check_safetensors(path: Path) -> None:
+    """Refuse a weights file that is not safetensors by content, saying what it is instead."""
+    try:
+        kind = file_kind(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if kind in ("torch-zip", "pickle"):
+        raise ValueError(f"{path}: a torch pickle (.pt/.pth), not safetensors; a run's weights are a model.safetensors "
+                         "(to train from a .pth state dict use convolab train --init-from)")
+    if kind != "safetensors":
+        raise ValueError(f"{path}: not a readable safetensors file (no safetensors header)")
+
+
 def read_weights_metadata(path: str | os.PathLike) -> dict:
-    """The convolab metadata stored in a ``model.safetensors`` file."""
+    """The convolab metadata stored in a ``model.safetensors`` file, validated (see ``convolab.run_schema``).
+
+    Raises:
+        ValueError: not a safetensors file, no convolab metadata, or metadata that is malformed, inconsistent
+            (fewer class names than outputs, a mean per channel missing ...) or absurd (sizes of gigabytes).
+    """
     from safetensors import safe_open
 
+    path = Path(path)
+    _check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
     if "convolab" not in meta:
         raise ValueError(f"{path}: has no convolab metadata; was it written by convolab train?")
-    return json.loads(meta["convolab"])
+    what = f"{path} (metadata 'convolab')"
+    return check_weights_metadata(parse_json(meta["convolab"], what), what)
+
+
+def _file_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the safetensors header alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def _build_model(meta: dict, weights: Path) -> nn.Module:
+    """The model the metadata describes, once its tensors' shapes are known to match the file's: a model built
+    from edited metadata is first built on the meta device (nothing allocated), so that absurd sizes never
+    allocate memory."""
+    from convolab.models import create_model
+
+    name, kwargs = meta["model"], dict(meta["model_kwargs"])
+    what = f"{weights} (metadata 'convolab')"
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{what}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
+    own = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    stored = _file_shapes(weights)
+    for k, shape in own.items():
+        if k in stored and stored[k] != shape:
+            raise ValueError(f"{weights}: weights do not fit model {name} ({k} has shape {stored[k]} in the file, "
+                             f"{shape} in the model the metadata describes)")
+    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
+    if missing or unexpected:
+        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
+                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
+        raise ValueError(f"{weights}: weights do not fit model {name} ({'; '.join(parts)})")
+    return create_model(name, **kwargs)
 
 
 @dataclass
@@ -119,8 +177,6 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     """
     from safetensors.torch import load_file
 
-    from convolab.models import create_model
-
     path = Path(path).expanduser()
     weights = path if path.is_file() else path / WEIGHTS
     if not path.exists():
@@ -129,16 +185,15 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
         hint = " (training may not have finished)" if (path / CONFIG).exists() else ""
         raise FileNotFoundError(f"{path}: no {WEIGHTS} in it{hint}; is this a convolab run directory?")
     run_dir = weights.parent
+    # The small files first: a bad config.json or summary.json is refused before the model is built.
+    config = read_json(run_dir / CONFIG, CONFIG_SCHEMA) if (run_dir / CONFIG).exists() else {}
+    summary = read_json(run_dir / SUMMARY, SUMMARY_SCHEMA) if (run_dir / SUMMARY).exists() else {}
     meta = read_weights_metadata(weights)
-    kwargs = dict(meta["model_kwargs"])
-    model = create_model(meta["model"], **kwargs)
+    model = _build_model(meta, weights)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as e:
         raise ValueError(f"{weights}: weights do not fit model {meta['model']} ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
-    config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).exists() else {}
-    summary = json.loads((run_dir / SUMMARY).read_text()) if (run_dir / SUMMARY).exists() else {}
-    c, h, w = meta["input_size"]
-    return Run(run_dir, model, config, list(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]), (c, h, w),
-               summary)
+    return Run(run_dir, model, config, list(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]),
+               tuple(meta["input_size"]), summary)
