@@ -10,6 +10,7 @@ them, never executes them). It never suggests ``weights_only=False``.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickletools
@@ -45,6 +46,12 @@ def file_kind(path: str | os.PathLike) -> str:
     return "unknown"
 
 
+def _py3_name(module: str, name: str = "") -> str:
+    """``module.name`` as Python 3 imports it (protocol 2 writes ``__builtin__.eval`` for ``builtins.eval``)."""
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+
+
 def _globals_in(data: bytes) -> list[str]:
     """``module.name`` of every GLOBAL/STACK_GLOBAL/INST in the pickles of ``data`` (one after another, as the
     legacy torch format stores them); stops quietly at the first byte that is no opcode."""
@@ -58,7 +65,7 @@ def _globals_in(data: bytes) -> list[str]:
             for op, arg, _ in pickletools.genops(stream):
                 name = op.name
                 if name in ("GLOBAL", "INST"):
-                    found.append(".".join(str(arg).split(" ", 1)))
+                    found.append(_py3_name(*str(arg).split(" ", 1)))
                 elif name == "STACK_GLOBAL":
                     module, attr = (recent[-2:] + [None, None])[:2] if len(recent) >= 2 else (None, None)
                     found.append(f"{module}.{attr}" if module and attr else "an unnamed global")

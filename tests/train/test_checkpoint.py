@@ -167,10 +167,45 @@ def test_resume_refuses_differing_options(two_epochs, capsys):
 
 def test_resume_without_checkpoints(tmp_path, capsys):
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
     code, _, err = cli(["train", "--resume", tmp_path / "run"], capsys)
-    assert_one_line_error(code, err, "no checkpoints in")
+    assert_one_line_error(code, err, f"no step checkpoints in {tmp_path / 'run' / 'checkpoints'}", "--no-checkpoints")
     code, _, err = cli(["train", "--resume", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, "no such run directory")
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    """Not "no checkpoints in X/checkpoints": the folder is no run at all."""
+    project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)
+    (project / "thesis.tex").write_text("x")
+    code, _, err = cli(["train", "--resume", project], capsys)
+    assert_one_line_error(code, err, f"{project} is not a convolab run directory (no config.json)")
+    assert sorted(p.name for p in project.iterdir()) == ["checkpoints", "thesis.tex"]
+
+
+def test_every_step_checkpoint_damaged_but_best_intact(two_epochs, tmp_path, capsys):
+    import shutil
+
+    result, spe = two_epochs
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run)
+    for p in ckpt.step_checkpoints(run):
+        p.write_bytes(p.read_bytes()[:1000])  # both torn
+    best = run / "checkpoints" / "best.pt"
+    epoch = torch.load(best, weights_only=True)["best"]["epoch"]
+    code, _, err = cli(["train", "--resume", run, "--quiet"], capsys)
+    assert_one_line_error(code, err, "corrupt or unreadable checkpoint", "every step checkpoint in",
+                          f"but {best} (the best epoch, {epoch}) is intact", f"resume from it with --resume {best}")
+    code, _, err = cli(["train", "--resume", best, "--quiet"], capsys)
+    assert code == 0, err
+    assert (run / "model.safetensors").exists()
+
+    for p in ckpt.step_checkpoints(run):
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match=f"no step checkpoints in .*; {best} is there: resume from it with "
+                                                f"--resume {best}"):
+        ckpt.find_checkpoint(run)
 
 
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

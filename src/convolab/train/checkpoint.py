@@ -15,6 +15,7 @@ previous checkpoint untouched. Everything in them is a tensor or a plain Python 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -24,16 +25,57 @@ import numpy as np
 import torch
 
 from convolab.atomic import atomic_path, fsync_dir
+from convolab.run_schema import AnyDict, AnyValue, Int, ListOf, Num, Obj, Str, Tensor, TensorDict, maybe, validate
+from convolab.tensor_files import file_kind, torch_load
 
 __all__ = ["CHECKPOINTS", "FORMAT", "save_checkpoint", "load_checkpoint", "step_checkpoints", "checkpoint_name",
-           "find_checkpoint", "rng_state", "set_rng_state", "prune_checkpoints", "check_finite"]
+           "find_checkpoint", "check_checkpoint", "rng_state", "set_rng_state", "prune_checkpoints", "check_finite"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 FORMAT = 1
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
-_REQUIRED = ("format", "config", "model", "optimizer", "global_step", "epoch", "batch", "rng", "loader", "history")
+MAX_EPOCHS = 10**7  # an epoch count beyond this is no run's
+MAX_STEPS = 10**12  # nor a step count beyond this
+
+_GENERATOR = Tensor(torch.uint8, 1)  # a torch.Generator's state
+# What ``Trainer._state`` writes (and ``_restore`` reads): a checkpoint is checked against it before the data loads.
+_SCHEMA = Obj(
+    fields={
+        "format": Int(1, FORMAT),
+        "run_id": maybe(Str(200)),  # the run that wrote it (convolab.train.rundir); absent before run markers
+        "ranks": maybe(ListOf(Obj({"rng": AnyDict(), "augment": maybe(AnyDict()), "epoch_sums": maybe(AnyDict())}),
+                              1)),
+        "config": Obj(),
+        "model": TensorDict(),
+        "optimizer": Obj({"state": AnyDict(), "param_groups": ListOf(Obj(), 1)}, required=("state", "param_groups")),
+        "global_step": Int(0, MAX_STEPS),
+        "epoch": Int(1, MAX_EPOCHS),
+        "batch": Int(0, MAX_STEPS),
+        "rng": Obj({"python": ListOf(AnyValue(), 3, 3), "torch": _GENERATOR,
+                    "numpy": Obj({"keys": Tensor(torch.int64, 1), "pos": Int(0, 624), "has_gauss": Int(0, 1),
+                                  "cached_gaussian": Num()}, required=("keys", "pos", "has_gauss", "cached_gaussian")),
+                    "cuda": ListOf(_GENERATOR)}, required=("python", "torch", "numpy"), other=None),
+        "loader": Obj({"generator": _GENERATOR}, required=("generator",)),
+        "augment": maybe(Obj({"torch": _GENERATOR, "numpy": AnyDict()}, required=("torch", "numpy"))),
+        "ema": maybe(Obj({"module": TensorDict(), "updates": Int(0)}, required=("module", "updates"))),
+        "scaler": maybe(AnyDict()),
+        "overflow_steps": Int(0, MAX_STEPS),
+        "epoch_sums": maybe(AnyDict()),
+        "history": ListOf(Obj(), 0, MAX_EPOCHS),
+        "best": Obj({"value": maybe(Num()), "epoch": maybe(Int(1, MAX_EPOCHS))}, required=("value", "epoch")),
+        "bad_epochs": Int(0, MAX_EPOCHS),
+        "nan": Obj({"streak": Int(0, MAX_STEPS), "skipped": Int(0, MAX_STEPS)}, required=("streak", "skipped")),
+        "train_seconds": Num(0),
+        "elapsed": Num(0),
+        "resumes": Int(0, MAX_STEPS),
+        "glass_rng": maybe(AnyDict()),  # --engine numpy's generator
+    },
+    required=("format", "config", "model", "optimizer", "global_step", "epoch", "batch", "rng", "loader", "augment",
+              "ema", "scaler", "overflow_steps", "epoch_sums", "history", "best", "bad_epochs", "nan",
+              "train_seconds", "elapsed", "resumes"),
+    other=None)
 
 
 def checkpoint_name(step: int) -> str:
@@ -82,48 +124,126 @@ def prune_checkpoints(run_dir: str | Path, keep: Path, previous: Path | None) ->
         fsync_dir(Path(run_dir) / CHECKPOINTS)
 
 
+def _check_generators(state: dict, what: str) -> None:
+    """Try the checkpoint's generator states on fresh generators (the global ones are not touched)."""
+    rng = state["rng"]
+    trials = [("rng.python", lambda: random.Random().setstate(_as_tuple(rng["python"]))),
+              ("rng.numpy", lambda: np.random.RandomState().set_state(_numpy_state(rng["numpy"]))),
+              ("rng.torch", lambda: torch.Generator().set_state(rng["torch"])),
+              ("loader.generator", lambda: torch.Generator().set_state(state["loader"]["generator"]))]
+    for name, trial in trials:
+        try:
+            trial()
+        except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{what}: field '{name}' is not a valid generator state ({first[:120]}); expected "
+                             "the state convolab saved") from None
+
+
+def _as_tuple(value):
+    """Python's generator state as ``random.setstate`` wants it (tuples all the way down)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _numpy_state(n: dict) -> tuple:
+    return ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+
+
+def check_checkpoint(state: object, what: str) -> dict:
+    """Validate a checkpoint's contents (the keys, their types, counts that make sense, generator states).
+
+    Raises:
+        ValueError: one line naming ``what``, the field and what was expected.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: not a convolab checkpoint (it holds a {type(state).__name__}; expected the "
+                         "dict of training state convolab saves)")
+    if isinstance(state.get("format"), int) and not isinstance(state["format"], bool) and state["format"] > FORMAT:
+        raise ValueError(f"{what}: checkpoint format {state['format']} was written by a newer convolab; this one "
+                         f"reads format {FORMAT} (upgrade convolab to resume it)")
+    known = set(_SCHEMA.fields)
+    unknown = sorted(str(k) for k in state if k not in known)
+    if unknown and "model" in state and "format" in state:
+        raise ValueError(f"{what}: the checkpoint has fields this convolab does not know ({', '.join(unknown[:5])}); "
+                         "it was probably written by a newer convolab (upgrade convolab to resume it)")
+    missing = [k for k in ("model", "optimizer", "format") if k not in state]
+    if missing:
+        raise ValueError(f"{what}: not a convolab checkpoint (no {', '.join(missing)}; expected the training state "
+                         "convolab train saves in RUN/checkpoints/)")
+    validate(state, _SCHEMA, what)
+    config_fields = {f.name for f in dataclasses.fields(_train_config())}
+    strange = sorted(k for k in state["config"] if k not in config_fields)
+    if strange:
+        raise ValueError(f"{what}: field 'config' has options this convolab does not know ({', '.join(strange[:5])}); "
+                         "it was probably written by a newer convolab (upgrade convolab to resume it)")
+    epochs = state["config"].get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and state["epoch"] > epochs + 1:
+        raise ValueError(f"{what}: field 'epoch' is {state['epoch']:,} in a run of {epochs} epochs; expected at most "
+                         f"{epochs + 1}")
+    if len(state["history"]) > state["epoch"]:
+        raise ValueError(f"{what}: field 'history' has {len(state['history'])} epochs before epoch {state['epoch']}; "
+                         f"expected at most {state['epoch'] - 1}")
+    _check_generators(state, what)
+    for k, v in state["model"].items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{what}: field 'model.{k}' holds NaN or inf; convolab never saves non-finite weights, "
+                             "so the file was altered or damaged")
+    return state
+
+
+def _train_config():
+    from convolab.train.config import TrainConfig  # (imported here: the config module imports much of train/)
+
+    return TrainConfig
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU and validate it (:func:`check_checkpoint`).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is truncated, corrupt, or not a convolab checkpoint.
+        ValueError: the file is truncated, corrupt, would run code when loaded, or is not a convolab checkpoint
+            (wrong keys or types, absurd counts, a bad generator state, a newer format).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged zip or pickle raises many types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({first[:200]})") from None
-    if not isinstance(state, dict) or any(k not in state for k in _REQUIRED):
-        raise ValueError(f"{path}: not a convolab checkpoint (missing keys)")
-    if state["format"] != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state['format']} is not the {FORMAT} this convolab reads")
-    return state
+    if file_kind(path) == "safetensors":
+        raise ValueError(f"{path}: a safetensors weights file, not a checkpoint (a checkpoint is RUN/checkpoints/"
+                         f"step-*.pt); to start a new run from these weights use convolab train --init-from {path}")
+    state = torch_load(path, str(path), noun="checkpoint")
+    return check_checkpoint(state, str(path))
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
     """``--resume PATH``: a run directory (its newest step checkpoint) or one checkpoint file inside it.
 
     Returns (run directory, checkpoint file, its state). A damaged newest checkpoint is not
-    skipped silently: the error names the newest readable one and how to resume from it.
+    skipped silently: the error names the newest readable one (or ``best.pt`` when every step
+    checkpoint is damaged) and how to resume from it.
 
     Raises:
         FileNotFoundError: no run directory or no checkpoint in it.
+        NotADirectoryError: the folder is not a convolab run directory (no config.json).
         ValueError: the checkpoint is unreadable.
     """
+    from convolab.train.rundir import CONFIG
+
     path = Path(path).expanduser()
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
         return run_dir, path, load_checkpoint(path)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {path}: no such run directory")
+    if not (path / CONFIG).is_file():
+        raise NotADirectoryError(f"--resume: {path} is not a convolab run directory (no {CONFIG}); expected "
+                                 "the --out folder of a convolab train run")
     candidates = step_checkpoints(path)
+    best = path / CHECKPOINTS / "best.pt"
     if not candidates:
-        raise FileNotFoundError(f"--resume {path}: no checkpoints in {path / CHECKPOINTS} (was it trained with "
-                                "--no-checkpoints, or stopped before its first epoch ended?)")
+        hint = (f"; {best} is there: resume from it with --resume {best}" if best.is_file() else
+                " (was it trained with --no-checkpoints, or stopped before its first epoch ended?)")
+        raise FileNotFoundError(f"--resume {path}: no step checkpoints in {path / CHECKPOINTS}{hint}")
     newest = candidates[-1]
     try:
         return path, newest, load_checkpoint(newest)
@@ -135,6 +255,14 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
                 continue
             raise ValueError(f"{e}; the previous checkpoint {older} is intact: resume from it with "
                              f"--resume {older}") from None
+        if best.is_file():
+            try:
+                epoch = load_checkpoint(best)["best"]["epoch"]
+            except ValueError:
+                pass
+            else:
+                raise ValueError(f"{e}; every step checkpoint in {path / CHECKPOINTS} is damaged, but {best} (the "
+                                 f"best epoch, {epoch}) is intact: resume from it with --resume {best}") from None
         raise ValueError(f"{e}; no older readable checkpoint in {path / CHECKPOINTS}") from None
 
 
