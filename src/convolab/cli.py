@@ -7,11 +7,15 @@ User mistakes print one line (what is wrong, what would be right) and exit with 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules only inside the verbs that need them
@@ -20,8 +24,41 @@ if TYPE_CHECKING:  # the CLI imports torch-heavy modules only inside the verbs t
 __all__ = ["main", "build_parser", "train_config"]
 
 EXIT_USAGE = 2
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                PermissionError, FloatingPointError)
+# OSError covers the path errors (FileNotFoundError, PermissionError ...) and the I/O ones (a full disk, a read-only
+# folder, a network that is down): each becomes one line naming the path (see _error_line)
+_USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# errnos that can only come from writing (the others may come from reading or writing)
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EEXIST})
+
+
+def _error_line(e: BaseException) -> str:
+    """The text of a user error: the library's own message, or for an ``OSError`` raised by the operating system
+    on a path, ``cannot read/write PATH (reason)`` instead of ``[Errno 13] Permission denied: 'PATH'``."""
+    if isinstance(e, OSError) and e.strerror:
+        if e.filename is None:  # no path to name (a socket ...): the reason without the errno
+            return e.strerror
+        what = "cannot write" if e.errno in _WRITE_ERRNOS else "cannot read/write"
+        where = f"{e.filename} or {e.filename2}" if e.filename2 is not None else f"{e.filename}"
+        return f"{what} {where} ({e.strerror})"
+    return str(e) or type(e).__name__
+
+
+def _interrupted(args: argparse.Namespace, e: KeyboardInterrupt) -> str:
+    """The line printed after Ctrl-C; for train, the command that continues the run."""
+    line = f"convolab {args.verb}: interrupted"
+    if args.verb != "train":
+        return line
+    if getattr(args, "no_checkpoints", False):
+        return line + " (--no-checkpoints: the run cannot be resumed)"
+    run = getattr(e, "run_dir", None)  # the trainer may attach the run's folder
+    if run is None and args.resume:
+        run = Path(args.resume)
+        run = run.parent.parent if run.is_file() else run  # RUN/checkpoints/step-N.pt -> RUN
+    elif run is None and args.out and Path(args.out).is_dir():
+        run = Path(args.out)
+    if run is not None:
+        return line + f"; continue with `convolab train --resume {shlex.quote(str(run))}`"
+    return line + "; if a checkpoint was written, continue with `convolab train --resume` and the run directory"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,13 +88,15 @@ def _positive_int(text: str) -> int:
 
 
 def _float_arg(ok, rule: str):
-    """An argparse type: a float for which ``ok(value)`` holds, else a usage error saying ``rule``."""
+    """An argparse type: a finite float for which ``ok(value)`` holds, else a usage error saying ``rule``."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):  # inf passes "> 0"; --lr inf diverged at step 4 and left a half run
+            raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {text}")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
@@ -352,8 +391,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             top = run.predict([image], top_k=args.top_k)[0]
         except _USER_ERRORS as e:
             failed += 1
-            print(f"convolab predict: error: {e}", file=sys.stderr)
-            results.append({"image": image, "error": str(e)})
+            print(f"convolab predict: error: {_error_line(e)}", file=sys.stderr)
+            results.append({"image": image, "error": _error_line(e)})
             continue
         results.append({"image": image, "top_k": top})
         if not args.json:
@@ -453,7 +492,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from convolab.report.html import build_report
 
-    path = build_report(args.run, data_dir=args.data_dir, samples=args.samples, out=args.out)
+    path = build_report(args.run, data_dir=args.data_dir, samples=args.samples, out=args.out,
+                        overwrite=args.overwrite)
     print(f"report: {path}")
     return 0
 
@@ -518,7 +558,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from convolab.data import DATASETS, locate_dataset
     from convolab.data.named import download
     from convolab.data.resolve import user_cache_dir
-    from convolab.errors import UnknownNameError
+    from convolab.errors import DataNotFoundError, UnknownNameError
 
     if args.download:
         for name in args.download:
@@ -534,8 +574,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
                 continue
             try:
                 folder = download(spec, user_cache_dir())
+            except DataNotFoundError:  # already one line with the way out (--data-dir)
+                raise
             except Exception as e:  # network failures come in many types
-                raise ValueError(f"downloading {name} failed ({type(e).__name__}: {e}); "
+                raise ValueError(f"downloading {name} failed ({type(e).__name__}: {_error_line(e)}); "
                                  f"without internet, put the files in a folder and pass --data-dir") from None
             print(f"{name}: downloaded into {folder}")
         return 0
@@ -682,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size/mode: preprocessed like the "
                                                                "training data)")
-    p.add_argument("--method", nargs="+", default=["gradcam"], metavar="METHOD",
+    p.add_argument("--method", nargs="+", default=["gradcam"], metavar="METHOD", choices=METHODS,
                    help=f"one or more of: {', '.join(METHODS)} (default gradcam)")
     p.add_argument("--target", metavar="CLASS", help="class to explain, by name or index (default: the prediction)")
     p.add_argument("--layer", metavar="NAME", help="layer for the CAM family (default: the last feature stage)")
@@ -696,13 +738,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write RUN/report.html: configuration, learning curves, confusion matrix and per-class "
                     "accuracy, the most-confused pairs, the prediction grid, the model summary, first-layer kernels, "
                     "feature maps per class, Grad-CAM for right and wrong predictions and the attribution sanity "
-                    "checks. Images are inline; the page needs no network. An existing report.html is replaced.",
+                    "checks. Images are inline; the page needs no network. RUN/report.html is replaced; a file "
+                    "named by --out only with --overwrite.",
         epilog="example: convolab report runs/demo && xdg-open runs/demo/report.html")
     p.add_argument("run", help="run directory")
     p.add_argument("--data-dir", help="folder searched first for the run's dataset")
     p.add_argument("--samples", type=_positive_int, default=32,
                    help="test images for the Grad-CAM examples and the sanity checks")
     p.add_argument("--out", help="write the page here instead of RUN/report.html")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_report)
 
     from convolab.analysis.summary import STACK_HELP
@@ -821,8 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as e:
         if os.environ.get("CONVOLAB_DEBUG"):
             raise
-        print(f"convolab {args.verb}: error: {e}", file=sys.stderr)
+        print(f"convolab {args.verb}: error: {_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"convolab {args.verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(_interrupted(args, e), file=sys.stderr)
         return 130
