@@ -137,9 +137,10 @@ def torch_load(path: str | os.PathLike, what: str, noun: str = "torch file") -> 
     path = Path(path)
     kind = file_kind(path)
     try:
-        with warnings.catch_warnings():
+        # An open file, not the name: torch.load hands a name ending in .safetensors to safetensors whatever it holds.
+        with open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "pickle protocol 4" notes: the error below says it all
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged zip or pickle raises many types
         message = str(e)
     named = _refused_global(message)

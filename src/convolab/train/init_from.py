@@ -1,7 +1,7 @@
 """``--init-from``: start training from weights on disk (a convolab run, or torchvision's files).
 
-Reads ``.safetensors`` with safetensors and ``.pth``/``.pt`` with ``torch.load(weights_only=True)``
-(no code runs on load). The classifier is replaced when the class count differs; a first
+Reads safetensors files with safetensors and ``.pth``/``.pt`` files with ``torch.load(weights_only=True)``
+(no code runs on load), telling them apart by content. The classifier is replaced when the class count differs; a first
 convolution trained on RGB is summed over its colour channels for a grayscale model (timm's
 ``adapt_input_conv`` rule: the response to a gray image, whose three channels are equal, is
 unchanged). Every other tensor must match by name and shape.
@@ -16,42 +16,84 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_initial_weights"]
+from convolab.tensor_files import file_kind, torch_load
+
+__all__ = ["read_state_dict", "check_state_dict", "load_initial_weights"]
 
 log = logging.getLogger(__name__)
 
 
+_WRAPPERS = ("state_dict", "model", "model_state_dict")  # where training scripts nest the state dict
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file (a plain state dict, or one under a
-    ``state_dict``/``model`` key); a DistributedDataParallel ``module.`` prefix is removed."""
+    """Tensors of a safetensors or ``.pth``/``.pt`` file (a plain state dict, or one under a ``state_dict``/
+    ``model`` key, as a convolab checkpoint has it); a DistributedDataParallel ``module.`` prefix is removed.
+
+    The format is judged by content, not by the extension (a ``.pt`` that is really safetensors is read as
+    safetensors); a pickle is read with ``torch.load(weights_only=True)``: no code runs.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a weights file, a pickle that would run code, or contents that are no state dict
+            (integer keys, values that are no tensors, meta or sparse tensors, NaN or inf).
+    """
     path = Path(path).expanduser()
+    what = f"--init-from {path}"
+    if path.is_dir():
+        raise IsADirectoryError(f"{what}: a folder; expected a weights file (a run's {path / 'model.safetensors'}, "
+                                "or a .pth state dict)")
     if not path.is_file():
-        raise FileNotFoundError(f"--init-from {path}: no such file")
-    if path.suffix == ".safetensors":
+        raise FileNotFoundError(f"{what}: no such file")
+    if file_kind(path) == "safetensors":
         from safetensors.torch import load_file
 
         try:
             state = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"--init-from {path}: not a readable safetensors file ({e})") from None
-    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling errors come in many types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--init-from {path}: cannot load it safely with torch.load(weights_only=True) "
-                             f"({first})") from None
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
+            raise ValueError(f"{what}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
     else:
-        raise ValueError(f"--init-from {path}: expected a .safetensors or .pth file")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"--init-from {path}: does not hold a state dict of tensors")
+        state = torch_load(path, what, noun="safetensors or .pth weights file")
+        if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            for key in _WRAPPERS:
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+    check_state_dict(state, what)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def check_state_dict(state: object, what: str) -> None:
+    """Refuse what ``load_state_dict`` would choke on or train from silently (NaN weights look like divergence).
+
+    Raises:
+        ValueError: one line starting with ``what`` that names the key and the problem.
+    """
+    expected = "expected a state dict (tensor names to tensors, as model.state_dict() gives)"
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: holds a {type(state).__name__}, not a state dict; {expected}")
+    if not state:
+        raise ValueError(f"{what}: holds an empty dict; {expected}")
+    if not any(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(repr(k) for k in list(state)[:5])
+        raise ValueError(f"{what}: holds a dict without tensors (keys {keys}); {expected}, or one under "
+                         f"{' or '.join(repr(k) for k in _WRAPPERS)}")
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise ValueError(f"{what}: key {k!r} is a {type(k).__name__}; {expected}")
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{what}: {k} is a {type(v).__name__}, not a tensor; {expected}")
+        if v.is_meta:
+            raise ValueError(f"{what}: {k} is a meta tensor (a shape without values); expected real weights")
+        if v.layout != torch.strided:
+            raise ValueError(f"{what}: {k} is a {str(v.layout).removeprefix('torch.')} tensor; expected dense "
+                             "tensors")
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"{what}: {k} holds NaN or inf ({bad:,} of {v.numel():,} values); expected finite "
+                             "weights (a model saved after training diverged?)")
 
 
 def _classifier_prefix(model: nn.Module) -> str | None:
