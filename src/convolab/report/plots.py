@@ -19,7 +19,9 @@ import torch  # noqa: E402
 
 from convolab.atomic import atomic_path  # noqa: E402
 
-__all__ = ["plot_curves", "plot_predictions", "plot_confusion", "save_figure", "plot_lr_find", "plot_lr_steps"]
+__all__ = ["plot_curves", "curve_figures", "loss_labels", "smoothed_loss_floor", "plot_predictions",
+           "predictions_figure", "plot_confusion", "confusion_figure", "save_figure", "plot_lr_find", "plot_lr_steps",
+           "lr_steps_figure"]
 
 _WRONG = "#d62728"
 _RIGHT = "#2ca02c"
@@ -28,33 +30,87 @@ _RIGHT = "#2ca02c"
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Save and close ``fig`` as a PNG, atomically."""
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)  # also when the write fails: no figure left open
     return path
 
 
-def plot_curves(rows: Sequence[dict], out_dir: str | Path) -> list[Path]:
-    """``loss.png`` and ``accuracy.png``: train and validation curves per epoch from metrics rows."""
-    out_dir = Path(out_dir)
+def smoothed_loss_floor(label_smoothing: float, num_classes: int) -> float:
+    """The smallest cross-entropy against label-smoothed targets: the entropy of the smoothed target.
+
+    With smoothing ``eps`` over ``K`` classes the target puts ``1 - eps + eps/K`` on the true class
+    and ``eps/K`` on each other one; no prediction scores below its entropy (0.50 for 0.1 and 10 classes).
+    """
+    eps, k = float(label_smoothing), int(num_classes)
+    if eps <= 0 or k < 2:
+        return 0.0
+    hi, lo = 1 - eps + eps / k, eps / k
+    return float(-hi * math.log(hi) - (k - 1) * lo * math.log(lo))
+
+
+def loss_labels(label_smoothing: float | None = None, mixed: bool = False) -> tuple[str, str]:
+    """Legend labels of the training and validation losses, saying what each loss is.
+
+    The training loss is the objective optimised: cross-entropy against label-smoothed targets (with
+    ``label_smoothing``) and on mixup/cutmix-mixed images (``mixed``), averaged over the epoch while the
+    weights change. The validation loss is plain cross-entropy at the end of the epoch. ``None``: the
+    recipe is not known, and the training curve is named as the objective without saying which.
+    """
+    if label_smoothing is None:
+        train = "train: the training objective (mean over the epoch)"
+    else:
+        what = [f"label smoothing {label_smoothing:g}"] if label_smoothing else []
+        what += ["mixup/cutmix targets"] if mixed else []
+        train = ("train: cross-entropy" + (f" with {' and '.join(what)}" if what else "")
+                 + " (mean over the epoch)")
+    return train, "val: plain cross-entropy (end of epoch)"
+
+
+def curve_figures(rows: Sequence[dict], *, label_smoothing: float | None = None, num_classes: int | None = None,
+                  mixed: bool = False) -> list[tuple[str, object]]:
+    """``[("loss.png", fig), ("accuracy.png", fig)]``: train and validation curves per epoch from metrics rows.
+
+    The loss curves are labelled for what they are (:func:`loss_labels`); with label smoothing the
+    lowest training loss it allows is drawn as a dashed line, so a training loss above the validation
+    loss is not mistaken for a bug.
+    """
     epochs = [r["epoch"] for r in rows]
-    written = []
-    for key, label, fname in (("loss", "cross-entropy loss", "loss.png"), ("accuracy", "accuracy", "accuracy.png")):
+    train_loss, val_loss = loss_labels(label_smoothing, mixed)
+    figures = []
+    for key, fname in (("loss", "loss.png"), ("accuracy", "accuracy.png")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [r.get(f"{split}_{key}") for r in rows]
             if any(y is not None for y in ys):
-                name = "train (mean over the epoch)" if split == "train" else "val (end of epoch)"
+                if key == "loss":
+                    name = train_loss if split == "train" else val_loss
+                else:
+                    name = "train (mean over the epoch)" if split == "train" else "val (end of epoch)"
                 ax.plot(epochs, [np.nan if y is None else y for y in ys], style, label=name, markersize=4)
+        if key == "loss" and label_smoothing and num_classes and not mixed:
+            floor = smoothed_loss_floor(label_smoothing, num_classes)
+            ax.axhline(floor, color="C0", linestyle="--", linewidth=0.8,
+                       label=f"lowest train loss smoothing {label_smoothing:g} allows ({floor:.2f})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} per epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
-        written.append(save_figure(fig, out_dir / fname))
-    return written
+        figures.append((fname, fig))
+    return figures
+
+
+def plot_curves(rows: Sequence[dict], out_dir: str | Path, *, label_smoothing: float | None = None,
+                num_classes: int | None = None, mixed: bool = False) -> list[Path]:
+    """``loss.png`` and ``accuracy.png`` in ``out_dir`` (see :func:`curve_figures` for the arguments)."""
+    out_dir = Path(out_dir)
+    return [save_figure(fig, out_dir / fname) for fname, fig in
+            curve_figures(rows, label_smoothing=label_smoothing, num_classes=num_classes, mixed=mixed)]
 
 
 def _mosaic(images: np.ndarray, cols: int, pad: int) -> np.ndarray:
@@ -71,6 +127,12 @@ def _mosaic(images: np.ndarray, cols: int, pad: int) -> np.ndarray:
 def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
                      probabilities: torch.Tensor | None, classes: Sequence[str], path: str | Path,
                      n: int = 36, seed: int = 0) -> Path:
+    """:func:`predictions_figure` saved as ``path``."""
+    return save_figure(predictions_figure(images, labels, predictions, probabilities, classes, n, seed), path)
+
+
+def predictions_figure(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+                       probabilities: torch.Tensor | None, classes: Sequence[str], n: int = 36, seed: int = 0):
     """A grid of test images, each titled with its predicted class; mistakes framed in red with the true class.
 
     The images are a seeded random sample of the split, so the grid shows the model's typical
@@ -107,10 +169,15 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: to
     ax.set_axis_off()
     ax.set_title(f"test predictions: {n - wrong} right, {wrong} wrong (red, with the true class) "
                  f"of {n} random test images", fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path) -> Path:
+    """:func:`confusion_figure` saved as ``path``."""
+    return save_figure(confusion_figure(cm, classes), path)
+
+
+def confusion_figure(cm: torch.Tensor, classes: Sequence[str]):
     """The confusion matrix: counts in each cell, colour by the share of the true class (row)."""
     cm_np = cm.numpy().astype(np.int64)
     k = len(classes)
@@ -132,7 +199,7 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path) -
     ax.set_title(f"confusion matrix (test accuracy {100 * acc:.2f}%)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], suggested_lr: float,
@@ -156,7 +223,12 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequen
 
 
 def plot_lr_steps(steps: Sequence[dict], path: str | Path) -> Path:
-    """``lr.png``: the learning rate of every optimizer step (from steps.jsonl), epochs marked."""
+    """``lr.png``: :func:`lr_steps_figure` saved as ``path``."""
+    return save_figure(lr_steps_figure(steps), path)
+
+
+def lr_steps_figure(steps: Sequence[dict]):
+    """The learning rate of every optimizer step (from steps.jsonl), epochs marked."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     x = [s["step"] for s in steps]
     ax.plot(x, [s["lr"] for s in steps], color="C0")
@@ -167,4 +239,4 @@ def plot_lr_steps(steps: Sequence[dict], path: str | Path) -> Path:
     ax.set_ylabel("learning rate")
     ax.set_title("learning-rate schedule, per step")
     ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return fig
