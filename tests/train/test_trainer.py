@@ -59,8 +59,8 @@ def test_reasonable_test_accuracy(digits_run):
 def test_run_directory_files(digits_run):
     run_dir = digits_run.run_dir
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["checkpoints", "config.json", "metrics.jsonl", "model.safetensors", "plots", "steps.jsonl",
-                     "summary.json"]
+    assert names == [".convolab-run", "checkpoints", "config.json", "metrics.jsonl", "model.safetensors", "plots",
+                     "steps.jsonl", "summary.json"]
     # the two newest epoch checkpoints (21 steps per epoch) and the best validation epoch's
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "step-00000084.pt",
                                                                           "step-00000105.pt"]

@@ -17,7 +17,10 @@ import math
 import os
 import platform
 import random
+import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from convolab.atomic import read_jsonl, write_json, write_text
+from convolab.atomic import read_jsonl, remove_temporaries, write_json, write_text
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
 from convolab.data.resolve import recorded_data_dir
@@ -39,6 +42,7 @@ from convolab.train.allocator import keep_freed_memory
 from convolab.train.checkpoint import (
     CHECKPOINTS,
     FORMAT,
+    check_finite,
     checkpoint_name,
     find_checkpoint,
     load_checkpoint,
@@ -56,6 +60,7 @@ from convolab.train.lr_finder import LRFindResult, check_range_test, lr_range_te
 from convolab.train.metrics import EvalResult, FlipAverage, confusion_matrix, evaluate
 from convolab.train.optim import create_optimizer
 from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, prepare_run_dir, run_id
+from convolab.train.rundir import own_files as own_run_files
 from convolab.train.schedule import LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "train", "resume", "weights_metadata"]
@@ -233,7 +238,7 @@ class Trainer:
             self.model.set_grad_checkpointing(True)
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                           nesterov=cfg.nesterov, decay_norm_and_bias=cfg.decay_norm_and_bias)
-        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
+        self.ema = ModelEma(self.model, cfg.ema, warmup=True) if cfg.ema else None
         self.net = self.model  # what the training steps call
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -274,6 +279,13 @@ class Trainer:
                         if self.augment_spec.active else None)
         if cfg.tta and flips_keep_class(self.data.name) is False:
             log.warning("--tta averages over mirror images, which are other symbols (or none) for %s", self.data.name)
+        # A batch larger than the training split is one batch of the whole split: say so, record what was used
+        self.batch_size_used = min(cfg.batch_size, len(self.data.train)) if self.dist.world_size == 1 \
+            else cfg.batch_size
+        if self.batch_size_used < cfg.batch_size:
+            log.warning("--batch-size %d is larger than the training split (%s images): every epoch is one batch of "
+                        "%d (config.json records it as the batch size used)", cfg.batch_size,
+                        f"{len(self.data.train):,}", self.batch_size_used)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -312,7 +324,9 @@ class Trainer:
                         "mean": list(self.data.mean), "std": list(self.data.std)},
             "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer",
                                                    "momentum", "weight_decay", "channels_last", "schedule",
-                                                   "accum_steps", "label_smoothing", "clip_grad_norm", "augment")},
+                                                   "accum_steps", "label_smoothing", "clip_grad_norm", "augment")}
+            | ({"batch_size": self.batch_size_used, "batch_size_given": cfg.batch_size}
+               if self.batch_size_used != cfg.batch_size else {}),
             "augment": asdict(self.augment_spec),
             "seed": cfg.seed,
             "device": str(self.device),
@@ -376,6 +390,8 @@ class Trainer:
         state = self._state(epoch_sums)
         if state is None:
             return
+        for index, tensors in state["optimizer"]["state"].items():  # Adam's moments, momentum buffers ...
+            check_finite({f"parameter {index} {k}": v for k, v in tensors.items()}, "optimizer state")
         path = save_checkpoint(self.run.path / CHECKPOINTS / checkpoint_name(self.global_step), state)
         prune_checkpoints(self.run.path, keep=path, previous=self._last_checkpoint)
         self._last_checkpoint = path
@@ -428,10 +444,13 @@ class Trainer:
 
     def _truncate_logs(self) -> None:
         """Drop what the interrupted session logged after its last checkpoint, so that every epoch and step
-        appears once: metrics.jsonl becomes the checkpoint's history, steps.jsonl its first steps."""
+        appears once: metrics.jsonl becomes the checkpoint's history, steps.jsonl its first steps. A torn last
+        line (a kill mid-append) goes too, and so do the temporary files of writes a kill cut short."""
+        for leftover in remove_temporaries(self.run.path):
+            log.info("removed %s, left by an interrupted write", leftover)
         metrics = self.run.path / METRICS
         rows = read_jsonl(metrics) if metrics.exists() else []
-        if rows != self.history:
+        if rows != self.history or metrics.exists() and metrics.read_bytes()[-1:] not in (b"", b"\n"):
             write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history))
         steps = self.run.path / STEPS
         if steps.exists():
@@ -521,6 +540,8 @@ class Trainer:
                    unit="batch", disable=None if cfg.progress and self.dist.is_main else True, file=sys.stderr,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
+        first_batch = self.batch  # (a resumed epoch starts mid-way)
+        next_note = t0 + self.PROGRESS_EVERY  # without a progress bar: a log line at least this often
         if cfg.cuda_graphs and self.graphed is None and self.step_graph is None:
             self._capture_graphs()
         graph = self.step_graph
@@ -611,6 +632,18 @@ class Trainer:
                     so_far = totals()
                     bar.set_postfix(loss=f"{float(so_far[0]) / max(seen, 1):.4f}",
                                     acc=f"{int(so_far[1]) / max(seen, 1):.4f}", refresh=False)
+            # No bar (no terminal, or --quiet: then logging shows warnings only): a line with the step, the
+            # running loss and the time left. Under the deferred check, only when loss_sum and seen agree.
+            elif self.dist.is_main and time.perf_counter() >= next_note and not pending:
+                now = time.perf_counter()
+                next_note = now + self.PROGRESS_EVERY
+                so_far = totals()
+                left = (len(loader) - batch - 1) + (cfg.epochs - epoch) * len(loader)  # batches, this run
+                eta = (now - t0) / (batch + 1 - first_batch) * left
+                log.info("epoch %d/%d  batch %d/%d  step %d/%d  loss %.4f  acc %.4f  ETA %s (training)", epoch,
+                         cfg.epochs, batch + 1, len(loader), self.global_step, self.schedule.total_steps,
+                         float(so_far[0]) / max(seen, 1), int(so_far[1]) / max(seen, 1),
+                         time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
         bar.close()
         if pending:
             seen += self._resolve_deferred(pending, epoch, step_rows)
@@ -675,6 +708,8 @@ class Trainer:
             self.graph_sums[0].add_(torch.where(ok, loss * len(y), 0.0))
             self.graph_sums[1].add_(torch.where(ok, (logits.argmax(1) == y).sum(), 0))
         return loss, ok
+
+    PROGRESS_EVERY = 30.0  # seconds between two progress lines when there is no progress bar
 
     # -- the finiteness check without a host sync per step --------------------------------------------
     NAN_CHECK_EVERY = 25  # steps between two reads of the deferred finiteness flags (one host sync each)
@@ -782,33 +817,81 @@ class Trainer:
         try:
             with deterministic_algorithms(self.config.deterministic):
                 return self._fit()
+        except KeyboardInterrupt:
+            self._say_how_to_resume()  # (an interrupted checkpoint write has removed its temporary file by now)
+            raise
         finally:
             self.dist.close()
 
+    def _say_how_to_resume(self) -> None:
+        """After Ctrl-C: which checkpoint holds the run, and the command that continues it."""
+        run = getattr(self, "run", None)
+        if run is None or not self.dist.is_main:
+            return
+        saved = getattr(self, "_last_checkpoint", None)
+        if saved is not None and saved.is_file():
+            log.warning("interrupted; the run is saved up to %s: continue it with `convolab train --resume %s`",
+                        saved, shlex.quote(str(run.path)))
+        elif not self.config.checkpoints:
+            log.warning("interrupted; %s has no checkpoints (--no-checkpoints), so it cannot be resumed", run.path)
+        else:
+            log.warning("interrupted before the first checkpoint of %s, so there is nothing to resume "
+                        "(--checkpoint-every N saves every N steps)", run.path)
+
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.9,
-                diverge: float = 4.0) -> tuple[LRFindResult, Path]:
+                diverge: float = 4.0, keep: bool = True) -> tuple[LRFindResult, Path | None]:
         """The learning-rate range test with this run's model, optimizer, data and loss (see
         ``convolab.train.lr_finder``); writes ``lr_find.json`` and ``plots/lr_find.png`` into the run
-        directory and returns the result and that directory. The model and optimizer are left as they were."""
+        directory and returns the result and that directory. The model and optimizer are left as they were.
+
+        ``keep=False``: no directory is left at all (the test runs in a temporary one, removed; the returned
+        path is None). A test that fails or is interrupted removes the directory this call made."""
         check_range_test(start_lr, end_lr, num_steps, beta, diverge)  # before any data loads or folder is made
         if self.resume_state is not None:
             raise ValueError("lr-find starts a new directory; it cannot --resume a run")
         if self.dist.enabled:
             self.dist.close()
             raise ValueError("lr-find runs in one process; start it without torchrun")
+        if not keep:
+            self.run_path = Path(tempfile.mkdtemp(prefix="convolab-lr-find-"))
+        existed = self.run_path.exists()
         self._fit_start = time.perf_counter()
-        with deterministic_algorithms(self.config.deterministic):
-            self._setup(kind="lr-find")
-            result = lr_range_test(self.model, self.optimizer, self.train_loader,
-                                   lambda b: self._augmented_forward(*b)[1], start_lr=start_lr, end_lr=end_lr,
-                                   num_steps=num_steps, beta=beta, diverge=diverge)
-        write_json(self.run.path / "lr_find.json", result.to_dict())
-        if self.config.plots:
-            from convolab.report import plot_lr_find
+        try:
+            with deterministic_algorithms(self.config.deterministic):
+                self._setup(kind="lr-find")
+                result = lr_range_test(self.model, self.optimizer, self.train_loader,
+                                       lambda b: self._augmented_forward(*b)[1], start_lr=start_lr, end_lr=end_lr,
+                                       num_steps=num_steps, beta=beta, diverge=diverge)
+            if not keep:
+                return result, None
+            write_json(self.run.path / "lr_find.json", result.to_dict())
+            if self.config.plots:
+                from convolab.report import plot_lr_find
 
-            plot_lr_find(result.lrs, result.losses, result.smoothed, result.suggested_lr, result.min_loss_lr,
-                         result.rule, self.run.plots / "lr_find.png")
+                plot_lr_find(result.lrs, result.losses, result.smoothed, result.suggested_lr, result.min_loss_lr,
+                             result.rule, self.run.plots / "lr_find.png")
+        except BaseException:  # a failure or Ctrl-C: no half-made directory
+            if keep:
+                self._remove_made_run_dir(existed)
+            raise
+        finally:
+            if not keep:
+                shutil.rmtree(self.run_path, ignore_errors=True)
         return result, self.run.path
+
+    def _remove_made_run_dir(self, existed: bool) -> None:
+        """Remove what this call made of the run directory: convolab's own files in it (all made now: a folder
+        --overwrite reused was cleared of the old run's first), its own sub-folders once empty, and the folder
+        itself when this call created it. Nothing, if the call stopped before the directory was made
+        (``self.run`` is set only once it is)."""
+        run = getattr(self, "run", None)
+        if run is None or not run.path.is_dir() or run.path.is_symlink():
+            return
+        for f in own_run_files(run.path)[0]:
+            f.unlink(missing_ok=True)
+        for sub in (run.path / "plots", run.path / "checkpoints", run.path / "tensorboard", run.path):
+            if (sub != run.path or not existed) and sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+                sub.rmdir()
 
     def _fit(self) -> TrainResult:
         self._fit_start = time.perf_counter()
@@ -871,6 +954,10 @@ class Trainer:
         cfg, rows = self.config, self.history
         fit_seconds = self.elapsed + time.perf_counter() - self._fit_start
         test = self._evaluate(self.test_loader, keep_predictions=True)
+        if test.n and not math.isfinite(test.loss):  # finite weights can still overflow to inf or NaN outputs
+            raise FloatingPointError(f"training diverged: the final weights give non-finite outputs on the test set "
+                                     f"({test.n:,} images), so {self.run.path} got no model.safetensors or "
+                                     f"summary.json; try a lower --lr")
         self.run.save_model(self._kept(), weights_metadata(self._kept(), self.data))
         val_accs = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
         summary = {
