@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "append_jsonl", "read_jsonl", "fsync_dir",
-           "strict_json", "remove_temporaries", "NON_FINITE"]
+           "strict_json", "write_jsonl", "remove_temporaries", "NON_FINITE"]
 
 NON_FINITE = "non_finite"  # the field that lists where a NaN or infinity was written as null
 # atomic_path's temporary files: ".NAME." + mkstemp's 8 random characters + suffix + ".tmp"
@@ -158,6 +158,11 @@ def append_jsonl(dest: str | os.PathLike, obj: dict | list[dict]) -> None:
         f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_jsonl(dest: str | os.PathLike, rows: list[dict]) -> None:
+    """Atomically replace ``dest`` with ``rows`` as strict JSON lines (a log cut back on resume)."""
+    write_text(dest, "".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in rows))
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:

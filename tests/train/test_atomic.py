@@ -154,3 +154,13 @@ def test_remove_temporaries_removes_only_atomic_paths_leftovers(tmp_path):
         assert sorted(remove_temporaries(tmp_path)) == sorted(left)
         tmp.write_bytes(b"{}")  # (atomic_path goes on to finish its own write)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in left[:2])
+
+
+def test_write_jsonl_rewrites_a_log_as_strict_json(tmp_path):
+    from convolab.atomic import write_jsonl
+
+    dest = tmp_path / "metrics.jsonl"
+    dest.write_text('{"epoch": 1}\n{"epoch": 2, "val_loss": NaN}\n{"epo')
+    write_jsonl(dest, [{"epoch": 1}, {"epoch": 2, "val_loss": float("nan")}])
+    assert dest.read_text() == '{"epoch": 1}\n{"epoch": 2, "val_loss": null, "non_finite": ["val_loss"]}\n'
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl"]

@@ -70,9 +70,15 @@ def test_ctrl_c_says_how_to_resume_and_resume_repairs_torn_logs_and_leftovers(di
     for p in leftovers:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"half")
+    # and a figure that was not finite in the checkpoint's history: the rewritten log must stay strict JSON
+    ckpt = sorted((out / "checkpoints").glob("step-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=True)
+    state["history"][0]["val_loss"] = float("nan")
+    torch.save(state, ckpt)
     result = resume(out)
     metrics = _strict_json_lines(out / "metrics.jsonl")  # every line whole: epoch 2's row was glued to the torn one
     assert [r["epoch"] for r in metrics] == [1, 2] and metrics == read_jsonl(out / "metrics.jsonl")
+    assert metrics[0]["val_loss"] is None and metrics[0]["non_finite"] == ["val_loss"]
     steps = _strict_json_lines(out / "steps.jsonl")
     assert [r["step"] for r in steps] == list(range(1, result.summary["steps"] + 1))
     assert not any(p.exists() for p in leftovers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from convolab.atomic import read_jsonl, remove_temporaries, write_json, write_text
+from convolab.atomic import read_jsonl, remove_temporaries, strict_json, write_json, write_jsonl
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
 from convolab.data.resolve import recorded_data_dir
@@ -450,14 +449,14 @@ class Trainer:
             log.info("removed %s, left by an interrupted write", leftover)
         metrics = self.run.path / METRICS
         rows = read_jsonl(metrics) if metrics.exists() else []
-        if rows != self.history or metrics.exists() and metrics.read_bytes()[-1:] not in (b"", b"\n"):
-            write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history))
+        if rows != strict_json(self.history) or metrics.exists() and metrics.read_bytes()[-1:] not in (b"", b"\n"):
+            write_jsonl(metrics, self.history)
         steps = self.run.path / STEPS
         if steps.exists():
             rows = read_jsonl(steps)
             kept = [r for r in rows if r.get("step", 0) <= self.global_step]
             if len(kept) != len(rows) or steps.read_bytes()[-1:] not in (b"", b"\n"):
-                write_text(steps, "".join(json.dumps(r) + "\n" for r in kept))
+                write_jsonl(steps, kept)
 
     # -- loop --------------------------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:
