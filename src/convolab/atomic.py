@@ -165,14 +165,18 @@ def write_jsonl(dest: str | os.PathLike, rows: list[dict]) -> None:
     write_text(dest, "".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in rows))
 
 
-def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files :func:`atomic_path` left in ``folder`` and below when a process was killed
-    mid-write (``.NAME.XXXXXXXX.tmp``; nothing else is touched); returns them."""
+def remove_temporaries(*folders: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left directly in each of ``folders`` when a process was
+    killed mid-write (``.NAME.XXXXXXXX.tmp``; nothing else, and nothing in sub-folders, is touched); returns
+    them."""
     removed = []
-    for path in sorted(Path(folder).rglob(".*.tmp")):
-        if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).glob(".*.tmp")):
+            if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
 
 

@@ -151,7 +151,11 @@ def test_remove_temporaries_removes_only_atomic_paths_leftovers(tmp_path):
     with atomic_path(tmp_path / "summary.json") as tmp:  # a real one, as a kill would leave it
         tmp.write_bytes(b"{")
         left.append(tmp)
-        assert sorted(remove_temporaries(tmp_path)) == sorted(left)
+        deeper = tmp_path / "data" / ".x.jsonl.abcdefgh.tmp"  # a folder not named: left alone
+        deeper.parent.mkdir()
+        deeper.write_bytes(b"x")
+        kept.append(deeper)
+        assert sorted(remove_temporaries(tmp_path, tmp_path / "checkpoints", tmp_path / "absent")) == sorted(left)
         tmp.write_bytes(b"{}")  # (atomic_path goes on to finish its own write)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in left[:2])
 

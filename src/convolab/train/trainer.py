@@ -445,7 +445,7 @@ class Trainer:
         """Drop what the interrupted session logged after its last checkpoint, so that every epoch and step
         appears once: metrics.jsonl becomes the checkpoint's history, steps.jsonl its first steps. A torn last
         line (a kill mid-append) goes too, and so do the temporary files of writes a kill cut short."""
-        for leftover in remove_temporaries(self.run.path):
+        for leftover in remove_temporaries(self.run.path, self.run.path / CHECKPOINTS, self.run.plots):
             log.info("removed %s, left by an interrupted write", leftover)
         metrics = self.run.path / METRICS
         rows = read_jsonl(metrics) if metrics.exists() else []
