@@ -335,12 +335,13 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, download=not args.no_download, progress=not args.quiet,
         init_from=args.init_from, checkpoints=False, **_recipe_kwargs(args),
     )
+    keep = not (args.json and args.out is None)  # --json alone asks for figures, not for a folder under runs/
     result, path = Trainer(config).lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps,
-                                           beta=args.smoothing, diverge=args.diverge)
-    plot = path / "plots" / "lr_find.png"
+                                           beta=args.smoothing, diverge=args.diverge, keep=keep)
+    plot = path / "plots" / "lr_find.png" if path is not None else None
     if args.json:
         out = {k: v for k, v in result.to_dict().items() if k not in ("lrs", "losses", "smoothed")}
-        _print_json({**out, "run_dir": str(path), "plot": str(plot)})
+        _print_json({**out, "run_dir": path and str(path), "plot": plot and str(plot)})
         return 0
     stop = "the loss diverged" if result.diverged else "the last rate was reached"
     print(f"suggested learning rate {result.suggested_lr:.3g} ({result.rule}; the minimum is at "
@@ -678,7 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="FILE", help="start from the weights in a .safetensors or .pth file")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--json", action="store_true", help="print suggested_lr, the rule and the other figures as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print suggested_lr, the rule and the other figures as JSON (without --out: no folder is "
+                        "written; run_dir and plot are null)")
     _add_recipe_args(p, d, schedule=False)
     _add_augment_args(p, d)
     p.set_defaults(func=_cmd_lr_find, no_plots=False)

@@ -133,3 +133,16 @@ def test_explain_unknown_method_lists_the_methods(capsys):
     code, _, err = run_main(["explain", "RUN", "x.png", "--method", "foo", "--out", "o"], capsys)
     assert code == 2 and "--method" in err and "'foo'" in err
     assert all(m in err for m in METHODS)
+
+
+@pytest.mark.slow
+def test_lr_find_json_without_out_writes_no_folder(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["lr-find", "--model", "tutorial_cnn", "--data", "digits", "--device", "cpu",
+                               "--num-steps", "5", "--quiet", "--json"], capsys)
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["run_dir"] is None and printed["plot"] is None and printed["suggested_lr"] > 0
+    assert list(tmp_path.iterdir()) == [], "no runs/ folder is left"
