@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import torch
 from torch import nn
 
-from convolab.explain.layers import conv_layers, feature_layers, first_conv, resolve_layer
+from convolab.explain.attribution import METHODS, attribute
+from convolab.explain.layers import check_map_layer, conv_layers, feature_layers, first_conv, resolve_layer
 from convolab.models import create_model
 
 
@@ -37,6 +41,7 @@ def test_unknown_name_suggests_and_lists(tutorial):
     msg = str(e.value)
     assert "\n" not in msg
     assert "unknown layer 'features.conv3'" in msg and "did you mean" in msg and "'features.conv1'" in msg
+    assert "TutorialCNN has no module of that name" in msg  # names the model the layer was looked for in
     assert "feature stages: features.relu1, features.relu2" in msg
     assert "convolutions: features.conv1, features.conv2" in msg
 
@@ -65,3 +70,37 @@ def test_no_conv_and_no_feature_info():
         resolve_layer(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
     with pytest.raises(ValueError, match="no convolutional layer"):
         first_conv(nn.Linear(4, 2))
+
+
+# -- layers the CAM family cannot use: one line, not captum's or torch's internal text -------------
+def test_a_layer_that_gives_vectors_is_refused_with_the_choices(tutorial):
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError) as e:
+        check_map_layer(tutorial.eval(), "classifier.fc1", x)
+    msg = str(e.value)
+    assert msg.startswith("layer 'classifier.fc1' of TutorialCNN gives (N, 128), not (N, C, H, W) maps")
+    assert "Grad-CAM needs a convolutional layer" in msg and "features.conv1" in msg and "\n" not in msg
+    check_map_layer(tutorial, "features.relu1", x)  # a feature map passes
+
+
+def test_a_layer_the_forward_pass_skips_is_refused(tutorial):
+    """TutorialCNN calls the classifier's layers one by one, so the 'classifier' container never runs."""
+    with pytest.raises(ValueError, match="layer 'classifier' does not run in TutorialCNN's forward pass"):
+        check_map_layer(tutorial.eval(), "classifier", torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("layer,says", [("classifier.fc1", "gives (N, 128)"), ("classifier.flatten", "gives (N, 128)"),
+                                        ("classifier", "does not run")])
+def test_attribute_says_why_a_layer_has_no_map(tutorial, method, layer, says):
+    """Before: torch's 'Input and output must have the same number of spatial dimensions ...' or captum's
+    AssertionError 'Forward hook did not obtain any outputs for given layer' (a traceback)."""
+    with pytest.raises(ValueError, match=re.escape(says)) as e:
+        attribute(tutorial.eval(), torch.rand(2, 1, 8, 8), method, layer=layer)
+    assert "spatial dimensions" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_method_lists_the_methods(tutorial):
+    with pytest.raises(ValueError) as e:
+        attribute(tutorial.eval(), torch.rand(1, 1, 8, 8), "foo")
+    assert "unknown method 'foo'" in str(e.value) and "methods: " + ", ".join(METHODS) in str(e.value)

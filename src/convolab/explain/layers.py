@@ -7,11 +7,12 @@ so no tool needs per-model code.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from convolab.errors import UnknownNameError
+from convolab.errors import close_matches
 
-__all__ = ["resolve_layer", "conv_layers", "feature_layers", "first_conv"]
+__all__ = ["resolve_layer", "conv_layers", "feature_layers", "first_conv", "check_map_layer", "layer_choices"]
 
 _MAX_LISTED = 24  # names listed in an error before "... N more" (a ResNet-152 has hundreds)
 
@@ -68,11 +69,49 @@ def resolve_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
         return name, modules[name]
     if name in modules:
         return name, modules[name]
+    hits = close_matches(name, sorted(modules))
+    msg = f"unknown layer {name!r}: {type(model).__name__} has no module of that name"
+    if hits:
+        msg += "; did you mean " + ", ".join(repr(h) for h in hits) + "?"
+    raise ValueError(f"{msg} (layers: {layer_choices(model)}; any name from model.named_modules() works)")
+
+
+def layer_choices(model: nn.Module) -> str:
+    """The usual layers to name, for error messages: ``feature stages: ...; convolutions: ...``."""
     stages, convs = feature_layers(model), conv_layers(model)
     hint = []
     if stages:
         hint.append("feature stages: " + _listing(stages))
     if convs:
         hint.append("convolutions: " + _listing(convs))
-    hint.append("any name from model.named_modules() works")
-    raise UnknownNameError("layer", name, modules, hint="; ".join(hint))
+    return "; ".join(hint) or "none with feature_info or a convolution"
+
+
+def check_map_layer(model: nn.Module, name: str, x: torch.Tensor, what: str = "Grad-CAM") -> None:
+    """ValueError unless layer ``name`` runs in ``model(x[:1])`` and gives (N, C, H, W) maps.
+
+    Checked with one forward pass of one sample, so that a layer the prediction does not go
+    through, or one that gives vectors (a linear layer, a flatten), is one clear line instead of
+    captum's or torch's internal error text.
+    """
+    name, module = resolve_layer(model, name)
+    seen: list = []
+
+    def hook(_module, _inputs, output):
+        seen.append(tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        handle.remove()
+    model_name = type(model).__name__
+    if not seen:
+        raise ValueError(f"layer {name!r} does not run in {model_name}'s forward pass, so {what} has no map there; "
+                         f"name a layer the prediction goes through ({layer_choices(model)})")
+    out = seen[0]
+    if not isinstance(out, tuple) or len(out) != 4:
+        shown = "(N, " + ", ".join(map(str, out[1:])) + ")" if isinstance(out, tuple) else f"a {out}"
+        raise ValueError(f"layer {name!r} of {model_name} gives {shown}, not (N, C, H, W) maps; {what} needs a "
+                         f"convolutional layer ({layer_choices(model)})")
