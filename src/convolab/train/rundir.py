@@ -75,7 +75,7 @@ def read_marker(path: str | os.PathLike) -> dict | None:
         return None
     try:
         marker = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not ours
         return None
     if not isinstance(marker, dict) or marker.get("kind") != _MARKER_KIND or not isinstance(marker.get("run_id"), str):
         return None
@@ -92,7 +92,7 @@ def _legacy_run(path: Path) -> bool:
     """A run made before markers existed: a convolab config.json and nothing but files convolab writes."""
     try:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not ours
         return False
     if not (isinstance(config, dict) and isinstance(config.get("versions"), dict)
             and "convolab" in config["versions"]):
