@@ -118,7 +118,7 @@ def test_user_error_as_a_real_process(tmp_path):
     (["--batch-size", "-4"], ["--batch-size", "-4"]),
     (["--optimizer", "foo"], ["--optimizer", "invalid choice: 'foo'"]),
     (["--lr", "0"], ["--lr", "must be > 0"]),
-    (["--lr", "nan"], ["--lr", "must be > 0"]),
+    (["--lr", "nan"], ["--lr", "must be a finite number > 0"]),
     (["--lr", "fast"], ["--lr", "expected a number, got 'fast'"]),
     (["--momentum", "1"], ["--momentum", "must be in [0, 1)"]),
     (["--device", "tpu"], ["--device", "invalid choice"]),

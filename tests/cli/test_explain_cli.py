@@ -66,7 +66,7 @@ def test_target_by_name_and_existing_files(digits_run, digit_files, tmp_path, ca
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--method", "gradcm"], ["unknown method", "gradcam"]),
+    (["--method", "gradcm"], ["--method", "invalid choice", "gradcam", "integrated-gradients"]),
     (["--method", "cam"], ["global-average-pool", "gradcam"]),
     (["--layer", "features.conv9"], ["unknown layer", "features.conv1"]),
     (["--target", "cat"], ["unknown class 'cat'", "index 0..9"]),

@@ -137,7 +137,7 @@ def test_tcav_text_with_inputs_folder(digits_run, folders, capsys):
 
 
 @pytest.mark.parametrize("change,needles", [
-    (dict(concept="few"), [f"has only {MIN_CONCEPT_IMAGES - 1} image files",
+    (dict(concept="few"), [f"has only {MIN_CONCEPT_IMAGES - 1} readable image files",
                            f"at least {MIN_CONCEPT_IMAGES} are needed"]),
     (dict(randoms=1), ["needs at least 2 random folders"]),
     (dict(target="zero"), ["unknown class 'zero'"]),
