@@ -120,6 +120,22 @@ def test_result_as_dict_and_figure(on_stripes):
     assert "TCAV for class 'stripe'" in fig.axes[0].get_title()
 
 
+def test_progress_on_a_terminal_unless_quiet(striped_model, sets, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    few = {k: v for k, v in list(sets["randoms"].items())[:2]}
+    for progress in (True, False):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        tcav(striped_model, sets["striped"][:10], {"stripes": sets["concepts"]["stripes"]}, few, target=1,
+             batch_size=5, progress=progress)
+        assert ("tcav" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()) is progress
+
+
 def test_nothing_is_written_to_the_working_directory(striped_model, sets, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     few = {k: v for k, v in list(sets["randoms"].items())[:2]}

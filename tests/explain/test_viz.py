@@ -16,6 +16,7 @@ from convolab.explain.viz import (
     kernel_figure,
     kernel_grid,
     mosaic,
+    viz_run,
 )
 from convolab.models import create_model
 
@@ -186,3 +187,34 @@ def test_activation_maximization_rejects_bad_units(tutorial):
         activation_maximization(tutorial, "features.relu1", [3, 16], steps=1)
     with pytest.raises(ValueError, match="steps must be at least 1"):
         activation_maximization(tutorial, "features.relu1", 2, steps=0)
+
+
+# -- writing the files ----------------------------------------------------------------------------
+def test_viz_write_errors_are_one_line_and_leave_no_folder(run, tmp_path, monkeypatch):
+    import errno
+
+    from convolab.report import plots
+
+    def full(fig, path, dpi=110):
+        plots.plt.close(fig)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(plots, "save_figure", full)
+    out = tmp_path / "new" / "viz"
+    with pytest.raises(PermissionError) as e:
+        viz_run(run, out, kernels=True, progress=False)
+    assert str(e.value) == f"cannot write {out / 'kernels.png'} (No space left on device)"
+    assert not (tmp_path / "new").exists()
+
+
+def test_viz_shows_progress_on_a_terminal(run, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    viz_run(run, tmp_path / "v", kernels=True, filters=True, steps=2, units=2)
+    assert "viz" in sys.stderr.getvalue() and "2/2" in sys.stderr.getvalue()

@@ -188,7 +188,8 @@ def _t_test(scores: Sequence[float], null: Sequence[float]) -> float:
 
 def tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, torch.Tensor],
          random_sets: Mapping[str, torch.Tensor], target: int, layers: str | Sequence[str] | None = None, *,
-         alpha: float = 0.05, seed: int = 0, batch_size: int = 64, target_name: str | None = None) -> TCAVResult:
+         alpha: float = 0.05, seed: int = 0, batch_size: int = 64, target_name: str | None = None,
+         progress: bool = True) -> TCAVResult:
     """TCAV scores and their significance for each concept at each layer, for class ``target``.
 
     Args:
@@ -200,11 +201,14 @@ def tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, torch.Te
         layers: layer names (``named_modules()``); default the last ``feature_info`` stage.
         alpha: significance level before the Bonferroni correction.
         batch_size: images per forward/backward pass.
+        progress: a bar on stderr when it is a terminal (the CAVs, then the batches of inputs).
 
     Raises:
         ValueError: too few images or random sets, an unknown layer, a bad target or alpha.
     """
     from captum.concept import TCAV, Concept
+
+    from convolab.explain.progress import progress_bar
 
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -246,13 +250,19 @@ def tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, torch.Te
             # captum 0.9 reloads its cached CAVs through numpy.core, deprecated in NumPy 2
             warnings.filterwarnings("ignore", message="numpy.core is deprecated", category=DeprecationWarning)
             explainer = TCAV(model, layer_names, model_id="convolab", classifier=_classifier(seed), save_path=tmp)
-            explainer.compute_cavs(sets)
-            for chunk in _batches(inputs, batch_size):
-                out = explainer.interpret(chunk, sets, target=target)
-                for s in sets:
-                    for layer in layer_names:
-                        frac = float(out[key[id(s)]][layer]["sign_count"][0])  # the first concept of the pair
-                        signs[(layer, key[id(s)])] = signs.get((layer, key[id(s)]), 0.0) + frac * len(chunk)
+            chunks = list(_batches(inputs, batch_size))
+            with progress_bar(total=1 + len(chunks), desc="tcav", unit="step", enabled=progress) as bar:
+                bar.set_postfix_str(f"{len(sets)} CAVs x {len(layer_names)} layers")
+                explainer.compute_cavs(sets)
+                bar.update()
+                bar.set_postfix_str("scoring inputs")
+                for chunk in chunks:
+                    out = explainer.interpret(chunk, sets, target=target)
+                    for s in sets:
+                        for layer in layer_names:
+                            frac = float(out[key[id(s)]][layer]["sign_count"][0])  # the first concept of the pair
+                            signs[(layer, key[id(s)])] = signs.get((layer, key[id(s)]), 0.0) + frac * len(chunk)
+                    bar.update()
             cav_stats = {(layer, key[id(s)]): explainer.cavs[key[id(s)]][layer].stats
                          for s in sets for layer in layer_names}
     finally:
@@ -324,7 +334,8 @@ def _folder_names(folders: Sequence[str | os.PathLike]) -> list[str]:
 
 def tcav_run(run, concepts: Sequence[str | os.PathLike], random_folders: Sequence[str | os.PathLike],
              target: str | int, layers: str | Sequence[str] | None = None, *, inputs: str | os.PathLike | None = None,
-             max_inputs: int | None = 200, alpha: float = 0.05, seed: int = 0, batch_size: int = 64) -> TCAVResult:
+             max_inputs: int | None = 200, alpha: float = 0.05, seed: int = 0, batch_size: int = 64,
+             progress: bool = True) -> TCAVResult:
     """TCAV for a trained run, with concept and random images read from folders (what ``convolab tcav`` does).
 
     Images of any size or channel count are converted as the training images were. ``target`` is a
@@ -354,4 +365,4 @@ def tcav_run(run, concepts: Sequence[str | os.PathLike], random_folders: Sequenc
     else:
         x = class_images(run, target_index, limit=max_inputs, seed=seed)
     return tcav(run.model, x, concept_sets, random_sets, target_index, layer_list, alpha=alpha, seed=seed,
-                batch_size=batch_size, target_name=run.classes[target_index])
+                batch_size=batch_size, target_name=run.classes[target_index], progress=progress)

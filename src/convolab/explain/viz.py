@@ -403,14 +403,19 @@ def activation_maximization_figure(result: ActivationMaximization, cols: int = 8
 def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool = False,
             feature_map_images: Sequence[str | Path] = (), layers: Sequence[str] | None = None,
             max_channels: int = 32, filters: bool = False, layer: str | None = None, units: int | Sequence[int] = 8,
-            steps: int = 200, lr: float = 0.05, seed: int = 0, overwrite: bool = False) -> list[dict]:
+            steps: int = 200, lr: float = 0.05, seed: int = 0, overwrite: bool = False,
+            progress: bool = True) -> list[dict]:
     """Write a run's pictures as PNGs into ``out_dir`` and describe each file.
 
     ``kernels.png`` (the first convolution's filters), ``feature_maps_<image>.png`` per image and
     ``filters_<layer>.png`` (activation maximization). Every name is checked before anything is
     computed: an existing file is a ``FileExistsError`` unless ``overwrite``. Each PNG is written
-    atomically. Returns one record per file (``kind``, ``path`` and what it shows).
+    atomically; a write that fails (read-only folder, full disk) is one ``PermissionError`` naming
+    the file, and a folder this call created is removed again with what it wrote. ``progress``: a
+    bar on a terminal. Returns one record per file (``kind``, ``path`` and what it shows).
     """
+    from convolab.explain.output import output_folder, writing
+    from convolab.explain.progress import progress_bar
     from convolab.report.plots import save_figure
 
     if not (kernels or feature_map_images or filters):
@@ -440,23 +445,28 @@ def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool 
     inputs = {str(image): (run.preprocess(image), run.to_array(image)) for image in feature_map_images}
 
     records = []
-    for kind, path, image in planned:
-        if kind == "kernels":
-            grid = kernel_grid(model, kernel_layer, diverging=diverging)
-            save_figure(kernel_figure(grid), path)
-            records.append({"kind": kind, "path": str(path), "layer": grid.layer,
-                            "weight_shape": list(grid.weight_shape)})
-        elif kind == "feature_maps":
-            x, pixels = inputs[str(image)]
-            maps = feature_maps(model, x, map_layers)
-            save_figure(feature_map_figure(maps, pixels, max_channels=max_channels), path)
-            records.append({"kind": kind, "path": str(path), "image": str(image),
-                            "layers": {n: list(a.shape[1:]) for n, a in maps.items()}})
-        else:
-            res = activation_maximization(model, filter_layer, units, steps=steps, lr=lr, input_size=run.input_size,
-                                          mean=run.mean, std=run.std, seed=seed)
-            save_figure(activation_maximization_figure(res), path)
-            records.append({"kind": kind, "path": str(path), "layer": res.layer, "units": res.units,
-                            "steps": res.steps, "activations": res.activations,
-                            "initial_activations": res.initial_activations})
+    with output_folder(out_dir) as folder, progress_bar(planned, desc="viz", unit="file", enabled=progress) as bar:
+        for kind, path, image in bar:
+            bar.set_postfix_str(path.name)
+            if kind == "kernels":
+                grid = kernel_grid(model, kernel_layer, diverging=diverging)
+                fig = kernel_figure(grid)
+                record = {"kind": kind, "path": str(path), "layer": grid.layer, "weight_shape": list(grid.weight_shape)}
+            elif kind == "feature_maps":
+                x, pixels = inputs[str(image)]
+                maps = feature_maps(model, x, map_layers)
+                fig = feature_map_figure(maps, pixels, max_channels=max_channels)
+                record = {"kind": kind, "path": str(path), "image": str(image),
+                          "layers": {n: list(a.shape[1:]) for n, a in maps.items()}}
+            else:
+                res = activation_maximization(model, filter_layer, units, steps=steps, lr=lr,
+                                              input_size=run.input_size, mean=run.mean, std=run.std, seed=seed)
+                fig = activation_maximization_figure(res)
+                record = {"kind": kind, "path": str(path), "layer": res.layer, "units": res.units,
+                          "steps": res.steps, "activations": res.activations,
+                          "initial_activations": res.initial_activations}
+            with writing(path):
+                save_figure(fig, path)
+            folder.wrote(path)
+            records.append(record)
     return records
