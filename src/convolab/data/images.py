@@ -7,12 +7,16 @@ converted, resized and laid out exactly as the training images were.
 from __future__ import annotations
 
 import os
+import stat
+import struct
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "channels_of_mode", "image_to_array", "load_image", "open_image"]
+__all__ = ["IMAGE_EXTENSIONS", "channels_of_mode", "image_header", "image_to_array", "load_image", "open_image"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -54,24 +58,86 @@ def image_to_array(img: Image.Image, size: tuple[int, int], channels: int) -> np
     h, w = size
     if img.size != (w, h):
         img = img.resize((w, h), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+    arr = np.asarray(img, dtype=np.uint8)  # read-only view of PIL's buffer: copied below, so callers may write
+    return arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+# Pillow warns past Image.MAX_IMAGE_PIXELS (89 M pixels) and raises past twice that; both are refused here.
+# Warning filters are process-wide, so the (cheap, header-only) Image.open that may warn is serialised.
+_OPEN_LOCK = threading.Lock()
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a non-empty regular file before anything reads it (a named pipe blocks ``open``)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path}: is a folder, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: is not a regular file (a named pipe, socket or device), not an image")
+    if st.st_size == 0:
+        raise ValueError(f"{path}: is an empty file, not an image")
+
+
+def _open_lazy(path: Path) -> Image.Image:
+    """``Image.open`` (header only) with the checks above and Pillow's decompression-bomb limit as an error."""
+    _check_regular_file(path)
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{path}: refused as a possible decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (no format Pillow reads)") from None
+    except PermissionError:
+        raise PermissionError(f"{path}: no permission to read it") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: cannot decode ({_one_line(e)})") from None
+    if img.width * img.height > (Image.MAX_IMAGE_PIXELS or float("inf")):  # a filter set elsewhere let it pass
+        img.close()
+        raise ValueError(f"{path}: refused as a possible decompression bomb ({img.width}x{img.height} pixels, "
+                         f"more than {Image.MAX_IMAGE_PIXELS:,})")
+    return img
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, int], str]:
+    """``((H, W), mode)`` of an image file from its header alone, with the checks of :func:`open_image`."""
+    with _open_lazy(Path(path)) as img:
+        return (img.height, img.width), img.mode
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file; a ``ValueError`` naming the file when it is not a readable image."""
+    """Open and fully decode an image file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line naming the file when it is a folder, a named pipe or other non-regular file, empty,
+            a possible decompression bomb (more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``), not an image,
+            truncated or otherwise undecodable.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an image")
+    img = _open_lazy(path)
     try:
-        img = Image.open(path)
         img.load()  # decode now: truncated files fail here, not later
         return img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = "not an image file" if isinstance(e, UnidentifiedImageError) else f"cannot decode ({e})"
-        raise ValueError(f"{path}: {reason}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        img.close()
+        raise ValueError(f"{path}: refused as a possible decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
+        img.close()
+        if isinstance(e, PermissionError):
+            raise PermissionError(f"{path}: no permission to read it") from None
+        raise ValueError(f"{path}: cannot decode ({_one_line(e)})") from None
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> np.ndarray:

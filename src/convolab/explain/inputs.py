@@ -6,6 +6,7 @@ count is converted exactly as the training images were (resized, made grey or RG
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,9 +18,14 @@ from convolab.run import Run
 
 __all__ = ["image_files", "load_folder", "resolve_class", "run_dataset", "class_images"]
 
+log = logging.getLogger(__name__)
+
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The image files directly inside ``folder`` (not its subfolders), sorted by name; hidden files skipped.
+
+    Every entry with an image extension that is not a folder is listed, named pipes and empty files too:
+    reading them is what says they are no image (:func:`load_folder` warns and goes on).
 
     Raises:
         FileNotFoundError: no such folder.
@@ -31,24 +37,40 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: is a file, not a folder of images")
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+                  if not p.is_dir() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def load_folder(run: Run, folder: str | os.PathLike, *, min_images: int = 1, what: str = "folder",
                 limit: int | None = None) -> torch.Tensor:
     """The images in ``folder`` as the normalised batch (N, C, H, W) ``run``'s model was trained on.
 
+    Files that cannot be read as images (undecodable, empty, named pipes, decompression bombs ...) are
+    skipped with one warning naming them; only too few readable images is an error.
+
     Args:
-        min_images: fewer image files than this is a ``ValueError`` that says how many are needed.
+        min_images: fewer readable images than this is a ``ValueError`` that says how many are needed.
         what: how the error message names the folder ("concept folder", ...).
-        limit: use at most this many (the first in name order).
+        limit: use at most this many (the first readable ones in name order).
     """
     files = image_files(folder)
-    if len(files) < min_images:
-        found = f"only {len(files)}" if files else "no"
-        raise ValueError(f"{what} {folder} has {found} image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                         f"at least {min_images} are needed")
-    return run.preprocess(files[:limit] if limit else files)
+    arrays, bad = [], []
+    for f in files:
+        if limit and len(arrays) >= limit:
+            break
+        try:
+            arrays.append(torch.from_numpy(run.to_array(f)))  # (C, H, W) uint8
+        except (ValueError, OSError) as e:  # one line naming the file
+            bad.append(str(e))
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.warning("%s %s: skipped %d unreadable image file%s: %s", what, folder, len(bad),
+                    "" if len(bad) == 1 else "s", shown)
+    if len(arrays) < min_images:
+        found = f"only {len(arrays)}" if arrays else "no"
+        unreadable = f" ({len(bad)} more could not be read)" if bad else ""
+        raise ValueError(f"{what} {folder} has {found} readable image files{unreadable} "
+                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); at least {min_images} are needed")
+    return run.preprocess(torch.stack(arrays))
 
 
 def resolve_class(classes: list[str], target: str | int) -> int:
@@ -85,10 +107,14 @@ def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLik
     name = name or ds_cfg.get("name")
     if not name:
         raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
+    from convolab.data.dataset import canonical_name
+
     data_dir = data_dir or recorded_data_dir(ds_cfg.get("data_dir"))
-    data = load_dataset(name, data_dir=data_dir, val_fraction=ds_cfg.get("val_fraction", 0.1),
-                        seed=run.config.get("seed", 0), download=download)
     c, h, w = run.input_size
+    # An image folder is decoded at the size the model takes (a folder of photos needs one, see load_dataset).
+    image_size = None if canonical_name(name) else (h, w)
+    data = load_dataset(name, data_dir=data_dir, val_fraction=ds_cfg.get("val_fraction", 0.1),
+                        seed=run.config.get("seed", 0), download=download, image_size=image_size)
     if (data.in_chans, *data.image_size) != (c, h, w):
         raise ValueError(f"{name} has {data.in_chans}x{data.image_size[0]}x{data.image_size[1]} images but the model "
                          f"was trained on {c}x{h}x{w}")
