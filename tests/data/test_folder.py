@@ -175,9 +175,10 @@ def test_mostly_rgb_folder_gives_three_channels(tmp_path):
     Image.fromarray(gray, "L").save(tmp_path / "train" / "x" / "90-gray.png")
     rgba = noise((28, 28, 4), 31)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "train" / "x" / "91-rgba.png")
+    save_constant(tmp_path / "train" / "y" / "0.png", 6, mode="RGB")  # a second class: a classifier needs two
     save_constant(tmp_path / "test" / "x" / "0.png", 5, mode="RGB")
     ds = load_dataset(tmp_path, val_fraction=0.0)
-    assert ds.in_chans == 3 and ds.train.images.shape == (8, 3, 28, 28)
+    assert ds.in_chans == 3 and ds.train.images.shape == (9, 3, 28, 28)
     for k, arr in enumerate(rgb.values()):
         np.testing.assert_array_equal(ds.train.images[k].numpy(), arr.transpose(2, 0, 1))
     np.testing.assert_array_equal(ds.train.images[6].numpy(), np.stack([gray] * 3))  # grey repeated
@@ -189,11 +190,14 @@ def test_dominant_size_wins(tmp_path):
     for i in range(5):
         save_constant(tmp_path / "c" / f"big{i}.png", 50 + i, size=(32, 20))
     save_constant(tmp_path / "c" / "small.png", 7, size=(28, 28))
+    for i in range(2):  # a second class (a classifier needs two), with one image in the test split
+        save_constant(tmp_path / "d" / f"{i}.png", 60 + i, size=(32, 20))
     scan = scan_folder(tmp_path)
     assert (scan.size, scan.channels, scan.n_resized) == ((32, 20), 1, 1)
-    ds = load_dataset(tmp_path, test_fraction=0.0, val_fraction=0.0)
+    ds = load_dataset(tmp_path, test_fraction=0.3, val_fraction=0.0)
     assert ds.image_size == (32, 20)
-    assert sorted(values_of(ds.train.images)) == [7, 50, 51, 52, 53, 54]  # a constant image stays constant
+    values = sorted(values_of(ds.train.images) + values_of(ds.test.images))
+    assert values == [7, 50, 51, 52, 53, 54, 60, 61]  # a constant image stays constant
 
 
 # --- unreadable files --------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from convolab.data import cache
-from convolab.data.folder import decode_folder, scan_folder
+from convolab.data.folder import check_memory, decode_folder, scan_folder
 from convolab.data.named import DATASETS, DatasetSpec, decode, download, find_files, source_files
 from convolab.data.resolve import search_places, user_cache_dir
 from convolab.data.split import stratified_split
 from convolab.errors import DataNotFoundError, UnknownNameError
 
-__all__ = ["Split", "ImageDataset", "load_dataset", "list_datasets", "locate_dataset", "normalization_stats"]
+__all__ = ["Split", "ImageDataset", "load_dataset", "list_datasets", "locate_dataset", "normalization_stats",
+           "canonical_name"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,15 @@ def normalization_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[
     return tuple(means), tuple(stds)
 
 
+def _square(size) -> tuple[int, ...]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def canonical_name(name: str) -> str | None:
+    """The built-in dataset ``name`` stands for (aliases, case and ``_`` allowed), or None."""
+    return _canonical(name)
+
+
 def _canonical(name: str) -> str | None:
     key = name.strip().lower().replace("_", "-")
     aliases = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10",
@@ -148,8 +158,9 @@ def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool)
             raise _not_found(spec, looked, None)
         try:
             folder = download(spec, user_cache_dir())
-        except Exception as e:  # network errors come in many types
-            raise _not_found(spec, looked, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        except Exception as e:  # download() says why in one line (e.reason); anything else is passed on briefly
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise _not_found(spec, looked, reason) from None
     key = cache.fingerprint(spec.name, source_files(spec, folder)) if use_cache else None
     hit = cache.load_cached(spec.name, key) if key else None
     if hit is not None:
@@ -162,8 +173,9 @@ def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool)
     return tr_x, tr_y, te_x, te_y, list(spec.classes), str(folder)
 
 
-def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int):
-    scan = scan_folder(path)
+def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int, image_size=None, max_bytes=None):
+    scan = scan_folder(path, image_size)
+    check_memory(scan, max_bytes)  # before anything is decoded or read from the cache
     h, w = scan.size
     key = cache.fingerprint(f"folder:{scan.root.resolve()}", scan.all_files(), extra=f"{h}x{w}x{scan.channels}")
     hit = cache.load_cached(f"folder-{scan.root.name}", key) if use_cache else None
@@ -204,6 +216,34 @@ def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int):
     return tr[0], tr[1], te[0], te[1], scan.classes, str(scan.root), val
 
 
+def _check_splits(display: str, classes: list[str], tr_x, tr_y, te_x, te_y, folder: bool) -> None:
+    """Refuse, before any training, splits a classifier cannot be trained or measured on (one line each)."""
+    if len(classes) < 2:
+        what = f"one class folder ({classes[0]!r})" if folder and classes else f"{len(classes)} class"
+        raise ValueError(f"{display}: has only {what}; a classifier needs at least two classes"
+                         + (" (one subfolder of images per class)" if folder else ""))
+    for split, x, y in (("train", tr_x, tr_y), ("test", te_x, te_y)):
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"{display}: the {split} labels have shape {tuple(y.shape)}; expected one label "
+                             f"per image ({len(x)},)")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"{display}: the {split} labels hold {bad}, outside the {len(classes)} classes "
+                             f"(expected 0..{len(classes) - 1})")
+    if tuple(tr_x.shape[1:]) != tuple(te_x.shape[1:]):
+        shape = "x".join(str(v) for v in tr_x.shape[1:])
+        raise ValueError(f"{display}: the train images are {shape} but the test images are "
+                         f"{'x'.join(str(v) for v in te_x.shape[1:])}; both splits need the same size")
+    present = np.unique(np.asarray(tr_y))
+    if len(tr_y) and len(present) < 2:
+        raise ValueError(f"{display}: every training image is of class {classes[int(present[0])]!r}; "
+                         f"a classifier needs images of at least two classes")
+    if len(te_y) == 0:
+        how = ("put images in its test/<class>/ folders, or remove test/ to hold out a share of train/"
+               if folder else "the test files hold no images")
+        raise ValueError(f"{display}: the test split is empty, so accuracy could not be measured; {how}")
+
+
 def load_dataset(
     name_or_path: str | os.PathLike,
     *,
@@ -213,6 +253,8 @@ def load_dataset(
     download: bool = True,
     cache: bool = True,
     test_fraction: float = 0.2,
+    image_size: int | tuple[int, int] | None = None,
+    max_bytes: int | None = None,
 ) -> ImageDataset:
     """Load a named dataset or an image folder into memory.
 
@@ -227,11 +269,18 @@ def load_dataset(
         download: allow the torchvision download when the data is nowhere on disk.
         cache: keep decoded tensors in the user cache (``decoded/``) and reuse them.
         test_fraction: share held out as test for a folder with no ``test/``.
+        image_size: (H, W), or one side, every image of a folder is resized to (default: the folder's most
+            common size; a folder of photos larger than :data:`convolab.data.folder.LARGE_SIDE` needs one).
+            A named dataset accepts only its own size.
+        max_bytes: the most a folder's decoded images may take in memory (default
+            ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB, see :mod:`convolab.data.limits`).
 
     Raises:
         UnknownNameError: not a dataset name and not an existing path.
         DataNotFoundError: a named dataset found nowhere (the message lists every place searched).
-        ValueError: a folder without usable images, or a bad fraction.
+        ValueError: a folder without usable images, too large for memory or of large photos (see ``image_size``),
+            a bad fraction, fewer than two classes, labels outside the classes, train and test images of
+            different sizes, or an empty test split — refused before any training.
     """
     name = os.fspath(name_or_path)
     if not 0.0 <= val_fraction < 1.0:
@@ -240,14 +289,21 @@ def load_dataset(
     val = None
     if canonical is not None:
         spec = DATASETS[canonical]
+        if image_size is not None and _square(image_size) != tuple(spec.image_size):
+            h, w = spec.image_size
+            raise ValueError(f"image_size {image_size!r}: the {canonical} images are {h}x{w}; resizing applies to "
+                             f"image folders only")
         tr_x, tr_y, te_x, te_y, classes, source = _load_named(spec, data_dir, download, cache)
         display = canonical
     elif _looks_like_path(name):
-        tr_x, tr_y, te_x, te_y, classes, source, val = _load_folder(name, cache, test_fraction, seed)
+        tr_x, tr_y, te_x, te_y, classes, source, val = _load_folder(name, cache, test_fraction, seed, image_size,
+                                                                    max_bytes)
         display = str(Path(name).expanduser())
     else:
         raise UnknownNameError("dataset", name, DATASETS,
                                hint="or give a path to a folder of class subfolders; `convolab datasets` lists them")
+    _check_splits(display, list(classes), np.asarray(tr_x), np.asarray(tr_y), np.asarray(te_x), np.asarray(te_y),
+                  folder=canonical is None)
     tr_x, tr_y = torch.from_numpy(np.asarray(tr_x)), torch.from_numpy(np.asarray(tr_y))
     if val is not None:
         train = Split(tr_x, tr_y)

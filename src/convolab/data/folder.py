@@ -5,9 +5,15 @@ Two layouts:
 * ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (``PATH/val/<class>/...`` optional);
 * ``PATH/<class>/...``, split into train and test by a stratified, seeded draw.
 
-The most common image size and channel count across the folder decide the tensor shape; images
-that differ are resized/converted to it (and the log says how many). Files that are not readable
-images are skipped with a warning naming them.
+The most common image size (or the ``image_size`` asked for) and channel count across the folder
+decide the tensor shape; images that differ are resized/converted to it (and the log says how many).
+Files that are not readable images (named pipes, empty or truncated files, decompression bombs ...)
+are skipped with a warning naming them.
+
+Before anything is decoded, :func:`check_memory` refuses a folder whose decoded tensors would exceed
+the memory limit (:mod:`convolab.data.limits`, 2 GiB by default), and a folder of large photos (longer
+side over ``LARGE_SIDE`` pixels) unless an ``image_size`` is given: training at photo resolution needs
+gigabytes per batch. Both messages say how much it would take and how to downscale.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from convolab.data.images import IMAGE_EXTENSIONS, channels_of_mode, image_to_array
+from convolab.data.images import IMAGE_EXTENSIONS, channels_of_mode, image_header, image_to_array, open_image
+from convolab.data.limits import format_bytes, max_data_bytes
 
-__all__ = ["FolderScan", "scan_folder", "decode_folder"]
+__all__ = ["FolderScan", "scan_folder", "decode_folder", "check_memory", "LARGE_SIDE"]
+
+# Folder images with a longer side above this are "photos": refused at their own size unless asked for.
+LARGE_SIDE = 1024
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +45,25 @@ class FolderScan:
     root: Path
     classes: list[str]
     files: dict[str, list[tuple[Path, int]]]  # split name ("train", "val", "test" or "all") -> (file, label)
-    size: tuple[int, int]  # dominant (H, W)
+    size: tuple[int, int]  # (H, W) every image is decoded to: image_size if given, else the dominant size
+    native_size: tuple[int, int]  # the dominant (H, W) of the files themselves
     channels: int  # dominant channel count (1 or 3)
     n_resized: int
     n_converted: int
     bad: list[tuple[Path, str]]  # unreadable files and why
 
+    size_given: bool = False  # the size was asked for (image_size), not taken from the files
+
     def all_files(self) -> list[Path]:
         return [p for items in self.files.values() for p, _ in items]
+
+    def num_images(self) -> int:
+        return sum(len(items) for items in self.files.values())
+
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded uint8 tensors (N x C x H x W)."""
+        h, w = self.size
+        return self.num_images() * self.channels * h * w
 
 
 def _list_class_dir(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -64,21 +84,40 @@ def _class_names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _reason(path: Path, e: Exception) -> str:
+    """The error's text without the leading file name (the warning names the file once)."""
+    text = str(e)
+    return text.removeprefix(f"{path}: ") or type(e).__name__
+
+
 def _header(path: Path) -> tuple[tuple[int, int], str] | str:
     try:
-        with Image.open(path) as img:
-            return (img.height, img.width), img.mode
-    except Exception as e:  # PIL raises many types for bad files
-        return f"{type(e).__name__}: {e}"
+        return image_header(path)
+    except (ValueError, OSError) as e:  # image_header gives one line per bad file
+        return _reason(path, e)
 
 
-def scan_folder(root: str | os.PathLike) -> FolderScan:
+def _check_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(v, int) and 1 <= v <= 65535 for v in size):
+        raise ValueError(f"image_size must be an int or (height, width) of positive ints; got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def scan_folder(root: str | os.PathLike, image_size: int | tuple[int, int] | None = None) -> FolderScan:
     """List the images of a class-folder dataset and read their headers (sizes and modes).
+
+    Args:
+        image_size: (H, W) (or one side for square images) to decode every image to; default: the most
+            common size among the files.
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
         ValueError: no class subfolders or no images.
     """
+    size_given = _check_size(image_size)
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -110,39 +149,83 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
     good = {p: h for p, h in headers.items() if not isinstance(h, str)}
     if not good:
         raise ValueError(f"{root}: none of its {len(paths)} image files could be read")
-    size = Counter(h[0] for h in good.values()).most_common(1)[0][0]
+    native = Counter(h[0] for h in good.values()).most_common(1)[0][0]
+    size = size_given or native
     channels = Counter(channels_of_mode(h[1]) for h in good.values()).most_common(1)[0][0]
     target_mode = "L" if channels == 1 else "RGB"
     n_resized = sum(h[0] != size for h in good.values())
     n_converted = sum(h[1] != target_mode for h in good.values())
     bad_set = {p for p, _ in bad}
     files = {s: [(p, y) for p, y in items if p not in bad_set] for s, items in files.items()}
-    return FolderScan(root, classes, files, size, channels, n_resized, n_converted, bad)
+    return FolderScan(root, classes, files, size, native, channels, n_resized, n_converted, bad,
+                      size_given=size_given is not None)
+
+
+def check_memory(scan: FolderScan, max_bytes: int | None = None) -> None:
+    """Refuse, before decoding, a folder that would not fit in memory or is a folder of large photos.
+
+    Args:
+        max_bytes: the limit on the decoded tensors (N x C x H x W bytes); default
+            ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB.
+
+    Raises:
+        ValueError: one line with the figures and how to proceed (a smaller ``image_size``, or a higher limit).
+    """
+    limit = max_data_bytes() if max_bytes is None else max_bytes
+    h, w = scan.size
+    n, c = scan.num_images(), scan.channels
+    need = scan.decoded_bytes()
+    if not scan.size_given and max(h, w) > LARGE_SIDE:
+        small = _fitting_size(scan.size, min(256, LARGE_SIDE))
+        raise ValueError(
+            f"{scan.root}: its images are mostly {h}x{w} pixels (large photos): decoded they take "
+            f"{format_bytes(need)} for {n:,} images, and training at that size needs gigabytes per batch; "
+            f"downscale them with image_size (convolab train --image-size {small[0]}x{small[1]}), or give "
+            f"--image-size {h}x{w} to train at full size")
+    if need > limit:
+        # the largest size with the same aspect ratio that fits the limit
+        side = int(max(h, w) * (limit / max(need, 1)) ** 0.5)
+        fit = _fitting_size(scan.size, max(side, 1))
+        raise ValueError(
+            f"{scan.root}: {n:,} images of {c}x{h}x{w} would take {format_bytes(need)} in memory, more than the "
+            f"limit of {format_bytes(limit)} ($CONVOLAB_MAX_DATA_BYTES); downscale them with image_size "
+            f"(convolab train --image-size {fit[0]}x{fit[1]} fits), or raise $CONVOLAB_MAX_DATA_BYTES")
+
+
+def _fitting_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
+    """(H, W) scaled so that the longer side is ``longer`` (never larger than ``size``)."""
+    h, w = size
+    scale = min(1.0, longer / max(h, w))
+    return max(1, int(h * scale)), max(1, int(w * scale))
 
 
 def _decode_one(args) -> np.ndarray | str:
     path, size, channels = args
     try:
-        with Image.open(path) as img:
-            img.load()
+        with open_image(path) as img:
             return image_to_array(img, size, channels)
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
+    except (ValueError, OSError) as e:
+        return _reason(path, e)
 
 
 def decode_folder(scan: FolderScan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Decode every image of a scan into uint8 arrays (N, C, H, W) and int64 labels, per split.
 
     Files that pass the header check but fail to decode (truncated data) are added to ``scan.bad``.
+    Each image is written into one preallocated array as it is decoded (no list of copies to stack).
     """
     out = {}
+    h, w = scan.size
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         for split, items in scan.files.items():
-            arrays = list(pool.map(_decode_one, [(p, scan.size, scan.channels) for p, _ in items]))
-            keep = [i for i, a in enumerate(arrays) if not isinstance(a, str)]
-            scan.bad.extend((items[i][0], arrays[i]) for i, a in enumerate(arrays) if isinstance(a, str))
-            h, w = scan.size
-            x = np.stack([arrays[i] for i in keep]) if keep else np.empty((0, scan.channels, h, w), np.uint8)
-            y = np.asarray([items[i][1] for i in keep], np.int64)
-            out[split] = (x, y)
+            x = np.empty((len(items), scan.channels, h, w), np.uint8)  # (N, C, H, W)
+            ok = np.zeros(len(items), bool)
+            jobs = ((p, scan.size, scan.channels) for p, _ in items)
+            for i, a in enumerate(pool.map(_decode_one, jobs)):
+                if isinstance(a, str):
+                    scan.bad.append((items[i][0], a))
+                else:
+                    x[i], ok[i] = a, True
+            y = np.asarray([label for _, label in items], np.int64)
+            out[split] = (x, y) if ok.all() else (x[ok], y[ok])
     return out
