@@ -7,7 +7,10 @@ through torchvision's dataset classes, into the user cache.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,21 +116,79 @@ def source_files(spec: DatasetSpec, folder: Path) -> list[Path]:
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, labels, test images, labels
 
 
+def _shape(a: np.ndarray) -> str:
+    return "x".join(str(v) for v in a.shape)
+
+
 def _decode_idx(spec: DatasetSpec, folder: Path) -> Arrays:
-    tr_x, tr_y, te_x, te_y = (read_idx(_present(folder, f)) for f in spec.files)
-    if tr_x.ndim != 3 or te_x.ndim != 3 or len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
-        raise ValueError(f"{folder}: the IDX files do not hold matching images and labels")
+    paths = [_present(folder, f) for f in spec.files]
+    tr_x, tr_y, te_x, te_y = (read_idx(p) for p in paths)
+    for path, x in ((paths[0], tr_x), (paths[2], te_x)):
+        if x.dtype != np.uint8:  # a cast would wrap or clip the values silently
+            raise ValueError(f"{path}: images stored as {x.dtype} values; expected unsigned bytes (IDX type 0x08), "
+                             f"which is what convolab trains on — convert them to 0..255 uint8 first")
+        if x.ndim != 3:
+            raise ValueError(f"{path}: holds an array of shape {_shape(x)}; expected images (N, H, W)")
+    for path, y, x, xpath in ((paths[1], tr_y, tr_x, paths[0]), (paths[3], te_y, te_x, paths[2])):
+        if y.ndim != 1:
+            raise ValueError(f"{path}: labels of shape {_shape(y)}; expected one label per image ({len(x)},)")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{path}: labels stored as {y.dtype} values; expected integers (IDX type 0x08)")
+        if len(y) != len(x):
+            raise ValueError(f"{path}: {len(y):,} labels for the {len(x):,} images of {xpath.name}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(spec.classes)):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"{path}: holds label {bad}, outside {spec.name}'s {len(spec.classes)} classes "
+                             f"(expected 0..{len(spec.classes) - 1})")
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise ValueError(f"{folder}: the train images ({paths[0].name}) are {_shape(tr_x[0])} but the test images "
+                         f"({paths[2].name}) are {_shape(te_x[0])}; both splits need the same size")
     return tr_x[:, None], tr_y, te_x[:, None], te_y  # (N, 1, 28, 28)
+
+
+def _torchvision_files(spec: DatasetSpec, folder: Path) -> list[tuple[Path, str]]:
+    """The files torchvision's parser reads for ``spec``, with their published MD5 checksums."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, spec.torchvision_name)
+    if spec.kind == "svhn":
+        return [(folder / cls.split_list[s][1], cls.split_list[s][2]) for s in ("train", "test")]
+    base = folder / cls.base_folder
+    return [(base / name, md5) for name, md5 in (*cls.train_list, *cls.test_list)] + \
+        [(base / cls.meta["filename"], cls.meta["md5"])]
+
+
+def _diagnose_torchvision(spec: DatasetSpec, folder: Path, error: Exception) -> ValueError:
+    """One line naming the missing or damaged file of a CIFAR/SVHN folder torchvision refused."""
+    from torchvision.datasets.utils import check_integrity
+
+    missing = [p for p, _ in _torchvision_files(spec, folder) if not p.is_file()]
+    if missing:
+        names = ", ".join(p.name for p in missing)
+        return ValueError(f"{folder}: incomplete {spec.name} folder, {names} missing from {missing[0].parent}; "
+                          f"copy the complete dataset there or download it again")
+    damaged = [p for p, md5 in _torchvision_files(spec, folder) if not check_integrity(str(p), md5)]
+    if damaged:
+        return ValueError(f"{damaged[0]}: damaged {spec.name} file (its MD5 checksum is not the published one"
+                          f"{f'; {len(damaged) - 1} more damaged' if len(damaged) > 1 else ''}); "
+                          f"copy it again or download the dataset again")
+    text = str(error).strip().splitlines()
+    return ValueError(f"{folder}: cannot read {spec.name} ({type(error).__name__}: {text[0] if text else ''})")
 
 
 def _decode_torchvision(spec: DatasetSpec, folder: Path) -> Arrays:
     import torchvision
 
     cls = getattr(torchvision.datasets, spec.torchvision_name)
+    try:  # torchvision checks every file's MD5 before it parses one (its CIFAR files are pickles)
+        if spec.kind == "svhn":
+            tr, te = cls(str(folder), split="train"), cls(str(folder), split="test")
+        else:
+            tr, te = cls(str(folder), train=True), cls(str(folder), train=False)
+    except Exception as e:  # RuntimeError "not found or corrupted", scipy's and pickle's many types
+        raise _diagnose_torchvision(spec, folder, e) from None
     if spec.kind == "svhn":
-        tr, te = cls(str(folder), split="train"), cls(str(folder), split="test")
         return tr.data, np.asarray(tr.labels), te.data, np.asarray(te.labels)  # (N, 3, 32, 32)
-    tr, te = cls(str(folder), train=True), cls(str(folder), train=False)
     return (tr.data.transpose(0, 3, 1, 2), np.asarray(tr.targets),  # (N, 32, 32, 3) -> (N, 3, 32, 32)
             te.data.transpose(0, 3, 1, 2), np.asarray(te.targets))
 
@@ -155,28 +216,83 @@ _DECODERS: dict[str, Callable[[DatasetSpec, Path], Arrays]] = {
 def decode(spec: DatasetSpec, folder: Path | None) -> Arrays:
     """Decode a found dataset into uint8 images (N, C, H, W) and int64 labels, train and test."""
     tr_x, tr_y, te_x, te_y = _DECODERS[spec.kind](spec, folder)
+    for x in (tr_x, te_x):
+        if np.asarray(x).dtype != np.uint8:  # never cast silently (floats would wrap)
+            raise ValueError(f"{folder}: {spec.name} images decoded as {np.asarray(x).dtype}; expected uint8")
     return (np.ascontiguousarray(tr_x, np.uint8), np.asarray(tr_y, np.int64),
             np.ascontiguousarray(te_x, np.uint8), np.asarray(te_y, np.int64))
+
+
+def _existing(root: Path) -> set[Path]:
+    """Every path under ``root`` now (the decode cache aside), and ``root``'s missing ancestors' absence."""
+    if not root.is_dir():
+        return set()
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        if d == root:
+            dirnames[:] = [n for n in dirnames if n != "decoded"]
+        out.update(d / n for n in dirnames + filenames)
+    return out
+
+
+def _remove_new(root: Path, before: set[Path], made: list[Path]) -> None:
+    """Remove what a failed download added under ``root`` (and the folders it made for ``root``), nothing else."""
+    for p in sorted(_existing(root) - before, key=lambda q: len(q.parts), reverse=True):  # deepest first
+        try:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()  # emptied by the deeper removals; a folder still holding older files stays
+            else:
+                p.unlink()
+        except OSError as e:
+            log.debug("could not remove %s after the failed download: %s", p, e)
+    for d in made:  # innermost first
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def download(spec: DatasetSpec, root: Path) -> Path:
     """Download ``spec`` through torchvision into ``root``; returns the folder holding its files.
 
+    On failure, everything this call created (files, folders, ``root`` itself) is removed again and
+    nothing else is touched. torchvision's console messages are logged at debug level.
+
     Raises:
-        RuntimeError/OSError: from torchvision when the download fails (no network ...).
+        DataNotFoundError: one line: the download failed (no network ...) and why.
     """
     import torchvision
 
+    from convolab.errors import DataNotFoundError
+
     cls = getattr(torchvision.datasets, spec.torchvision_name)
-    root.mkdir(parents=True, exist_ok=True)
+    made = [p for p in (root, *root.parents) if not p.exists()]  # folders mkdir will create, innermost first
+    before = _existing(root)
     log.info("downloading %s through torchvision into %s", spec.name, root)
-    if spec.kind == "svhn":
-        for split in ("train", "test"):
-            cls(str(root), split=split, download=True)
-    else:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    found = find_files(spec, root)
-    if found is None:
-        raise RuntimeError(f"torchvision reported success but the files are not in {root}")
-    return found
+    chatter = io.StringIO()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(chatter):  # "Downloading URL", "Failed to download (trying next): ..."
+            if spec.kind == "svhn":
+                for split in ("train", "test"):
+                    cls(str(root), split=split, download=True)
+            else:
+                for train in (True, False):
+                    cls(str(root), train=train, download=True)
+        found = find_files(spec, root)
+        if found is None:
+            raise RuntimeError(f"torchvision reported success but the files are not in {root}")
+        return found
+    except Exception as e:  # network and archive errors come in many types
+        _remove_new(root, before, made)
+        lines = str(e).strip().splitlines()
+        reason = f"{type(e).__name__}: {lines[0] if lines else 'no reason given'}"
+        err = DataNotFoundError(
+            f"downloading {spec.name} into {root} failed ({reason}); nothing was kept. Without internet, put its "
+            f"files ({', '.join(spec.files)}) in a folder and pass --data-dir")
+        err.reason = reason  # type: ignore[attr-defined]  # for messages that say the rest themselves
+        raise err from None
+    finally:
+        for line in chatter.getvalue().splitlines():
+            log.debug("torchvision: %s", line)
