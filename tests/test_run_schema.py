@@ -113,6 +113,7 @@ def test_summary_json_that_is_not_utf8(run_copy):
 def test_a_valid_run_with_fields_of_a_later_convolab_still_loads(run_copy):
     config = json.loads((run_copy / "config.json").read_text())
     config["something_new"] = {"nested": [1, 2, {"x": None}]}
+    config["command"] = None  # a run trained from Python, not by the CLI
     (run_copy / "config.json").write_text(json.dumps(config))
     summary = json.loads((run_copy / "summary.json").read_text())
     summary["test_accuracy"] = None  # a non-finite figure written as null

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Tensor", "TensorDict",
-           "maybe", "validate", "parse_json", "read_json", "check_weights_metadata", "CONFIG_SCHEMA",
+           "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata", "CONFIG_SCHEMA",
            "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES", "MAX_CHANS", "MAX_SIDE"]
 
 MAX_DEPTH = 32  # nesting of a run's JSON (convolab writes at most 4 levels)
@@ -37,7 +37,7 @@ class _Bad(Exception):
         self.where, self.problem, self.expected = where, problem, expected
 
 
-def _describe_value(v: object) -> str:
+def describe_value(v: object) -> str:
     """``is 3``, ``is a list of 2 items``, ``is null`` ... for an error message."""
     if v is None:
         return "is null"
@@ -77,7 +77,7 @@ class Int:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or not self.lo <= v <= self.hi:
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Num:
         ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v <= self.hi
               and (v > self.lo if self.lo_open else v >= self.lo))
         if not ok:
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Str:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, str):
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
         if len(v) > self.max_len:
             raise _Bad(where, f"is a string of {len(v):,} characters", f"at most {self.max_len:,}")
 
@@ -125,7 +125,7 @@ class Bool:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, bool):
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Null:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if v is not None:
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class AnyDict:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, dict):
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
         AnyValue().check(v, where, depth)
 
 
@@ -186,7 +186,7 @@ class AnyOf:
                 bad = bad or (e if e.where != where else None)  # a problem inside a matching container
         if bad is not None:
             raise bad
-        raise _Bad(where, _describe_value(v), self.describe())
+        raise _Bad(where, describe_value(v), self.describe())
 
 
 def maybe(spec) -> AnyOf:
@@ -210,7 +210,7 @@ class ListOf:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, (list, tuple)) or not self.min_len <= len(v) <= self.max_len:
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
         if depth >= MAX_DEPTH:
             raise _Bad(where, f"is nested more than {MAX_DEPTH} levels deep", f"at most {MAX_DEPTH} levels")
         for i, x in enumerate(v):
@@ -240,7 +240,7 @@ class Obj:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, dict):
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
         if depth >= MAX_DEPTH:
             raise _Bad(where, f"is nested more than {MAX_DEPTH} levels deep", f"at most {MAX_DEPTH} levels")
         for k in self.required:
@@ -275,7 +275,7 @@ class Tensor:
         ok = (isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type == "cpu"
               and (self.dtype is None or v.dtype == self.dtype) and (self.ndim is None or v.dim() == self.ndim))
         if not ok:
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ class TensorDict:
 
     def check(self, v: object, where: str, depth: int) -> None:
         if not isinstance(v, dict):
-            raise _Bad(where, _describe_value(v), self.describe())
+            raise _Bad(where, describe_value(v), self.describe())
         for k, t in v.items():
             if not isinstance(k, str):
                 raise _Bad(where, f"has a key of type {type(k).__name__} ({k!r})", "tensor names (strings)")
@@ -351,22 +351,23 @@ WEIGHTS_META_SCHEMA = Obj(
     },
     required=("format", "model", "model_kwargs", "classes", "mean", "std", "input_size"))
 
+# Null is accepted wherever a reader copes with it (``command`` is null when Python, not the CLI, trained the run).
 CONFIG_SCHEMA = Obj({
-    "kind": Str(100),
-    "model": Str(200),
-    "model_kwargs": Obj(),
-    "dataset": maybe(Obj({"name": Str(1000), "source": maybe(Str()), "data_dir": maybe(Str()),
+    "kind": maybe(Str(100)),
+    "model": maybe(Str(200)),
+    "model_kwargs": maybe(Obj()),
+    "dataset": maybe(Obj({"name": maybe(Str(1000)), "source": maybe(Str()), "data_dir": maybe(Str()),
                           "val_fraction": Num(0, 1), "classes": _NAMES,
                           "sizes": Obj(other=Int(0)), "input_size": ListOf(Int(1, MAX_SIDE), 1, 4),
                           "mean": ListOf(Num(), 1, MAX_CHANS), "std": ListOf(Num(), 1, MAX_CHANS)})),
-    "recipe": Obj(),
-    "augment": Obj(),
-    "seed": Int(),
-    "device": Str(100),
-    "world_size": Int(1, 1_000_000),
-    "command": ListOf(Str()),
-    "versions": Obj(other=maybe(Str(200))),
-    "config": Obj(),
+    "recipe": Obj(),  # (the report lists its items)
+    "augment": maybe(Obj()),
+    "seed": Int(),  # (explain and eval split the data with it)
+    "device": maybe(Str(100)),
+    "world_size": maybe(Int(1, 1_000_000)),
+    "command": maybe(ListOf(Str())),
+    "versions": maybe(Obj(other=maybe(Str(200)))),
+    "config": maybe(Obj()),
 })
 
 _RATE = maybe(Num(0, 1))

@@ -66,6 +66,9 @@ BAD_STATES = [
     ("nan.streak", -2, "field 'nan.streak' is -2"),
     ("elapsed", float("inf"), "field 'elapsed' is inf; expected a number >= 0"),
     ("best.value", "high", "field 'best.value' is the string 'high'"),
+    ("config.epochs", "1", "field 'config.epochs' is the string '1'; expected an integer"),
+    ("config.lr", True, "field 'config.lr' is true; expected a number"),
+    ("config.ema", 0.99, "field 'ema' is null in a run with --ema 0.99; expected the EMA weights"),
     ("config.fancy_new_option", True, "field 'config' has options this convolab does not know (fancy_new_option)"),
 ]
 

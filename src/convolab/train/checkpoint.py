@@ -26,6 +26,7 @@ import torch
 
 from convolab.atomic import atomic_path, fsync_dir
 from convolab.run_schema import AnyDict, AnyValue, Int, ListOf, Num, Obj, Str, Tensor, TensorDict, maybe, validate
+from convolab.run_schema import describe_value as _describe
 from convolab.tensor_files import file_kind, torch_load
 
 __all__ = ["CHECKPOINTS", "FORMAT", "save_checkpoint", "load_checkpoint", "step_checkpoints", "checkpoint_name",
@@ -171,11 +172,7 @@ def check_checkpoint(state: object, what: str) -> dict:
         raise ValueError(f"{what}: not a convolab checkpoint (no {', '.join(missing)}; expected the training state "
                          "convolab train saves in RUN/checkpoints/)")
     validate(state, _SCHEMA, what)
-    config_fields = {f.name for f in dataclasses.fields(_train_config())}
-    strange = sorted(k for k in state["config"] if k not in config_fields)
-    if strange:
-        raise ValueError(f"{what}: field 'config' has options this convolab does not know ({', '.join(strange[:5])}); "
-                         "it was probably written by a newer convolab (upgrade convolab to resume it)")
+    _check_config(state, what)
     epochs = state["config"].get("epochs")
     if isinstance(epochs, int) and not isinstance(epochs, bool) and state["epoch"] > epochs + 1:
         raise ValueError(f"{what}: field 'epoch' is {state['epoch']:,} in a run of {epochs} epochs; expected at most "
@@ -189,6 +186,37 @@ def check_checkpoint(state: object, what: str) -> dict:
             raise ValueError(f"{what}: field 'model.{k}' holds NaN or inf; convolab never saves non-finite weights, "
                              "so the file was altered or damaged")
     return state
+
+
+_SPEC_OF_DEFAULT = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+
+
+def _check_config(state: dict, what: str) -> None:
+    """The saved TrainConfig: options this convolab has, each of its type (judged by the default: a field whose
+    default is None may hold several types and is left to TrainConfig.validate), and the state its options imply."""
+    fields = {f.name: f for f in dataclasses.fields(_train_config())}
+    config = state["config"]
+    strange = sorted(k for k in config if k not in fields)
+    if strange:
+        raise ValueError(f"{what}: field 'config' has options this convolab does not know ({', '.join(strange[:5])}); "
+                         "it was probably written by a newer convolab (upgrade convolab to resume it)")
+    for name, value in config.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        kind = type(default)
+        if default is None or kind not in _SPEC_OF_DEFAULT:
+            continue
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+        if not ok:
+            raise ValueError(f"{what}: field 'config.{name}' {_describe(value)}; expected {_SPEC_OF_DEFAULT[kind]}")
+    if config.get("ema") and state["ema"] is None:
+        raise ValueError(f"{what}: field 'ema' is null in a run with --ema {config['ema']}; expected the EMA weights")
+    if config.get("precision") == "fp16" and state["scaler"] is None:
+        raise ValueError(f"{what}: field 'scaler' is null in a run with --precision fp16; expected the loss scaler's "
+                         "state")
 
 
 def _train_config():
