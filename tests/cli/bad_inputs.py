@@ -120,10 +120,17 @@ def folder_empty_test(tmp, run):
     (tmp / "imgs" / "test" / "b").mkdir(parents=True)
 
 
-def folder_bomb(tmp, run):
-    image_folder(tmp / "imgs")
-    side = int((Image.MAX_IMAGE_PIXELS * 2.2) ** 0.5) + 1
-    Image.new("1", (side, side)).save(tmp / "imgs" / "a" / "bomb.png", optimize=True)
+def cifar_garbage(tmp, run):
+    folder = tmp / "cif" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))):
+        (folder / name).write_bytes(b"not a pickle")
+
+
+def svhn_garbage(tmp, run):
+    (tmp / "svhn").mkdir()
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        (tmp / "svhn" / name).write_bytes(b"MATLAB 5.0 MAT-file, garbage")
 
 
 def file_as_data(tmp, run):

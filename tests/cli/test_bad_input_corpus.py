@@ -37,10 +37,12 @@ class Case(NamedTuple):
     build: object = None  # builder(tmp, run) from bad_inputs, or None
     absent: tuple[str, ...] = ()  # paths (relative to tmp) that must not exist afterwards: refused before made
     slow: bool = False  # takes more than a few seconds (it does the work before it can refuse)
+    stdout: tuple[str, ...] = ()  # must be printed on stdout (the inputs that were fine go on)
 
 
-def C(id, argv, *needles, build=None, absent=(), slow=False):
-    return Case(id, argv, tuple(needles), build, tuple([absent] if isinstance(absent, str) else absent), slow)
+def C(id, argv, *needles, build=None, absent=(), slow=False, stdout=()):
+    return Case(id, argv, tuple(needles), build, tuple([absent] if isinstance(absent, str) else absent), slow,
+                tuple([stdout] if isinstance(stdout, str) else stdout))
 
 
 TRAIN = "train --model tutorial_cnn --data digits --epochs 1 --quiet --no-plots --device cpu --out {tmp}/out"
@@ -134,6 +136,9 @@ UP_FRONT = [
     C("train-unknown-model", f"{TRAIN} --model resnet", "resnet", absent="out"),
     C("train-unknown-dataset", f"{TRAIN} --data fashon-mnist", "fashon-mnist", absent="out"),
     C("train-milestones-with-cosine", f"{TRAIN} --schedule cosine --milestones 1", "--milestones", absent="out"),
+    C("train-milestone-past-the-end", f"{TRAIN} --schedule multistep --milestones 5", "--milestones", absent="out"),
+    C("train-decay-epochs-past-the-end", f"{TRAIN} --schedule step --decay-epochs 3", "--decay-epochs",
+      absent="out"),
     C("train-momentum-with-adam", f"{TRAIN} --optimizer adam --momentum 0.5", "--momentum", absent="out"),
     C("train-cuda-graphs-on-cpu", f"{TRAIN} --cuda-graphs", "--cuda-graphs", absent="out"),
     C("train-numpy-engine-model", f"{TRAIN} --engine numpy --model vgg11", "vgg11", absent="out"),
@@ -253,6 +258,10 @@ RESUMES = [
     C("resume-model-not-dict", RESUME, "step-", build=b.edit_checkpoint(lambda c: {**c, "model": [1, 2]})),
     C("resume-list-checkpoint", RESUME, "step-", build=b.edit_checkpoint(lambda c: [c])),
     C("resume-other-model", f"{RESUME} --model lenet5", "--model"),
+    C("resume-other-runs-checkpoint", RESUME, "step-",
+      build=b.edit_checkpoint(lambda c: {**c, "run_id": "0123456789abcdef0123456789abcdef"})),
+    C("resume-damaged-best", "train --resume {run}/checkpoints/best.pt --quiet", "best.pt",
+      build=b.write_file("checkpoints/best.pt", b"garbage")),
     C("resume-more-epochs-bad", f"{RESUME} --epochs 0", "--epochs"),
 ]
 
@@ -312,6 +321,12 @@ DATASETS = [
     C("idx-empty-test", IDX, "test", build=b.idx_set(b.idx_empty_test), absent="out"),
     C("idx-images-1d", IDX, _I[0], build=b.idx_set(b.idx_images_1d), absent="out"),
     C("idx-zero-images", IDX, "mnist", build=b.idx_set(b.idx_zero_images), absent="out"),
+    C("cifar10-empty-folder", f"{TRAIN} --data cifar10 --data-dir {{tmp}}/cif --no-download", "cifar",
+      build=lambda t, r: (t / "cif" / "cifar-10-batches-py").mkdir(parents=True), absent="out"),
+    C("cifar10-garbage-batches", f"{TRAIN} --data cifar10 --data-dir {{tmp}}/cif --no-download", "cifar",
+      build=b.cifar_garbage, absent="out"),
+    C("svhn-garbage", f"{TRAIN} --data svhn --data-dir {{tmp}}/svhn --no-download", "svhn",
+      build=b.svhn_garbage, absent="out"),
     C("folder-missing", f"{TRAIN} --data {{tmp}}/imgs", "{tmp}/imgs", absent="out"),
     C("folder-empty", f"{TRAIN} --data {{tmp}}/imgs", "{tmp}/imgs", build=b.folder_empty, absent="out"),
     C("folder-no-classes", f"{TRAIN} --data {{tmp}}/imgs", "{tmp}/imgs", build=b.folder_no_classes, absent="out"),
@@ -348,8 +363,12 @@ for name, file, build in _IMAGES:
     build = build or b.good_png
     IMAGES += [
         C(f"predict-image-{name}", f"predict {{run}} {{tmp}}/{file}", file, build=build),
-        C(f"explain-image-{name}", f"explain {{run}} {{tmp}}/{file} --out {{tmp}}/ex", file, build=build),
-        C(f"viz-image-{name}", f"viz {{run}} --feature-maps {{tmp}}/{file} --out {{tmp}}/viz", file, build=build),
+        C(f"predict-image-{name}-and-a-good-one", f"predict {{run}} {{tmp}}/{file} {{tmp}}/digit.png", file,
+          build=build, stdout="digit.png:"),
+        C(f"explain-image-{name}", f"explain {{run}} {{tmp}}/{file} --out {{tmp}}/ex", file, build=build,
+          absent="ex"),
+        C(f"viz-image-{name}", f"viz {{run}} --feature-maps {{tmp}}/{file} --out {{tmp}}/viz", file, build=build,
+          absent="viz"),
     ]
 TCAV = "tcav {run} --concept {tmp}/concept --random {tmp}/random0 --random {tmp}/random1 --target 3"
 IMAGES += [
@@ -397,6 +416,8 @@ OUTPUTS = [
     C("lr-find-overwrite-project", f"{LRF.replace('{tmp}/out', '{tmp}/project')} --overwrite", "{tmp}/project",
       build=b.project_folder),
     C("lr-find-out-exists", LRF.replace("{tmp}/out", "{run}"), "{run}"),
+    C("train-overwrite-unmarked-run", f"{TRAIN.replace('{tmp}/out', '{run}')} --overwrite", "{run}",
+      build=lambda t, r: ((r / ".convolab-run").unlink(), (r / "notes.txt").write_text("mine"))),
     C("report-out-exists", "report {run} --out {tmp}/notes.txt", "{tmp}/notes.txt", build=b.text_file("notes.txt")),
     C("report-out-is-folder", "report {run} --out {tmp}/folder", "{tmp}/folder",
       build=lambda t, r: (t / "folder").mkdir()),
@@ -522,6 +543,8 @@ def test_bad_input(case, world, capsys, progress_log):
     assert_kept(before, after)
     for rel in case.absent:
         assert not (tmp / rel).exists(), f"{rel} was made although the input was refused"
+    for needle in case.stdout:
+        assert needle in out, f"{needle!r} not on stdout: {out!r}"
 
 
 def test_corpus_size():
@@ -533,8 +556,18 @@ def test_corpus_size():
 
 
 # -- a few as real processes (real exit codes, real stderr) ---------------------------------------------------
+@pytest.mark.slow
+def test_refused_option_as_a_real_process(tmp_path):
+    """argparse's refusal in a real process: exit code 2 from sys.exit, one line, nothing made."""
+    proc = subprocess.run([sys.executable, "-m", "convolab", *shlex.split(fill(TRAIN, tmp_path, tmp_path)), "--lr",
+                           "inf"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and "argument --lr: must be a finite number" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 _PROCESS_CASES = {c.id: c for c in CASES if c.id in {
-    "train--lr=inf", "predict-weights-garbage", "eval-config-deep", "resume-pickle-payload", "idx-label-too-big",
+    "predict-weights-garbage", "eval-config-deep", "resume-pickle-payload", "idx-label-too-big",
     "explain-unknown-method"}}
 
 
