@@ -101,7 +101,8 @@ def test_single_class_labels_are_refused(tmp_path, mnist_system_dir):
 
 
 def test_gzip_is_decompressed_only_up_to_the_promised_size(tmp_path):
-    # 100 bytes promised, then 200 MB of zeros (a 200 KB file): only the 100 bytes may be decompressed.
+    # 100 bytes promised, then 200 MB of zeros (a 200 KB file): the file is refused after decompressing the
+    # 100 bytes and a little more, never the 200 MB.
     header = bytes([0, 0, 0x08, 1]) + np.asarray([100], ">u4").tobytes()
     path = tmp_path / "bomb.gz"
     with gzip.open(path, "wb", compresslevel=9) as f:
@@ -111,12 +112,23 @@ def test_gzip_is_decompressed_only_up_to_the_promised_size(tmp_path):
     assert path.stat().st_size < 400_000
     tracemalloc.start()
     try:
-        arr = read_idx(path)
+        with pytest.raises(ValueError) as e:
+            read_idx(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert arr.tolist() == list(range(100))
+    assert one_line(e) == f"{path}: more data than the header promises (100 data bytes for 100 values); " \
+                          "damaged, or not one IDX array"
     assert peak < 20_000_000, f"{peak:,} bytes allocated while reading a 100-value file"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_data_past_the_header_promise_is_refused(tmp_path, gz):
+    write_idx(tmp_path / "x", np.arange(10, dtype=np.uint8), compress=gz)
+    data = gzip.decompress((tmp_path / "x").read_bytes()) if gz else (tmp_path / "x").read_bytes()
+    (tmp_path / "x").write_bytes(gzip.compress(data + b"\0") if gz else data + b"\0")
+    with pytest.raises(ValueError, match="more data than the header promises"):
+        read_idx(tmp_path / "x")
 
 
 def test_header_promising_more_than_the_limit_is_refused_before_reading(tmp_path, monkeypatch):

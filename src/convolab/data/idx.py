@@ -51,13 +51,15 @@ def _read_exactly(f, n: int) -> bytearray:
 def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file into a NumPy array of its stored shape and type.
 
-    The header is read first; the data is read (decompressed) only up to the size the header promises,
+    The header is read first; the data is read (decompressed) only up to the size the header promises
+    (one byte more says whether the file holds more than that, which is refused),
     and a header promising more than ``max_bytes`` (default ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB, see
     :mod:`convolab.data.limits`), or more than the file could hold, is refused before any data is read.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not IDX, is truncated, or promises more data than the limit.
+        ValueError: the file is not IDX, is truncated, holds more than its header says, or promises more
+            data than the limit.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,10 +88,14 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarra
             if (nbytes > _MAX_GZIP_RATIO * size) if gz else (4 + 4 * ndim + nbytes > size):
                 raise ValueError(f"{path}: truncated IDX file ({promised}, more than its {size:,} bytes can hold)")
             data = _read_exactly(f, nbytes)
+            extra = f.read(1)  # one byte more, never the rest: a bomb's tail is not decompressed
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: cannot read IDX data ({e})") from None
     if len(data) < nbytes:
         raise ValueError(f"{path}: truncated IDX file ({len(data):,} data bytes, header says {nbytes:,})")
+    if extra:
+        raise ValueError(f"{path}: more data than the header promises ({nbytes:,} data bytes for "
+                         f"{'x'.join(map(str, shape))} values); damaged, or not one IDX array")
     arr = np.frombuffer(data, dtype, count=count).reshape(shape)
     return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 

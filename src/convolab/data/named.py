@@ -286,8 +286,9 @@ def download(spec: DatasetSpec, root: Path) -> Path:
         return found
     except Exception as e:  # network and archive errors come in many types
         _remove_new(root, before, made)
-        lines = str(e).strip().splitlines()
-        reason = f"{type(e).__name__}: {lines[0] if lines else 'no reason given'}"
+        # torchvision's text runs over several lines ("Error downloading X:", "Tried URL, got:", the cause)
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or "no reason given"
+        reason = f"{type(e).__name__}: {text if len(text) <= 300 else text[:297] + '...'}"
         err = DataNotFoundError(
             f"downloading {spec.name} into {root} failed ({reason}); nothing was kept. Without internet, put its "
             f"files ({', '.join(spec.files)}) in a folder and pass --data-dir")
