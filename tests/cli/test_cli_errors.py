@@ -146,3 +146,27 @@ def test_lr_find_json_without_out_writes_no_folder(tmp_path, monkeypatch, capsys
     printed = json.loads(out)
     assert printed["run_dir"] is None and printed["plot"] is None and printed["suggested_lr"] > 0
     assert list(tmp_path.iterdir()) == [], "no runs/ folder is left"
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_training_process_says_how_to_resume(tmp_path):
+    """SIGINT to `convolab train` once its first checkpoint is written: exit 130, the --resume command, no
+    traceback, and the command works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "convolab", "train", "--model", "tutorial_cnn", "--data", "digits", "--epochs", "200",
+           "--quiet", "--no-plots", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step-*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"convolab train: interrupted; continue with `convolab train --resume {out}`"
