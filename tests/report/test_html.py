@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import errno
 import re
+import shutil
 
 import pytest
 from PIL import Image
 from tests.cli.test_cli import assert_one_line_error, cli
 from tests.report.browser import chromium, open_page
 
+from convolab.explain.sanity import RANDOMIZATION_SEEDS, SANITY_METHODS
+from convolab.report import html as html_module
 from convolab.report.html import build_report
+from convolab.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +70,118 @@ def test_cli_writes_into_the_run(digits_run, tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys):
     code, _, err = cli(["report", tmp_path / "nope"], capsys)
     assert_one_line_error(code, err, "no such run directory")
+
+
+# -- verdicts and the summary ---------------------------------------------------------------------
+def test_every_sanity_check_has_a_verdict_and_the_summary_says_whom_to_trust(report):
+    page = report.read_text()
+    assert page.index('id="trust"') < page.index('id="config"')  # the summary comes first
+    trust = page[page.index('id="trust"'):page.index('id="config"')]
+    for method in SANITY_METHODS:
+        assert re.search(rf"<td class=\"l\">{method}</td><td class=\"l\"><span class=\"\w+\">"
+                         r"(trusted|not trusted|uncertain)</span>", trust), method
+    sanity = page[page.index('id="sanity"'):]
+    assert f"over {RANDOMIZATION_SEEDS} seeded re-initialisations" in sanity
+    randomization = sanity[:sanity.index("(b)")]
+    assert len(re.findall(r'<td class="">-?\d\.\d{3} ± \d\.\d{3}</td>', randomization)) == len(SANITY_METHODS)
+    assert len(re.findall(r"(passes|fails|inconclusive)</span>", randomization)) == len(SANITY_METHODS)
+    verdicts = re.findall(r"(better than random|worse than random|no better than random)</span>", sanity)
+    assert len(verdicts) == 2 * len(SANITY_METHODS)  # deletion and insertion, per method
+
+
+def test_the_curves_know_the_recipe(digits_run, monkeypatch):
+    """The report's loss plot gets the run's label smoothing and class count, so its labels say what each loss is."""
+    from convolab.report import plots
+
+    seen = {}
+    real = plots.curve_figures
+
+    def spy(rows, **kwargs):
+        seen.update(kwargs)
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(plots, "curve_figures", spy)
+    html_module._curves_section(load_run(digits_run.run_dir))
+    assert seen == {"label_smoothing": 0.0, "num_classes": 10, "mixed": False}
+
+
+# -- where the page goes --------------------------------------------------------------------------
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any work (loading the data) fails the test: refusals must come before it."""
+    def work(*_args, **_kwargs):
+        raise AssertionError("the report's work started")
+
+    monkeypatch.setattr(html_module, "_load_test_data", work)
+
+
+def test_an_existing_out_file_is_refused_before_the_work(digits_run, tmp_path, no_work):
+    out = tmp_path / "mine.html"
+    out.write_text("the user's page")
+    with pytest.raises(FileExistsError, match=r"--out .*mine.html exists; pass --overwrite"):
+        build_report(digits_run.run_dir, out=out)
+    assert out.read_text() == "the user's page"
+    assert html_module._destination(load_run(digits_run.run_dir), out, True) == out  # overwrite: allowed
+
+
+def test_the_runs_own_report_is_replaced_as_before(digits_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(digits_run.run_dir, run_dir)
+    (run_dir / "report.html").write_text("an older report")
+    assert html_module._destination(load_run(run_dir), None, False) == run_dir / "report.html"
+
+
+def test_a_folder_or_an_unwritable_place_is_refused_before_the_work(digits_run, tmp_path, no_work):
+    with pytest.raises(IsADirectoryError, match=rf"--out {tmp_path} is a folder; give a file name"):
+        build_report(digits_run.run_dir, out=tmp_path)
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        build_report(digits_run.run_dir, out=tmp_path / "f" / "r.html")
+    with pytest.raises(PermissionError, match=r"^cannot write /proc/convolab/r.html \("):
+        build_report(digits_run.run_dir, out="/proc/convolab/r.html")
+
+
+@pytest.fixture
+def stub_sections(monkeypatch):
+    """Every section stubbed: the page is written at once (for tests of the write and the progress bar)."""
+    for name in ("_load_test_data", "_config_section", "_curves_section", "_summary_section", "_kernels_section",
+                 "_feature_maps_section", "_gradcam_section", "_sanity_section", "_trust_section"):
+        monkeypatch.setattr(html_module, name, lambda *a, **k: "")
+    monkeypatch.setattr(html_module, "_test_section", lambda *a: (None, ""))
+    monkeypatch.setattr(html_module, "_pick_examples", lambda *a: (None, None, None))
+    monkeypatch.setattr(html_module, "sanity_checks", lambda *a, **k: {})
+
+
+def test_a_full_disk_while_writing_the_page_is_one_line(digits_run, tmp_path, monkeypatch, stub_sections):
+    import convolab.atomic
+
+    def full(dest, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convolab.atomic, "write_text", full)
+    out = tmp_path / "r.html"
+    with pytest.raises(PermissionError) as e:
+        build_report(digits_run.run_dir, out=out, progress=False)
+    assert str(e.value) == f"cannot write {out} (No space left on device)"
+
+
+def test_progress_on_a_terminal_unless_quiet(digits_run, tmp_path, monkeypatch, stub_sections):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for progress in (True, False):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        build_report(digits_run.run_dir, out=tmp_path / f"{progress}.html", progress=progress)
+        assert ("report" in sys.stderr.getvalue() and "step" in sys.stderr.getvalue()) is progress
+
+
+def test_cli_refuses_an_existing_out(digits_run, tmp_path, capsys, no_work):
+    out = tmp_path / "mine.html"
+    out.write_text("the user's page")
+    code, _, err = cli(["report", digits_run.run_dir, "--out", out], capsys)
+    assert_one_line_error(code, err, str(out), "exists")
+    assert out.read_text() == "the user's page"

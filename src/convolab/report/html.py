@@ -15,12 +15,21 @@ import html
 import io
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from convolab.explain.sanity import (
+    CAM_TOLERANCE,
+    COMPLETENESS_THRESHOLD,
+    RANDOMIZATION_THRESHOLD,
+    SANITY_METHODS,
+    pixel_importance,
+    sanity_checks,
+)
 from convolab.report.plots import plt
 
 __all__ = ["build_report", "REPORT"]
@@ -39,7 +48,7 @@ th{background:#f1f4f7}td.l,th.l{text-align:left}img{max-width:100%;height:auto;d
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}.grid img{max-width:560px}
 .note{color:#555;font-size:13px}
 .bar{display:inline-block;height:10px;background:#4a90d9;vertical-align:middle}
-.bad{color:#b00020;font-weight:600}.good{color:#1b7f3b;font-weight:600}
+.bad{color:#b00020;font-weight:600}.good{color:#1b7f3b;font-weight:600}.unsure{color:#a15c00;font-weight:600}
 nav a{margin-right:12px;color:#1f3b57}pre{font-size:12px;background:#f6f8fa;padding:8px;overflow:auto}
 """
 
@@ -56,10 +65,6 @@ def _img(data: bytes, alt: str = "") -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _file_img(path: Path) -> str:
-    return _img(path.read_bytes(), path.stem)
-
-
 def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
@@ -72,47 +77,99 @@ def _table(header: list[str], rows: list[list], left: int = 1) -> str:
 
 
 def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: int = 32,
-                 out: str | Path | None = None) -> Path:
+                 out: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Write ``RUN/report.html`` (or ``out``) and return its path.
 
-    ``samples``: test images used for Grad-CAM examples and the sanity checks.
+    ``samples``: test images used for Grad-CAM examples and the sanity checks. ``RUN/report.html`` is
+    convolab's own file and is replaced; a file the user names as ``out`` is replaced only with
+    ``overwrite``. The destination is checked before any work. ``progress``: a bar on a terminal.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is not set.
+        IsADirectoryError: ``out`` (or ``RUN/report.html``) is a folder.
+        NotADirectoryError, PermissionError: the file cannot be written there (one line naming it).
     """
     from convolab.atomic import write_text
+    from convolab.explain.output import writing
+    from convolab.explain.progress import progress_bar
     from convolab.run import load_run
 
     start = time.perf_counter()
     run = load_run(run_path)
+    dest = _destination(run, out, overwrite)
     model = run.model
-    data = _load_test_data(run, data_dir)
-    sections = [
-        _config_section(run),
-        _curves_section(run),
-    ]
-    evaluation, test_section = _test_section(run, data)
-    sections.append(test_section)
-    sections.append(_summary_section(run))
-    sections.append(_kernels_section(model))
-    sections.append(_feature_maps_section(run, data, evaluation))
-    x, y, picked = _pick_examples(run, data, evaluation, samples)
-    sections.append(_gradcam_section(run, data, evaluation))
-    sections.append(_sanity_section(run, x, picked))
-    title = f"{run.config.get('model', type(model).__name__)} on {run.config.get('dataset', {}).get('name', '?')}"
-    acc = run.summary.get("test_accuracy")
-    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("config", "config"), ("curves", "curves"), ("test", "test results"), ("model", "model"),
-        ("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"), ("sanity", "sanity checks")))
-    page = (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>convolab report: {html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{html.escape(title)}</h1>"
-        f"<p>run {html.escape(str(run.path))}"
-        + (f" · test accuracy {100 * acc:.2f}%" if acc is not None else "")
-        + f" · report written {time.strftime('%Y-%m-%d %H:%M')} by convolab</p></header>"
-        f"<main><nav>{nav}</nav>{''.join(sections)}</main></body></html>"
-    )
-    dest = Path(out) if out else run.path / REPORT
-    write_text(dest, page)
+    stages = ["data", "config", "curves", "test", "model", "kernels", "feature maps", "Grad-CAM",
+              *(f"randomization {m}" for m in SANITY_METHODS), "completeness", "CAM",
+              *(f"deletion {m}" for m in SANITY_METHODS), "page"]
+    with progress_bar(total=len(stages), desc="report", unit="step", enabled=progress) as bar:
+        def step(name: str) -> None:
+            bar.update()
+            nxt = stages[min(bar.n, len(stages) - 1)]
+            bar.set_postfix_str(nxt)
+
+        bar.set_postfix_str(stages[0])
+        data = _load_test_data(run, data_dir)
+        step("data")
+        sections = [_config_section(run)]
+        step("config")
+        sections.append(_curves_section(run))
+        step("curves")
+        evaluation, test_section = _test_section(run, data)
+        sections.append(test_section)
+        step("test")
+        sections.append(_summary_section(run))
+        step("model")
+        sections.append(_kernels_section(model))
+        step("kernels")
+        sections.append(_feature_maps_section(run, data, evaluation))
+        step("feature maps")
+        x, y, picked = _pick_examples(run, data, evaluation, samples)
+        sections.append(_gradcam_section(run, data, evaluation))
+        step("Grad-CAM")
+        checks = sanity_checks(model, x, SANITY_METHODS, step=step)
+        sections.append(_sanity_section(checks))
+        title = f"{run.config.get('model', type(model).__name__)} on {run.config.get('dataset', {}).get('name', '?')}"
+        acc = run.summary.get("test_accuracy")
+        nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
+            ("trust", "summary"), ("config", "config"), ("curves", "curves"), ("test", "test results"),
+            ("model", "model"), ("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"),
+            ("sanity", "sanity checks")))
+        page = (
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>convolab report: {html.escape(title)}</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>{html.escape(title)}</h1>"
+            f"<p>run {html.escape(str(run.path))}"
+            + (f" · test accuracy {100 * acc:.2f}%" if acc is not None else "")
+            + f" · report written {time.strftime('%Y-%m-%d %H:%M')} by convolab</p></header>"
+            f"<main><nav>{nav}</nav>{_trust_section(checks)}{''.join(sections)}</main></body></html>"
+        )
+        with writing(dest):
+            write_text(dest, page)
+        step("page")
     log.info("report written in %.1fs", time.perf_counter() - start)
+    return dest
+
+
+def _destination(run, out: str | Path | None, overwrite: bool) -> Path:
+    """Where the page goes, refused before any work when it cannot or must not be written."""
+    dest = Path(out).expanduser() if out else run.path / REPORT
+    option = f"--out {dest}" if out else str(dest)
+    if dest.is_dir():
+        raise IsADirectoryError(f"{option} is a folder; give a file name (such as {dest / REPORT})")
+    if out and dest.exists() and not overwrite:
+        raise FileExistsError(f"--out {dest} exists; pass --overwrite to replace it, or choose another --out")
+    folder = dest.parent
+    while not folder.exists() and folder != folder.parent:  # atomic writes make the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{option}: {folder} is a file, not a folder")
+    try:  # a real probe: permissions, read-only mounts and root's exemptions all show
+        fd, probe = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".probe", dir=folder)
+    except OSError as e:
+        hint = "" if out else "; write the page elsewhere with --out FILE"
+        raise PermissionError(f"cannot write {dest} ({e.strerror or e} in {folder}){hint}") from None
+    os.close(fd)
+    os.unlink(probe)
     return dest
 
 
@@ -166,34 +223,34 @@ def _config_section(run) -> str:
 
 def _curves_section(run) -> str:
     from convolab.atomic import read_jsonl
-    from convolab.report.plots import plot_curves, plot_lr_steps
+    from convolab.report.plots import curve_figures, lr_steps_figure
 
     rows = run.metrics()
     if not rows:
         return _section("curves", "Learning curves", '<p class="note">no metrics.jsonl in the run</p>')
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = plot_curves(rows, tmp)
-        steps_file = run.path / "steps.jsonl"
-        if steps_file.exists():
-            steps = read_jsonl(steps_file)
-            if steps and "lr" in steps[0]:
-                paths.append(plot_lr_steps(steps, Path(tmp) / "lr.png"))
-        imgs = "".join(f"<figure>{_file_img(p)}</figure>" for p in paths)
+    recipe, augment = run.config.get("recipe") or {}, run.config.get("augment") or {}
+    figs = [fig for _, fig in curve_figures(rows, label_smoothing=recipe.get("label_smoothing"),
+                                            num_classes=len(run.classes),
+                                            mixed=bool(augment.get("mixup") or augment.get("cutmix")))]
+    steps_file = run.path / "steps.jsonl"
+    if steps_file.exists():
+        steps = read_jsonl(steps_file)
+        if steps and "lr" in steps[0]:
+            figs.append(lr_steps_figure(steps))
+    imgs = "".join(f"<figure>{_png(fig)}</figure>" for fig in figs)
     return _section("curves", "Learning curves", f'<div class="grid">{imgs}</div>')
 
 
 def _test_section(run, data) -> tuple:
-    from convolab.report.plots import plot_confusion, plot_predictions
+    from convolab.report.plots import confusion_figure, predictions_figure
     from convolab.train.metrics import confusion_matrix
 
     ev = _evaluate(run, data)
     k = len(run.classes)
     cm = confusion_matrix(ev.labels, ev.predictions, k)
     per_class = cm.diag().double() / cm.sum(1).clamp_min(1).double()
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = _file_img(plot_confusion(cm, run.classes, Path(tmp) / "c.png"))
-        grid = _file_img(plot_predictions(data.test.images, ev.labels, ev.predictions, ev.probabilities, run.classes,
-                                          Path(tmp) / "p.png"))
+    conf = _png(confusion_figure(cm, run.classes))
+    grid = _png(predictions_figure(data.test.images, ev.labels, ev.predictions, ev.probabilities, run.classes))
     rows = [[html.escape(c), f"{int(cm[i].sum()):,}", f"{100 * float(per_class[i]):.1f}%",
              f'<span class="bar" style="width:{int(150 * float(per_class[i]))}px"></span>']
             for i, c in enumerate(run.classes)]
@@ -326,66 +383,84 @@ def _overlay(ax, image: torch.Tensor, m: torch.Tensor) -> None:
     ax.set_axis_off()
 
 
-def _sanity_section(run, x, picked) -> str:
-    from convolab.explain.attribution import check_cam_head
-    from convolab.explain.sanity import (
-        cam_gradcam_agreement,
-        deletion_insertion,
-        ig_completeness,
-        parameter_randomization,
-        pixel_importance,
-    )
+_VERDICT_CLASS = {"passes": "good", "better than random": "good", "trusted": "good", "fails": "bad",
+                  "worse than random": "bad", "not trusted": "bad"}
 
-    model = run.model
+
+def _verdict(v: str) -> str:
+    return f'<span class="{_VERDICT_CLASS.get(v, "unsure")}">{html.escape(v)}</span>'
+
+
+def _trust_section(checks: dict) -> str:
+    """The page's summary: which attribution methods can be trusted on this model, and why."""
+    rows = [[html.escape(m), _verdict(v), html.escape(why)] for m, (v, why) in checks["trust"].items()]
+    trusted = [m for m, (v, _) in checks["trust"].items() if v == "trusted"]
+    lead = ("On this model, " + ", ".join(trusted) + (" passes" if len(trusted) == 1 else " pass")
+            + " every sanity check." if trusted else "On this model, no attribution method passes every sanity check.")
+    body = (f"<p><b>{html.escape(lead)}</b> A method is trusted when its maps change once the weights are "
+            "re-initialised and remove or restore the class faster than a random pixel order; it is not trusted "
+            f'when one of these fails (details in <a href="#sanity">the sanity checks</a>, on {checks["n"]} test '
+            "images).</p>" + _table(["method", "verdict", "why"], rows, left=3))
+    return _section("trust", "Summary: which attribution methods to trust on this model", body)
+
+
+def _sanity_section(checks: dict) -> str:
     parts = []
     # (a) parameter randomization
     rows, figs = [], []
-    for method in ("gradcam", "saliency", "integrated-gradients"):
-        r = parameter_randomization(model, x, method)
-        ok = r["mean_correlation"] < 0.5
-        rows.append([method, f"{r['mean_correlation']:.3f}",
-                     f'<span class="{"good" if ok else "bad"}">{"passes" if ok else "fails"}</span>'])
+    for method, r in checks["randomization"].items():
+        seeds = r["seed_correlations"]
+        rows.append([method, f"{r['mean_correlation']:.3f} ± {r['std_correlation']:.3f}",
+                     f"{min(seeds):.3f} .. {max(seeds):.3f}", _verdict(r["verdict"])])
         figs.append((method, pixel_importance(r["trained"][:4]), pixel_importance(r["randomized"][:4])))
+    n_seeds = len(next(iter(checks["randomization"].values()))["seeds"])
     fig, axes = plt.subplots(len(figs) * 2, 4, figsize=(6.4, 3.3 * len(figs)), squeeze=False)
     for k, (method, trained, rand) in enumerate(figs):
         for j in range(min(4, len(trained))):
-            for row, maps, tag in ((2 * k, trained, "trained"), (2 * k + 1, rand, "random weights")):
+            for row, maps, tag in ((2 * k, trained, "trained"), (2 * k + 1, rand, "random weights, first seed")):
                 axes[row, j].imshow(maps[j].detach().cpu().numpy(), cmap="jet")
                 axes[row, j].set_axis_off()
                 if j == 0:
                     axes[row, j].set_title(f"{method}, {tag}", fontsize=8, loc="left")
     parts.append("<h3>(a) parameter randomization (Adebayo et al. 2018)</h3>"
                  '<p class="note">Spearman rank correlation between the maps of the trained model and of the same '
-                 "model with re-initialized weights, mean over the sample: a map that explains the model must change "
-                 "(below 0.5).</p>" + _table(["method", "rank correlation", ""], rows) + _png(fig))
+                 f"model with re-initialized weights, mean over {checks['n']} test images, then mean ± standard "
+                 f"deviation over {n_seeds} seeded re-initialisations (range: the seeds' lowest and highest). A map "
+                 f"that explains the model must change: passes when mean + std is below {RANDOMIZATION_THRESHOLD}, "
+                 "fails when mean − std is at or above it, else inconclusive.</p>"
+                 + _table(["method", "rank correlation (mean ± std over seeds)", "range over seeds", "verdict"], rows)
+                 + _png(fig))
     # (b) integrated-gradients completeness
-    ig = ig_completeness(model, x)
+    ig = checks["completeness"]
     parts.append("<h3>(b) integrated gradients: completeness</h3>"
-                 "<p>attributions sum to f(x) − f(baseline) within "
-                 f"<b>{100 * ig['max_gap']:.2f}%</b> (largest gap; mean "
-                 f"{100 * ig['mean_gap']:.2f}%) with {ig['steps']} steps, baseline: the mean image.</p>")
+                 "<p>attributions sum to f(x) − f(baseline) within a relative gap of "
+                 f"<b>{100 * ig['mean_gap']:.2f}% ± {100 * ig['std_gap']:.2f}%</b> (mean ± std over "
+                 f"{len(ig['gap'])} images; largest {100 * ig['max_gap']:.2f}%) with {ig['steps']} steps, baseline: "
+                 f"the mean image: {_verdict(ig['verdict'])} (largest gap below {100 * COMPLETENESS_THRESHOLD:.0f}%)."
+                 "</p>")
     # (c) CAM against Grad-CAM
-    try:
-        with torch.no_grad():
-            check_cam_head(model, model.forward_features(x[:1]))
-        agree = cam_gradcam_agreement(model, x)
+    cam = checks["cam"]
+    if "not_applicable" in cam:
+        parts.append('<h3>(c) CAM = Grad-CAM</h3><p class="note">not applicable: '
+                     f'{html.escape(cam["not_applicable"])}</p>')
+    else:
         parts.append("<h3>(c) CAM = Grad-CAM for a global-average-pool + linear head</h3>"
                      "<p>largest difference of the two maps, each scaled to 1: "
-                     f"<b>{agree['max_abs_difference']:.2e}</b></p>")
-    except ValueError as e:
-        parts.append(f'<h3>(c) CAM = Grad-CAM</h3><p class="note">not applicable: {html.escape(str(e))}</p>')
+                     f"<b>{cam['max_abs_difference']:.2e}</b>: {_verdict(cam['verdict'])} (below {CAM_TOLERANCE:g}; "
+                     "the two are equal in exact arithmetic).</p>")
     # (d) deletion / insertion
     rows = []
-    for method in ("gradcam", "saliency", "integrated-gradients", "occlusion"):
-        from convolab.explain.attribution import attribute
-
-        maps = attribute(model, x, method)
-        d = deletion_insertion(model, x, maps)
+    for method, d in checks["faithfulness"].items():
         rows.append([method, f"{d['deletion_auc']:.3f}", f"{d['random_deletion_auc']:.3f}",
-                     f"{d['insertion_auc']:.3f}", f"{d['random_insertion_auc']:.3f}"])
+                     f"{d['deletion_margin']:+.3f} ± {d['deletion_margin_se']:.3f}", _verdict(d["deletion_verdict"]),
+                     f"{d['insertion_auc']:.3f}", f"{d['random_insertion_auc']:.3f}",
+                     f"{d['insertion_margin']:+.3f} ± {d['insertion_margin_se']:.3f}",
+                     _verdict(d["insertion_verdict"])])
     parts.append("<h3>(d) faithfulness: deletion and insertion (Petsiuk et al. 2018)</h3>"
                  '<p class="note">area under the target probability as the most important pixels are removed '
                  "(lower is better) or inserted into the mean image (higher is better), against a random order, "
-                 f"on {len(x)} test images.</p>"
-                 + _table(["method", "deletion", "random deletion", "insertion", "random insertion"], rows))
+                 f"mean over {checks['n']} test images. Margin: how much better than the random order (positive: "
+                 "better), mean ± standard error over the images; better or worse than random when the margin is "
+                 "more than two standard errors from 0.</p>"
+                 + _table(["method", "deletion", "random", "margin", "", "insertion", "random", "margin", ""], rows))
     return _section("sanity", "Sanity checks of the attributions", "".join(parts))
