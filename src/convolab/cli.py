@@ -43,6 +43,17 @@ def _error_line(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+class _ResumeNotice(logging.Handler):
+    """Notices the trainer's own line after Ctrl-C ("interrupted; ... --resume RUN"), so it is not said twice."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said = self.said or record.getMessage().startswith("interrupted")
+
+
 def _interrupted(args: argparse.Namespace, e: KeyboardInterrupt) -> str:
     """The line printed after Ctrl-C; for train, the command that continues the run."""
     line = f"convolab {args.verb}: interrupted"
@@ -863,6 +874,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from convolab._logging import ensure_console
 
     ensure_console(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    logger, notice = logging.getLogger("convolab"), _ResumeNotice()
+    logger.addHandler(notice)
     try:
         return args.func(args)
     except _USER_ERRORS as e:
@@ -871,5 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convolab {args.verb}: error: {_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
-        print(_interrupted(args, e), file=sys.stderr)
+        print(f"convolab {args.verb}: interrupted" if notice.said else _interrupted(args, e), file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(notice)
