@@ -634,3 +634,47 @@ def test_datasets_download_offline_is_one_line(world, capsys, monkeypatch, progr
     assert "kmnist" in lines[0] and "--data-dir" in lines[0]
     assert lines[0].count("--data-dir") == 1, "the way out is said once"
     assert_kept(before, snapshot(tmp))
+
+
+# -- a full disk: every write fails with ENOSPC after N successful fsyncs (what write() raises has no file name) ----
+_DISK_FULL = [
+    # id, argv, fsyncs that succeed, culprit, slow
+    ("train-run-dir", TRAIN, 0, "{tmp}/out", False),
+    ("train-mid-run", TRAIN, 4, "{tmp}/out/", False),
+    ("explain", "explain {run} {tmp}/digit.png --out {tmp}/ex", 0, "{tmp}/ex/", False),
+    ("viz", "viz {run} --kernels --out {tmp}/viz", 0, "{tmp}/viz/", False),
+    ("lr-find", LRF, 1, "{tmp}/out", False),
+]
+
+
+@pytest.mark.parametrize("argv,succeed,culprit", [
+    pytest.param(argv, n, culprit, id=id, marks=[pytest.mark.slow] if slow else [])
+    for id, argv, n, culprit, slow in _DISK_FULL])
+def test_disk_full(argv, succeed, culprit, world, capsys, monkeypatch, progress_log):
+    import errno
+
+    import convolab.atomic
+
+    tmp, run = world
+    b.png(tmp / "digit.png")
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > succeed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(convolab.atomic.os, "fsync", fsync)
+    before = snapshot(tmp)
+    try:
+        code = main([fill(w, tmp, run) for w in shlex.split(argv)])
+    except SystemExit as e:
+        code = e.code
+    _, err = capsys.readouterr()
+    lines = error_lines(err, progress_log)
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert fill(culprit, tmp, run) in lines[0] and "No space left on device" in lines[0], lines[0]
+    assert_kept(before, snapshot(tmp))
+    assert not [p for p in tmp.rglob("*.tmp")], "no temporary file is left behind"
