@@ -10,7 +10,8 @@ Inputs of the run-directory and checkpoint targets are small JSON edits of a bas
 per session by the tests: tutorial_cnn on digits), so the corpus stays small and survives a change
 of the weights' bytes:
 
-- ``run_config``, ``run_summary``, ``run_marker``: the raw bytes of ``config.json``, ``summary.json``,
+- ``run_config``, ``run_summary``, ``run_marker``: the raw bytes of ``config.json`` (also read back as
+  eval, explain and report read it: ``run_dataset``), ``summary.json``,
   ``.convolab-run``;
 - ``run_weights``: ``{"header": TEXT, "length_delta": N}``, the safetensors header (its JSON text,
   possibly broken) put in front of the base file's tensor bytes, its 8-byte length field off by N;
@@ -189,6 +190,11 @@ def _replace_file(name: str) -> Callable[[bytes, Context], None]:
         run = ctx.run_copy()
         (run / name).write_bytes(data)
         _load_run_dir(run)
+        if name == "config.json":  # eval, explain and report then reload the run's data as config.json says
+            from convolab.explain.inputs import run_dataset
+            from convolab.run import load_run
+
+            run_dataset(load_run(run), download=False)
 
     return target
 

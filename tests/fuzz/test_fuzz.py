@@ -310,7 +310,7 @@ def _checkpoint_paths(state) -> list[list]:
     for k, v in state.items():
         paths.append([k])
         if isinstance(v, dict):
-            for k2, v2 in list(v.items())[:40]:
+            for k2, v2 in list(v.items())[:200]:  # (all of config's fields)
                 paths.append([k, k2])
                 if isinstance(v2, dict):
                     paths += [[k, k2, k3] for k3 in list(v2)[:10]]
