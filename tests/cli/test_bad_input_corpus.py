@@ -4,7 +4,9 @@ replaced.
 
 Each case runs ``convolab.cli.main(argv)`` in-process in a fresh folder (the working directory and $HOME) that holds
 a private copy of one trained run (``{run}``) and whatever the case's builder made (tests/cli/bad_inputs.py); every
-file there is hashed before and after. A few cases run as real processes for real exit codes.
+file there is hashed before and after. "One line" means one besides the INFO progress lines a verb logs before
+it finds out what is wrong (what data loaded, "downloading ..."); warnings count. A few cases run as real processes
+for real exit codes, and a full disk is simulated by an fsync that fails.
 """
 
 from __future__ import annotations
