@@ -43,6 +43,15 @@ def _error_line(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured in tests)
+        pass
+
+
 class _ResumeNotice(logging.Handler):
     """Notices the trainer's own line after Ctrl-C ("interrupted; ... --resume RUN"), so it is not said twice."""
 
@@ -878,6 +887,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(notice)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`convolab models --json | head`): no error to report
+        _silence_stdout()
+        return 128 + 13  # as if killed by SIGPIPE, like other command-line tools
     except _USER_ERRORS as e:
         if os.environ.get("CONVOLAB_DEBUG"):
             raise

@@ -184,3 +184,26 @@ def test_ctrl_c_in_a_real_training_process_says_how_to_resume(tmp_path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("convolab train: interrupted")
     assert err.count(f"`convolab train --resume {out}`") == 1, err  # said once, by the trainer or by the CLI
+
+
+def test_a_closed_pipe_is_no_error(monkeypatch, capsys):
+    def fail(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_models", fail)
+    code, out, err = run_main(["models"], capsys)
+    assert code == 141 and err == ""
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_as_a_real_process():
+    """`convolab models --json | head -c 0`: the reader is gone before the table is printed; no error line and no
+    'Exception ignored' from the flush at exit."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "convolab", "models", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # (the models are counted for seconds before anything is printed)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
