@@ -218,3 +218,12 @@ def test_viz_shows_progress_on_a_terminal(run, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     viz_run(run, tmp_path / "v", kernels=True, filters=True, steps=2, units=2)
     assert "viz" in sys.stderr.getvalue() and "2/2" in sys.stderr.getvalue()
+
+
+def test_a_layer_the_forward_pass_skips_is_one_line_with_the_choices(tutorial):
+    """TutorialCNN calls its classifier's layers one by one: the 'classifier' container never runs."""
+    with pytest.raises(ValueError, match="layer 'classifier' does not run in TutorialCNN's forward pass") as e:
+        feature_maps(tutorial, torch.zeros(1, 1, 8, 8), ["classifier"])
+    assert "feature stages: features.relu1, features.relu2" in str(e.value)
+    with pytest.raises(ValueError, match="layer 'classifier' does not run in TutorialCNN's forward pass.*features"):
+        activation_maximization(tutorial, "classifier", 2, steps=1)

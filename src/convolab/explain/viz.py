@@ -30,7 +30,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from convolab.explain.inputs import unique_stem  # noqa: E402
-from convolab.explain.layers import conv_layers, feature_layers, first_conv, resolve_layer  # noqa: E402
+from convolab.explain.layers import (  # noqa: E402
+    conv_layers,
+    feature_layers,
+    first_conv,
+    layer_choices,
+    resolve_layer,
+)
 
 __all__ = ["KernelGrid", "kernel_grid", "kernel_figure", "feature_maps", "feature_map_figure",
            "ActivationMaximization", "activation_maximization", "activation_maximization_figure", "mosaic",
@@ -182,7 +188,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor,
             h.remove()
     missing = [n for n in names if n not in captured]
     if missing:
-        raise ValueError(f"layers {', '.join(missing)} did not run in the forward pass")
+        raise ValueError(f"layer{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                         f"{'do' if len(missing) > 1 else 'does'} not run in {type(model).__name__}'s forward pass, "
+                         f"so {'they have' if len(missing) > 1 else 'it has'} no maps; name layers the prediction "
+                         f"goes through ({layer_choices(model)})")
     return {n: captured[n] for n in names}
 
 
@@ -339,7 +348,8 @@ def activation_maximization(model: nn.Module, layer: str | None = None, units: i
         finally:
             handle.remove()
         if not captured:
-            raise ValueError(f"layer {name!r} did not run in the forward pass")
+            raise ValueError(f"layer {name!r} does not run in {type(model).__name__}'s forward pass, so no input "
+                             f"can excite it; name a layer the prediction goes through ({layer_choices(model)})")
         return captured[0]
 
     was_training = model.training
