@@ -63,6 +63,12 @@ class _ResumeNotice(logging.Handler):
         self.said = self.said or record.getMessage().startswith("interrupted")
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line and inert on a terminal: newlines and other control characters (a file named
+    ``a\\nb.png``, an escape sequence in a name) are shown escaped, as Python writes them."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def _interrupted(args: argparse.Namespace, e: KeyboardInterrupt) -> str:
     """The line printed after Ctrl-C; for train, the command that continues the run."""
     line = f"convolab {args.verb}: interrupted"
@@ -85,7 +91,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``convolab train: error: ... (see convolab train --help)``."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see `{self.prog} --help`)\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -412,7 +418,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             top = run.predict([image], top_k=args.top_k)[0]
         except _USER_ERRORS as e:
             failed += 1
-            print(f"convolab predict: error: {_error_line(e)}", file=sys.stderr)
+            print(f"convolab predict: error: {_one_line(_error_line(e))}", file=sys.stderr)
             results.append({"image": image, "error": _error_line(e)})
             continue
         results.append({"image": image, "top_k": top})
@@ -495,7 +501,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for r in records:
         if "error" in r:
             failed += 1
-            print(f"convolab explain: error: {r['error']}", file=sys.stderr)
+            print(f"convolab explain: error: {_one_line(r['error'])}", file=sys.stderr)
         elif not args.json:
             head = f"{r['image']}: predicted {r['predicted']} ({100 * r['probability']:.1f}%)"
             if r["target"] != r["predicted"]:
@@ -893,7 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as e:
         if os.environ.get("CONVOLAB_DEBUG"):
             raise
-        print(f"convolab {args.verb}: error: {_error_line(e)}", file=sys.stderr)
+        print(f"convolab {args.verb}: error: {_one_line(_error_line(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         print(f"convolab {args.verb}: interrupted" if notice.said else _interrupted(args, e), file=sys.stderr)

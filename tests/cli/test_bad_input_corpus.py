@@ -402,6 +402,22 @@ IMAGES += [
       absent="viz"),
 ]
 
+# -- names that would break the line or drive the terminal: shown escaped ------------------------------------
+NL, ESC = "bad\nname", "\x1b[31mred"
+NAMES = [
+    C("predict-newline-in-name", f"predict {{run}} '{{tmp}}/{NL}.png'", "bad\\nname.png"),
+    C("predict-escape-in-name", f"predict {{run}} '{{tmp}}/{ESC}.png'", "\\x1b[31mred.png"),
+    C("explain-newline-in-name", f"explain {{run}} '{{tmp}}/{NL}.png' --out {{tmp}}/ex", "bad\\nname.png",
+      absent="ex"),
+    C("viz-newline-in-name", f"viz {{run}} --feature-maps '{{tmp}}/{NL}.png' --out {{tmp}}/viz", "bad\\nname.png",
+      absent="viz"),
+    C("train-newline-in-data", f"{TRAIN} --data '{{tmp}}/{NL}'", "bad\\nname", absent="out"),
+    C("train-newline-in-lr", f"{TRAIN} --lr '-1\n'", "--lr", absent="out"),
+    C("train-newline-in-unknown-option", f"{TRAIN} '--x\ny'", "--x\\ny", absent="out"),
+    C("eval-newline-in-run", f"eval '{{tmp}}/{NL}'", "bad\\nname"),
+    C("summary-escape-in-model", f"summary '{ESC}'", "\\x1b[31mred"),
+]
+
 # -- output paths: nothing the user made is deleted or replaced ------------------------------------------------
 OUTPUTS = [
     C("train-overwrite-project", f"{TRAIN.replace('{tmp}/out', '{tmp}/project')} --overwrite", "{tmp}/project",
@@ -439,7 +455,7 @@ OUTPUTS = [
       build=b.text_file("viz/kernels.png", "mine")),
 ]
 
-CASES = ARGPARSE + UP_FRONT + RUN_DIRS + RESUMES + INITS + DATASETS + IMAGES + OUTPUTS
+CASES = ARGPARSE + UP_FRONT + RUN_DIRS + RESUMES + INITS + DATASETS + IMAGES + NAMES + OUTPUTS
 
 
 # -- the harness -------------------------------------------------------------------------------------------------
