@@ -212,7 +212,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
         # (kind, hook or delay) for each trial; drawn here, in order, so the seed fixes every trial
         trials: list[tuple[str, dict]] = []
         # (a kill before the first checkpoint, step 3, leaves nothing to resume: `--resume` says so, tested elsewhere)
-        trials += [("step", {"n": rng.randint(4, total - 1)}) for _ in range(7)]
+        trials += [("step", {"n": rng.randint(4, total - 1)}) for _ in range(9)]
         trials += [("time", {"delay": rng.uniform(0, 0.9 * seconds)}) for _ in range(5)]
         trials += [("write", {"match": "step-*.pt", "n": rng.randint(2, total // 3), "partial": rng.random() < 0.5})
                    for _ in range(4)]
