@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Tensor", "TensorDict",
-           "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata", "CONFIG_SCHEMA",
-           "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES", "MAX_CHANS", "MAX_SIDE"]
+__all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Plain", "Tensor",
+           "TensorDict", "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata",
+           "CONFIG_SCHEMA", "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES", "MAX_CHANS",
+           "MAX_SIDE"]
 
 MAX_DEPTH = 32  # nesting of a run's JSON (convolab writes at most 4 levels)
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more would be a classifier of gigabytes
@@ -87,8 +88,11 @@ class Num:
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
+    finite: bool = True  # False: NaN and inf pass too (a diverged epoch's loss)
 
     def describe(self) -> str:
+        if not self.finite:
+            return "a number"
         if self.lo == -math.inf and self.hi == math.inf:
             return "a finite number"
         if self.hi == math.inf:
@@ -96,8 +100,9 @@ class Num:
         return f"a number from {self.lo:g}{' (excluded)' if self.lo_open else ''} to {self.hi:g}"
 
     def check(self, v: object, where: str, depth: int) -> None:
-        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v <= self.hi
-              and (v > self.lo if self.lo_open else v >= self.lo))
+        number = not isinstance(v, bool) and isinstance(v, (int, float))
+        ok = number and (not self.finite and not math.isfinite(v) or math.isfinite(v) and v <= self.hi
+                         and (v > self.lo if self.lo_open else v >= self.lo))
         if not ok:
             raise _Bad(where, describe_value(v), self.describe())
 
@@ -153,6 +158,30 @@ class AnyValue:
                 if d >= MAX_DEPTH:
                     raise _Bad(where, f"is nested more than {MAX_DEPTH} levels deep", f"at most {MAX_DEPTH} levels")
                 stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+
+
+@dataclass(frozen=True)
+class Plain:
+    """A JSON value: null, true/false, a number, a string, or lists and string-keyed objects of them, nested at
+    most :data:`MAX_DEPTH` levels (no tensors: a config or a metrics row)."""
+
+    def describe(self) -> str:
+        return "a plain value (null, a number, a string, a list or an object)"
+
+    def check(self, v: object, where: str, depth: int) -> None:
+        AnyValue().check(v, where, depth)
+        stack = [(v, where)]
+        while stack:
+            x, at = stack.pop()
+            if isinstance(x, dict):
+                for k, y in x.items():
+                    if not isinstance(k, str):
+                        raise _Bad(_join(at, k), f"has a key of type {type(k).__name__}", "string keys")
+                    stack.append((y, _join(at, k)))
+            elif isinstance(x, (list, tuple)):
+                stack.extend((y, f"{at}[{i}]") for i, y in enumerate(x))
+            elif x is not None and not isinstance(x, (bool, int, float, str)):
+                raise _Bad(at, describe_value(x), self.describe())
 
 
 @dataclass(frozen=True)
@@ -294,14 +323,14 @@ class TensorDict:
             Tensor().check(t, _join(where, k), depth + 1)
 
 
-def validate(value: object, spec, what: str) -> None:
-    """Check ``value`` against ``spec``.
+def validate(value: object, spec, what: str, prefix: str = "") -> None:
+    """Check ``value`` against ``spec``; ``prefix`` names where ``value`` sits in its file (``config``).
 
     Raises:
         ValueError: ``WHAT: field 'a.b' is ...; expected ...`` (or ``WHAT: is ...; expected ...`` at the top).
     """
     try:
-        spec.check(value, "", 0)
+        spec.check(value, prefix, 0)
     except _Bad as e:
         place = f"field '{e.where}' " if e.where else ""
         raise ValueError(f"{what}: {place}{e.problem}; expected {e.expected}") from None

@@ -25,7 +25,7 @@ def one_epoch(tmp_path_factory, digits_config):
 
 
 def _set(state: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
+    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
     for k in keys[:-1]:
         state = state[k]
     if value is _DELETE:
@@ -48,7 +48,9 @@ BAD_STATES = [
     ("global_step", -1, "field 'global_step' is -1; expected an integer from 0 to 1,000,000,000,000"),
     ("batch", None, "field 'batch' is null; expected an integer"),
     ("history", {"epoch": 1}, "field 'history' is an object; expected a list"),
-    ("history", [{"epoch": 1}] * 5, "field 'history' has 5 epochs before epoch 2; expected at most 1"),
+    ("history", [{"epoch": i, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.5, "val_accuracy": 0.9}
+                 for i in range(1, 6)], "field 'history' has 5 epochs before epoch 2; expected 1 (one per finished "
+                                        "epoch)"),
     ("rng", _DELETE, "field 'rng' is missing; expected an object"),
     ("rng.python", [3, [1, 2, 3], None], "field 'rng.python' is not a valid generator state"),
     ("rng.python", "seed", "field 'rng.python' is the string 'seed'; expected a list of 3 values"),
@@ -69,6 +71,19 @@ BAD_STATES = [
     ("config.epochs", "1", "field 'config.epochs' is the string '1'; expected an integer"),
     ("config.lr", True, "field 'config.lr' is true; expected a number"),
     ("config.ema", 0.99, "field 'ema' is null in a run with --ema 0.99; expected the EMA weights"),
+    ("config.milestones", torch.zeros(0), "field 'config.milestones' is a float32 tensor of shape [0] on cpu; "
+                                          "expected a plain value"),
+    ("history.0.val_accuracy", _DELETE, "field 'history[0].val_accuracy' is missing"),
+    ("history.0.train_loss", torch.zeros(()), "field 'history[0].train_loss' is a float32 tensor"),
+    ("history.0.note", torch.zeros(()), "field 'history[0].note' is a float32 tensor"),
+    ("history.0.epoch", 3, "field 'history[0].epoch' is 3; expected 1 (each epoch once, in order)"),
+    ("epoch_sums", {"loss_sum": torch.zeros(())}, "field 'epoch_sums.correct' is missing"),
+    ("epoch_sums", {"loss_sum": 1.0, "correct": 1, "seen": 1, "seconds": 1.0}, "field 'epoch_sums.loss_sum' is 1.0"),
+    ("config.cycle_epochs", [["", True]], "field 'config.cycle_epochs' is a list of 1 item; expected a number or "
+                                          "null"),
+    ("optimizer.state.0.exp_avg", torch.zeros(2, 2, 2, 2, 2), "field 'optimizer.state.0.exp_avg' has shape "
+                                                              "[2, 2, 2, 2, 2] for a parameter of shape"),
+    ("optimizer.state.0.step", torch.zeros(3), "field 'optimizer.state.0.step' has shape [3] for a parameter"),
     ("config.fancy_new_option", True, "field 'config' has options this convolab does not know (fancy_new_option)"),
 ]
 
@@ -76,13 +91,16 @@ BAD_STATES = [
 @pytest.mark.parametrize("field,value,expected", BAD_STATES, ids=[f"{f}-{i}" for i, (f, _, _) in
                                                                    enumerate(BAD_STATES)])
 def test_bad_checkpoint_contents(one_epoch, tmp_path, field, value, expected):
-    _, good = one_epoch
+    """Each edit of a good checkpoint, put in place of the run's newest one: refused by ``find_checkpoint`` (what
+    ``--resume`` calls: the file checked alone, then against the run's model and optimizer)."""
+    run_dir, good = one_epoch
+    shutil.copytree(run_dir, tmp_path / "run")
+    path = ckpt.step_checkpoints(tmp_path / "run")[-1]
     state = copy.deepcopy(good)
     _set(state, field, value)
-    path = tmp_path / "step-00000001.pt"
     torch.save(state, path)
     with pytest.raises(ValueError) as e:
-        ckpt.load_checkpoint(path)
+        ckpt.find_checkpoint(path)
     message = str(e.value)
     assert message.startswith(f"{path}: ") and expected in message and "\n" not in message, message
 
@@ -100,6 +118,37 @@ def test_integer_keys_and_non_finite_weights(one_epoch, tmp_path):
     torch.save(state, tmp_path / "b.pt")
     with pytest.raises(ValueError, match=f"field 'model.{name}' holds NaN or inf; convolab never saves non-finite"):
         ckpt.load_checkpoint(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("edit,expected", [
+    ("shape", "field 'model.{k}' has shape [1], tutorial_cnn (as {config} describes it) {shape}; expected the weights "
+              "of this run's model"),
+    ("missing", "field 'model' has no {k}, which tutorial_cnn (as {config} describes it) has"),
+    ("extra", "field 'model' has tensors tutorial_cnn does not have (extra.weight)"),
+])
+def test_weights_that_do_not_fit_the_runs_model(one_epoch, tmp_path, edit, expected):
+    """load_checkpoint cannot know the model; find_checkpoint compares with the one config.json describes (built on
+    the meta device) instead of leaving load_state_dict's traceback to _restore."""
+    run_dir, good = one_epoch
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    newest = ckpt.step_checkpoints(run)[-1]
+    state = copy.deepcopy(good)
+    k = next(iter(state["model"]))
+    shape = list(state["model"][k].shape)
+    if edit == "shape":
+        state["model"][k] = torch.zeros(1)
+    elif edit == "missing":
+        del state["model"][k]
+    else:
+        state["model"]["extra.weight"] = torch.zeros(1)
+    torch.save(state, newest)
+    ckpt.load_checkpoint(newest)  # a well-formed checkpoint ...
+    for target in (run, newest):  # ... that is not this run's model, whether named by its folder or by its file
+        with pytest.raises(ValueError) as e:
+            ckpt.find_checkpoint(target)
+        assert str(e.value).startswith(f"{newest}: ")
+        assert expected.format(k=k, shape=shape, config=run / "config.json") in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("obj,expected", [

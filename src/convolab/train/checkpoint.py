@@ -25,12 +25,28 @@ import numpy as np
 import torch
 
 from convolab.atomic import atomic_path, fsync_dir
-from convolab.run_schema import AnyDict, AnyValue, Int, ListOf, Num, Obj, Str, Tensor, TensorDict, maybe, validate
-from convolab.run_schema import describe_value as _describe
+from convolab.run_schema import (
+    AnyDict,
+    AnyOf,
+    AnyValue,
+    Bool,
+    Int,
+    ListOf,
+    Null,
+    Num,
+    Obj,
+    Plain,
+    Str,
+    Tensor,
+    TensorDict,
+    maybe,
+    validate,
+)
 from convolab.tensor_files import file_kind, torch_load
 
 __all__ = ["CHECKPOINTS", "FORMAT", "save_checkpoint", "load_checkpoint", "step_checkpoints", "checkpoint_name",
-           "find_checkpoint", "check_checkpoint", "rng_state", "set_rng_state", "prune_checkpoints", "check_finite"]
+           "find_checkpoint", "check_checkpoint", "check_fits_run", "rng_state", "set_rng_state", "prune_checkpoints",
+           "check_finite"]
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +57,19 @@ MAX_EPOCHS = 10**7  # an epoch count beyond this is no run's
 MAX_STEPS = 10**12  # nor a step count beyond this
 
 _GENERATOR = Tensor(torch.uint8, 1)  # a torch.Generator's state
+_LOSS = maybe(Num(finite=False))
+_HISTORY_ROW = Obj({"epoch": Int(1, MAX_EPOCHS), "train_loss": _LOSS, "train_accuracy": maybe(Num(0, 1)),
+                    "val_loss": _LOSS, "val_accuracy": maybe(Num(0, 1))},
+                   required=("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"), other=Plain())
+_EPOCH_SUMS = maybe(Obj({"loss_sum": Tensor(ndim=0), "correct": Tensor(ndim=0), "seen": Int(0, MAX_STEPS),
+                         "seconds": Num(0)}, required=("loss_sum", "correct", "seen", "seconds")))
 # What ``Trainer._state`` writes (and ``_restore`` reads): a checkpoint is checked against it before the data loads.
 _SCHEMA = Obj(
     fields={
         "format": Int(1, FORMAT),
         "run_id": maybe(Str(200)),  # the run that wrote it (convolab.train.rundir); absent before run markers
-        "ranks": maybe(ListOf(Obj({"rng": AnyDict(), "augment": maybe(AnyDict()), "epoch_sums": maybe(AnyDict())}),
-                              1)),
-        "config": Obj(),
+        "ranks": maybe(ListOf(Obj({"rng": AnyDict(), "augment": maybe(AnyDict()), "epoch_sums": _EPOCH_SUMS}), 1)),
+        "config": Obj(other=Plain()),
         "model": TensorDict(),
         "optimizer": Obj({"state": AnyDict(), "param_groups": ListOf(Obj(), 1)}, required=("state", "param_groups")),
         "global_step": Int(0, MAX_STEPS),
@@ -63,8 +84,8 @@ _SCHEMA = Obj(
         "ema": maybe(Obj({"module": TensorDict(), "updates": Int(0)}, required=("module", "updates"))),
         "scaler": maybe(AnyDict()),
         "overflow_steps": Int(0, MAX_STEPS),
-        "epoch_sums": maybe(AnyDict()),
-        "history": ListOf(Obj(), 0, MAX_EPOCHS),
+        "epoch_sums": _EPOCH_SUMS,
+        "history": ListOf(_HISTORY_ROW, 0, MAX_EPOCHS),
         "best": Obj({"value": maybe(Num()), "epoch": maybe(Int(1, MAX_EPOCHS))}, required=("value", "epoch")),
         "bad_epochs": Int(0, MAX_EPOCHS),
         "nan": Obj({"streak": Int(0, MAX_STEPS), "skipped": Int(0, MAX_STEPS)}, required=("streak", "skipped")),
@@ -177,9 +198,13 @@ def check_checkpoint(state: object, what: str) -> dict:
     if isinstance(epochs, int) and not isinstance(epochs, bool) and state["epoch"] > epochs + 1:
         raise ValueError(f"{what}: field 'epoch' is {state['epoch']:,} in a run of {epochs} epochs; expected at most "
                          f"{epochs + 1}")
-    if len(state["history"]) > state["epoch"]:
+    if len(state["history"]) != state["epoch"] - 1:
         raise ValueError(f"{what}: field 'history' has {len(state['history'])} epochs before epoch {state['epoch']}; "
-                         f"expected at most {state['epoch'] - 1}")
+                         f"expected {state['epoch'] - 1} (one per finished epoch)")
+    for i, row in enumerate(state["history"]):
+        if row["epoch"] != i + 1:
+            raise ValueError(f"{what}: field 'history[{i}].epoch' is {row['epoch']}; expected {i + 1} (each epoch "
+                             "once, in order)")
     _check_generators(state, what)
     for k, v in state["model"].items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
@@ -188,30 +213,29 @@ def check_checkpoint(state: object, what: str) -> dict:
     return state
 
 
-_SPEC_OF_DEFAULT = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+_SPEC_OF_TYPE = {"bool": Bool(), "int": Int(), "float": Num(finite=False), "str": Str(), "dict": Obj(other=Plain()),
+                 "None": Null(), "list[float]": ListOf(Num(finite=False))}
+
+
+def _spec_of(annotation: str):
+    """The spec of a TrainConfig field from its annotation (``float | None`` ...); None for one it cannot read."""
+    parts = [_SPEC_OF_TYPE.get(t.strip()) for t in str(annotation).split("|")]
+    if not parts or any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else AnyOf(tuple(parts))
 
 
 def _check_config(state: dict, what: str) -> None:
-    """The saved TrainConfig: options this convolab has, each of its type (judged by the default: a field whose
-    default is None may hold several types and is left to TrainConfig.validate), and the state its options imply."""
+    """The saved TrainConfig: options this convolab has, each of its annotated type, and the state its options
+    imply."""
     fields = {f.name: f for f in dataclasses.fields(_train_config())}
     config = state["config"]
     strange = sorted(k for k in config if k not in fields)
     if strange:
         raise ValueError(f"{what}: field 'config' has options this convolab does not know ({', '.join(strange[:5])}); "
                          "it was probably written by a newer convolab (upgrade convolab to resume it)")
-    for name, value in config.items():
-        f = fields[name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        kind = type(default)
-        if default is None or kind not in _SPEC_OF_DEFAULT:
-            continue
-        ok = (isinstance(value, bool) if kind is bool else
-              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-              isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
-        if not ok:
-            raise ValueError(f"{what}: field 'config.{name}' {_describe(value)}; expected {_SPEC_OF_DEFAULT[kind]}")
+    validate(config, Obj({name: spec for name, f in fields.items() if (spec := _spec_of(f.type)) is not None},
+                         other=Plain()), what, prefix="config")
     if config.get("ema") and state["ema"] is None:
         raise ValueError(f"{what}: field 'ema' is null in a run with --ema {config['ema']}; expected the EMA weights")
     if config.get("precision") == "fp16" and state["scaler"] is None:
@@ -260,7 +284,9 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
     path = Path(path).expanduser()
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
-        return run_dir, path, load_checkpoint(path)
+        state = load_checkpoint(path)
+        check_fits_run(run_dir, path, state)
+        return run_dir, path, state
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {path}: no such run directory")
     if not (path / CONFIG).is_file():
@@ -274,7 +300,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
         raise FileNotFoundError(f"--resume {path}: no step checkpoints in {path / CHECKPOINTS}{hint}")
     newest = candidates[-1]
     try:
-        return path, newest, load_checkpoint(newest)
+        state = load_checkpoint(newest)
     except ValueError as e:
         for older in reversed(candidates[:-1]):
             try:
@@ -292,6 +318,76 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
                 raise ValueError(f"{e}; every step checkpoint in {path / CHECKPOINTS} is damaged, but {best} (the "
                                  f"best epoch, {epoch}) is intact: resume from it with --resume {best}") from None
         raise ValueError(f"{e}; no older readable checkpoint in {path / CHECKPOINTS}") from None
+    check_fits_run(path, newest, state)
+    return path, newest, state
+
+
+def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
+    """The checkpoint's weights (and EMA weights) have the names and shapes of the model the run's config.json
+    describes, built on the meta device (nothing allocated); no config.json: nothing to compare with.
+
+    Raises:
+        ValueError: a tensor missing, unexpected or of another shape (one line naming it).
+    """
+    from convolab.models import create_model
+    from convolab.run_schema import CONFIG_SCHEMA, read_json
+    from convolab.train.rundir import CONFIG
+
+    if not (run_dir / CONFIG).is_file():
+        return
+    config = read_json(run_dir / CONFIG, CONFIG_SCHEMA)
+    name, kwargs = config.get("model"), config.get("model_kwargs")
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        return
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{run_dir / CONFIG}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
+    own = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    for field_name, weights in (("model", state["model"]), ("ema.module", (state["ema"] or {}).get("module"))):
+        if weights is None:
+            continue
+        for k, shape in own.items():
+            if k not in weights:
+                raise ValueError(f"{path}: field '{field_name}' has no {k}, which {name} (as {run_dir / CONFIG} "
+                                 "describes it) has; expected the weights of this run's model")
+            if list(weights[k].shape) != shape:
+                raise ValueError(f"{path}: field '{field_name}.{k}' has shape {list(weights[k].shape)}, {name} (as "
+                                 f"{run_dir / CONFIG} describes it) {shape}; expected the weights of this run's model")
+        extra = [k for k in weights if k not in own]
+        if extra:
+            raise ValueError(f"{path}: field '{field_name}' has tensors {name} does not have ({', '.join(extra[:3])}); "
+                             "expected the weights of this run's model")
+    _check_optimizer(probe, state, path)
+
+
+def _check_optimizer(probe: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load the checkpoint's optimizer state into the run's optimizer over ``probe`` (meta tensors: nothing is
+    allocated), so that a damaged one is one line here rather than a traceback in the trainer's restore or at its
+    first step. (--engine numpy keeps its own optimizer's layout: not checked here.)"""
+    from convolab.train.optim import create_optimizer
+
+    cfg = state["config"]
+    if cfg.get("engine", "torch") != "torch":
+        return
+    optimizer = create_optimizer(probe, cfg.get("optimizer", "adam"), cfg.get("lr", 1e-3), cfg.get("momentum", 0.9),
+                                 cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False),
+                                 decay_norm_and_bias=cfg.get("decay_norm_and_bias", False))
+    name = type(optimizer).__name__
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise ValueError(f"{path}: field 'optimizer' is not the state of this run's {name} ({first})") from None
+    params = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    for p, per_param in optimizer.state.items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                raise ValueError(f"{path}: field 'optimizer.state.{params[id(p)]}.{key}' has shape "
+                                 f"{list(value.shape)} for a parameter of shape {list(p.shape)}; expected the "
+                                 f"state of this run's {name}")
 
 
 # -- random generators ---------------------------------------------------------------------------
