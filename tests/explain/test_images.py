@@ -88,7 +88,7 @@ def test_progress_on_a_terminal_unless_quiet(run, digit, tmp_path, monkeypatch):
     err = _Terminal()
     monkeypatch.setattr(sys, "stderr", err)
     explain_images(run, [digit], ["saliency", "gradcam"], tmp_path / "a")
-    assert "explain" in err.getvalue() and "2/2" in err.getvalue()
+    assert "explain" in err.getvalue() and "/2 [" in err.getvalue()
     quiet = _Terminal()
     monkeypatch.setattr(sys, "stderr", quiet)
     explain_images(run, [digit], ["saliency"], tmp_path / "b", progress=False)

@@ -133,7 +133,15 @@ def test_progress_on_a_terminal_unless_quiet(striped_model, sets, monkeypatch):
         monkeypatch.setattr(sys, "stderr", Terminal())
         tcav(striped_model, sets["striped"][:10], {"stripes": sets["concepts"]["stripes"]}, few, target=1,
              batch_size=5, progress=progress)
-        assert ("tcav" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()) is progress
+        assert ("tcav" in sys.stderr.getvalue() and "/3 [" in sys.stderr.getvalue()) is progress
+
+
+def test_a_layer_the_forward_pass_skips_is_one_line(striped_model, sets):
+    """captum's AssertionError 'Forward hook did not obtain any outputs for given layer' before."""
+    few = {k: v for k, v in list(sets["randoms"].items())[:2]}
+    with pytest.raises(ValueError, match="layer 'classifier' does not run in TutorialCNN's forward pass, so TCAV"):
+        tcav(striped_model, sets["striped"][:4], {"stripes": sets["concepts"]["stripes"]}, few, target=1,
+             layers="classifier", progress=False)
 
 
 def test_nothing_is_written_to_the_working_directory(striped_model, sets, tmp_path, monkeypatch):

@@ -87,8 +87,9 @@ def layer_choices(model: nn.Module) -> str:
     return "; ".join(hint) or "none with feature_info or a convolution"
 
 
-def check_map_layer(model: nn.Module, name: str, x: torch.Tensor, what: str = "Grad-CAM") -> None:
-    """ValueError unless layer ``name`` runs in ``model(x[:1])`` and gives (N, C, H, W) maps.
+def check_map_layer(model: nn.Module, name: str, x: torch.Tensor, what: str = "Grad-CAM", *,
+                    spatial: bool = True) -> None:
+    """ValueError unless layer ``name`` runs in ``model(x[:1])`` and (with ``spatial``) gives (N, C, H, W) maps.
 
     Checked with one forward pass of one sample, so that a layer the prediction does not go
     through, or one that gives vectors (a linear layer, a flatten), is one clear line instead of
@@ -108,8 +109,10 @@ def check_map_layer(model: nn.Module, name: str, x: torch.Tensor, what: str = "G
         handle.remove()
     model_name = type(model).__name__
     if not seen:
-        raise ValueError(f"layer {name!r} does not run in {model_name}'s forward pass, so {what} has no map there; "
+        raise ValueError(f"layer {name!r} does not run in {model_name}'s forward pass, so {what} cannot use it; "
                          f"name a layer the prediction goes through ({layer_choices(model)})")
+    if not spatial:
+        return
     out = seen[0]
     if not isinstance(out, tuple) or len(out) != 4:
         shown = "(N, " + ", ".join(map(str, out[1:])) + ")" if isinstance(out, tuple) else f"a {out}"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convolab.explain.layers import resolve_layer
+from convolab.explain.layers import check_map_layer, resolve_layer
 
 __all__ = ["MIN_CONCEPT_IMAGES", "MIN_RANDOM_SETS", "ConceptScore", "TCAVResult", "tcav", "tcav_run", "tcav_figure"]
 
@@ -225,6 +225,8 @@ def tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, torch.Te
         raise ValueError("no inputs to score")
     layer_list = [layers] if isinstance(layers, str) or layers is None else list(layers)
     layer_names = [resolve_layer(model, name)[0] for name in layer_list]
+    for name in layer_names:  # captum's "Forward hook did not obtain any outputs" otherwise
+        check_map_layer(model, name, inputs[:1], "TCAV", spatial=False)
     with torch.no_grad():
         out = model(inputs[:1])
     if out.dim() != 2:
