@@ -302,6 +302,16 @@ def _explicit_options(argv: Sequence[str], verb: str) -> set[str]:
     return set(vars(given))
 
 
+def _refuse_unused(args: argparse.Namespace, verb: str, needs: dict[str, str]) -> None:
+    """A ValueError for an option given on the command line whose switch is off (``needs``: option -> switch,
+    argparse destinations), instead of dropping it silently."""
+    given = _explicit_options(args.argv, verb)
+    for option, switch in needs.items():
+        if option in given and not getattr(args, switch):
+            flag, on = (f"--{name.replace('_', '-')}" for name in (option, switch))
+            raise ValueError(f"{flag} only applies with {on}; add {on} or drop {flag}")
+
+
 # argparse destinations whose TrainConfig field has another name (and the inverse meaning)
 _NEGATED = {"no_download": "download", "quiet": "progress", "no_plots": "plots", "no_checkpoints": "checkpoints"}
 
@@ -437,6 +447,9 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
     if not (args.kernels or args.feature_maps or args.filters):
         raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
+    _refuse_unused(args, "viz", {"diverging": "kernels", "layers": "feature_maps", "max_channels": "feature_maps",
+                                 "layer": "filters", "units": "filters", "steps": "filters", "lr": "filters",
+                                 "seed": "filters"})
     run = load_run(args.run)
     records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
                       feature_map_images=args.feature_maps or (), layers=args.layers,
@@ -490,11 +503,15 @@ def _cmd_tcav(args: argparse.Namespace) -> int:
 
 # -- explain -------------------------------------------------------------------------------------
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from convolab.explain.attribution import CAM_METHODS
     from convolab.explain.images import explain_images
     from convolab.run import load_run
 
-    run = load_run(args.run)
     methods = list(dict.fromkeys(args.method))
+    if args.layer is not None and not set(methods) & set(CAM_METHODS):
+        raise ValueError(f"--layer picks the layer of {', '.join(CAM_METHODS)}; --method {' '.join(methods)} does "
+                         "not use one (drop --layer)")
+    run = load_run(args.run)
     records = explain_images(run, args.images, methods, args.out, target=args.target, layer=args.layer,
                              overwrite=args.overwrite)
     failed = 0
@@ -529,6 +546,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from convolab.analysis import format_side_by_side, parse_input, summarize
 
+    _refuse_unused(args, "summary", {"verify_all": "verify"})
     input_shape = parse_input(args.input) if args.input else None
     summaries = []
     for target in args.models:

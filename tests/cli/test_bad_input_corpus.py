@@ -168,6 +168,21 @@ UP_FRONT = [
     C("summary-bad-stack", "summary conv3,zz", "zz"),
     C("summary-missing-run", "summary {tmp}/nowhere/run", "nowhere"),
     C("viz-nothing-to-draw", "viz {run} --out {tmp}/viz", "--kernels", absent="viz"),
+    C("viz-diverging-without-kernels", "viz {run} --filters --diverging --out {tmp}/viz", "--diverging",
+      absent="viz"),
+    C("viz-layers-without-feature-maps", "viz {run} --kernels --layers features.relu1 --out {tmp}/viz", "--layers",
+      absent="viz"),
+    C("viz-max-channels-without-feature-maps", "viz {run} --kernels --max-channels 4 --out {tmp}/viz",
+      "--max-channels", absent="viz"),
+    C("viz-steps-without-filters", "viz {run} --kernels --steps 3 --out {tmp}/viz", "--steps", absent="viz"),
+    C("viz-seed-without-filters", "viz {run} --kernels --seed 1 --out {tmp}/viz", "--seed", absent="viz"),
+    C("viz-layer-without-filters", "viz {run} --kernels --layer features.relu1 --out {tmp}/viz", "--layer",
+      absent="viz"),
+    C("summary-verify-all-without-verify", "summary lenet5 --verify-all", "--verify-all"),
+    C("summary-clip-input-for-an-image-model", "summary {run} --input 1,8,8,8", "--input"),
+    C("summary-clip-input-for-lenet5", "summary lenet5 --input 1,8,28,28", "--input"),
+    C("explain-layer-without-cam-method", "explain {run} {tmp}/digit.png --method saliency --layer features.relu2 "
+      "--out {tmp}/ex", "--layer", build=b.good_png, absent="ex"),
 ]
 
 # -- run directories: every verb that reads one, on each kind of damage --------------------------------------
