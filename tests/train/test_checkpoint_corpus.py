@@ -213,3 +213,19 @@ def test_cli_resume_refuses_a_bad_checkpoint_before_the_data_loads(one_epoch, tm
     assert "Traceback" not in err and "weights_only=False" not in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert not marker.exists()
+
+
+def test_no_augmentation_state_in_a_run_that_augments(one_epoch, tmp_path):
+    """(found by the checkpoint fuzzer: augment.load_state_dict(None) in the trainer's restore)"""
+    import json
+
+    run_dir, good = one_epoch
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    config["augment"]["crop_pad"] = 1
+    (run / "config.json").write_text(json.dumps(config))
+    assert good["augment"] is None
+    with pytest.raises(ValueError, match=r"field 'augment' is null in a run that augments \(.*config.json: crop_pad\); "
+                                         "expected the augmentation's generators"):
+        ckpt.find_checkpoint(run)

@@ -336,6 +336,10 @@ def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
     if not (run_dir / CONFIG).is_file():
         return
     config = read_json(run_dir / CONFIG, CONFIG_SCHEMA)
+    augment = config.get("augment")  # the resolved AugmentSpec: active when any setting is
+    if isinstance(augment, dict) and any(augment.values()) and state["augment"] is None:
+        raise ValueError(f"{path}: field 'augment' is null in a run that augments ({run_dir / CONFIG}: "
+                         f"{', '.join(k for k, v in augment.items() if v)}); expected the augmentation's generators")
     name, kwargs = config.get("model"), config.get("model_kwargs")
     if not isinstance(name, str) or not isinstance(kwargs, dict):
         return
