@@ -319,6 +319,7 @@ TARGETS: dict[str, tuple[Callable[[bytes, Context], None], str, bool]] = {
     "idx": (idx, ".bin", False),
     "png": (_image(".png"), ".png", False),
     "jpeg": (_image(".jpg"), ".jpg", False),
+    "image_other": (_image(".tif"), ".bin", False),  # TIFF, GIF, BMP, WebP, PPM ... (Pillow reads the content)
     "parse_input": (parse_input, ".txt", False),
     "layer_stack": (layer_stack, ".txt", False),
     "run_config": (_replace_file("config.json"), ".json", True),

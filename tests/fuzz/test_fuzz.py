@@ -244,6 +244,17 @@ def jpeg_files(draw) -> bytes:
     return draw(mutated(raw))
 
 
+@st.composite
+def other_image_files(draw) -> bytes:
+    """The other formats of IMAGE_EXTENSIONS, each a small image saved by Pillow, then mutated."""
+    fmt = draw(st.sampled_from(["TIFF", "GIF", "BMP", "WEBP", "PPM"]))
+    modes = {"TIFF": ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "F"], "GIF": ["L", "P", "RGB"],
+             "BMP": ["1", "L", "P", "RGB"], "WEBP": ["RGB", "RGBA"], "PPM": ["1", "L", "RGB"]}[fmt]
+    buf = io.BytesIO()
+    draw(pil_images(modes)).save(buf, fmt)
+    return draw(mutated(buf.getvalue(), max_edits=6))
+
+
 # -- user strings --------------------------------------------------------------------------------------------
 NUMBERS = st.integers(-2, 40).map(str) | st.sampled_from(["0", "00", "1e3", "2**8", "1_0", "\u0661", "+3", " 4",
                                                           "99999999999999999999", "nan", "", "-0"])
@@ -354,6 +365,11 @@ def test_fuzz_jpeg(ctx, tmp_path):
 
 
 @pytest.mark.slow
+def test_fuzz_other_images(ctx, tmp_path):
+    Fuzzer("image_other", ctx, tmp_path / "crashes").run(other_image_files())
+
+
+@pytest.mark.slow
 def test_fuzz_parse_input(ctx, tmp_path):
     Fuzzer("parse_input", ctx, tmp_path / "crashes").run(input_shapes())
 
@@ -388,6 +404,6 @@ def test_fuzz_checkpoint(run_ctx, tmp_path):
 
 
 def test_every_target_has_a_fuzzer():
-    fuzzed = {"idx", "png", "jpeg", "parse_input", "layer_stack", "run_config", "run_summary", "run_marker",
-              "run_weights", "checkpoint"}
+    fuzzed = {"idx", "png", "jpeg", "image_other", "parse_input", "layer_stack", "run_config", "run_summary",
+              "run_marker", "run_weights", "checkpoint"}
     assert fuzzed == set(TARGETS)
