@@ -53,6 +53,10 @@ BAD_STATES = [
                                         "epoch)"),
     ("rng", _DELETE, "field 'rng' is missing; expected an object"),
     ("rng.python", [3, [1, 2, 3], None], "field 'rng.python' is not a valid generator state"),
+    ("rng.python", [3, list(range(625)), None], "field 'rng.python' is not a valid generator state"),
+    ("glass_rng", {"bit_generator": "PCG64"}, "field 'glass_rng' is not a valid generator state"),
+    ("augment", {"torch": torch.zeros(16, dtype=torch.uint8), "numpy": {"bit_generator": "PCG64", "state": {}}},
+     "field 'augment.numpy' is not a valid generator state"),
     ("rng.python", "seed", "field 'rng.python' is the string 'seed'; expected a list of 3 values"),
     ("rng.torch", torch.zeros(10, dtype=torch.uint8), "field 'rng.torch' is not a valid generator state"),
     ("rng.torch", torch.zeros(10), "field 'rng.torch' is a float32 tensor of shape [10] on cpu; expected a dense CPU "

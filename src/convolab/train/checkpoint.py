@@ -149,22 +149,23 @@ def prune_checkpoints(run_dir: str | Path, keep: Path, previous: Path | None) ->
 def _check_generators(state: dict, what: str) -> None:
     """Try the checkpoint's generator states on fresh generators (the global ones are not touched)."""
     rng = state["rng"]
-    trials = [("rng.python", lambda: random.Random().setstate(_as_tuple(rng["python"]))),
+    trials = [("rng.python", lambda: random.Random().setstate(rng["python"])),
               ("rng.numpy", lambda: np.random.RandomState().set_state(_numpy_state(rng["numpy"]))),
               ("rng.torch", lambda: torch.Generator().set_state(rng["torch"])),
               ("loader.generator", lambda: torch.Generator().set_state(state["loader"]["generator"]))]
+    # NumPy generators of the augmentation and of --engine numpy (default_rng: PCG64). The augmentation's torch
+    # generator lives on the training device, whose state layout differs: not tried here.
+    for name, numpy_state in (("augment.numpy", (state["augment"] or {}).get("numpy")),
+                              ("glass_rng", state.get("glass_rng"))):
+        if numpy_state is not None:
+            trials.append((name, lambda s=numpy_state: setattr(np.random.default_rng().bit_generator, "state", s)))
     for name, trial in trials:
         try:
             trial()
-        except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as e:
+        except (TypeError, ValueError, RuntimeError, OverflowError, IndexError, KeyError) as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise ValueError(f"{what}: field '{name}' is not a valid generator state ({first[:120]}); expected "
                              "the state convolab saved") from None
-
-
-def _as_tuple(value):
-    """Python's generator state as ``random.setstate`` wants it (tuples all the way down)."""
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _numpy_state(n: dict) -> tuple:
