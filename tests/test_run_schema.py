@@ -232,3 +232,18 @@ def test_validate_names_the_deepest_field_and_refuses_unknown_keys_when_asked():
 def test_parse_json_names_what_it_read():
     with pytest.raises(ValueError, match=r"^meta: not valid JSON \(expecting ',' delimiter at line 1, column 9\)"):
         parse_json('{"a": 1 "b": 2}', "meta")
+
+
+def test_a_model_that_cannot_be_built_on_the_meta_device_still_loads(run_copy, monkeypatch):
+    """The meta-device probe is a pre-check: a model with an op lacking a meta kernel is built for real instead."""
+    import convolab.models
+
+    real = convolab.models.create_model
+
+    def no_meta(*args, **kwargs):
+        if torch.empty(0).device.type == "meta":
+            raise NotImplementedError("no meta kernel for this op")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convolab.models, "create_model", no_meta)
+    assert convolab.load_run(run_copy).classes == [str(i) for i in range(10)]

@@ -18,7 +18,14 @@ from torch import nn
 
 from convolab.data.images import image_to_array, load_image
 from convolab.data.loader import Normalizer
-from convolab.run_schema import CONFIG_SCHEMA, SUMMARY_SCHEMA, check_weights_metadata, parse_json, read_json
+from convolab.run_schema import (
+    CONFIG_SCHEMA,
+    SUMMARY_SCHEMA,
+    check_weights_metadata,
+    parse_json,
+    probe_model,
+    read_json,
+)
 from convolab.tensor_files import file_kind
 from convolab.train.rundir import CONFIG, METRICS, SUMMARY, WEIGHTS
 
@@ -78,20 +85,15 @@ def _build_model(meta: dict, weights: Path) -> nn.Module:
 
     name, kwargs = meta["model"], dict(meta["model_kwargs"])
     what = f"{weights} (metadata 'convolab')"
-    try:
-        with torch.device("meta"):
-            probe = create_model(name, **kwargs)
-    except (ValueError, TypeError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{what}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
-    own = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    probe = probe_model(name, kwargs, what)
+    own = {k: list(v.shape) for k, v in probe.state_dict().items()} if probe is not None else {}
     stored = _file_shapes(weights)
     for k, shape in own.items():
         if k in stored and stored[k] != shape:
             raise ValueError(f"{weights}: weights do not fit model {name} ({k} has shape {stored[k]} in the file, "
                              f"{shape} in the model the metadata describes)")
     missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
-    if missing or unexpected:
+    if probe is not None and (missing or unexpected):
         parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
                 ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
         raise ValueError(f"{weights}: weights do not fit model {name} ({'; '.join(parts)})")

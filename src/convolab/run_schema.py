@@ -20,8 +20,8 @@ import torch
 
 __all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Plain", "Tensor",
            "TensorDict", "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata",
-           "CONFIG_SCHEMA", "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES", "MAX_CHANS",
-           "MAX_SIDE"]
+           "probe_model", "CONFIG_SCHEMA", "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES",
+           "MAX_CHANS", "MAX_SIDE"]
 
 MAX_DEPTH = 32  # nesting of a run's JSON (convolab writes at most 4 levels)
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more would be a classifier of gigabytes
@@ -407,6 +407,26 @@ SUMMARY_SCHEMA = Obj({
     "epochs": Int(0), "steps": Int(0), "skipped_steps": Int(0), "test_samples": Int(0), "resumes": Int(0),
     "params": Int(0), "world_size": Int(1), "train_seconds": maybe(Num(0)), "samples_per_second": maybe(Num(0)),
 })
+
+
+def probe_model(name: str, kwargs: dict, what: str) -> torch.nn.Module | None:
+    """The model ``create_model(name, **kwargs)`` builds, on the meta device: its tensors' names and shapes without
+    allocating them (so that sizes read from a file are compared before anything is allocated). None when the
+    model cannot be built there.
+
+    Raises:
+        ValueError: ``WHAT: fields 'model'/'model_kwargs' do not build a model (...)``.
+    """
+    from convolab.models import create_model
+
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{what}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel: the caller goes without the probe
+        return None
 
 
 def check_weights_metadata(meta: object, what: str) -> dict:

@@ -330,8 +330,7 @@ def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
     Raises:
         ValueError: a tensor missing, unexpected or of another shape (one line naming it).
     """
-    from convolab.models import create_model
-    from convolab.run_schema import CONFIG_SCHEMA, read_json
+    from convolab.run_schema import CONFIG_SCHEMA, probe_model, read_json
     from convolab.train.rundir import CONFIG
 
     if not (run_dir / CONFIG).is_file():
@@ -344,12 +343,9 @@ def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
     name, kwargs = config.get("model"), config.get("model_kwargs")
     if not isinstance(name, str) or not isinstance(kwargs, dict):
         return
-    try:
-        with torch.device("meta"):
-            probe = create_model(name, **kwargs)
-    except (ValueError, TypeError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{run_dir / CONFIG}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
+    probe = probe_model(name, kwargs, str(run_dir / CONFIG))
+    if probe is None:
+        return
     own = {k: list(v.shape) for k, v in probe.state_dict().items()}
     for field_name, weights in (("model", state["model"]), ("ema.module", (state["ema"] or {}).get("module"))):
         if weights is None:
