@@ -187,7 +187,9 @@ class Plain:
 @dataclass(frozen=True)
 class AnyDict:
     """A dict with keys of any type (an optimizer's state is keyed by parameter index), nested at most
-    :data:`MAX_DEPTH` levels."""
+    :data:`MAX_DEPTH` levels; each value checked by ``values`` where given."""
+
+    values: object = None
 
     def describe(self) -> str:
         return "an object"
@@ -196,6 +198,9 @@ class AnyDict:
         if not isinstance(v, dict):
             raise _Bad(where, describe_value(v), self.describe())
         AnyValue().check(v, where, depth)
+        if self.values is not None:
+            for k, x in v.items():
+                self.values.check(x, _join(where, k), depth + 1)
 
 
 @dataclass(frozen=True)

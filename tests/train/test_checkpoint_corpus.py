@@ -87,6 +87,7 @@ BAD_STATES = [
                                           "null"),
     ("optimizer.state.0.exp_avg", torch.zeros(2, 2, 2, 2, 2), "field 'optimizer.state.0.exp_avg' has shape "
                                                               "[2, 2, 2, 2, 2] for a parameter of shape"),
+    ("optimizer.state.0", "x", "field 'optimizer.state.0' is the string 'x'; expected an object"),
     ("optimizer.state.0.step", torch.zeros(3), "field 'optimizer.state.0.step' has shape [3] for a parameter"),
     ("config.fancy_new_option", True, "field 'config' has options this convolab does not know (fancy_new_option)"),
 ]
