@@ -165,7 +165,11 @@ UP_FRONT = [
     C("summary-input-zero", "summary lenet5 --input 0,28,28", "--input"),
     C("summary-input-short", "summary lenet5 --input 1,28", "--input"),
     C("summary-input-negative", "summary lenet5 --input 1,-28,28", "--input"),
-    C("summary-bad-stack", "summary conv3,zz", "zz"),
+    C("summary-bad-stack", "summary conv3,zz --input 3,32,32", "zz"),
+    C("summary-stack-without-input", "summary conv3,conv3", "--input"),
+    C("summary-stack-kernel-0", "summary conv0 --input 3,32,32", "conv0"),
+    C("summary-stack-stride-0", "summary conv3s0 --input 3,32,32", "conv3s0"),
+    C("summary-stack-pool-padding", "summary avgpool2p5 --input 3,32,32", "avgpool2p5"),
     C("summary-missing-run", "summary {tmp}/nowhere/run", "nowhere"),
     C("viz-nothing-to-draw", "viz {run} --out {tmp}/viz", "--kernels", absent="viz"),
     C("viz-diverging-without-kernels", "viz {run} --filters --diverging --out {tmp}/viz", "--diverging",
@@ -188,9 +192,9 @@ UP_FRONT = [
 # -- run directories: every verb that reads one, on each kind of damage --------------------------------------
 _RUN_DAMAGE = [
     # id, builder, culprit
-    ("missing", lambda tmp, run: shutil.rmtree(run), "run"),
-    ("not-a-folder", lambda tmp, run: (shutil.rmtree(run), run.write_text("x")), "run"),
-    ("empty-folder", lambda tmp, run: (shutil.rmtree(run), run.mkdir()), "run"),
+    ("missing", lambda tmp, run: shutil.rmtree(run), "{run}"),
+    ("not-a-folder", lambda tmp, run: (shutil.rmtree(run), run.write_text("x")), "{run}"),
+    ("empty-folder", lambda tmp, run: (shutil.rmtree(run), run.mkdir()), "{run}"),
     ("weights-missing", b.write_file("model.safetensors", None), "model.safetensors"),
     ("weights-empty", b.write_file("model.safetensors", b""), "model.safetensors"),
     ("weights-garbage", b.write_file("model.safetensors", b"garbage" * 100), "model.safetensors"),
@@ -258,8 +262,10 @@ _step = b._step_checkpoint
 RESUMES = [
     C("resume-missing", "train --resume {tmp}/nowhere", "{tmp}/nowhere"),
     C("resume-file-missing", "train --resume {run}/checkpoints/step-99.pt", "step-99.pt"),
-    C("resume-not-a-run", "train --resume {tmp}/empty", "{tmp}/empty", build=lambda t, r: (t / "empty").mkdir()),
-    C("resume-project-folder", "train --resume {tmp}/project", "{tmp}/project", build=b.project_folder),
+    C("resume-not-a-run", "train --resume {tmp}/empty", "{tmp}/empty", "not a convolab run",
+      build=lambda t, r: (t / "empty").mkdir()),
+    C("resume-project-folder", "train --resume {tmp}/project", "{tmp}/project", "not a convolab run",
+      build=b.project_folder),
     C("resume-no-checkpoints", RESUME, "checkpoints", build=b.no_checkpoints),
     C("resume-empty-checkpoints", RESUME, "checkpoints", build=b.empty_checkpoints),
     C("resume-all-steps-damaged", RESUME, "step-", build=b.garbage_checkpoints),
