@@ -17,7 +17,10 @@ of the weights' bytes:
   possibly broken) put in front of the base file's tensor bytes, its 8-byte length field off by N;
 - ``checkpoint``: ``{"edits": [[PATH, VALUE] or [PATH] (delete) ...], "patch": [[OFFSET, BYTE] ...],
   "truncate": N or null}``: edits applied to the loaded base checkpoint (VALUE is JSON; ``{"$tensor":
-  [shape...]}`` is a float tensor of zeros), saved with ``torch.save``, then its bytes patched and cut.
+  [shape...]}`` is a float tensor of zeros (``"fill"``: of that value), ``{"$meta": [...]}`` a meta tensor,
+  ``{"$sparse": [...]}`` a sparse one), saved with ``torch.save``, then its bytes patched and cut;
+- ``init_from``: the same edits of tutorial_cnn's state dict, saved as ``.pth`` or (``"format":
+  "safetensors"``) ``.safetensors``, read by ``--init-from``'s ``load_initial_weights``.
 """
 
 from __future__ import annotations
@@ -222,8 +225,12 @@ def _newest_checkpoint(run: Path) -> Path:
 def _to_value(v):
     import torch
 
-    if isinstance(v, dict) and set(v) == {"$tensor"}:
-        return torch.zeros(tuple(int(s) for s in v["$tensor"]))
+    if isinstance(v, dict) and v.keys() in ({"$tensor"}, {"$tensor", "fill"}):  # fill: e.g. NaN
+        return torch.full(tuple(int(s) for s in v["$tensor"]), float(v.get("fill", 0.0)))
+    if isinstance(v, dict) and set(v) == {"$meta"}:
+        return torch.empty(tuple(int(s) for s in v["$meta"]), device="meta")
+    if isinstance(v, dict) and set(v) == {"$sparse"}:
+        return torch.zeros(tuple(int(s) for s in v["$sparse"])).to_sparse()
     if isinstance(v, dict):
         return {k: _to_value(x) for k, x in v.items()}
     if isinstance(v, list):
@@ -307,6 +314,48 @@ def checkpoint(data: bytes, ctx: Context) -> None:
     _resume(run)
 
 
+def _init_model():
+    import torch
+
+    from convolab.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=(8, 8))
+
+
+def init_from(data: bytes, ctx: Context) -> None:
+    """``--init-from FILE``: tutorial_cnn's own state dict, edited, saved as ``.pth`` (or ``.safetensors`` when
+    every value is still a tensor), its bytes patched and cut, then loaded into a fresh tutorial_cnn."""
+    import io
+
+    import torch
+    from safetensors.torch import save
+
+    from convolab.train.init_from import load_initial_weights
+
+    spec = json.loads(data)
+    state = dict(_init_model().state_dict())
+    apply_edits(state, spec.get("edits") or [])
+    as_safetensors = spec.get("format") == "safetensors"
+    if as_safetensors:
+        try:
+            raw = bytearray(save(state))
+        except Exception:  # noqa: BLE001 - safetensors cannot hold this edit: nothing to read
+            return
+    else:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        raw = bytearray(buf.getvalue())
+    for offset, byte in spec.get("patch") or []:
+        if raw:
+            raw[offset % len(raw)] = byte & 0xFF
+    if spec.get("truncate") is not None:
+        raw = raw[:spec["truncate"]]
+    path = ctx.fresh() / ("init.safetensors" if as_safetensors else "init.pth")
+    path.write_bytes(bytes(raw))
+    load_initial_weights(_init_model(), path)
+
+
 def run_marker(data: bytes, ctx: Context) -> None:
     """A damaged ``.convolab-run`` marker, then ``resume`` of the run (which reads it)."""
     run = ctx.run_copy()
@@ -327,6 +376,7 @@ TARGETS: dict[str, tuple[Callable[[bytes, Context], None], str, bool]] = {
     "run_weights": (run_weights, ".json", True),
     "run_marker": (run_marker, ".json", True),
     "checkpoint": (checkpoint, ".json", True),
+    "init_from": (init_from, ".json", False),
 }
 
 

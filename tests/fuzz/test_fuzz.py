@@ -403,7 +403,37 @@ def test_fuzz_checkpoint(run_ctx, tmp_path):
     Fuzzer("checkpoint", run_ctx, tmp_path / "crashes").run(checkpoint_edits(_checkpoint_paths(state)))
 
 
+SPECIAL_TENSORS = (st.builds(lambda shape, fill: {"$tensor": shape, "fill": fill},
+                             st.lists(st.integers(0, 4), max_size=3),
+                             st.sampled_from([0.0, float("nan"), float("inf"), -float("inf"), 1e38]))
+                   | st.builds(lambda shape: {"$meta": shape}, st.lists(st.integers(0, 4), max_size=3))
+                   | st.builds(lambda shape: {"$sparse": shape}, st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+
+
+@st.composite
+def init_from_edits(draw, names) -> bytes:
+    spec = {"format": draw(st.sampled_from(["pth", "safetensors"]))}
+    if draw(st.integers(0, 3)) == 0:
+        spec["patch"] = draw(st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 255)), max_size=6))
+        spec["truncate"] = draw(st.none() | st.integers(0, 4096))
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(names) | st.sampled_from([0, 1, "module." + names[0], "state_dict", "model"]))
+        value = draw(SPECIAL_TENSORS | TENSORS | json_values)
+        edits.append([[name]] if draw(st.integers(0, 5)) == 0 else [[name], value])
+    spec["edits"] = edits
+    return json.dumps(spec, allow_nan=True).encode()
+
+
+@pytest.mark.slow
+def test_fuzz_init_from(ctx, tmp_path):
+    from tests.fuzz.targets import _init_model
+
+    names = sorted(_init_model().state_dict())
+    Fuzzer("init_from", ctx, tmp_path / "crashes").run(init_from_edits(names))
+
+
 def test_every_target_has_a_fuzzer():
     fuzzed = {"idx", "png", "jpeg", "image_other", "parse_input", "layer_stack", "run_config", "run_summary",
-              "run_marker", "run_weights", "checkpoint"}
+              "run_marker", "run_weights", "checkpoint", "init_from"}
     assert fuzzed == set(TARGETS)
