@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from convolab.analysis import build_stack, format_side_by_side, receptive_field, summarize, trace_model
+from convolab.analysis import build_stack, format_side_by_side, parse_input, receptive_field, summarize, trace_model
 
 
 def test_tutorial_cnn_by_hand():
@@ -166,3 +167,37 @@ def test_meta_trace_allocates_nothing_for_big_inputs():
     trace, _ = trace_model(model, (3, 1024, 1024))
     assert trace.output_shape == (1, 1000)
     assert trace.peak_bytes > 100 * 2**20  # the figure is still computed
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("pool2p2", "a pooling window of 2 takes a padding of at most 1, got 2"),
+    ("pool7p7", "a pooling window of 7 takes a padding of at most 3, got 7"),
+    ("avgpool3d2", "average pooling has no dilation"),
+    ("conv0", "kernel size, stride and dilation must be 1 to 4096"),
+    ("conv3s0", "kernel size, stride and dilation must be 1 to 4096"),
+    ("conv99999999999999999999", "kernel size, stride and dilation must be 1 to 4096"),
+])
+def test_stack_values_torch_would_refuse_are_one_clear_error(spec, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        build_stack(spec, 3)
+
+
+def test_stack_pooling_padding_at_torchs_limit_builds():
+    for spec in ("pool2p1", "pool7p3", "pool3p1d2", "avgpool3p1"):
+        model = build_stack(spec, 3)
+        assert model(torch.zeros(1, 3, 9, 9)).shape[1] == 3  # torch accepts what the check lets through
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999x4x8", "3x99999999999999999999x8", "3,70000,8",
+                                  "4096,4096,4096"])
+def test_input_sizes_past_any_real_input_are_refused(text):
+    with pytest.raises(ValueError, match=r"at most 65,536 per dimension and 2,147,483,648 values"):
+        parse_input(text)
+
+
+@pytest.mark.parametrize("target, shape, want", [("tutorial_cnn", (8, 8, 4, 4), "C,H,W: it takes images"),
+                                                 ("conv3,conv3", (3, 4, 8, 8), "C,H,W: it takes images"),
+                                                 ("c3d", (3, 16, 16), "C,T,H,W: it takes clips")])
+def test_an_input_of_the_wrong_rank_names_what_the_model_takes(target, shape, want):
+    with pytest.raises(ValueError, match=rf"does not fit {target}: give {re.escape(want)}"):
+        summarize(target, shape)

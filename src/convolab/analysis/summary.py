@@ -33,7 +33,22 @@ def parse_input(text: str) -> tuple[int, ...]:
     if len(dims) not in (3, 4) or min(dims) < 1:
         raise ValueError(f"--input must be C,H,W (or C,T,H,W for clips) with positive sizes, e.g. 3,224,224; "
                          f"got {text!r}")
+    # Bounds a real input has; past them torch's own size arithmetic overflows (a TypeError, not an answer).
+    if max(dims) > _MAX_SIDE or _product(dims) > _MAX_ELEMENTS:
+        raise ValueError(f"--input {text!r}: at most {_MAX_SIDE:,} per dimension and {_MAX_ELEMENTS:,} values in "
+                         "all (an input of that size would not fit in memory)")
     return dims
+
+
+_MAX_SIDE, _MAX_ELEMENTS = 1 << 16, 1 << 31
+_MAX_STACK_NUMBER = 4096  # kernel size, stride, padding or dilation in a layer stack
+
+
+def _product(dims: tuple[int, ...]) -> int:
+    out = 1
+    for d in dims:
+        out *= d
+    return out
 
 
 def build_stack(spec: str, in_chans: int) -> nn.Sequential:
@@ -53,6 +68,14 @@ def build_stack(spec: str, in_chans: int) -> nn.Sequential:
         s = int(m.group(3)) if m.group(3) else (1 if kind == "conv" else k)
         p = int(m.group(4)) if m.group(4) else (k // 2 if kind == "conv" else 0)
         d = int(m.group(5)) if m.group(5) else 1
+        if min(k, s, d) < 1 or max(k, s, p, d) > _MAX_STACK_NUMBER:
+            raise ValueError(f"{item!r} in layer stack {spec!r}: kernel size, stride and dilation must be 1 to "
+                             f"{_MAX_STACK_NUMBER}, padding 0 to {_MAX_STACK_NUMBER}")
+        if kind == "avgpool" and d != 1:
+            raise ValueError(f"{item!r} in layer stack {spec!r}: average pooling has no dilation; drop 'd{d}'")
+        if kind != "conv" and p > k // 2:  # torch's rule for pooling: a window is never mostly padding
+            raise ValueError(f"{item!r} in layer stack {spec!r}: a pooling window of {k} takes a padding of at most "
+                             f"{k // 2}, got {p}")
         if kind == "conv":
             layers.append(nn.Conv2d(in_chans, in_chans, k, stride=s, padding=p, dilation=d))
         elif kind == "avgpool":
@@ -237,15 +260,19 @@ def _resolve(model, input_shape, num_classes, model_kwargs,
         from convolab.run import load_run
 
         run = load_run(path)
-        return path.name, run.model, tuple(input_shape or run.input_size)
+        input_shape = tuple(input_shape or run.input_size)
+        _check_rank(path.name, input_shape, len(run.input_size))
+        return path.name, run.model, input_shape
     if text not in _REGISTRY and _looks_like_stack(text):
         if input_shape is None:
             raise ValueError(f"a layer stack needs --input C,H,W (e.g. 64,32,32) to know its channels: {text!r}")
+        _check_rank(text, input_shape, 3)
         return text, build_stack(text, input_shape[0]), tuple(input_shape)
     from convolab.models._registry import get_model_entry
 
     entry = get_model_entry(text)  # unknown names: UnknownNameError with close matches
     input_shape = entry.default_input if input_shape is None else input_shape
+    _check_rank(text, input_shape, len(entry.default_input))
     num_classes = entry.default_num_classes if num_classes is None else num_classes
     spatial = tuple(input_shape[-2:])
     # Without --verify only shapes are needed: build on the meta device (VGG-16's 138M weights cost nothing).
@@ -253,6 +280,13 @@ def _resolve(model, input_shape, num_classes, model_kwargs,
         module = create_model(text, num_classes=num_classes, in_chans=input_shape[0], input_size=spatial,
                               **model_kwargs)
     return text, module, tuple(input_shape)
+
+
+def _check_rank(name: str, input_shape: tuple[int, ...], rank: int) -> None:
+    """Refuse an image shape for a clip model and the other way round (torch's conv text is no help there)."""
+    if len(input_shape) != rank:
+        want = "C,H,W: it takes images" if rank == 3 else "C,T,H,W: it takes clips"
+        raise ValueError(f"--input {','.join(map(str, input_shape))} does not fit {name}: give {want}")
 
 
 def _to_meta(module: nn.Module) -> nn.Module:
