@@ -329,3 +329,13 @@ def test_resume_after_the_runs_data_dir_moved(tmp_path, monkeypatch):
     b = load_file(str(again.run_dir / "model.safetensors"))
     assert all(torch.equal(weights[k], b[k]) for k in weights), "epoch 2 again from epoch 1: the same weights"
     assert again.summary["resumes"] == 1 and again.summary["steps"] == result.summary["steps"]
+
+
+def test_checkpoint_every_on_an_epochs_last_step_keeps_the_newest_two(digits_config, tmp_path):
+    """The epoch's end rewrites the step checkpoint --checkpoint-every just wrote; that must not count as a new one
+    (it pruned the one before, leaving a single step checkpoint)."""
+    probe = convolab.train(digits_config(tmp_path / "probe", epochs=1, plots=False, checkpoints=False))
+    steps = len((probe.run_dir / "steps.jsonl").read_text().splitlines())  # optimizer steps per epoch
+    run = convolab.train(digits_config(tmp_path / "run", epochs=3, plots=False, checkpoint_every=steps)).run_dir
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert kept == [ckpt.checkpoint_name(2 * steps), ckpt.checkpoint_name(3 * steps)]

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -237,3 +238,33 @@ def test_no_validation_split(digits_config, tmp_path):
     assert row["val_loss"] is None and row["val_accuracy"] is None
     assert result.summary["best_val_accuracy"] is None
     assert (result.run_dir / "plots" / "loss.png").exists()
+
+
+def test_a_folder_of_large_photos_trains_once_image_size_is_given(digits_config, tmp_path):
+    """The data layer refuses photos larger than LARGE_SIDE at full size; TrainConfig.image_size downscales them."""
+    from PIL import Image
+
+    from convolab.data.folder import LARGE_SIDE
+
+    rng = np.random.default_rng(0)
+    for label in ("dark", "light"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(6):
+            base = 40 if label == "dark" else 200
+            pixels = np.clip(base + rng.normal(0, 20, (LARGE_SIDE + 76, 1300)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, "L").save(tmp_path / "photos" / label / f"{i}.png")
+    photos = str(tmp_path / "photos")
+    with pytest.raises(ValueError, match=r"large photos.*--image-size"):
+        convolab.train(digits_config(tmp_path / "refused", data=photos, epochs=1, plots=False))
+    assert not (tmp_path / "refused").exists()
+    result = convolab.train(digits_config(tmp_path / "run", data=photos, epochs=1, plots=False, image_size=[24, 30],
+                                          batch_size=4, val_fraction=0.0))
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["dataset"]["input_size"] == [1, 24, 30] and config["config"]["image_size"] == [24, 30]
+    assert convolab.load_run(result.run_dir).model(torch.zeros(1, 1, 24, 30)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("size", [[0, 8], [8], [8, 8, 8], [70000, 8]])
+def test_image_size_must_be_two_sides_in_range(digits_config, tmp_path, size):
+    with pytest.raises(ValueError, match="--image-size must be HxW"):
+        convolab.train(digits_config(tmp_path / "run", image_size=size))

@@ -88,6 +88,9 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, mps
     engine: str = "torch"  # torch, or numpy: convolab.glass takes the steps (CPU; the models glass can convert)
     val_fraction: float = 0.1  # share of the training split held out for validation
+    # [H, W] every image of a folder dataset is resized to (None: the folder's most common size; folders of large
+    # photos are refused without it); named datasets keep their own size
+    image_size: list[int] | None = None
     download: bool = True  # allow a torchvision download when the data is nowhere on disk
     channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (and AMP on GPUs)
     model_kwargs: dict = field(default_factory=dict)  # extra create_model arguments (drop_rate ...)
@@ -103,6 +106,9 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1; got {self.epochs}"),
+            (self.image_size is None or (len(self.image_size) == 2 and all(isinstance(v, int) and 1 <= v <= 65536
+                                                                            for v in self.image_size)),
+             f"--image-size must be HxW (or one side) with sides from 1 to 65536; got {self.image_size}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1; got {self.eval_batch_size}"),
             (self.lr > 0, f"--lr must be > 0; got {self.lr}"),

@@ -218,7 +218,8 @@ class Trainer:
         seed_everything(cfg.seed)
         keep_freed_memory()
         self.data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                 download=cfg.download)
+                                 download=cfg.download,
+                                 image_size=tuple(cfg.image_size) if cfg.image_size is not None else None)
         self.model = create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
                                   input_size=self.data.image_size, **cfg.model_kwargs)
         if cfg.init_from and self.resume_state is None:
@@ -392,8 +393,9 @@ class Trainer:
         for index, tensors in state["optimizer"]["state"].items():  # Adam's moments, momentum buffers ...
             check_finite({f"parameter {index} {k}": v for k, v in tensors.items()}, "optimizer state")
         path = save_checkpoint(self.run.path / CHECKPOINTS / checkpoint_name(self.global_step), state)
-        prune_checkpoints(self.run.path, keep=path, previous=self._last_checkpoint)
-        self._last_checkpoint = path
+        if path != self._last_checkpoint:  # an epoch end can rewrite the checkpoint --checkpoint-every just wrote
+            prune_checkpoints(self.run.path, keep=path, previous=self._last_checkpoint)
+            self._last_checkpoint = path
         if best:  # the same state, kept under its own name
             save_checkpoint(self.run.path / CHECKPOINTS / "best.pt", state)
 
@@ -417,12 +419,15 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
         self.train_loader.load_state_dict(state["loader"], skip_batches=self.batch)
-        if self.augment is not None:
-            self.augment.load_state_dict(state["augment"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        # The augmentation's generator lives on the training device, so the checkpoint reader could not try its state.
+        for field, part in (("augment", self.augment), ("ema", self.ema), ("scaler", self.scaler)):
+            if part is None:
+                continue
+            try:
+                part.load_state_dict(state[field])
+            except (RuntimeError, ValueError, TypeError, KeyError) as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ValueError(f"{self.resume_file}: field {field!r} cannot be restored ({reason})") from None
         self.overflow_steps = state["overflow_steps"]
         self._last_scale = self.scaler.get_scale() if self.scaler is not None else None
         self._set_lr(self.schedule(min(self.global_step, self.schedule.total_steps - 1)))
@@ -992,7 +997,8 @@ class Trainer:
     def _plots(self, rows: list[dict], test: EvalResult) -> None:
         from convolab.report import plot_confusion, plot_curves, plot_predictions
 
-        plot_curves(rows, self.run.plots)
+        plot_curves(rows, self.run.plots, label_smoothing=self.config.label_smoothing,
+                    num_classes=self.data.num_classes, mixed=bool(self.config.mixup or self.config.cutmix))
         plot_predictions(self.data.test.images, test.labels, test.predictions, test.probabilities,
                          self.data.classes, self.run.plots / "predictions.png", seed=self.config.seed)
         cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
