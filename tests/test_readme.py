@@ -141,7 +141,8 @@ COMMANDS: dict[str, How] = {
     "convolab train --early-stopping 3 --monitor val_loss --epochs 50 --out runs/es":
         _adapt("--data digits --epochs 8", _LONG),
     "convolab lr-find --model tutorial_cnn --data fashion-mnist --optimizer sgd --out runs/lrf": _run(),
-    "convolab lr-find --data digits --json | jq .suggested_lr": _run(),
+    "convolab lr-find --data digits --json | python3 -c import json,sys; print(json.load(sys.stdin)[\"suggested_lr\"])":
+        _run(),
     "convolab eval runs/fm": _run(),
     "convolab eval runs/fm --split val --json": _run(),
     "convolab predict runs/fm shoe.png shirt.jpg --top-k 3": _run(),
