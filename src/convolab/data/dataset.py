@@ -149,6 +149,8 @@ def _not_found(spec: DatasetSpec, looked: list[str], download_error: str | None)
 
 
 def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool):
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo, even where it is not needed
+        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
     if spec.kind == "digits":
         tr_x, tr_y, te_x, te_y = decode(spec, None)
         return tr_x, tr_y, te_x, te_y, list(spec.classes), "scikit-learn (sklearn.datasets.load_digits)"
