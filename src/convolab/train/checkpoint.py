@@ -236,6 +236,12 @@ def _check_config(state: dict, what: str) -> None:
     if strange:
         raise ValueError(f"{what}: field 'config' has options this convolab does not know ({', '.join(strange[:5])}); "
                          "it was probably written by a newer convolab (upgrade convolab to resume it)")
+    # What the run is cannot fall back to a default (a missing 'data' would resume on Fashion-MNIST); options added
+    # to convolab later may be missing from older checkpoints and take their defaults.
+    missing = [k for k in ("model", "data", "epochs", "seed") if k not in config]
+    if missing:
+        raise ValueError(f"{what}: field 'config' lacks {', '.join(repr(k) for k in missing)}; every convolab "
+                         "checkpoint records them, so this file is damaged or was not written by convolab")
     validate(config, Obj({name: spec for name, f in fields.items() if (spec := _spec_of(f.type)) is not None},
                          other=Plain()), what, prefix="config")
     if config.get("ema") and state["ema"] is None:

@@ -121,6 +121,9 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> list[str]
         keys = [k for k in state if k.startswith(fc + ".")]
         if any(k in own and state[k].shape != own[k].shape for k in keys):
             weight = state.get(f"{fc}.weight")
+            if weight is not None and weight.dim() != own[f"{fc}.weight"].dim():  # not a classifier's weight at all
+                raise ValueError(f"--init-from {path}: {fc}.weight has shape {tuple(weight.shape)}, not a classifier's "
+                                 f"{own[f'{fc}.weight'].dim()}-d weight like {tuple(own[f'{fc}.weight'].shape)}")
             file_classes = weight.shape[0] if weight is not None else "other"
             for k in keys:
                 state[k] = own[k]  # keep the model's fresh initialisation

@@ -408,8 +408,13 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, generators, position, bookkeeping, files."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # torch's long size-mismatch text, cut to its first line
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ValueError(f"{self.resume_file}: its weights do not fit {self.config.model} on "
+                             f"{self.config.data} ({reason})") from None
         ranks = state.get("ranks")
         if ranks is not None and len(ranks) != self.dist.world_size:
             raise ValueError(f"the checkpoint was written by {len(ranks)} processes; resume it with "
