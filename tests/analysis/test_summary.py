@@ -201,3 +201,8 @@ def test_input_sizes_past_any_real_input_are_refused(text):
 def test_an_input_of_the_wrong_rank_names_what_the_model_takes(target, shape, want):
     with pytest.raises(ValueError, match=rf"does not fit {target}: give {re.escape(want)}"):
         summarize(target, shape)
+
+
+def test_a_stack_whose_weights_would_take_gigabytes_is_refused_before_building():
+    with pytest.raises(ValueError, match=r"'conv4000' brings its weights past 268,435,456"):
+        build_stack("conv3,conv4000", 64)  # 64 * 64 * 4000 * 4000 weights: 262 GB

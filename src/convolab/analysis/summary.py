@@ -42,6 +42,7 @@ def parse_input(text: str) -> tuple[int, ...]:
 
 _MAX_SIDE, _MAX_ELEMENTS = 1 << 16, 1 << 31
 _MAX_STACK_NUMBER = 4096  # kernel size, stride, padding or dilation in a layer stack
+_MAX_STACK_WEIGHTS = 1 << 28  # 1 GiB of float32 weights
 
 
 def _product(dims: tuple[int, ...]) -> int:
@@ -57,6 +58,7 @@ def build_stack(spec: str, in_chans: int) -> nn.Sequential:
     Convolutions keep ``in_chans`` channels, so their weights are ``K*K*C*C`` (+ C biases) each.
     """
     layers: list[nn.Module] = []
+    weights = 0
     for item in spec.replace(" ", "").split(","):
         m = _STACK_ITEM.match(item)
         if not m:
@@ -77,6 +79,10 @@ def build_stack(spec: str, in_chans: int) -> nn.Sequential:
             raise ValueError(f"{item!r} in layer stack {spec!r}: a pooling window of {k} takes a padding of at most "
                              f"{k // 2}, got {p}")
         if kind == "conv":
+            weights += in_chans * in_chans * k * k
+            if weights > _MAX_STACK_WEIGHTS:  # built for real (verify runs it): refuse before allocating gigabytes
+                raise ValueError(f"layer stack {spec!r} at {in_chans} channels: {item!r} brings its weights past "
+                                 f"{_MAX_STACK_WEIGHTS:,}; use smaller kernels or fewer --input channels")
             layers.append(nn.Conv2d(in_chans, in_chans, k, stride=s, padding=p, dilation=d))
         elif kind == "avgpool":
             layers.append(nn.AvgPool2d(k, s, p))
