@@ -167,11 +167,13 @@ def test_resume_refuses_differing_options(two_epochs, capsys):
 
 def test_resume_without_checkpoints(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("{}")
+    (tmp_path / "run" / ".convolab-run").write_text('{"kind": "convolab-run", "run_id": "abc"}')
     code, _, err = cli(["train", "--resume", tmp_path / "run"], capsys)
     assert_one_line_error(code, err, f"no step checkpoints in {tmp_path / 'run' / 'checkpoints'}", "--no-checkpoints")
     code, _, err = cli(["train", "--resume", tmp_path / "nowhere"], capsys)
     assert_one_line_error(code, err, "no such run directory")
+    code, _, err = cli(["train", "--resume", tmp_path / "run" / "checkpoints" / "step-00000099.pt"], capsys)
+    assert_one_line_error(code, err, "step-00000099.pt: no such checkpoint file")
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -180,8 +182,12 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     (project / "checkpoints").mkdir(parents=True)
     (project / "thesis.tex").write_text("x")
     code, _, err = cli(["train", "--resume", project], capsys)
-    assert_one_line_error(code, err, f"{project} is not a convolab run directory (no config.json)")
+    assert_one_line_error(code, err, f"{project} is not a convolab run directory (no .convolab-run marker and no "
+                                     "config.json written by convolab)")
     assert sorted(p.name for p in project.iterdir()) == ["checkpoints", "thesis.tex"]
+    (project / "config.json").write_text('{"model": "mine"}')  # anyone's config.json does not make a run
+    code, _, err = cli(["train", "--resume", project], capsys)
+    assert_one_line_error(code, err, f"{project} is not a convolab run directory")
 
 
 def test_every_step_checkpoint_damaged_but_best_intact(two_epochs, tmp_path, capsys):

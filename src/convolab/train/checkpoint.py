@@ -287,7 +287,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
         NotADirectoryError: the folder is not a convolab run directory (no config.json).
         ValueError: the checkpoint is unreadable.
     """
-    from convolab.train.rundir import CONFIG
+    from convolab.train.rundir import CONFIG, MARKER, has_convolab_config, read_marker
 
     path = Path(path).expanduser()
     if path.is_file():
@@ -296,10 +296,12 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path, dict]:
         check_fits_run(run_dir, path, state)
         return run_dir, path, state
     if not path.is_dir():
+        if path.suffix == ".pt" or path.parent.name == CHECKPOINTS:
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint file")
         raise FileNotFoundError(f"--resume {path}: no such run directory")
-    if not (path / CONFIG).is_file():
-        raise NotADirectoryError(f"--resume: {path} is not a convolab run directory (no {CONFIG}); expected "
-                                 "the --out folder of a convolab train run")
+    if read_marker(path) is None and not has_convolab_config(path):  # any folder may hold a config.json
+        raise NotADirectoryError(f"--resume: {path} is not a convolab run directory (no {MARKER} marker and no "
+                                 f"{CONFIG} written by convolab); expected the --out folder of a convolab train run")
     candidates = step_checkpoints(path)
     best = path / CHECKPOINTS / "best.pt"
     if not candidates:

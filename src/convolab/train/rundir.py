@@ -24,7 +24,8 @@ from torch import nn
 
 from convolab.atomic import append_jsonl, atomic_path, write_json
 
-__all__ = ["RunDir", "NullRunDir", "prepare_run_dir", "save_weights", "is_run_dir", "read_marker", "run_id",
+__all__ = ["RunDir", "NullRunDir", "prepare_run_dir", "save_weights", "is_run_dir", "has_convolab_config",
+           "read_marker", "run_id",
            "own_files", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY", "STEPS", "MARKER", "OWN_FILES"]
 
 log = logging.getLogger(__name__)
@@ -88,16 +89,18 @@ def run_id(path: str | os.PathLike) -> str | None:
     return marker["run_id"] if marker else None
 
 
-def _legacy_run(path: Path) -> bool:
-    """A run made before markers existed: a convolab config.json and nothing but files convolab writes."""
+def has_convolab_config(path: str | os.PathLike) -> bool:
+    """Whether ``path/config.json`` is one convolab wrote (it records convolab's version), not any config.json."""
     try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        config = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not ours
         return False
-    if not (isinstance(config, dict) and isinstance(config.get("versions"), dict)
-            and "convolab" in config["versions"]):
-        return False
-    return not own_files(path)[1]
+    return isinstance(config, dict) and isinstance(config.get("versions"), dict) and "convolab" in config["versions"]
+
+
+def _legacy_run(path: Path) -> bool:
+    """A run made before markers existed: a convolab config.json and nothing but files convolab writes."""
+    return has_convolab_config(path) and not own_files(path)[1]
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
