@@ -67,16 +67,29 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        # mkstemp makes the file owner-only; give it the mode a plain open() would (or the old file's).
-        os.chmod(tmp_path, _target_mode(dest))
-        os.replace(tmp_path, dest)
-        fsync_dir(dest.parent)
+        with _naming(dest, tmp_path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            # mkstemp makes the file owner-only; give it the mode a plain open() would (or the old file's).
+            os.chmod(tmp_path, _target_mode(dest))
+            os.replace(tmp_path, dest)
+            fsync_dir(dest.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _naming(dest: Path, tmp: Path | None = None) -> Iterator[None]:
+    """An ``OSError`` from writing (a full disk, an I/O error) names ``dest``, the file the user knows, rather than
+    nothing or the temporary file."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or (e.filename is not None and str(e.filename) not in (str(tmp), str(dest))):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(dest)) from None
 
 
 def _write(dest: str | os.PathLike, write: Callable[[Any], None], mode: str) -> None:
@@ -152,7 +165,7 @@ def append_jsonl(dest: str | os.PathLike, obj: dict | list[dict]) -> None:
     """
     line = "".join(json.dumps(strict_json(o), allow_nan=False) + "\n"
                    for o in (obj if isinstance(obj, list) else [obj]))
-    with open(dest, "a+b") as f:
+    with _naming(Path(dest)), open(dest, "a+b") as f:
         _drop_torn_line(f)
         f.seek(0, os.SEEK_END)
         f.write(line.encode("utf-8"))

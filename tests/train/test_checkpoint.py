@@ -345,3 +345,27 @@ def test_checkpoint_every_on_an_epochs_last_step_keeps_the_newest_two(digits_con
     run = convolab.train(digits_config(tmp_path / "run", epochs=3, plots=False, checkpoint_every=steps)).run_dir
     kept = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
     assert kept == [ckpt.checkpoint_name(2 * steps), ckpt.checkpoint_name(3 * steps)]
+
+
+def test_a_failed_checkpoint_write_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError from its C++ writer (the text below is what it raised
+    once when writing to /dev/full); the user gets the checkpoint's name and the reason, and no temporary file
+    stays."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    def failed_write(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", failed_write)
+    usage = namedtuple("usage", "total used free")
+    target = tmp_path / "checkpoints" / "step-00000001.pt"
+    for free, code, reason in ((0, errno.ENOSPC, "No space left on device"),
+                               (10**12, errno.EIO, "write failed: [enforce fail at inline_container.cc:672] . "
+                                                   "unexpected pos 704 vs 598")):
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
+        with pytest.raises(OSError) as info:
+            ckpt.save_checkpoint(target, {"model": {"w": torch.zeros(1000)}, "ema": None})
+        assert (info.value.errno, info.value.strerror, info.value.filename) == (code, reason, str(target))
+        assert os.listdir(target.parent) == []

@@ -16,9 +16,11 @@ previous checkpoint untouched. Everything in them is a tensor or a plain Python 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +134,24 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
         check_finite(state["ema"]["module"], "EMA weights")
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a failed write (a full disk ...) as an enforce failure
+            full = shutil.disk_usage(path.parent).free < (1 << 20) + _tensor_bytes(state)
+            reason = "No space left on device" if full else f"write failed: {str(e).splitlines()[0][:160]}"
+            raise OSError(errno.ENOSPC if full else errno.EIO, reason, str(path)) from None
     return path
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested state (what a checkpoint file needs at least)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def prune_checkpoints(run_dir: str | Path, keep: Path, previous: Path | None) -> None:
