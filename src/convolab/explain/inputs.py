@@ -61,15 +61,15 @@ def load_folder(run: Run, folder: str | os.PathLike, *, min_images: int = 1, wha
             arrays.append(torch.from_numpy(run.to_array(f)))  # (C, H, W) uint8
         except (ValueError, OSError) as e:  # one line naming the file
             bad.append(str(e))
+    if len(arrays) < min_images:  # the error alone: a warning about the same files before it would be a second line
+        found = f"only {len(arrays)}" if arrays else "no"
+        unreadable = f" ({len(bad)} more could not be read, e.g. {bad[0]})" if bad else ""
+        raise ValueError(f"{what} {folder} has {found} readable image files{unreadable} "
+                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); at least {min_images} are needed")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         log.warning("%s %s: skipped %d unreadable image file%s: %s", what, folder, len(bad),
                     "" if len(bad) == 1 else "s", shown)
-    if len(arrays) < min_images:
-        found = f"only {len(arrays)}" if arrays else "no"
-        unreadable = f" ({len(bad)} more could not be read)" if bad else ""
-        raise ValueError(f"{what} {folder} has {found} readable image files{unreadable} "
-                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); at least {min_images} are needed")
     return run.preprocess(torch.stack(arrays))
 
 

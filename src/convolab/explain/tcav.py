@@ -354,6 +354,15 @@ def tcav_run(run, concepts: Sequence[str | os.PathLike], random_folders: Sequenc
     if len(random_folders) < MIN_RANDOM_SETS:
         raise ValueError(f"TCAV's significance test needs at least {MIN_RANDOM_SETS} random folders (--random DIR "
                          f"--random DIR ...), got {len(random_folders)}")
+    # The same folder twice makes a test against itself: a concept scored against its own images, or two "random"
+    # sets whose random-vs-random CAV separates nothing.
+    seen: dict[Path, str] = {}
+    for option, folder in [("--concept", f) for f in concepts] + [("--random", f) for f in random_folders]:
+        key = Path(folder).expanduser().resolve()
+        if key in seen:
+            raise ValueError(f"{option} {folder}: already given as {seen[key]}; each concept and random folder must "
+                             "be a different set of images")
+        seen[key] = f"{option} {folder}"
     target_index = resolve_class(run.classes, target)
     layer_list = [layers] if isinstance(layers, str) or layers is None else list(layers)
     for name in layer_list:  # a typo fails before any image is read
