@@ -140,6 +140,23 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _image_size(text: str) -> list[int]:
+    """``HxW`` or one side ``S`` (a square) -> [H, W]."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW or one side in pixels (e.g. 64x64 or 64), got {text!r}") \
+            from None
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or not all(1 <= v <= 65536 for v in sides):
+        raise argparse.ArgumentTypeError(f"expected HxW or one side, each from 1 to 65536 pixels, got {text!r}")
+    return sides
+
+
+_IMAGE_SIZE_HELP = ("resize every image of a folder dataset to HxW (or SxS) pixels; needed for folders of large "
+                    "photos (longer side over 1,024), which are refused at full size; named datasets keep their size")
 _positive_float = _float_arg(lambda v: v > 0, "> 0")
 _nonneg_float = _float_arg(lambda v: v >= 0, ">= 0")
 _fraction = _float_arg(lambda v: 0 <= v < 1, "in [0, 1)")
@@ -204,7 +221,9 @@ def _add_speed_args(p: argparse.ArgumentParser, d) -> None:
                         "set_grad_checkpointing: resnet, densenet, vgg, mobilenet ...); on a GPU each epoch's line "
                         "shows the peak memory")
     g.add_argument("--ema", type=_float_arg(lambda v: 0 < v < 1, "in (0, 1)"), metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999), evaluate and save it")
+                   help="keep an exponential moving average of the weights (e.g. 0.999), evaluate and save it; the "
+                        "decay warms up as min(DECAY, (1 + t) / (10 + t)) at step t, so short runs do not keep the "
+                        "initial weights")
     g.add_argument("--tta", action="store_true",
                    help="evaluate each image and its mirror image, averaging the probabilities (not for digits)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
@@ -330,7 +349,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         seed=args.seed, device=args.device, val_fraction=args.val_fraction, download=not args.no_download,
         progress=not args.quiet, plots=not args.no_plots, init_from=args.init_from, engine=args.engine,
-        **_recipe_kwargs(args),
+        image_size=args.image_size, **_recipe_kwargs(args),
     )
 
 
@@ -369,7 +388,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
         batch_size=args.batch_size, lr=args.start_lr, seed=args.seed, device=args.device,
         val_fraction=args.val_fraction, download=not args.no_download, progress=not args.quiet,
-        init_from=args.init_from, checkpoints=False, **_recipe_kwargs(args),
+        init_from=args.init_from, checkpoints=False, image_size=args.image_size, **_recipe_kwargs(args),
     )
     keep = not (args.json and args.out is None)  # --json alone asks for figures, not for a folder under runs/
     result, path = Trainer(config).lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps,
@@ -454,7 +473,7 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
                       feature_map_images=args.feature_maps or (), layers=args.layers,
                       max_channels=args.max_channels, filters=args.filters, layer=args.layer, units=args.units,
-                      steps=args.steps, lr=args.lr, seed=args.seed, overwrite=args.overwrite)
+                      steps=args.steps, lr=args.lr, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
     if args.json:
         _print_json({"run": str(run.path), "out": str(args.out), "files": records})
         return 0
@@ -478,7 +497,7 @@ def _cmd_tcav(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,
-                      max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed)
+                      max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed, progress=not args.quiet)
     if args.json:
         _print_json({"run": str(run.path), **result.to_dict()})
         return 0
@@ -513,7 +532,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                          "not use one (drop --layer)")
     run = load_run(args.run)
     records = explain_images(run, args.images, methods, args.out, target=args.target, layer=args.layer,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, progress=not args.quiet)
     failed = 0
     for r in records:
         if "error" in r:
@@ -537,7 +556,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from convolab.report.html import build_report
 
     path = build_report(args.run, data_dir=args.data_dir, samples=args.samples, out=args.out,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, progress=not args.quiet)
     print(f"report: {path}")
     return 0
 
@@ -683,6 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(CPU; tutorial_cnn, lenet5, mnist_cnn, the basic-block ResNets, DenseNets)")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
                    help="share of the training split held out for validation")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW",
+                   help=_IMAGE_SIZE_HELP)
     p.add_argument("--init-from", metavar="FILE",
                    help="start from the weights in a .safetensors or .pth file (e.g. a run's model.safetensors or "
                         "torchvision weights on disk); the classifier is replaced when the class count differs")
@@ -720,6 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICE_CHOICES, default=d.device, help="compute device")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction,
                    help="share of the training split held out (as in train, so the same images are used)")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW", help=_IMAGE_SIZE_HELP)
     p.add_argument("--init-from", metavar="FILE", help="start from the weights in a .safetensors or .pth file")
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not on disk")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -778,6 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the PNGs and .npy maps")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
     p.add_argument("--json", action="store_true", help="print the paths and map statistics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser(
@@ -794,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for the Grad-CAM examples and the sanity checks")
     p.add_argument("--out", help="write the page here instead of RUN/report.html")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)
 
     from convolab.analysis.summary import STACK_HELP
@@ -855,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --out")
     p.add_argument("--json", action="store_true", help="print the files and what each shows as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_viz)
 
     from convolab.explain.tcav import MIN_CONCEPT_IMAGES, MIN_RANDOM_SETS
@@ -885,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="significance level before the Bonferroni correction")
     p.add_argument("--seed", type=int, default=0, help="seed of the linear classifiers and the input sample")
     p.add_argument("--json", action="store_true", help="print the scores, p-values and CAV accuracies as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tcav)
 
     p = sub.add_parser("datasets", help="list the datasets and where they are found", formatter_class=fmt,

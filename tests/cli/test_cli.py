@@ -455,3 +455,42 @@ def test_train_config_is_what_convolab_train_trains_with(monkeypatch, tmp_path, 
     assert seen[0] == expected
     assert (expected.epochs, expected.nesterov, expected.plots, expected.checkpoints, expected.progress) == \
         (3, True, False, False, False)
+
+
+@pytest.mark.parametrize("text, size", [("64x48", [64, 48]), ("32", [32, 32]), ("28,28", [28, 28])])
+def test_image_size_option_reaches_the_config(text, size):
+    from convolab.cli import train_config
+
+    assert train_config(["--image-size", text]).image_size == size
+    assert train_config([]).image_size is None
+
+
+@pytest.mark.parametrize("text", ["0x5", "64x", "axb", "1x2x3", "70000"])
+def test_image_size_option_refuses_what_is_no_size(text, capsys):
+    code, _, err = cli(["train", "--data", "digits", "--image-size", text], capsys)
+    assert_one_line_error(code, err, "--image-size", "HxW")
+
+
+@pytest.mark.parametrize("verb, target", [("report", "convolab.report.html.build_report"),
+                                          ("explain", "convolab.explain.images.explain_images"),
+                                          ("viz", "convolab.explain.viz.viz_run"),
+                                          ("tcav", "convolab.explain.tcav.tcav_run")])
+def test_quiet_turns_the_progress_bar_off(verb, target, monkeypatch, digits_run, tmp_path, capsys):
+    import importlib
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("captured")
+
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, capture)
+    run = str(digits_run.run_dir)
+    argv = {"report": ["report", run], "explain": ["explain", run, "x.png", "--out", str(tmp_path / "e")],
+            "viz": ["viz", run, "--kernels", "--out", str(tmp_path / "v")],
+            "tcav": ["tcav", run, "--concept", "c", "--random", "r0", "--random", "r1", "--target", "0"]}[verb]
+    for quiet in (False, True):
+        code, _, err = cli(argv + (["--quiet"] if quiet else []), capsys)
+        assert code == 2 and "captured" in err
+        assert seen["progress"] is (not quiet)
