@@ -150,8 +150,8 @@ def _image_size(text: str) -> list[int]:
             from None
     if len(sides) == 1:
         sides *= 2
-    if len(sides) != 2 or not all(1 <= v <= 65536 for v in sides):
-        raise argparse.ArgumentTypeError(f"expected HxW or one side, each from 1 to 65536 pixels, got {text!r}")
+    if len(sides) != 2 or not all(1 <= v <= 8192 for v in sides):
+        raise argparse.ArgumentTypeError(f"expected HxW or one side, each from 1 to 8192 pixels, got {text!r}")
     return sides
 
 

@@ -465,7 +465,7 @@ def test_image_size_option_reaches_the_config(text, size):
     assert train_config([]).image_size is None
 
 
-@pytest.mark.parametrize("text", ["0x5", "64x", "axb", "1x2x3", "70000"])
+@pytest.mark.parametrize("text", ["0x5", "64x", "axb", "1x2x3", "8193"])
 def test_image_size_option_refuses_what_is_no_size(text, capsys):
     code, _, err = cli(["train", "--data", "digits", "--image-size", text], capsys)
     assert_one_line_error(code, err, "--image-size", "HxW")

@@ -204,7 +204,7 @@ def test_load_folder_refuses_when_too_few_readable_images_remain(tmp_path):
     with pytest.raises(ValueError) as e:
         load_folder(_Run(), tmp_path, min_images=2, what="concept folder")
     msg = str(e.value)
-    assert "only 1 readable image files (2 more could not be read)" in msg and "at least 2" in msg
+    assert "only 1 readable image files (2 more could not be read, e.g. " in msg and "at least 2" in msg
     assert str(tmp_path) in msg and "\n" not in msg
 
 

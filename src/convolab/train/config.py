@@ -106,9 +106,9 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1; got {self.epochs}"),
-            (self.image_size is None or (len(self.image_size) == 2 and all(isinstance(v, int) and 1 <= v <= 65536
+            (self.image_size is None or (len(self.image_size) == 2 and all(isinstance(v, int) and 1 <= v <= 8192
                                                                             for v in self.image_size)),
-             f"--image-size must be HxW (or one side) with sides from 1 to 65536; got {self.image_size}"),
+             f"--image-size must be HxW (or one side) with sides from 1 to 8192; got {self.image_size}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1; got {self.eval_batch_size}"),
             (self.lr > 0, f"--lr must be > 0; got {self.lr}"),
