@@ -8,20 +8,13 @@ import errno
 import importlib
 
 import pytest
+from tests.cli.test_cli import cli as run_main  # main(argv) in-process: (exit code, stdout, stderr)
 
 import convolab.cli as cli
-from convolab.cli import main
 
 TRAIN = importlib.import_module("convolab.train")  # (the package attribute convolab.train is the function)
 
 
-def run_main(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("exc,line", [
