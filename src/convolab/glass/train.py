@@ -9,7 +9,7 @@ One training step is::
     scaler.unscale(...); skip on overflow      # mixed precision only
     optimizer.step()
 
-``convolab train --engine numpy`` runs this loop through :class:`convolab.glass.trainer.GlassTrainer`,
+``convolab train --engine numpy`` runs this loop through :class:`convolab.train.numpy_engine.GlassTrainer`,
 which adds the data, the run directory and the plots; the functions here need NumPy only.
 """
 

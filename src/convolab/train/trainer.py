@@ -34,7 +34,6 @@ from tqdm.auto import tqdm
 from convolab.atomic import read_jsonl, remove_temporaries, strict_json, write_json, write_jsonl
 from convolab.data import DeviceLoader, ImageDataset, load_dataset
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
-from convolab.data.resolve import recorded_data_dir
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry
 from convolab.train.allocator import keep_freed_memory
@@ -62,7 +61,7 @@ from convolab.train.rundir import CONFIG, METRICS, STEPS, NullRunDir, RunDir, pr
 from convolab.train.rundir import own_files as own_run_files
 from convolab.train.schedule import LRSchedule
 
-__all__ = ["Trainer", "TrainResult", "train", "resume", "weights_metadata"]
+__all__ = ["Trainer", "TrainResult", "weights_metadata", "config_differences"]
 
 log = logging.getLogger(__name__)
 
@@ -485,7 +484,7 @@ class Trainer:
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
-    # _forward, _clip_grad_norm and _evaluate are what convolab.glass.trainer.GlassTrainer does in NumPy instead.
+    # _forward, _clip_grad_norm and _evaluate are what convolab.train.numpy_engine.GlassTrainer does in NumPy instead.
     def _clip_grad_norm(self, params: list, max_norm: float) -> torch.Tensor:
         """Scale the gradients so that their joint L2 norm is at most ``max_norm``; returns the norm before."""
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
@@ -1012,56 +1011,3 @@ class Trainer:
             from convolab.report import plot_lr_steps
 
             plot_lr_steps(read_jsonl(self.run.path / STEPS), self.run.plots / "lr.png")
-
-
-def _console(config: TrainConfig) -> None:
-    if config.progress:
-        from convolab._logging import ensure_console
-
-        ensure_console()
-
-
-def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
-    """Train a model as ``config`` (or keyword overrides of the defaults) says; returns the run.
-
-    Example:
-        >>> result = convolab.train(model="tutorial_cnn", data="digits", epochs=3, out="runs/digits")
-        >>> result.summary["test_accuracy"]
-    """
-    if config is None:
-        config = TrainConfig(**overrides)
-    elif overrides:
-        config = TrainConfig(**{**config.to_dict(), **overrides})
-    _console(config)
-    return _trainer_class(config)(config).fit()
-
-
-def resume(path: str | os.PathLike, **overrides) -> TrainResult:
-    """Continue an interrupted run from its newest checkpoint (or from the checkpoint file ``path``).
-
-    ``overrides`` may change only what does not affect the numbers (``RESUME_FREE``: device,
-    progress, plots ...); any other setting that differs from the run's is refused with the list.
-
-    Example:
-        >>> from convolab.train import resume
-        >>> resume("runs/fm")  # after a crash, a kill or a reboot
-    """
-    _, _, state = find_checkpoint(path)
-    saved = dict(state["config"])
-    differences = config_differences(saved, overrides)
-    if differences:
-        raise ValueError(f"refusing to resume {path}: these options differ from the run's: "
-                         f"{', '.join(differences)}; drop them (or train a new run)")
-    saved["data_dir"] = recorded_data_dir(saved.get("data_dir"))  # (a --data-dir given now overrides it)
-    config = TrainConfig(**{**saved, **overrides})
-    _console(config)
-    return _trainer_class(config)(config, resume_from=path).fit()
-
-
-def _trainer_class(config: TrainConfig) -> type[Trainer]:
-    """Who takes the steps: torch's autograd, or (``engine="numpy"``) convolab.glass's hand-written backward."""
-    if config.engine == "numpy":
-        from convolab.glass.trainer import GlassTrainer
-
-        return GlassTrainer
-    return Trainer
