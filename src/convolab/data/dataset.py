@@ -29,10 +29,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Split:
-    """One split: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    """One split: uint8 inputs and their targets.
+
+    ``images``: (N, C, H, W) images, or (N, C, T, H, W) clips of T frames. ``labels``: int64 class labels
+    (N,), or uint8 class-index masks (N, H, W) for segmentation. ``groups``: for clips cut from longer
+    videos, the video each clip came from (N,) int64, so that predictions can be averaged per video.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,6 +56,10 @@ class ImageDataset:
     mean: tuple[float, ...]  # per-channel mean of the training split, on the 0..1 scale
     std: tuple[float, ...]  # per-channel standard deviation, same scale
     source: str  # where the data came from (a folder, "scikit-learn", ...)
+    # what the targets are: "classification" (a label per image), "segmentation" (a mask per image) or
+    # "clips" (a label per clip of frames)
+    task: str = "classification"
+    ignore_index: int | None = None  # segmentation: the mask value that marks pixels without a class
 
     @property
     def num_classes(self) -> int:
@@ -61,12 +71,24 @@ class ImageDataset:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+        """(H, W) of the images (or of each frame of a clip)."""
+        return int(self.train.images.shape[-2]), int(self.train.images.shape[-1])
+
+    @property
+    def frames(self) -> int | None:
+        """Frames per clip (clips only), else None."""
+        return int(self.train.images.shape[2]) if self.train.images.ndim == 5 else None
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """(C, H, W), or (C, T, H, W) for clips: what a model of this data takes per sample."""
+        return tuple(int(v) for v in self.train.images.shape[1:])
 
     def describe(self) -> str:
-        c, (h, w) = self.in_chans, self.image_size
-        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test images, "
-                f"{c}x{h}x{w}, {self.num_classes} classes (from {self.source})")
+        shape = "x".join(str(v) for v in self.input_size)
+        what = {"clips": "clips", "segmentation": "images with masks"}.get(self.task, "images")
+        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test {what}, "
+                f"{shape}, {self.num_classes} classes (from {self.source})")
 
 
 def list_datasets() -> list[str]:
@@ -257,6 +279,7 @@ def load_dataset(
     test_fraction: float = 0.2,
     image_size: int | tuple[int, int] | None = None,
     max_bytes: int | None = None,
+    frames: int = 16,
 ) -> ImageDataset:
     """Load a named dataset or an image folder into memory.
 
@@ -276,6 +299,11 @@ def load_dataset(
             A named dataset accepts only its own size.
         max_bytes: the most a folder's decoded images may take in memory (default
             ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB, see :mod:`convolab.data.limits`).
+        frames: frames per clip (T), for video datasets and folders of videos.
+
+    Segmentation data (a folder of ``images/`` and ``masks/``, or a named segmentation dataset) loads
+    through :mod:`convolab.data.segmentation`, video data through :mod:`convolab.data.clips`; the result
+    says which in ``task``.
 
     Raises:
         UnknownNameError: not a dataset name and not an existing path.
@@ -287,6 +315,14 @@ def load_dataset(
     name = os.fspath(name_or_path)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    from convolab.data import clips, segmentation  # (they build on this module)
+
+    common = dict(data_dir=data_dir, val_fraction=val_fraction, seed=seed, download=download, cache=cache,
+                  test_fraction=test_fraction, image_size=image_size, max_bytes=max_bytes)
+    if segmentation.is_segmentation_source(name):
+        return segmentation.load_segmentation(name, **common)
+    if clips.is_clip_source(name):
+        return clips.load_clips(name, frames=frames, **common)
     canonical = _canonical(name)
     val = None
     if canonical is not None:

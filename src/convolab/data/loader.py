@@ -14,11 +14,12 @@ import torch
 
 from convolab.data.dataset import Split
 
-__all__ = ["DeviceLoader", "Normalizer"]
+__all__ = ["DeviceLoader", "Normalizer", "memory_format"]
 
 
 class Normalizer:
-    """uint8 images (N, C, H, W) -> float32 ``(x / 255 - mean) / std``, as one multiply-add."""
+    """uint8 images (N, C, H, W) or clips (N, C, T, H, W) -> float32 ``(x / 255 - mean) / std``, as one
+    multiply-add."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"):
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -27,7 +28,17 @@ class Normalizer:
         self.shift = -mean_t / std_t
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.to(torch.float32), self.scale)
+        scale, shift = self.scale, self.shift
+        if images.ndim == 5:  # clips: (1, C, 1, 1, 1)
+            scale, shift = scale.unsqueeze(-1), shift.unsqueeze(-1)
+        return torch.addcmul(shift, images.to(torch.float32), scale)
+
+
+def memory_format(channels_last: bool, ndim: int) -> torch.memory_format:
+    """The layout of a batch of ``ndim`` dimensions: channels last (NHWC / NDHWC) or contiguous."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
 
 class DeviceLoader:
@@ -61,7 +72,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)  # CPU generator: same order on every device
         self.normalize = Normalizer(mean, std, self.device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format(channels_last, self.images.ndim)
         self._epoch_start: torch.Tensor | None = None  # generator state before the current epoch's shuffle
         self._skip = 0  # batches the next epoch leaves out (a resumed epoch)
 

@@ -14,9 +14,9 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESU
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each backward written by hand
-MONITORS = ("val_accuracy", "val_loss")
+MONITORS = ("val_accuracy", "val_loss", "val_mean_iou", "val_video_accuracy")
 # Settings a resumed run may change: they do not affect the numbers it computes.
-RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots", "tensorboard")
+RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots", "tensorboard", "max_memory")
 
 
 @dataclass
@@ -82,7 +82,9 @@ class TrainConfig:
     on_nan: str = "stop"  # a step with a non-finite loss is skipped; "stop": stop after nan_patience in a row
     nan_patience: int = 3  # consecutive non-finite steps that stop the run (on_nan="stop")
     early_stopping: int | None = None  # stop after this many epochs without improvement of `monitor`
-    monitor: str = "val_accuracy"  # val_accuracy or val_loss: picks best.pt (and the early-stopping epoch)
+    # val_accuracy or val_loss (segmentation: also val_mean_iou; clips: val_video_accuracy): picks best.pt (and the
+    # early-stopping epoch)
+    monitor: str = "val_accuracy"
     min_delta: float = 0.0  # smallest change of `monitor` that counts as an improvement
     seed: int = 0  # seeds weights, data order and the validation split
     device: str = "auto"  # auto, cpu, cuda, mps
@@ -93,6 +95,13 @@ class TrainConfig:
     image_size: list[int] | None = None
     download: bool = True  # allow a torchvision download when the data is nowhere on disk
     channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (and AMP on GPUs)
+    # decoded data larger than this many bytes streams from disk instead of living in memory (None: the
+    # default budget of convolab.data.limits)
+    max_memory: int | None = None
+    frames: int = 16  # clips: frames per clip (T) cut from each video
+    dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * soft Dice loss
+    ignore_index: int = 255  # segmentation: mask value of pixels that count in no loss or metric
+    pipeline_stages: int = 1  # split the model into this many stages, one per process (torchrun; pipelining)
     model_kwargs: dict = field(default_factory=dict)  # extra create_model arguments (drop_rate ...)
     init_from: str | None = None  # start from weights in a .safetensors/.pth file (classifier replaced if needed)
     progress: bool = True  # progress bar and per-epoch lines on stderr
@@ -161,6 +170,11 @@ class TrainConfig:
             # overwrites: gradients accumulated over micro-batches would be wrong.
             (not (self.cuda_graphs and self.accum_steps > 1),
              "--cuda-graphs does not support --accum-steps > 1; use a larger --batch-size instead"),
+            (self.max_memory is None or self.max_memory >= 1, f"--max-memory must be > 0; got {self.max_memory}"),
+            (1 <= self.frames <= 1024, f"--frames must be from 1 to 1024; got {self.frames}"),
+            (self.dice_weight >= 0, f"--dice-weight must be >= 0; got {self.dice_weight}"),
+            (0 <= self.ignore_index <= 255, f"--ignore-index must be a mask value from 0 to 255; got {self.ignore_index}"),
+            (self.pipeline_stages >= 1, f"--pipeline-stages must be >= 1; got {self.pipeline_stages}"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
             (self.engine != "numpy" or self.device in ("auto", "cpu"),
              f"--engine numpy runs on the CPU; drop --device {self.device}"),
