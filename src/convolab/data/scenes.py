@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 __all__ = ["SCENE_DATASETS", "FINE_CLASSES", "COARSE_CLASSES", "ItemLayout", "draw_layout", "composite",
            "make_scenes", "load_fashion_scenes"]
@@ -64,7 +65,8 @@ class ItemLayout:
     left: np.ndarray  # (N, MAX_ITEMS) column of the same
 
 
-def draw_layout(n: int, pool_size: int, seed: int | tuple[int, ...], *, canvas: int = CANVAS, item_side: int = 28) -> ItemLayout:
+def draw_layout(n: int, pool_size: int, seed: int | tuple[int, ...], *, canvas: int = CANVAS,
+                item_side: int = 28) -> ItemLayout:
     """Draw the layout of ``n`` scenes from a pool of ``pool_size`` items (see the module docstring)."""
     if pool_size < 1:
         raise ValueError("cannot compose scenes from an empty pool of items")
@@ -136,8 +138,6 @@ def load_fashion_scenes(*, coarse: bool = False, seed: int = 0, val_fraction: fl
         An :class:`~convolab.data.dataset.ImageDataset` with ``task="segmentation"``.
     """
     from convolab.data.dataset import ImageDataset, Split, load_dataset, normalization_stats
-
-    import torch
 
     if n_train < 1 or n_test < 1:
         raise ValueError(f"fashion-scenes needs at least one train and one test scene; got {n_train} and {n_test}")
