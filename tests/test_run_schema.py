@@ -1,5 +1,5 @@
 """A corpus of broken run directories: config.json, summary.json and the weights' metadata, each refused with one
-line naming the file, the field and what was expected (``convolab.run_schema``), before any model is built."""
+line naming the file, the field and what was expected (``convolab.runs.schema``), before any model is built."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from tests.cli.test_cli import assert_one_line_error, cli
 
 import convolab
-from convolab.run_schema import MAX_DEPTH, Int, ListOf, Obj, Str, maybe, parse_json, validate
+from convolab.runs.schema import MAX_DEPTH, Int, ListOf, Obj, Str, maybe, parse_json, validate
 
 
 @pytest.fixture

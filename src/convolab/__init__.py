@@ -18,7 +18,7 @@ __all__ = ["create_model", "list_models", "load_dataset", "train", "TrainConfig"
 try:
     from convolab.data import load_dataset  # noqa: E402
     from convolab.models import create_model, list_models  # noqa: E402
-    from convolab.run import Run, load_run  # noqa: E402
+    from convolab.runs import Run, load_run  # noqa: E402
     from convolab.train import TrainConfig, train  # noqa: E402
 except ModuleNotFoundError as _missing:
     # Without PyTorch only the NumPy engine works: `import convolab.glass` must not fail here. (Eager

@@ -15,7 +15,7 @@ from tests.report.browser import chromium, open_page
 from convolab.explain.sanity import RANDOMIZATION_SEEDS, SANITY_METHODS
 from convolab.report import html as html_module
 from convolab.report.html import build_report
-from convolab.run import load_run
+from convolab.runs.reader import load_run
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``prepare_run_dir`` and ``save_weights``: a run directory is never silently overwritten."""
+"""``convolab.runs.layout`` and ``convolab.runs.writer``: a run directory is never silently overwritten."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from convolab.train.rundir import MARKER, RunDir, is_run_dir, own_files, prepare_run_dir, run_id, save_weights
+from convolab.runs.layout import MARKER, is_run_dir, own_files, prepare_run_dir, run_id
+from convolab.runs.writer import NullRunWriter, RunWriter, save_weights
 
 
 def test_fresh_folder_is_created_with_plots(tmp_path):
@@ -117,16 +118,36 @@ def test_save_weights_refuses_non_finite(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_rundir_writers(tmp_path):
-    run = RunDir(tmp_path)
-    run.write_config({"model": "m"})
+def test_run_writer(tmp_path):
+    run = RunWriter(tmp_path)
+    run.write_config({"model": "m", "model_kwargs": {"num_classes": 3}})
     run.append_metrics({"epoch": 1})
     run.append_metrics({"epoch": 2})
     run.write_summary({"test_accuracy": 0.5})
-    assert json.loads((tmp_path / "config.json").read_text()) == {"model": "m"}
+    # The format's fields are added where the caller left them out: format 2, the task, how to rebuild the model.
+    assert json.loads((tmp_path / "config.json").read_text()) == {
+        "format": 2, "task": "classification", "model": "m", "model_kwargs": {"num_classes": 3},
+        "build": {"kind": "registry", "name": "m", "kwargs": {"num_classes": 3}}}
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
         {"epoch": 1}, {"epoch": 2}]
     assert json.loads((tmp_path / "summary.json").read_text()) == {"test_accuracy": 0.5}
+
+
+def test_run_writer_keeps_what_the_caller_gives(tmp_path):
+    build = {"kind": "pruned", "base": "resnet18"}
+    RunWriter(tmp_path).write_config({"task": "segmentation", "model": "unet", "model_kwargs": {}, "build": build})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["task"] == "segmentation" and config["build"] == build and config["format"] == 2
+
+
+def test_null_run_writer_writes_nothing(tmp_path):
+    run = NullRunWriter(tmp_path)
+    run.write_config({"model": "m"})
+    run.append_metrics({"epoch": 1})
+    run.append_steps([{"step": 1}])
+    run.write_summary({})
+    run.save_model(nn.Linear(2, 2), {})
+    assert run.path == tmp_path and run.plots == tmp_path / "plots" and list(tmp_path.iterdir()) == []
 
 
 # -- what --overwrite may delete (issue: a folder holding a config.json was wiped, thesis and all) ------------------

@@ -92,7 +92,7 @@ def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: 
     from convolab.atomic import write_text
     from convolab.explain.output import writing
     from convolab.explain.progress import progress_bar
-    from convolab.run import load_run
+    from convolab.runs.reader import load_run
 
     start = time.perf_counter()
     run = load_run(run_path)

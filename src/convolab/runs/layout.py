@@ -19,18 +19,15 @@ import time
 import uuid
 from pathlib import Path
 
-import torch
-from torch import nn
+from convolab.atomic import write_json
 
-from convolab.atomic import append_jsonl, atomic_path, write_json
-
-__all__ = ["RunDir", "NullRunDir", "prepare_run_dir", "save_weights", "is_run_dir", "has_convolab_config",
-           "read_marker", "run_id",
-           "own_files", "WEIGHTS", "CONFIG", "METRICS", "SUMMARY", "STEPS", "MARKER", "OWN_FILES"]
+__all__ = ["prepare_run_dir", "is_run_dir", "has_convolab_config", "read_marker", "run_id", "own_files", "WEIGHTS",
+           "CONFIG", "METRICS", "SUMMARY", "STEPS", "CHECKPOINTS", "PLOTS", "MARKER", "OWN_FILES"]
 
 log = logging.getLogger(__name__)
 
 WEIGHTS, CONFIG, METRICS, SUMMARY = "model.safetensors", "config.json", "metrics.jsonl", "summary.json"
+CHECKPOINTS, PLOTS = "checkpoints", "plots"  # folders: full training state, figures
 STEPS = "steps.jsonl"  # one JSON object per optimizer step: step, epoch, lr, loss (and grad_norm, scale ...)
 MARKER = ".convolab-run"  # {"kind": "convolab-run", "run_id": ..., "created": ...}: convolab made this folder
 _MARKER_KIND = "convolab-run"
@@ -197,49 +194,3 @@ def prepare_run_dir(out: str | Path | None, model: str, data: str, overwrite: bo
         except OSError as e:
             raise PermissionError(f"--out {path}: cannot create the run directory ({e.strerror or e})") from None
     return path
-
-
-def save_weights(model: nn.Module, path: str | Path, metadata: dict) -> None:
-    """Write the model's state dict as safetensors, atomically, with ``metadata`` as JSON."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    for k, v in state.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise ValueError(f"refusing to save non-finite weights ({k} has NaN or inf); training diverged")
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"convolab": json.dumps(metadata)})
-
-
-class NullRunDir:
-    """The run directory as seen by a data-parallel process other than rank 0: it writes nothing."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.plots = self.path / "plots"
-
-    def __getattr__(self, name):  # write_config, append_metrics, append_steps, write_summary, save_model
-        return lambda *args, **kwargs: None
-
-
-class RunDir:
-    """Writers for the files of one run directory."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.plots = self.path / "plots"
-
-    def write_config(self, config: dict) -> None:
-        write_json(self.path / CONFIG, config)
-
-    def append_metrics(self, row: dict) -> None:
-        append_jsonl(self.path / METRICS, row)
-
-    def append_steps(self, rows: list[dict]) -> None:
-        append_jsonl(self.path / STEPS, rows)
-
-    def write_summary(self, summary: dict) -> None:
-        write_json(self.path / SUMMARY, summary)
-
-    def save_model(self, model: nn.Module, metadata: dict) -> None:
-        save_weights(model, self.path / WEIGHTS, metadata)

@@ -1,7 +1,8 @@
 """``load_run``: a trained model back from its run directory, ready to predict.
 
-Everything that works on a trained model (eval, predict, and later explain, report, summary)
-starts from a :class:`Run`.
+Everything that works on a trained model (eval, predict, explain, report, summary) starts from a :class:`Run`.
+The run's files are checked (:mod:`convolab.runs.schema`) before anything is built, and the model is rebuilt
+the way config.json's ``build`` says (:mod:`convolab.runs.build`; format-1 runs: from the weights metadata).
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from torch import nn
 
 from convolab.data.images import image_to_array, load_image
 from convolab.data.loader import Normalizer
-from convolab.run_schema import (
+from convolab.runs.build import build_model
+from convolab.runs.layout import CONFIG, METRICS, SUMMARY, WEIGHTS
+from convolab.runs.schema import (
     CONFIG_SCHEMA,
     SUMMARY_SCHEMA,
     check_weights_metadata,
+    config_format,
     parse_json,
-    probe_model,
     read_json,
+    read_json_text,
+    validate,
 )
 from convolab.tensor_files import file_kind
-from convolab.train.rundir import CONFIG, METRICS, SUMMARY, WEIGHTS
 
 __all__ = ["Run", "load_run", "read_weights_metadata"]
 
@@ -48,7 +52,7 @@ def _check_safetensors(path: Path) -> None:
 
 
 def read_weights_metadata(path: str | os.PathLike) -> dict:
-    """The convolab metadata stored in a ``model.safetensors`` file, validated (see ``convolab.run_schema``).
+    """The convolab metadata stored in a ``model.safetensors`` file, validated (see ``convolab.runs.schema``).
 
     Raises:
         ValueError: not a safetensors file, no convolab metadata, or metadata that is malformed, inconsistent
@@ -69,37 +73,6 @@ def read_weights_metadata(path: str | os.PathLike) -> dict:
     return check_weights_metadata(parse_json(meta["convolab"], what), what)
 
 
-def _file_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, from the safetensors header alone (no tensor is read)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-
-
-def _build_model(meta: dict, weights: Path) -> nn.Module:
-    """The model the metadata describes, once its tensors' shapes are known to match the file's: a model built
-    from edited metadata is first built on the meta device (nothing allocated), so that absurd sizes never
-    allocate memory."""
-    from convolab.models import create_model
-
-    name, kwargs = meta["model"], dict(meta["model_kwargs"])
-    what = f"{weights} (metadata 'convolab')"
-    probe = probe_model(name, kwargs, what)
-    own = {k: list(v.shape) for k, v in probe.state_dict().items()} if probe is not None else {}
-    stored = _file_shapes(weights)
-    for k, shape in own.items():
-        if k in stored and stored[k] != shape:
-            raise ValueError(f"{weights}: weights do not fit model {name} ({k} has shape {stored[k]} in the file, "
-                             f"{shape} in the model the metadata describes)")
-    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
-    if probe is not None and (missing or unexpected):
-        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
-        raise ValueError(f"{weights}: weights do not fit model {name} ({'; '.join(parts)})")
-    return create_model(name, **kwargs)
-
-
 @dataclass
 class Run:
     """A trained model and what it was trained on."""
@@ -110,8 +83,11 @@ class Run:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    input_size: tuple[int, int, int]  # (C, H, W) the model was trained on
+    input_size: tuple[int, ...]  # (C, H, W) the model was trained on; (C, T, H, W) for clips
     summary: dict = field(default_factory=dict)
+    task: str = "classification"  # config.json's "task" (format 1 runs are classification)
+    format: int = 1  # config.json's "format" (1: written before the field existed, or no config.json)
+    build: dict = field(default_factory=dict)  # how the model was rebuilt: {"kind": "registry", "name", "kwargs"}
 
     @property
     def device(self) -> torch.device:
@@ -170,15 +146,35 @@ class Run:
                  for q, i in zip(pr.tolist(), ir.tolist())] for pr, ir in zip(p, idx)]
 
 
+def _read_config(path: Path) -> dict:
+    """config.json, its format checked before its fields (a newer format is named as such, not as a bad field)."""
+    config = read_json_text(path)
+    config_format(config, str(path))
+    validate(config, CONFIG_SCHEMA, str(path))
+    return config
+
+
+def _check_same_model(config: dict, meta: dict, config_path: Path, weights: Path) -> None:
+    """A registry ``build`` in config.json must name the model and arguments the weights metadata names (it is
+    checked after the metadata itself, so that a bad metadata field is named as such).
+
+    Raises:
+        ValueError: config.json and the weights metadata describe different models (one of them was edited).
+    """
+    build = config["build"]
+    if (build.get("name"), build.get("kwargs")) != (meta["model"], meta["model_kwargs"]):
+        raise ValueError(f"{config_path}: field 'build' describes {build.get('name')} {build.get('kwargs')}, but "
+                         f"{weights} holds the weights of {meta['model']} {meta['model_kwargs']}; expected the same "
+                         "model in both (was one of them edited?)")
+
+
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     """Load a run directory (or a ``model.safetensors`` written by convolab).
 
     Raises:
         FileNotFoundError: no such folder or no weights in it.
-        ValueError: the weights file is not convolab's or does not match its model.
+        ValueError: a file is not convolab's, is of a newer format, or does not match its model.
     """
-    from safetensors.torch import load_file
-
     path = Path(path).expanduser()
     weights = path if path.is_file() else path / WEIGHTS
     if not path.exists():
@@ -188,14 +184,18 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
         raise FileNotFoundError(f"{path}: no {WEIGHTS} in it{hint}; is this a convolab run directory?")
     run_dir = weights.parent
     # The small files first: a bad config.json or summary.json is refused before the model is built.
-    config = read_json(run_dir / CONFIG, CONFIG_SCHEMA) if (run_dir / CONFIG).exists() else {}
+    config = _read_config(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
     summary = read_json(run_dir / SUMMARY, SUMMARY_SCHEMA) if (run_dir / SUMMARY).exists() else {}
     meta = read_weights_metadata(weights)
-    model = _build_model(meta, weights)
-    try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{weights}: weights do not fit model {meta['model']} ({str(e).splitlines()[0]})") from None
+    build = config.get("build")
+    if build is not None and build["kind"] != "registry":  # a pruned or quantized model: only config.json says how
+        model = build_model(build, weights, str(run_dir / CONFIG), "build")
+    else:  # a registry model, from the weights metadata (a weights file alone rebuilds its model)
+        build = {"kind": "registry", "name": meta["model"], "kwargs": meta["model_kwargs"]}
+        model = build_model(build, weights, f"{weights} (metadata 'convolab')", None)
+        if "build" in config:
+            _check_same_model(config, meta, run_dir / CONFIG, weights)
     model.to(device).eval()
     return Run(run_dir, model, config, list(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]),
-               tuple(meta["input_size"]), summary)
+               tuple(meta["input_size"]), summary, task=config.get("task", "classification"),
+               format=config.get("format", 1), build=build)

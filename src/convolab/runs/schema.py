@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Plain", "Tensor",
-           "TensorDict", "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata",
-           "probe_model", "CONFIG_SCHEMA", "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES",
+__all__ = ["Int", "Num", "Str", "Bool", "Null", "Const", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Plain",
+           "Tensor", "TensorDict", "maybe", "validate", "describe_value", "parse_json", "read_json", "read_json_text",
+           "check_weights_metadata", "config_format", "default_build", "probe_model", "CONFIG_SCHEMA", "SUMMARY_SCHEMA",
+           "WEIGHTS_META_SCHEMA", "BUILD_SCHEMA", "MODEL_KWARGS_SCHEMA", "FORMAT", "TASKS", "MAX_DEPTH", "MAX_CLASSES",
            "MAX_CHANS", "MAX_SIDE"]
 
+FORMAT = 2  # config.json's "format": 2 adds "task" and "build"; a config.json without "format" is format 1
 MAX_DEPTH = 32  # nesting of a run's JSON (convolab writes at most 4 levels)
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more would be a classifier of gigabytes
 MAX_CHANS = 64  # image channels (RGB 3, multispectral a dozen)
@@ -223,6 +225,20 @@ class AnyOf:
         raise _Bad(where, describe_value(v), self.describe())
 
 
+@dataclass(frozen=True)
+class Const:
+    """Exactly ``value`` (a string or a number)."""
+
+    value: object
+
+    def describe(self) -> str:
+        return repr(self.value) if isinstance(self.value, str) else f"{self.value}"
+
+    def check(self, v: object, where: str, depth: int) -> None:
+        if isinstance(v, bool) != isinstance(self.value, bool) or v != self.value:
+            raise _Bad(where, describe_value(v), self.describe())
+
+
 def maybe(spec) -> AnyOf:
     """``spec`` or null."""
     return AnyOf((spec, Null()))
@@ -354,6 +370,13 @@ def parse_json(text: str, what: str) -> object:
 
 def read_json(path: str | os.PathLike, spec) -> object:
     """Read and validate the JSON file ``path`` (errors name the file)."""
+    value = read_json_text(path)
+    validate(value, spec, str(path))
+    return value
+
+
+def read_json_text(path: str | os.PathLike) -> object:
+    """Read the JSON file ``path``, not yet validated (errors name the file)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -363,21 +386,22 @@ def read_json(path: str | os.PathLike, spec) -> object:
         raise ValueError(f"{path}: is a folder; expected the JSON file convolab writes") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
-    value = parse_json(text, str(path))
-    validate(value, spec, str(path))
-    return value
+    return parse_json(text, str(path))
 
 
 # -- the schemas ---------------------------------------------------------------------------------
 _SIZE = ListOf(Int(1, MAX_SIDE), 1, 3)  # (H, W), (T, H, W) or one side
 _NAMES = ListOf(Str(1000), 1, MAX_CLASSES)
 
+# create_model's keyword arguments, as a run records them (sizes bounded: a model is probed before it is built)
+MODEL_KWARGS_SCHEMA = Obj({"num_classes": Int(1, MAX_CLASSES), "in_chans": Int(1, MAX_CHANS),
+                           "input_size": AnyOf((Int(1, MAX_SIDE), _SIZE))})
+
 WEIGHTS_META_SCHEMA = Obj(
     fields={
         "format": Int(1, 1),
         "model": Str(200),
-        "model_kwargs": Obj({"num_classes": Int(1, MAX_CLASSES), "in_chans": Int(1, MAX_CHANS),
-                             "input_size": AnyOf((Int(1, MAX_SIDE), _SIZE))}),
+        "model_kwargs": MODEL_KWARGS_SCHEMA,
         "classes": _NAMES,
         "mean": ListOf(Num(-1e3, 1e3), 1, MAX_CHANS),
         "std": ListOf(Num(0, 1e3, lo_open=True), 1, MAX_CHANS),
@@ -386,7 +410,16 @@ WEIGHTS_META_SCHEMA = Obj(
     required=("format", "model", "model_kwargs", "classes", "mean", "std", "input_size"))
 
 # Null is accepted wherever a reader copes with it (``command`` is null when Python, not the CLI, trained the run).
+TASKS = ("classification", "segmentation", "clips")  # what config.json's "task" may name
+
+# How the model is rebuilt: {"kind": "registry", "name": ..., "kwargs": {...}}; other kinds ("pruned", "quantized")
+# carry their own fields, checked by their builder (convolab.runs.build).
+BUILD_SCHEMA = Obj({"kind": Str(100), "name": Str(200), "kwargs": MODEL_KWARGS_SCHEMA}, required=("kind",))
+
 CONFIG_SCHEMA = Obj({
+    "format": Int(1, FORMAT),
+    "task": AnyOf(tuple(Const(t) for t in TASKS)),
+    "build": BUILD_SCHEMA,
     "kind": maybe(Str(100)),
     "model": maybe(Str(200)),
     "model_kwargs": maybe(Obj()),
@@ -414,13 +447,13 @@ SUMMARY_SCHEMA = Obj({
 })
 
 
-def probe_model(name: str, kwargs: dict, what: str) -> torch.nn.Module | None:
+def probe_model(name: str, kwargs: dict, what: str, fields: str = "'model'/'model_kwargs'") -> torch.nn.Module | None:
     """The model ``create_model(name, **kwargs)`` builds, on the meta device: its tensors' names and shapes without
     allocating them (so that sizes read from a file are compared before anything is allocated). None when the
     model cannot be built there.
 
     Raises:
-        ValueError: ``WHAT: fields 'model'/'model_kwargs' do not build a model (...)``.
+        ValueError: ``WHAT: fields 'model'/'model_kwargs' do not build a model (...)`` (``fields`` names them).
     """
     from convolab.models import create_model
 
@@ -429,7 +462,7 @@ def probe_model(name: str, kwargs: dict, what: str) -> torch.nn.Module | None:
             return create_model(name, **kwargs)
     except (ValueError, TypeError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{what}: fields 'model'/'model_kwargs' do not build a model ({first})") from None
+        raise ValueError(f"{what}: fields {fields} do not build a model ({first})") from None
     except (RuntimeError, NotImplementedError):  # an op without a meta kernel: the caller goes without the probe
         return None
 
@@ -459,3 +492,25 @@ def check_weights_metadata(meta: object, what: str) -> dict:
         raise ValueError(f"{what}: field 'classes' names {len(meta['classes'])} class(es) for a model with {outputs} "
                          f"outputs (model_kwargs.num_classes); expected {outputs} names")
     return meta
+
+
+def config_format(config: object, what: str) -> int:
+    """The format of a ``config.json`` (1 when it has no ``format`` field, as before format 2 existed).
+
+    Raises:
+        ValueError: a format written by a newer convolab (this one reads up to :data:`FORMAT`).
+    """
+    fmt = config.get("format", 1) if isinstance(config, dict) else 1
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
+        raise ValueError(f"{what}: field 'format' is {fmt}, written by a newer convolab; this one reads formats "
+                         f"1 to {FORMAT} (upgrade convolab)")
+    return fmt
+
+
+def default_build(config: dict) -> dict | None:
+    """How a run's model is rebuilt when its config.json does not say (format 1): the registry model ``model`` with
+    ``model_kwargs``; None when the config names no model."""
+    name, kwargs = config.get("model"), config.get("model_kwargs")
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        return None
+    return {"kind": "registry", "name": name, "kwargs": dict(kwargs)}

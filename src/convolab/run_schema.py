@@ -1,0 +1,36 @@
+"""Moved to :mod:`convolab.runs.schema`; this name stays until every importer uses the new one (issue 16)."""
+
+from convolab.runs.schema import (
+    CONFIG_SCHEMA,
+    MAX_CHANS,
+    MAX_CLASSES,
+    MAX_DEPTH,
+    MAX_SIDE,
+    SUMMARY_SCHEMA,
+    WEIGHTS_META_SCHEMA,
+    AnyDict,
+    AnyOf,
+    AnyValue,
+    Bool,
+    Int,
+    ListOf,
+    Null,
+    Num,
+    Obj,
+    Plain,
+    Str,
+    Tensor,
+    TensorDict,
+    check_weights_metadata,
+    describe_value,
+    maybe,
+    parse_json,
+    probe_model,
+    read_json,
+    validate,
+)
+
+__all__ = ["Int", "Num", "Str", "Bool", "Null", "AnyOf", "ListOf", "Obj", "AnyValue", "AnyDict", "Plain", "Tensor",
+           "TensorDict", "maybe", "validate", "describe_value", "parse_json", "read_json", "check_weights_metadata",
+           "probe_model", "CONFIG_SCHEMA", "SUMMARY_SCHEMA", "WEIGHTS_META_SCHEMA", "MAX_DEPTH", "MAX_CLASSES",
+           "MAX_CHANS", "MAX_SIDE"]
