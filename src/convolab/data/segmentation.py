@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from convolab.data import cache as decoded_cache
-from convolab.data.folder import _check_size
+from convolab.data.folder import LARGE_SIDE, _check_size
 from convolab.data.images import IMAGE_EXTENSIONS, channels_of_mode, image_header, image_to_array, open_image
 from convolab.data.limits import format_bytes, max_data_bytes
 from convolab.data.resolve import search_places, user_cache_dir
@@ -218,6 +218,10 @@ def _decode_pairs(where: str, listing: _Listing, *, image_size, max_bytes, num_c
         raise ValueError(f"{where}: no usable image/mask pairs" + (f" ({shown})" if shown else ""))
     native = Counter(h[0] for h in good.values()).most_common(1)[0][0]
     size = _check_size(image_size) or default_size or native
+    if image_size is None and default_size is None and max(native) > LARGE_SIDE:  # as for class folders
+        raise ValueError(f"{where}: its images are mostly {native[0]}x{native[1]} pixels (large photos); training at "
+                         f"that size needs gigabytes per batch: downscale them with image_size (convolab train "
+                         f"--image-size 256x256, say), or give --image-size {native[0]}x{native[1]} to keep it")
     channels = Counter(channels_of_mode(h[1]) for h in good.values()).most_common(1)[0][0]
     _check_memory(where, len(good), channels, size, max_bytes)
     n_resized = sum(h[0] != size for h in good.values())
@@ -263,7 +267,7 @@ def _decode_pairs(where: str, listing: _Listing, *, image_size, max_bytes, num_c
 
 def _warn_bad(where: str, bad: list[str]) -> None:
     if bad:
-        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         log.warning("%s: skipped %d bad file%s: %s", where, len(bad), "" if len(bad) == 1 else "s", shown)
 
 
