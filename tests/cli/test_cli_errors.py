@@ -32,7 +32,7 @@ def test_os_errors_are_one_line_naming_the_path(exc, line, monkeypatch, capsys):
     def fail(args):
         raise exc
 
-    monkeypatch.setattr(cli, "_cmd_models", fail)
+    monkeypatch.setattr(cli.models, "run", fail)
     code, out, err = run_main(["models"], capsys)
     assert code == 2 and out == ""
     assert err == f"convolab models: error: {line}\n"
@@ -100,7 +100,7 @@ def test_ctrl_c_after_the_trainer_said_how_to_resume_is_not_repeated(tmp_path, m
     import logging
 
     def interrupt(*args, **kwargs):
-        logging.getLogger("convolab.train.trainer").warning("interrupted; continue it with `convolab train --resume R`")
+        logging.getLogger("convolab.train.loop").warning("interrupted; continue it with `convolab train --resume R`")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TRAIN, "train", interrupt)
@@ -183,7 +183,7 @@ def test_a_closed_pipe_is_no_error(monkeypatch, capsys):
     def fail(args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "_cmd_models", fail)
+    monkeypatch.setattr(cli.models, "run", fail)
     code, out, err = run_main(["models"], capsys)
     assert code == 141 and err == ""
 

@@ -1,15 +1,25 @@
-"""``TrainConfig``: everything one training run needs, as plain data (the CLI fills it in)."""
+"""``TrainConfig``: everything one training run needs, as plain data (the CLI fills it in).
+
+Each field carries its command-line option in its metadata (``help``, ``group``, ``flag``, ``metavar``,
+``choices``, ``type``, ``nargs``, ``cli``), so the option is defined once: ``convolab.cli.options`` builds the
+parser of ``convolab train`` and ``convolab lr-find`` from it, and ``convolab.cli.docs`` the README's table.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from convolab.data.augment import PRESETS as AUGMENT_PRESETS
+from convolab.data.limits import parse_bytes
+from convolab.device import DEVICE_CHOICES
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES", "GROUPS",
+           "TextType", "integer", "number", "hxw", "byte_size"]
 
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "fp16")
@@ -17,6 +27,125 @@ ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each 
 MONITORS = ("val_accuracy", "val_loss", "val_mean_iou", "val_video_accuracy")
 # Settings a resumed run may change: they do not affect the numbers it computes.
 RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots", "tensorboard", "max_memory")
+
+# The option groups, in the order `convolab train --help` and the README list them: key -> (title, description).
+GROUPS: dict[str, tuple[str, str | None]] = {
+    "data": ("model, data and seed", None),
+    "output": ("run directory and output", None),
+    "optimisation": ("optimisation", None),
+    "schedule": ("learning-rate schedule", "stepped every optimizer step; the rates are in steps.jsonl"),
+    "augmentation": ("augmentation", "whole batches on the training device; see convolab.data.augment"),
+    "evaluation": ("weight averaging and evaluation", None),
+    "speed": ("device, precision and speed", None),
+    "checkpoints": ("checkpoints, resuming, divergence, early stopping", None),
+    "tasks": ("segmentation and clips", "read only by those tasks"),
+}
+
+
+# -- reading a field's value from text (the command line's types) --------------------------------
+@dataclass(frozen=True)
+class TextType:
+    """Reads a field's value from text; raises ``ValueError`` saying what was expected.
+
+    ``name`` is how ``--help`` errors and the options table name the type (``int >= 1``).
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+
+    def __call__(self, text: str) -> Any:
+        return self.parse(text)
+
+
+def integer(low: int | None = None, high: int | None = None) -> TextType:
+    """An integer in ``[low, high]`` (either end may be open)."""
+    if high is None and low is None:
+        name, want, rule = "int", "an integer", ""
+    elif high is None:
+        name = f"int >= {low}"
+        want, rule = ("a positive integer",) * 2 if low == 1 else (f"an integer >= {low}", f">= {low}")
+    elif low is None:
+        name, want, rule = f"int <= {high}", f"an integer <= {high}", f"<= {high}"
+    else:
+        name, want, rule = f"int {low}..{high}", f"an integer from {low} to {high}", f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected {want}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"must be {rule}, got {value}")
+        return value
+
+    return TextType(name, parse)
+
+
+def number(ok: Callable[[float], bool], rule: str) -> TextType:
+    """A finite float for which ``ok(value)`` holds; ``rule`` says which (``"> 0"``, ``"in [0, 1)"``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):  # inf passes "> 0"; --lr inf diverged at step 4 and left a half run
+            raise ValueError(f"must be a finite number {rule}, got {text}")
+        if not ok(value):
+            raise ValueError(f"must be {rule}, got {text}")
+        return value
+
+    return TextType(f"float {rule}", parse)
+
+
+def _image_size(text: str) -> list[int]:
+    """``HxW`` or one side ``S`` (a square) -> [H, W]."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"expected HxW or one side in pixels (e.g. 64x64 or 64), got {text!r}") from None
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or not all(1 <= v <= 8192 for v in sides):
+        raise ValueError(f"expected HxW or one side, each from 1 to 8192 pixels, got {text!r}")
+    return sides
+
+
+def _memory_size(text: str) -> int:
+    """``2GiB``, ``500MB``, ``500M`` or a number of bytes -> bytes (K, M, G, T are powers of 1024)."""
+    try:
+        value = parse_bytes(text, "size")
+    except ValueError:
+        raise ValueError(f"expected a size such as 2GiB, 500MB or 2000000000 (bytes), got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be a size > 0, got {text!r}")
+    return value
+
+
+hxw = TextType("HxW", _image_size)
+byte_size = TextType("size", _memory_size)
+positive_int = integer(1)
+nonneg_int = integer(0)
+positive_float = number(lambda v: v > 0, "> 0")
+nonneg_float = number(lambda v: v >= 0, ">= 0")
+fraction = number(lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def option(default: Any = None, *, help: str, group: str, default_factory: Callable[[], Any] | None = None,
+           **meta: Any) -> Any:
+    """A dataclass field with its command-line option: ``help`` and ``group`` (a key of ``GROUPS``), and
+    optionally ``flag`` (default ``--field-name``), ``metavar``, ``choices``, ``type`` (a ``TextType``),
+    ``nargs`` and ``cli`` (False: no option)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}; choose one of {', '.join(GROUPS)}")
+    metadata = {"help": help, "group": group, **meta}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_FINITE_FRACTION_OPEN = number(lambda v: 0 < v < 1, "in (0, 1)")
 
 
 @dataclass
@@ -28,84 +157,172 @@ class TrainConfig:
     30 s on a 2-core CPU, where the tutorials' recipe (Adam 1e-3 constant, batch 64) gives 0.903 after 5
     epochs (``benchmarks/time_to_accuracy.py``; ``schedule="constant", label_smoothing=0, lr=1e-3,
     batch_size=64`` is the tutorials' recipe).
+
+    Each field's ``help`` (in its metadata) is its documentation; comments add what the option's help leaves out.
     """
 
-    model: str = "tutorial_cnn"  # registry name (convolab models)
-    data: str = "fashion-mnist"  # dataset name or image-folder path
-    data_dir: str | None = None  # searched first for named datasets
-    out: str | None = None  # run directory; None: runs/<model>-<data>-<time>
-    overwrite: bool = False  # replace an existing run directory at `out`
-    epochs: int = 6  # passes over the training split
-    batch_size: int = 128  # training batch size
-    eval_batch_size: int = 1000  # batch size for validation and test
-    lr: float = 3e-3  # learning rate (the peak of the schedule)
-    optimizer: str = "adam"  # sgd, adam, adamw or rmsprop
-    momentum: float = 0.9  # momentum of sgd and rmsprop (adam/adamw keep beta1 = 0.9 and refuse another value)
-    nesterov: bool = False  # Nesterov momentum (sgd only)
-    weight_decay: float = 0.0  # L2 (sgd, adam, rmsprop) or decoupled (adamw) weight decay
-    decay_norm_and_bias: bool = False  # also decay biases and norm scales/shifts (skipped by default)
-    clip_grad_norm: float | None = None  # clip the global gradient L2 norm to this value
-    accum_steps: int = 1  # micro-batches whose gradients add up to one optimizer step
-    label_smoothing: float = 0.1  # cross-entropy target smoothing (Szegedy et al. 2016)
-    schedule: str = "onecycle"  # learning-rate schedule, stepped per optimizer step (see train/schedule.py)
-    warmup_epochs: float = 0.0  # linear warmup length in epochs ...
-    warmup_steps: int = 0  # ... or in optimizer steps (give one of the two)
-    min_lr: float | None = None  # floor of cosine/sgdr (default 0), bottom of cyclic (default lr/10)
-    gamma: float = 0.1  # decay factor of step and multistep
-    decay_epochs: float | None = None  # step: decay every this many epochs (default: a third of the run)
-    milestones: list[float] | None = None  # multistep: decay at these epochs (default: 1/2 and 3/4 of the run)
-    pct_start: float = 0.3  # onecycle: share of the run spent raising the learning rate
-    cycle_epochs: float | None = None  # cyclic: length of one triangle (up and down) in epochs (default 4)
-    restart_epochs: float | None = None  # sgdr: first period in epochs (default: a quarter of the run)
-    restart_mult: int = 1  # sgdr: each period is this many times longer than the one before
-    augment: str = "none"  # augmentation preset: none, light or standard (see convolab.data.augment)
-    crop_pad: int | None = None  # random shifts of up to this many pixels (None: the preset's)
-    hflip: bool | None = None  # mirror half of the images (None: the preset's, never for digits)
-    rotate: float | None = None  # random rotations of up to this many degrees (None: the preset's)
-    cutout: float | None = None  # erase a square of this fraction of the side (None: the preset's)
-    mixup: float = 0.0  # mixup's Beta(alpha, alpha) (0: off)
-    cutmix: float = 0.0  # cutmix's Beta(alpha, alpha) (0: off)
-    # auto (bf16 on a CPU with native bfloat16 instructions, else 32), 32, bf16 (autocast; CPUs and GPUs that
-    # have it) or fp16 (CUDA, dynamic loss scaling)
-    precision: str = "auto"
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (models with set_grad_checkpointing)
-    # decay of an exponential moving average of the weights, evaluated and saved; warmed up as
-    # min(decay, (1 + t) / (10 + t)) at step t, so that short runs do not average in the initial weights
-    ema: float | None = None
-    tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
-    compile: bool = False  # torch.compile the model for training
-    cuda_graphs: bool = False  # record the training step as a CUDA graph and replay it (CUDA; small, CPU-bound models)
-    tensorboard: bool = False  # also log to RUN/tensorboard/ (needs the tensorboard package)
-    checkpoints: bool = True  # write RUN/checkpoints/ (full state) at every epoch's end
-    checkpoint_every: int = 0  # ... and every this many optimizer steps (0: only at epoch ends)
-    deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms)
-    on_nan: str = "stop"  # a step with a non-finite loss is skipped; "stop": stop after nan_patience in a row
-    nan_patience: int = 3  # consecutive non-finite steps that stop the run (on_nan="stop")
-    early_stopping: int | None = None  # stop after this many epochs without improvement of `monitor`
-    # val_accuracy or val_loss (segmentation: also val_mean_iou; clips: val_video_accuracy): picks best.pt (and the
-    # early-stopping epoch)
-    monitor: str = "val_accuracy"
-    min_delta: float = 0.0  # smallest change of `monitor` that counts as an improvement
-    seed: int = 0  # seeds weights, data order and the validation split
-    device: str = "auto"  # auto, cpu, cuda, mps
-    engine: str = "torch"  # torch, or numpy: convolab.glass takes the steps (CPU; the models glass can convert)
-    val_fraction: float = 0.1  # share of the training split held out for validation
-    # [H, W] every image of a folder dataset is resized to (None: the folder's most common size; folders of large
-    # photos are refused without it); named datasets keep their own size
-    image_size: list[int] | None = None
-    download: bool = True  # allow a torchvision download when the data is nowhere on disk
-    channels_last: bool = True  # NHWC activations: faster convolutions on CPUs (and AMP on GPUs)
-    # decoded data larger than this many bytes streams from disk instead of living in memory (None: the
-    # default budget of convolab.data.limits)
-    max_memory: int | None = None
-    frames: int = 16  # clips: frames per clip (T) cut from each video
-    dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * soft Dice loss
-    ignore_index: int = 255  # segmentation: mask value of pixels that count in no loss or metric
-    pipeline_stages: int = 1  # split the model into this many stages, one per process (torchrun; pipelining)
-    model_kwargs: dict = field(default_factory=dict)  # extra create_model arguments (drop_rate ...)
-    init_from: str | None = None  # start from weights in a .safetensors/.pth file (classifier replaced if needed)
-    progress: bool = True  # progress bar and per-epoch lines on stderr
-    plots: bool = True  # write plots/*.png
+    model: str = option("tutorial_cnn", group="data", metavar="NAME", help="model name (see `convolab models`)")
+    data: str = option("fashion-mnist", group="data", metavar="NAME_OR_DIR",
+                       help="dataset name (see `convolab datasets`) or image-folder path")
+    data_dir: str | None = option(group="data", metavar="DIR", help="folder searched first for the dataset's files")
+    out: str | None = option(group="output", metavar="DIR",
+                             help="run directory to create (default: runs/MODEL-DATA-TIME)")
+    overwrite: bool = option(False, group="output",
+                             help="replace an existing convolab run directory at --out (never another folder)")
+    epochs: int = option(6, group="optimisation", type=positive_int, help="passes over the training split")
+    batch_size: int = option(128, group="optimisation", type=positive_int, help="training batch size")
+    eval_batch_size: int = option(1000, group="evaluation", type=positive_int,
+                                  help="batch size for validation and test")
+    lr: float = option(3e-3, group="optimisation", type=positive_float,
+                       help="learning rate (the peak of a schedule)")
+    optimizer: str = option("adam", group="optimisation", choices=OPTIMIZERS,
+                            help="the optimizer (see --momentum, --nesterov, --weight-decay)")
+    momentum: float = option(0.9, group="optimisation", type=fraction,
+                             help="momentum of sgd and rmsprop (adam and adamw keep beta1 = 0.9 and refuse another "
+                                  "value)")
+    nesterov: bool = option(False, group="optimisation", help="Nesterov momentum (sgd)")
+    weight_decay: float = option(0.0, group="optimisation", type=nonneg_float,
+                                 help="weight decay: L2 for sgd/adam/rmsprop, decoupled for adamw; biases and norm "
+                                      "layers are left out")
+    decay_norm_and_bias: bool = option(False, group="optimisation",
+                                       help="apply --weight-decay to biases and normalisation parameters too")
+    clip_grad_norm: float | None = option(group="optimisation", type=positive_float, metavar="MAX",
+                                          help="clip the gradients' global L2 norm to MAX (logged per step in "
+                                               "steps.jsonl)")
+    accum_steps: int = option(1, group="optimisation", type=positive_int, metavar="N",
+                              help="accumulate the gradients of N batches per optimizer step (effective batch N x "
+                                   "--batch-size)")
+    label_smoothing: float = option(0.1, group="optimisation", type=fraction, metavar="EPS",
+                                    help="cross-entropy against (1 - EPS) one-hot + EPS / classes (Szegedy et al. "
+                                         "2016)")
+    schedule: str = option("onecycle", group="schedule", choices=SCHEDULES,
+                           help="constant; step (x gamma every --decay-epochs); multistep (x gamma at --milestones); "
+                                "cosine (to --min-lr); onecycle (up for --pct-start of the run, then down); cyclic "
+                                "(triangles between --min-lr and --lr, --cycle-epochs long); sgdr (cosine "
+                                "restarting after --restart-epochs, x --restart-mult longer each time)")
+    # (the warmup is given in epochs or in steps, not both)
+    warmup_epochs: float = option(0.0, group="schedule", type=nonneg_float, metavar="EPOCHS",
+                                  help="linear warmup from lr/(W+1) over this many epochs (any schedule but "
+                                       "onecycle)")
+    warmup_steps: int = option(0, group="schedule", type=nonneg_int, metavar="STEPS",
+                               help="the warmup in optimizer steps instead of epochs")
+    min_lr: float | None = option(group="schedule", type=nonneg_float,
+                                  help="floor of cosine and sgdr (default 0); bottom of cyclic (default lr/10)")
+    gamma: float = option(0.1, group="schedule", type=number(lambda v: 0 < v <= 1, "in (0, 1]"),
+                          help="decay factor of step and multistep")
+    decay_epochs: float | None = option(group="schedule", type=positive_float, metavar="EPOCHS",
+                                        help="step: period in epochs (default: a third of the run)")
+    milestones: list[float] | None = option(group="schedule", type=positive_float, nargs="+", metavar="EPOCH",
+                                            help="multistep: epochs at which the rate is multiplied by --gamma "
+                                                 "(default: 1/2 and 3/4 of the run)")
+    pct_start: float = option(0.3, group="schedule", type=_FINITE_FRACTION_OPEN,
+                              help="onecycle: share of the run spent raising the rate from lr/25 to --lr")
+    cycle_epochs: float | None = option(group="schedule", type=positive_float, metavar="EPOCHS",
+                                        help="cyclic: one triangle, up and down, in epochs (default 4)")
+    restart_epochs: float | None = option(group="schedule", type=positive_float, metavar="EPOCHS",
+                                          help="sgdr: first period in epochs (default: a quarter of the run)")
+    restart_mult: int = option(1, group="schedule", type=positive_int, metavar="N",
+                               help="sgdr: each period is this many times longer than the previous")
+    augment: str = option("none", group="augmentation", choices=AUGMENT_PRESETS,
+                          help="preset, adapted to the dataset: light = shifts of up to 1/14 of the side + flips "
+                               "where they keep the class; standard = shifts of up to 1/8 + flips + cutout 0.5 (+ "
+                               "rotations of 10° for digits and characters, which are never flipped)")
+    # crop_pad, hflip, rotate, cutout: None keeps the preset's setting
+    crop_pad: int | None = option(group="augmentation", type=nonneg_int, metavar="PIXELS",
+                                  help="random crop of the image padded by PIXELS (shifts of up to PIXELS; 0: off)")
+    hflip: bool | None = option(group="augmentation",
+                                help="mirror half of the images left-right (default: the preset's)")
+    rotate: float | None = option(group="augmentation", type=number(lambda v: 0 <= v <= 180, "in [0, 180]"),
+                                  metavar="DEGREES", help="random rotations of up to DEGREES")
+    cutout: float | None = option(group="augmentation", type=fraction, metavar="FRACTION",
+                                  help="erase a square of FRACTION of the image side from half of the images (0: "
+                                       "off)")
+    mixup: float = option(0.0, group="augmentation", type=nonneg_float, metavar="ALPHA",
+                          help="mixup with Beta(ALPHA, ALPHA) weights (0.2 is common; 0: off)")
+    cutmix: float = option(0.0, group="augmentation", type=nonneg_float, metavar="ALPHA",
+                           help="cutmix with Beta(ALPHA, ALPHA) areas (1.0 is common; 0: off); with --mixup, each "
+                                "batch gets one of the two")
+    precision: str = option("auto", group="speed", choices=PRECISIONS,
+                            help="auto: bf16 on a CPU with bfloat16 instructions, 32 elsewhere; 32: float32; bf16: "
+                                 "bf16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs); fp16: autocast with a "
+                                 "dynamic loss scaler (CUDA only; scale and overflow steps logged)")
+    grad_checkpointing: bool = option(False, group="speed",
+                                      help="recompute activations during the backward pass: less memory, more time "
+                                           "(models with set_grad_checkpointing: resnet, densenet, vgg, mobilenet "
+                                           "...); on a GPU each epoch's line shows the peak memory")
+    # the warm-up keeps short runs from averaging in the initial weights
+    ema: float | None = option(group="evaluation", type=_FINITE_FRACTION_OPEN, metavar="DECAY",
+                               help="keep an exponential moving average of the weights (e.g. 0.999), evaluate and "
+                                    "save it; the decay warms up as min(DECAY, (1 + t) / (10 + t)) at step t, so "
+                                    "short runs do not keep the initial weights")
+    tta: bool = option(False, group="evaluation",
+                       help="evaluate each image and its mirror image, averaging the probabilities (not for digits)")
+    compile: bool = option(False, group="speed", help="torch.compile the model (slow first steps)")
+    cuda_graphs: bool = option(False, group="speed",
+                               help="record the training step as a CUDA graph (the whole step with SGD, else the "
+                                    "model's forward and backward pass) and replay it: one launch instead of "
+                                    "hundreds per step, for small models whose GPU steps wait on the CPU (CUDA "
+                                    "only)")
+    tensorboard: bool = option(False, group="output",
+                               help="also log to RUN/tensorboard/ (pip install tensorboard)")
+    checkpoints: bool = option(True, group="checkpoints", flag="--no-checkpoints",
+                               help="write no RUN/checkpoints/ (no --resume then)")
+    checkpoint_every: int = option(0, group="checkpoints", type=nonneg_int, metavar="N",
+                                   help="also checkpoint every N optimizer steps (0: only at the end of each epoch)")
+    deterministic: bool = option(False, group="checkpoints",
+                                 help="use only deterministic algorithms (torch.use_deterministic_algorithms; "
+                                      "slower on GPUs)")
+    on_nan: str = option("stop", group="checkpoints", choices=ON_NAN,
+                         help="a step with a NaN/inf loss is skipped; stop: stop the run after --nan-patience in a "
+                              "row; skip: never stop for it")
+    nan_patience: int = option(3, group="checkpoints", type=positive_int, metavar="N",
+                               help="consecutive non-finite steps that stop the run (--on-nan stop)")
+    early_stopping: int | None = option(group="checkpoints", type=positive_int, metavar="PATIENCE",
+                                        help="stop after PATIENCE epochs without improvement of --monitor and keep "
+                                             "the best epoch's weights")
+    # val_mean_iou is segmentation's, val_video_accuracy clips'
+    monitor: str = option("val_accuracy", group="checkpoints", choices=MONITORS,
+                          help="validation figure that picks checkpoints/best.pt and the early-stopping epoch")
+    min_delta: float = option(0.0, group="checkpoints", type=nonneg_float,
+                              help="smallest change of --monitor that counts as an improvement")
+    seed: int = option(0, group="data", type=integer(), help="seed for weights, data order and the val split")
+    device: str = option("auto", group="speed", choices=DEVICE_CHOICES, help="compute device")
+    engine: str = option("torch", group="speed", choices=ENGINES,
+                         help="torch, or numpy: convolab.glass computes every forward and backward pass with NumPy "
+                              "(CPU; tutorial_cnn, lenet5, mnist_cnn, the basic-block ResNets, DenseNets)")
+    val_fraction: float = option(0.1, group="data", type=fraction,
+                                 help="share of the training split held out for validation (lr-find holds out the "
+                                      "same images)")
+    image_size: list[int] | None = option(group="data", type=hxw, metavar="HxW",
+                                          help="resize every image of a folder dataset to HxW (or SxS) pixels; "
+                                               "needed for folders of large photos (longer side over 1,024), which "
+                                               "are refused at full size (default: the folder's most common size); "
+                                               "named datasets keep their size")
+    download: bool = option(True, group="data", flag="--no-download",
+                            help="never download; fail if the data is not on disk")
+    channels_last: bool = option(True, group="speed", cli=False,
+                                 help="NHWC activations: faster convolutions on CPUs (and AMP on GPUs)")
+    max_memory: int | None = option(group="data", type=byte_size, metavar="SIZE",
+                                    help="decoded data larger than SIZE (2GiB, 500MB or bytes; K, M, G are powers of "
+                                         "1024) streams from disk instead of living in memory (default: "
+                                         "convolab.data.limits's budget)")
+    frames: int = option(16, group="tasks", type=integer(1, 1024), metavar="T",
+                         help="clips: frames per clip cut from each video")
+    dice_weight: float = option(0.0, group="tasks", type=nonneg_float, metavar="W",
+                                help="segmentation: loss = cross-entropy + W x soft Dice loss")
+    ignore_index: int = option(255, group="tasks", type=integer(0, 255), metavar="VALUE",
+                               help="segmentation: mask value of pixels that count in no loss or metric")
+    pipeline_stages: int = option(1, group="speed", type=positive_int, metavar="N",
+                                  help="split the model into N stages, one per process (torchrun; pipeline "
+                                       "parallelism)")
+    model_kwargs: dict = option(group="data", cli=False, default_factory=dict,
+                                help="extra create_model arguments (drop_rate ...)")
+    init_from: str | None = option(group="data", metavar="FILE",
+                                   help="start from the weights in a .safetensors or .pth file (e.g. a run's "
+                                        "model.safetensors or torchvision weights on disk); the classifier is "
+                                        "replaced when the class count differs")
+    progress: bool = option(True, group="output", flag="--quiet", help="no progress bar or per-epoch lines")
+    plots: bool = option(True, group="output", flag="--no-plots", help="write no plots/*.png")
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any impossible setting."""
@@ -173,7 +390,8 @@ class TrainConfig:
             (self.max_memory is None or self.max_memory >= 1, f"--max-memory must be > 0; got {self.max_memory}"),
             (1 <= self.frames <= 1024, f"--frames must be from 1 to 1024; got {self.frames}"),
             (self.dice_weight >= 0, f"--dice-weight must be >= 0; got {self.dice_weight}"),
-            (0 <= self.ignore_index <= 255, f"--ignore-index must be a mask value from 0 to 255; got {self.ignore_index}"),
+            (0 <= self.ignore_index <= 255,
+             f"--ignore-index must be a mask value from 0 to 255; got {self.ignore_index}"),
             (self.pipeline_stages >= 1, f"--pipeline-stages must be >= 1; got {self.pipeline_stages}"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
             (self.engine != "numpy" or self.device in ("auto", "cpu"),

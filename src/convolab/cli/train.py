@@ -1,0 +1,68 @@
+"""``convolab train``: train a model and write a run directory, or continue one (``--resume``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from convolab.cli._common import HelpFormatter, explicit_options, print_json
+from convolab.cli.options import add_config_options, config_from_args, given_fields
+from convolab.train.config import TrainConfig
+
+HELP = "train a model on a dataset, writing a run directory"
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``convolab train``: every TrainConfig option, grouped, plus --resume and --json."""
+    p = sub.add_parser("train", help=HELP, formatter_class=HelpFormatter,
+                       description="Train a model and write a run directory (config.json, metrics.jsonl, "
+                                   "summary.json, model.safetensors, plots/).",
+                       epilog="example: convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 "
+                              "--out runs/demo")
+    groups = add_config_options(p)
+    groups["output"].add_argument("--json", action="store_true",
+                                  help="print summary.json (plus run_dir) on stdout at the end")
+    groups["checkpoints"].add_argument(
+        "--resume", metavar="RUN",
+        help="continue the run in RUN from its newest checkpoint (or from the checkpoint file RUN/checkpoints/"
+             "step-N.pt), exactly where it stopped; options that would change the results must be left out or "
+             "equal the run's")
+    p.set_defaults(func=run)
+    return p
+
+
+def train_config(argv: Sequence[str]) -> TrainConfig:
+    """The ``TrainConfig`` that ``convolab train ARGV...`` trains with (benchmarks build recipes from flags)."""
+    from convolab.cli import build_parser
+
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) and print the test figures and where the run is."""
+    from convolab.train import resume, train
+
+    config = config_from_args(args)
+    if args.resume:
+        if args.out or args.overwrite:
+            raise ValueError("--resume continues in the run's own directory; drop --out/--overwrite")
+        # only what the command line gave overrides the run's settings; resume() refuses any that would change
+        # the results (all but RESUME_FREE)
+        given = given_fields(explicit_options(args.argv))
+        result = resume(args.resume, **{k: v for k, v in config.to_dict().items() if k in given})
+    else:
+        result = train(config)
+    s, path = result.summary, result.run_dir
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for the job
+        return 0
+    if args.json:
+        print_json({**s, "run_dir": str(path)})
+    else:
+        print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
+              f"{s['dataset']} test images after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
+        print(f"run directory: {path}")
+        pictures = sorted(p.stem for p in (path / "plots").glob("*.png"))
+        if "loss" in pictures:
+            print(f"pictures:      {path / 'plots'}/{{{','.join(pictures)}}}.png")
+    return 0
