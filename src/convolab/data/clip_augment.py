@@ -60,7 +60,8 @@ class ClipAugment:
         self.crop_pad = int(crop_pad)
         self.hflip = bool(hflip)
         self.device = torch.device(device)
-        self.fill = None if fill is None else fill.to(self.device, torch.float32).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+        # (1, C, 1, 1, 1): broadcast over the batch, frames and pixels
+        self.fill = None if fill is None else fill.to(self.device, torch.float32).view(1, -1, 1, 1, 1)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     @property

@@ -168,7 +168,8 @@ def scan_video_folder(root: str | os.PathLike) -> VideoList:
         classes = _class_names(root)
         files = {"all": _list_videos(root, classes)}
     if not classes:
-        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<video> or {root}/train/<class>/<video>")
+        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<video> "
+                         f"or {root}/train/<class>/<video>")
     if not any(files.values()):
         raise ValueError(f"{root}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) in its class folders")
     return VideoList(root, classes, files, [])

@@ -15,9 +15,11 @@ label   name                   motion over the clip (linear in t, frame 0 to fra
 Every clip starts from the same random distribution whatever its class — the centre within ±4 px of the
 canvas centre, any angle (0..360 degrees), a scale of 0.45..0.7 (1 = the item's 28 px) — so frame 0 says
 nothing about the label: a model must compare frames. (Later frames alone say a little: a zoomed-in item is
-larger on average by the last frame, a moved one off-centre; a one-frame baseline should show frame 0.) Classes are balanced (exactly n / 8 each when
-8 divides n), and the item, the start and the amount of motion are drawn per clip from a generator seeded by
-``seed`` (train and test use different streams of it): the same arguments give the same clips, bit for bit.
+larger on average by the last frame, a moved one off-centre; a one-frame baseline should show frame 0.)
+
+Classes are balanced (exactly n / 8 each when 8 divides n), and the item, the start and the amount of motion
+are drawn per clip from a generator seeded by ``seed`` (train and test use different streams of it): the same
+arguments give the same clips, bit for bit.
 
 Frames are made in one batch per chunk of clips with ``affine_grid``/``grid_sample`` (bilinear): the whole
 default set (6,000 train + 1,500 test clips of 8 frames) takes a few seconds on one core. The canvas side
@@ -31,7 +33,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +61,7 @@ def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
 def _trajectories(labels: torch.Tensor, frames: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Per clip and frame: centre (x, y) in px from the canvas centre, angle in radians, scale. Each (N, T)."""
     n = len(labels)
-    t = torch.linspace(0, 1, frames, dtype=torch.float64)[None] if frames > 1 else torch.zeros(1, 1, dtype=torch.float64)
+    t = torch.linspace(0, 1, frames, dtype=torch.float64)[None]  # (1, T): 0 at the first frame, 1 at the last
     x0 = _uniform(g, n, -_START_OFFSET, _START_OFFSET)[:, None]
     y0 = _uniform(g, n, -_START_OFFSET, _START_OFFSET)[:, None]
     a0 = _uniform(g, n, 0, 2 * math.pi)[:, None]
