@@ -130,6 +130,9 @@ def test_load_clips_moving_fashion_options():
         load_clips("moving-fashion", image_size=(24, 32))
     with pytest.raises(ValueError, match="frames must be >= 2"):
         load_clips("moving-fashion", frames=1)
+    # 7,500 clips of 8 x 32 x 32 bytes = 58.6 MiB: refused under a 50 MiB limit, before anything is made
+    with pytest.raises(ValueError, match=r"moving-fashion: up to 7,500 clips of 1x8x32x32 would take 58.6 MiB"):
+        load_clips("moving-fashion", max_bytes=50 * 2**20)
 
 
 def _digest(clip: torch.Tensor) -> str:

@@ -478,12 +478,13 @@ def _dataset(display: str, classes: list[str], parts: dict[str, Split], source: 
 
 
 def _load_moving(display: str, *, frames: int, val_fraction: float, seed: int, data_dir, download: bool,
-                 use_cache: bool, image_size) -> ImageDataset:
-    from convolab.data.moving import DEFAULT_SIZE, MOTIONS, load_moving_fashion
+                 use_cache: bool, image_size, max_bytes: int | None) -> ImageDataset:
+    from convolab.data.moving import DEFAULT_SIZE, DEFAULT_TEST, DEFAULT_TRAIN, MOTIONS, load_moving_fashion
 
     size = _check_size(image_size) or (DEFAULT_SIZE, DEFAULT_SIZE)
     if size[0] != size[1]:
         raise ValueError(f"image_size {image_size!r}: moving-fashion's canvas is square; give one side")
+    _check_memory(Path(display), DEFAULT_TRAIN + DEFAULT_TEST, 1, frames, size, max_bytes, True)
     tr_x, tr_y, te_x, te_y = load_moving_fashion(frames=frames, size=size[0], seed=seed, data_dir=data_dir,
                                                  download=download, cache=use_cache)
     keep, held = stratified_split(tr_y, val_fraction, seed=seed)
@@ -531,7 +532,8 @@ def load_clips(name: str | os.PathLike, *, frames: int | None = None, data_dir: 
     key = _canonical(text)
     if key == "moving-fashion":
         return _load_moving(key, frames=8 if frames is None else frames, val_fraction=val_fraction, seed=seed,
-                            data_dir=data_dir, download=download, use_cache=cache, image_size=image_size)
+                            data_dir=data_dir, download=download, use_cache=cache, image_size=image_size,
+                            max_bytes=max_bytes)
     frames = DEFAULT_FRAMES if frames is None else frames
     if key is not None:
         vl = find_official_split(key, data_dir)
