@@ -356,7 +356,7 @@ def test_readme_walkthrough(tmp_path):
     prep = _sh("convolab train --model tutorial_cnn --data fashion-mnist --epochs 1 --out runs/demo", cwd, env)
     assert prep.returncode == 0, prep.stderr  # make demo's train command, 1 epoch
 
-    from convolab.train.trainer import cpu_has_native_bf16
+    from convolab.train.step import cpu_has_native_bf16
 
     failures = []
     for cmd in _commands():

@@ -268,8 +268,8 @@ class _ReachedTraining(Exception):
 
 
 def _resume(run: Path) -> None:
-    from convolab.train import resume
-    from convolab.train.trainer import Trainer
+    from convolab.runs.session import resume
+    from convolab.train.loop import Trainer
 
     original = Trainer._train_epoch
 

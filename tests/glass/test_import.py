@@ -54,7 +54,7 @@ def test_glass_runs_without_torch():
 def test_public_api_with_torch():
     from convolab.run import Run, load_run
     from convolab.train import TrainConfig
-    from convolab.train.entry import train
+    from convolab.runs.session import train
 
     assert convolab.train is train and convolab.TrainConfig is TrainConfig  # the function, not the subpackage
     assert convolab.load_run is load_run and convolab.Run is Run

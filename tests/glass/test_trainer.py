@@ -19,7 +19,8 @@ from tests.cli.test_cli import FASHION, assert_one_line_error, cli
 
 import convolab
 from convolab.atomic import read_jsonl
-from convolab.train import TrainConfig, resume
+from convolab.runs.session import resume
+from convolab.train import TrainConfig
 from convolab.train import checkpoint as ckpt
 
 from ._helpers import rel_err
@@ -101,7 +102,7 @@ def test_resume_from_the_first_epochs_checkpoint_is_bit_identical(runs, tmp_path
 
 
 def test_mistakes_fail_before_the_data_loads(tmp_path, capsys, monkeypatch):
-    from convolab.train import trainer as trainer_module
+    from convolab.train import loop as trainer_module
 
     monkeypatch.setattr(trainer_module, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
     code, _, err = cli(["train", "--engine", "numpy", "--model", "se_resnet18", "--data", "digits",

@@ -246,7 +246,7 @@ def test_resume_refuses_a_checkpoint_copied_in_from_another_run(digits_config, t
     import shutil
 
     import convolab
-    from convolab.train import resume
+    from convolab.runs.session import resume
 
     a = convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False)).run_dir
     b = convolab.train(digits_config(tmp_path / "b", epochs=1, plots=False, seed=1)).run_dir

@@ -23,7 +23,7 @@ from tests.cli.test_cli import assert_one_line_error, cli
 import convolab
 from convolab.atomic import read_jsonl
 from convolab.train import checkpoint as ckpt
-from convolab.train import resume
+from convolab.runs.session import resume
 
 RECIPE = ["--model", "mnist_cnn", "--data", "digits", "--epochs", "3", "--device", "cpu", "--quiet", "--no-plots",
           "--checkpoint-every", "5", "--schedule", "cosine", "--warmup-steps", "5", "--label-smoothing", "0.1",
@@ -242,17 +242,17 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 # -- non-finite losses ---------------------------------------------------------------------------------
 def _nan_at(monkeypatch, calls: set[int]):
     """Make the training loss NaN on the given (1-based) batches."""
-    from convolab.train.trainer import Trainer
+    from convolab.train.tasks import Classification
 
     seen = {"n": 0}
-    original = Trainer._loss
+    original = Classification.loss
 
     def loss(self, logits, y):
         seen["n"] += 1
         value = original(self, logits, y)
         return value * float("nan") if seen["n"] in calls else value
 
-    monkeypatch.setattr(Trainer, "_loss", loss)
+    monkeypatch.setattr(Classification, "loss", loss)
 
 
 def test_on_nan_skip_skips_exactly_those_steps(digits_config, tmp_path, monkeypatch):
@@ -315,7 +315,7 @@ def test_resume_after_the_runs_data_dir_moved(tmp_path, monkeypatch):
     import numpy as np
 
     from convolab.data.idx import write_idx
-    from convolab.train import train
+    from convolab.runs.session import train
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

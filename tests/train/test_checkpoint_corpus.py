@@ -212,7 +212,7 @@ def test_cli_resume_refuses_a_bad_checkpoint_before_the_data_loads(one_epoch, tm
     def no_data(*args, **kwargs):
         raise AssertionError("the data was loaded")
 
-    monkeypatch.setattr(sys.modules["convolab.train.trainer"], "load_dataset", no_data)
+    monkeypatch.setattr(sys.modules["convolab.train.loop"], "load_dataset", no_data)
     code, _, err = cli(["train", "--resume", run, "--quiet"], capsys)
     assert_one_line_error(code, err, str(newest), "no older readable checkpoint")
     assert "Traceback" not in err and "weights_only=False" not in err

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from convolab.train import OPTIMIZERS, TrainConfig, train
+from convolab.runs.session import train
+from convolab.train import OPTIMIZERS, TrainConfig
 
 
 def test_defaults_are_convolabs_recipe_and_valid():

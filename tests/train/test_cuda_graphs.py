@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from convolab.cli import main
-from convolab.train import TrainConfig, Trainer, resume
+from convolab.runs.session import resume
+from convolab.train import TrainConfig, Trainer
 from convolab.train.cuda_graphs import GraphedForward, cuda_graph_conflicts
 
 CUDA = torch.device("cuda", 0)
@@ -135,10 +136,11 @@ def _recorded_on_the_cpu(monkeypatch):
 
     from convolab.train.cuda_graphs import EagerStep
 
-    trainer_module = importlib.import_module("convolab.train.trainer")
+    loop_module = importlib.import_module("convolab.train.loop")
+    from convolab.train.step import StandardStep
 
-    monkeypatch.setattr(trainer_module, "cuda_graph_conflicts", lambda *args: None)
-    monkeypatch.setattr(Trainer, "step_graph_class", EagerStep)
+    monkeypatch.setattr(loop_module, "cuda_graph_conflicts", lambda *args: None)
+    monkeypatch.setattr(StandardStep, "step_graph_class", EagerStep)
 
 
 def test_recorded_steps_train_exactly_as_the_loop_does(digits_config, tmp_path, monkeypatch):
@@ -158,7 +160,7 @@ def test_recorded_steps_train_exactly_as_the_loop_does(digits_config, tmp_path, 
 
     def capture(self):
         real_capture(self)
-        captured.append(self.step_graph)
+        captured.append(self.step.step_graph)
 
     monkeypatch.setattr(Trainer, "_capture_graphs", capture)
     recorded = convolab.train(digits_config(tmp_path / "recorded", cuda_graphs=True, **recipe))
@@ -176,7 +178,7 @@ def test_whole_steps_are_recorded_only_where_every_part_can_be(digits_config, tm
                          ({"optimizer": "adam"}, False)]:
         t = Trainer(digits_config(tmp_path / f"r{len(extra)}{whole}{list(extra)}", **{**base, **extra}))
         t._setup()
-        assert t._records_whole_steps() is whole, extra
+        assert t.step.records_whole_steps() is whole, extra
 
 
 def test_a_recorded_run_resumes_exactly(digits_config, tmp_path, monkeypatch):

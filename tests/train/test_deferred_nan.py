@@ -14,7 +14,8 @@ from tests.train.test_checkpoint import _nan_at
 
 import convolab
 from convolab.atomic import read_jsonl
-from convolab.train.trainer import Trainer
+from convolab.train.loop import Trainer
+from convolab.train.step import StandardStep
 
 
 def _deferred(monkeypatch, on: bool = True):
@@ -93,8 +94,9 @@ def test_the_deferred_check_is_for_gpus_with_a_fused_optimizer():
         p = torch.nn.Parameter(torch.zeros(1))
         opt = {"adam": lambda: torch.optim.Adam([p], fused=True), "sgd": lambda: torch.optim.SGD([p], fused=True),
                "plain": lambda: torch.optim.Adam([p]), "rmsprop": lambda: torch.optim.RMSprop([p])}[optimizer]()
-        me = types.SimpleNamespace(optimizer=opt, device=torch.device(device), scaler=scaler, ema=ema)
-        return Trainer._use_deferred_nan_check(me)
+        loop = types.SimpleNamespace(device=torch.device(device), config=types.SimpleNamespace(ema=ema))
+        me = types.SimpleNamespace(optimizer=opt, optimizers=[opt], scaler=scaler, t=loop)
+        return StandardStep.use_deferred_nan_check(me)
 
     assert decide() and decide(optimizer="sgd")
     assert not decide(device="cpu"), "on a CPU reading the loss costs nothing: checked per step"

@@ -43,7 +43,7 @@ import fnmatch, json, os, sys, time, traceback
 import torch
 torch.set_num_threads(1)
 import sklearn.datasets, torch._dynamo  # noqa: F401  (imported by a run's first steps: do it once, here)
-import convolab.cli, convolab.report.html, convolab.train.trainer  # noqa: F401
+import convolab.cli, convolab.report.html, convolab.train.loop  # noqa: F401
 from convolab.cli import main
 
 

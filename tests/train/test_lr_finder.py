@@ -100,7 +100,7 @@ def test_cli_lr_find_json_and_plot(tmp_path, capsys):
 @pytest.mark.parametrize("flags,match", [(["--num-steps", "2"], "--num-steps must be >= 5"),
                                          (["--start-lr", "0.1", "--end-lr", "0.01"], "--start-lr must be > 0 and")])
 def test_cli_refuses_bad_settings_before_loading_data(flags, match, tmp_path, capsys, monkeypatch):
-    from convolab.train import trainer as trainer_module
+    from convolab.train import loop as trainer_module
 
     monkeypatch.setattr(trainer_module, "load_dataset", lambda *a, **k: pytest.fail("data loaded for a bad setting"))
     code, _, err = cli(["lr-find", "--data", "digits", "--quiet", "--out", tmp_path / "r", *flags], capsys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import sys
 import types
 
@@ -15,10 +17,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import convolab
 from convolab.atomic import read_jsonl
 from convolab.data import load_dataset
-from convolab.train import trainer as trainer_module
+from convolab.train import loop as trainer_module
+from convolab.train import step as step_module
 from convolab.train.ema import ModelEma
 from convolab.train.metrics import FlipAverage, evaluate
-from convolab.train.trainer import check_precision, resolve_precision
+from convolab.train.step import check_precision, resolve_precision
 
 
 def test_ema_matches_torch_averaged_model():
@@ -131,7 +134,7 @@ def test_auto_precision_is_bf16_where_the_cpu_has_bfloat16_instructions(monkeypa
     if sys.platform == "linux":
         assert resolve_precision("auto", cpu) == ("bf16" if _cpuinfo_has_bf16() else "32")
     for native, expected in ((True, "bf16"), (False, "32")):
-        monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(step_module, "cpu_has_native_bf16", lambda native=native: native)
         assert resolve_precision("auto", cpu) == expected
         assert resolve_precision("auto", torch.device("cuda")) == "32"  # GPUs: float32 unless asked
         assert resolve_precision("auto", torch.device("mps")) == "32"
@@ -147,7 +150,7 @@ def test_the_default_run_records_the_precision_auto_chose(digits_run):
 
 def test_auto_precision_without_bfloat16_instructions_trains_in_float32(digits_config, tmp_path, monkeypatch,
                                                                          caplog):
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(step_module, "cpu_has_native_bf16", lambda: False)
     a = convolab.train(digits_config(tmp_path / "a", epochs=1, plots=False))
     b = convolab.train(digits_config(tmp_path / "b", epochs=1, plots=False, precision="32"))
     assert a.summary["precision"] == "32"
@@ -180,8 +183,8 @@ def test_grad_checkpointing_is_switched_on_or_refused(digits_config, tmp_path, m
 
 
 def test_tensorboard_missing_or_writing(digits_config, tmp_path, monkeypatch):
-    real_find_spec = trainer_module.importlib.util.find_spec
-    monkeypatch.setattr(trainer_module.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
     with pytest.raises(ValueError, match="--tensorboard needs the tensorboard package: pip install tensorboard"):
         convolab.train(digits_config(tmp_path / "a", tensorboard=True))
@@ -202,7 +205,7 @@ def test_tensorboard_missing_or_writing(digits_config, tmp_path, monkeypatch):
         def close(self):
             closed.append(self.log_dir)
 
-    monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
     r = convolab.train(digits_config(tmp_path / "b", epochs=2, plots=False, tensorboard=True))
     rows = read_jsonl(r.run_dir / "metrics.jsonl")

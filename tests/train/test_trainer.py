@@ -21,7 +21,7 @@ import convolab
 from convolab.atomic import read_jsonl
 from convolab.data import load_dataset
 from convolab.run import read_weights_metadata
-from convolab.train import trainer as trainer_module  # `convolab.train` itself is the function
+from convolab.train import loop as trainer_module  # `convolab.train` itself is the function
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
 SUMMARY_KEYS = {"test_accuracy", "test_loss", "best_val_accuracy", "epochs", "train_seconds", "samples_per_second",

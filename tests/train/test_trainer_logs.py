@@ -13,11 +13,12 @@ from tests.cli.test_cli import assert_one_line_error, cli
 
 import convolab
 from convolab.atomic import read_jsonl
-from convolab.train import resume
-from convolab.train import trainer as trainer_mod
-from convolab.train.trainer import Trainer
+from convolab.runs import session
+from convolab.runs.session import resume
+from convolab.train import loop as loop_mod
+from convolab.train.loop import Trainer
 
-LOGGER = "convolab.train.trainer"
+LOGGER = "convolab.train"  # (the loop's and the epoch's loggers are below it)
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def test_non_finite_optimizer_state_is_never_saved(digits_config, tmp_path, monk
 
     def train_epoch(self, epoch):
         figures = real(self, epoch)
-        first = next(iter(self.optimizer.state.values()))
+        first = next(iter(self.optimizers[0].state.values()))
         first["exp_avg"].view(-1)[0] = float("nan")  # Adam's first moment, as an overflow would leave it
         return figures
 
@@ -157,7 +158,7 @@ def test_batch_size_larger_than_the_training_split_is_warned_and_recorded(digits
     assert config["recipe"]["batch_size"] == n < 100_000 and config["recipe"]["batch_size_given"] == 100_000
     assert result.summary["steps"] == 1
     warned = [m for m in logged() if "--batch-size" in m]
-    assert warned == [f"--batch-size 100000 is larger than the training split ({n:,} images): every epoch is one "
+    assert warned == [f"--batch-size 100000 is larger than the training split ({n:,} samples): every epoch is one "
                       f"batch of {n} (config.json records it as the batch size used)"]
 
 
@@ -165,36 +166,36 @@ def test_an_interrupted_lr_find_leaves_no_half_made_folder(digits_config, tmp_pa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_mod, "lr_range_test", interrupted)
+    monkeypatch.setattr(session, "lr_range_test", interrupted)
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(digits_config(fresh, checkpoints=False)).lr_find(num_steps=10)
+        session.lr_find(digits_config(fresh, checkpoints=False), num_steps=10)
     assert not fresh.exists(), "the folder this call made is removed"
     mine = tmp_path / "mine"  # an empty folder the user made: it stays, empty
     mine.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(digits_config(mine, checkpoints=False)).lr_find(num_steps=10)
+        session.lr_find(digits_config(mine, checkpoints=False), num_steps=10)
     assert mine.is_dir() and not any(mine.iterdir())
     monkeypatch.undo()
-    Trainer(digits_config(mine, checkpoints=False, plots=False)).lr_find(num_steps=10)  # a finished one ...
+    session.lr_find(digits_config(mine, checkpoints=False, plots=False), num_steps=10)  # a finished one ...
     (mine / "notes.txt").write_text("mine")  # ... beside the user's file
-    monkeypatch.setattr(trainer_mod, "lr_range_test", interrupted)
+    monkeypatch.setattr(session, "lr_range_test", interrupted)
     with pytest.raises(KeyboardInterrupt):  # --overwrite replaced the old run's files, then was interrupted
-        Trainer(digits_config(mine, checkpoints=False, overwrite=True)).lr_find(num_steps=10)
+        session.lr_find(digits_config(mine, checkpoints=False, overwrite=True), num_steps=10)
     assert sorted(p.name for p in mine.rglob("*")) == ["notes.txt"]
 
 
 def test_a_failed_lr_find_before_its_folder_is_made_touches_nothing(digits_config, tmp_path, monkeypatch):
     old = tmp_path / "old"  # a previous lr-find run that --overwrite would replace
-    Trainer(digits_config(old, checkpoints=False, plots=False)).lr_find(num_steps=10)
+    session.lr_find(digits_config(old, checkpoints=False, plots=False), num_steps=10)
     before = sorted(p.relative_to(old) for p in old.rglob("*"))
 
     def no_data(*args, **kwargs):
         raise FileNotFoundError("no data here")
 
-    monkeypatch.setattr(trainer_mod, "load_dataset", no_data)
+    monkeypatch.setattr(loop_mod, "load_dataset", no_data)
     with pytest.raises(FileNotFoundError):
-        Trainer(digits_config(old, checkpoints=False, overwrite=True)).lr_find(num_steps=10)
+        session.lr_find(digits_config(old, checkpoints=False, overwrite=True), num_steps=10)
     assert sorted(p.relative_to(old) for p in old.rglob("*")) == before
 
 
@@ -207,6 +208,6 @@ def test_lr_find_without_keep_writes_no_folder(digits_config, tmp_path, monkeypa
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     config = digits_config(None, checkpoints=False)
     config.out = None  # runs/<model>-<data>-<time> had been made
-    result, path = Trainer(config).lr_find(num_steps=10, keep=False)
+    result, path = session.lr_find(config, num_steps=10, keep=False)
     assert path is None and len(result.lrs) >= 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"] and not any(scratch.iterdir())

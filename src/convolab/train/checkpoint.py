@@ -63,8 +63,9 @@ _LOSS = maybe(Num(finite=False))
 _HISTORY_ROW = Obj({"epoch": Int(1, MAX_EPOCHS), "train_loss": _LOSS, "train_accuracy": maybe(Num(0, 1)),
                     "val_loss": _LOSS, "val_accuracy": maybe(Num(0, 1))},
                    required=("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"), other=Plain())
+# (a task may add sums of its own: segmentation's pixel count ...)
 _EPOCH_SUMS = maybe(Obj({"loss_sum": Tensor(ndim=0), "correct": Tensor(ndim=0), "seen": Int(0, MAX_STEPS),
-                         "seconds": Num(0)}, required=("loss_sum", "correct", "seen", "seconds")))
+                         "seconds": Num(0)}, required=("loss_sum", "correct", "seen", "seconds"), other=Tensor(ndim=0)))
 # What ``Trainer._state`` writes (and ``_restore`` reads): a checkpoint is checked against it before the data loads.
 _SCHEMA = Obj(
     fields={
@@ -96,6 +97,7 @@ _SCHEMA = Obj(
         "elapsed": Num(0),
         "resumes": Int(0, MAX_STEPS),
         "glass_rng": maybe(AnyDict()),  # --engine numpy's generator
+        "step_rule": maybe(AnyDict()),  # a step rule's own state (a second optimizer, its loader's position ...)
     },
     required=("format", "config", "model", "optimizer", "global_step", "epoch", "batch", "rng", "loader", "augment",
               "ema", "scaler", "overflow_steps", "epoch_sums", "history", "best", "bad_epochs", "nan",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +31,19 @@ class FlipAverage(nn.Module):
 
 @dataclass
 class EvalResult:
-    """Figures of one pass over a split."""
+    """Figures of one pass over a split.
 
-    loss: float  # mean cross-entropy
+    ``loss`` and ``accuracy`` exist for every task (accuracy: of labels for classification and clips, of pixels
+    for segmentation); ``metrics`` holds a task's others (``mean_iou``, ``video_accuracy`` ...).
+    """
+
+    loss: float  # mean loss per sample
     accuracy: float  # fraction correct, 0..1
     n: int  # samples
-    predictions: torch.Tensor | None = None  # (n,) predicted class, when asked for
+    predictions: torch.Tensor | None = None  # (n,) predicted class (or (n, H, W) masks), when asked for
     probabilities: torch.Tensor | None = None  # (n, num_classes) softmax, when asked for
-    labels: torch.Tensor | None = None  # (n,) true class, when asked for
+    labels: torch.Tensor | None = None  # (n,) true class (or masks), when asked for
+    metrics: dict[str, Any] = field(default_factory=dict)  # the task's other figures
 
 
 @torch.inference_mode()

@@ -1,8 +1,8 @@
-"""``convolab train --engine numpy``: the trainer's run, with every step computed by convolab.glass.
+"""``convolab train --engine numpy``: the training loop's run, with every step computed by convolab.glass.
 
-:class:`GlassTrainer` is :class:`convolab.train.Trainer` -- the same data pipeline, schedules,
-accumulation, clipping, checkpoints, resume, early stopping, metrics, plots and run directory --
-with the arithmetic swapped out:
+:class:`NumpyEngine` is the engine the loop (:class:`convolab.train.loop.Trainer`) holds for it -- the same
+data pipeline, schedules, accumulation, clipping, checkpoints, resume, early stopping, metrics, plots and run
+directory -- with the arithmetic swapped out:
 
 * the model is the glass model ``from_torch`` builds from the freshly initialised torch model (so
   both engines start from the same weights); the torch model's parameters and buffers become
@@ -34,10 +34,10 @@ from convolab.glass.train import evaluate as glass_evaluate
 from convolab.glass.train import skip_input_grad
 from convolab.models import create_model, get_model_entry
 from convolab.train.config import TrainConfig
+from convolab.train.engines.base import Engine
 from convolab.train.metrics import EvalResult
-from convolab.train.trainer import Trainer
 
-__all__ = ["GlassTrainer", "tie_weights"]
+__all__ = ["NumpyEngine", "tie_weights"]
 
 
 def tie_weights(glass_model: Module, torch_model: torch.nn.Module) -> None:
@@ -120,48 +120,48 @@ def _torch_only_options(config: TrainConfig) -> list[str]:
     return flags
 
 
-class GlassTrainer(Trainer):
-    """The :class:`~convolab.train.Trainer` with convolab.glass computing every step (see the module docstring).
+class NumpyEngine(Engine):
+    """convolab.glass computes every step (see the module docstring); image classification on the CPU."""
 
-    Raises:
-        ValueError: the model has a layer glass cannot convert (named in the message), or an option only
-            the torch engine has was given; both before any data loads.
-    """
+    name = "numpy"
+    device = torch.device("cpu")
+    precision = "32"  # what --precision auto means here: glass computes in float32
 
-    def __init__(self, config: TrainConfig, resume_from: str | os.PathLike | None = None):
+    def __init__(self) -> None:
+        self.glass: Module | None = None
+
+    def check(self, config: TrainConfig) -> None:
+        """Refuse options only the torch engine has, and a model with a layer glass cannot convert (named)."""
         torch_only = _torch_only_options(config)
         if torch_only:
             raise ValueError(f"--engine numpy does not do {', '.join(torch_only)}; drop "
                              f"{'it' if len(torch_only) == 1 else 'them'} or use --engine torch")
-        super().__init__(config, resume_from)
-        self.device = torch.device("cpu")
-        self.precision = "32"  # what --precision auto means here: glass computes in float32
         entry = get_model_entry(config.model)
+        if entry.input_kind != "image":
+            raise ValueError(f"--engine numpy trains image classifiers; {config.model} is a {entry.input_kind} "
+                             "model: use --engine torch")
         with torch.device("meta"):  # the structure only: nothing is allocated
             probe = create_model(config.model, **{**entry.default_cfg, **config.model_kwargs})
         try:
             check_convertible(probe)
         except ValueError as e:
             raise ValueError(f"--engine numpy cannot train {config.model}: {e}") from None
-        self.glass: Module | None = None
 
-    def _build_glass(self) -> None:
-        """The glass model (weights tied to the torch model's) and the glass optimizer; once."""
-        if self.glass is not None:
-            return
-        cfg = self.config
-        self.glass = from_torch(self.model)
+    def attach(self, trainer) -> None:
+        """The glass model (weights tied to the torch model's) and the glass optimizer, in place of torch's."""
+        cfg = trainer.config
+        self.label_smoothing = cfg.label_smoothing
+        self.glass = from_torch(trainer.model)
         skip_input_grad(self.glass)  # no one needs dL/d(images)
-        tie_weights(self.glass, self.model)
-        self.optimizer = self._glass_optimizer(self.optimizer)
-        self._set_lr(self.schedule(0))
+        tie_weights(self.glass, trainer.model)
+        trainer.optimizers[0] = self._glass_optimizer(cfg, trainer.model, trainer.optimizers[0])
         rng.manual_seed(cfg.seed)  # dropout masks
         self._anchor = torch.zeros((), requires_grad=True)  # makes the model node part of the graph
 
-    def _glass_optimizer(self, torch_optimizer: torch.optim.Optimizer) -> Optimizer:
+    def _glass_optimizer(self, cfg: TrainConfig, model: torch.nn.Module,
+                         torch_optimizer: torch.optim.Optimizer) -> Optimizer:
         """The optimizer ``--optimizer`` names, over the same parameter groups as torch's (weight decay per group)."""
-        cfg = self.config
-        names = {id(p): n for n, p in self.model.named_parameters()}
+        names = {id(p): n for n, p in model.named_parameters()}
         pairs = {n: (p, g) for n, p, g in self.glass.named_parameters()}
         groups = [{"params": [pairs[names[id(p)]] for p in group["params"]], "weight_decay": group["weight_decay"]}
                   for group in torch_optimizer.param_groups]
@@ -175,39 +175,34 @@ class GlassTrainer(Trainer):
             return RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
         raise ValueError(f"--engine numpy has no optimizer {cfg.optimizer!r}")
 
-    # -- the Trainer's hooks ---------------------------------------------------------------------
-    def _setup(self, *args, **kwargs) -> None:
-        super()._setup(*args, **kwargs)
-        self._build_glass()
-
-    def _restore(self, state: dict) -> None:
-        self._build_glass()  # so that the weights and the optimizer state load into glass's arrays
-        super()._restore({**state, "optimizer": _arrays(state["optimizer"])})
-        if state.get("glass_rng") is not None:
-            rng.get_generator().bit_generator.state = state["glass_rng"]
-
-    def _state(self, epoch_sums: dict | None = None) -> dict:
-        state = super()._state(epoch_sums)
-        state["optimizer"] = _tensors(state["optimizer"])
-        state["glass_rng"] = rng.get_generator().bit_generator.state
-        return state
-
-    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if not self.glass.training:
             self.glass.train()
-        logits = _ModelNode.apply(self._anchor, x, self.glass)
-        return logits, self._loss(logits, y)
+        return _ModelNode.apply(self._anchor, x, self.glass)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _LossNode.apply(logits, y, self.config.label_smoothing)
+    def loss(self, task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _LossNode.apply(outputs, targets, self.label_smoothing)
 
-    def _clip_grad_norm(self, params: list, max_norm: float) -> torch.Tensor:
+    def clip_grad_norm(self, params: list, max_norm: float) -> torch.Tensor:
         return torch.tensor(clip_grad_norm(params, max_norm))
 
-    def _evaluate(self, loader, keep_predictions: bool = False, tta: bool | None = None) -> EvalResult:
-        r = glass_evaluate(self.glass, ((x.numpy(), y.numpy()) for x, y in loader), keep_predictions=keep_predictions)
+    def evaluate(self, task, model: torch.nn.Module, loader, keep: bool = False) -> EvalResult:
+        r = glass_evaluate(self.glass, ((x.numpy(), y.numpy()) for x, y in loader), keep_predictions=keep)
         result = EvalResult(r.loss, r.accuracy, r.n)
-        if keep_predictions and r.n:
+        if keep and r.n:
             result.predictions, result.probabilities, result.labels = (
                 torch.from_numpy(r.predictions), torch.from_numpy(r.probabilities), torch.from_numpy(r.labels))
         return result
+
+    def optimizer_state(self, state: dict) -> dict:
+        return _tensors(state)
+
+    def load_optimizer_state(self, state: dict) -> dict:
+        return _arrays(state)
+
+    def state_dict(self) -> dict:
+        return rng.get_generator().bit_generator.state
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None:
+            rng.get_generator().bit_generator.state = state

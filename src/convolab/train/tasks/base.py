@@ -1,0 +1,111 @@
+"""The task seam: what differs between problems (classification, segmentation, clips) lives in a ``Task``.
+
+The training loop knows nothing of labels, masks or clips: it asks its task for the loss of a batch,
+the batch's share of the epoch's figures (kept on the device, summed across processes), the evaluation
+of a split, the fields of the metrics rows and of the summary, and the plots. Adding a problem is one
+module with a ``Task`` subclass and one ``@register_task`` (see ``convolab.train.tasks``).
+
+Modelled on Lightning's split between what varies per problem (``LightningModule.training_step``) and
+the loop that is the same for all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convolab.train.metrics import EvalResult
+
+__all__ = ["Task", "EvalResult"]
+
+
+class Task:
+    """What a training run of one kind of problem needs from its problem. Subclasses set ``name`` and
+    ``input_kind`` (the model registry's kind of model it trains) and override what differs.
+
+    Args:
+        config: the run's ``TrainConfig``.
+        data: the loaded dataset (``convolab.data.ImageDataset``).
+    """
+
+    name = ""
+    input_kind = "image"  # models of this registry input kind train with this task
+    data_task = "classification"  # the dataset's ``task`` this task reads
+    monitors = {"val_accuracy": "max", "val_loss": "min"}  # what --monitor may watch, and which way is better
+
+    def __init__(self, config, data):
+        self.config, self.data = config, data
+
+    # -- checks -----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a dataset this task cannot train on, and a --monitor it does not compute (ValueError)."""
+        if self.data.task != self.data_task:
+            raise ValueError(f"{self.config.model} is a{'n' if self.input_kind[0] in 'aeiou' else ''} "
+                             f"{self.input_kind} model ({self.name}) but {self.data.name} is a {self.data.task} "
+                             f"dataset; choose a {self.data.task} model (`convolab models` lists each kind) or "
+                             f"{self.data_task} data")
+        if self.config.monitor not in self.monitors:
+            raise ValueError(f"--monitor {self.config.monitor} is not measured for {self.name}; choose one of "
+                             f"{', '.join(self.monitors)}")
+
+    # -- training ---------------------------------------------------------------------------
+    def build_augment(self, device: torch.device, seed: int):
+        """The batch augmentation (an object with ``__call__``, ``state_dict``, ``load_state_dict`` and
+        ``generator``; None when nothing is augmented) and its settings (a ``convolab.data.augment.AugmentSpec``)."""
+        from convolab.data.augment import AugmentSpec
+
+        return None, AugmentSpec()
+
+    def augment(self, augment, x: torch.Tensor, y: torch.Tensor):
+        """Apply ``augment`` to a training batch: (x, y, mix) where ``mix`` is a ``convolab.data.augment.Mix`` when
+        the batch was blended with a shuffled copy of itself (classification), else None."""
+        x, y = augment(x, y)
+        return x, y, None
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean training loss of a batch."""
+        return F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
+
+    def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A training batch's share of the epoch's figures other than the loss, as 0-d device tensors that add up
+        (``correct`` is required; e.g. ``pixels`` for segmentation). No host sync."""
+        return {"correct": (outputs.argmax(1) == targets).sum()}
+
+    def stat_dtypes(self) -> dict[str, torch.dtype]:
+        """The dtype of each of :meth:`batch_stats`' sums (the epoch's accumulators are made from these)."""
+        return {"correct": torch.long}
+
+    def train_figures(self, sums: dict[str, float], seen: int) -> tuple[float, float]:
+        """(train_loss, train_accuracy) of an epoch from its sums (``loss_sum`` and the stats) and samples."""
+        return sums["loss_sum"] / seen, sums["correct"] / seen
+
+    # -- evaluation -------------------------------------------------------------------------
+    def eval_model(self, model: nn.Module, tta: bool) -> nn.Module:
+        """The model evaluation runs (wrapped for test-time augmentation where the task has one)."""
+        return model
+
+    def evaluate(self, model: nn.Module, loader, keep: bool = False) -> EvalResult:
+        raise NotImplementedError
+
+    def row_fields(self, val: EvalResult | None) -> dict:
+        """The task's fields of a metrics.jsonl row (beyond val_loss and val_accuracy)."""
+        return {}
+
+    def monitor_value(self, val: EvalResult) -> float:
+        """The value of --monitor in ``val``."""
+        key = self.config.monitor.removeprefix("val_")
+        return val.loss if key == "loss" else val.accuracy if key == "accuracy" else float(val.metrics[key])
+
+    def summary_fields(self, test: EvalResult) -> dict:
+        """The task's fields of summary.json (beyond test_loss, test_accuracy and the run's bookkeeping)."""
+        return {}
+
+    def describe(self, result: EvalResult) -> str:
+        """One line of the figures of an evaluation, for the log."""
+        return f"loss {result.loss:.4f} acc {result.accuracy:.4f}"
+
+    def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
+        """Write the task's plots of a finished run into ``out`` (the run's plots folder)."""

@@ -1,0 +1,71 @@
+"""Clip classification: a label per clip of T frames (``[N, C, T, H, W]``), cross-entropy; clip accuracy and video
+accuracy (the softmax of a video's clips averaged, as torchvision's ``references/video_classification`` does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convolab.data.augment import AugmentSpec
+from convolab.train.metrics import confusion_matrix, evaluate
+from convolab.train.tasks.base import EvalResult, Task
+
+__all__ = ["ClipClassification", "video_accuracy"]
+
+
+def video_accuracy(probabilities: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
+    """Accuracy per video: each video's clip probabilities (n, K) averaged, argmax against its label."""
+    videos, index = torch.unique(groups, return_inverse=True)
+    k = probabilities.shape[1]
+    mean = torch.zeros(len(videos), k, dtype=torch.float64).index_add_(0, index, probabilities.double())
+    label = torch.zeros(len(videos), dtype=torch.long).scatter_(0, index, labels.long())
+    return float((mean.argmax(1) == label).double().mean())
+
+
+class ClipClassification(Task):
+    """Clip models (3D CNNs: ``[N, C, T, H, W] -> [N, K]``) on labelled clips."""
+
+    name = "clips"
+    input_kind = "clip"
+    data_task = "clips"
+    monitors = {"val_accuracy": "max", "val_loss": "min", "val_video_accuracy": "max"}
+
+    def build_augment(self, device: torch.device, seed: int):
+        cfg = self.config
+        # No flip unless asked: mirroring turns a leftward motion into a rightward one.
+        spec = AugmentSpec(crop_pad=cfg.crop_pad if cfg.crop_pad is not None else (2 if cfg.augment != "none" else 0),
+                           hflip=bool(cfg.hflip))
+        if not spec.active:
+            return None, spec
+        from convolab.data.clip_augment import ClipAugment
+
+        return ClipAugment(spec.crop_pad, spec.hflip, device, seed), spec
+
+    def evaluate(self, model: nn.Module, loader, keep: bool = False) -> EvalResult:
+        result = evaluate(model, loader, keep_predictions=True)
+        groups = getattr(loader, "groups", None)
+        if result.n:
+            groups = groups.cpu() if groups is not None else torch.arange(result.n)
+            result.metrics["video_accuracy"] = video_accuracy(result.probabilities, result.labels, groups)
+        if not keep:
+            result.predictions = result.probabilities = result.labels = None
+        return result
+
+    def row_fields(self, val: EvalResult | None) -> dict:
+        return {"val_video_accuracy": val.metrics.get("video_accuracy") if val is not None else None}
+
+    def summary_fields(self, test: EvalResult) -> dict:
+        return {"test_clip_accuracy": test.accuracy, "test_video_accuracy": test.metrics.get("video_accuracy")}
+
+    def describe(self, result: EvalResult) -> str:
+        return (f"loss {result.loss:.4f} clip acc {result.accuracy:.4f} video acc "
+                f"{result.metrics.get('video_accuracy', float('nan')):.4f}")
+
+    def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
+        from convolab.report.plots import plot_confusion, plot_curves
+
+        plot_curves(rows, out, label_smoothing=self.config.label_smoothing, num_classes=self.data.num_classes)
+        cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
+        plot_confusion(cm, self.data.classes, out / "confusion.png")
