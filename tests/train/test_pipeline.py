@@ -232,3 +232,59 @@ def test_two_stages_on_gloo_train_like_one_process(tmp_path):
     with torch.no_grad():
         initial = _model("tutorial_cnn").eval()(_data()[0][0])
     torch.testing.assert_close(r1["reloaded/eval"], initial, rtol=RTOL, atol=ATOL)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo group of this process alone (a 1-stage pipeline), taken down after the test."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two traces: ~4 s
+def test_one_stage_trains_like_the_model_and_checks_its_inputs(one_process_group):
+    (xs, ys), micro = _data(), 2
+    runner = PipelineRunner(_model("lenet5"), 1, xs[0], F.cross_entropy, micro)
+    assert runner.is_first and runner.is_last and runner.cuts == []
+    opt = _sgd(runner.stage_module.parameters())
+    for x, y in zip(xs[:2], ys[:2]):
+        opt.zero_grad()
+        loss = runner.step(x, y)
+        opt.step()
+    ref = _model("lenet5")
+    ref_opt = _sgd(ref.parameters())
+    for x, y in zip(xs[:2], ys[:2]):
+        ref_opt.zero_grad()
+        ref_loss = F.cross_entropy(ref(x), y)
+        ref_loss.backward()
+        ref_opt.step()
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=RTOL, atol=ATOL)
+    state = runner.full_state_dict()
+    assert list(state) == list(ref.state_dict())
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(state[key], value, rtol=RTOL, atol=ATOL)
+    with torch.no_grad():
+        torch.testing.assert_close(runner.eval_forward(xs[2]), ref.eval()(xs[2]), rtol=RTOL, atol=ATOL)
+
+    with pytest.raises(ValueError, match="a batch of 5 samples does not split into 2 equal micro-batches"):
+        runner.step(xs[0][:5], ys[0][:5])
+    bad = dict(ref.state_dict())
+    bad["features.conv9.weight"] = bad.pop("features.conv1.weight")
+    with pytest.raises(ValueError, match=r"state dict does not match LeNet5: missing \['features.conv1.weight'\], "
+                                         r"unexpected \['features.conv9.weight'\]"):
+        runner.load_full_state_dict(bad)
+    runner.load_full_state_dict(_model("lenet5", seed=3).state_dict())
+    torch.testing.assert_close(runner.full_state_dict()["features.conv1.weight"],
+                               _model("lenet5", seed=3).features.conv1.weight.detach(), rtol=0, atol=0)
+
+
+def test_runner_argument_errors(one_process_group):
+    model, x = _model("tutorial_cnn"), torch.randn(4, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"--pipeline-stages 2 needs 2 processes .* this job has 1: use torchrun "
+                                         r"--nproc-per-node 2"):
+        PipelineRunner(model, 2, x, F.cross_entropy, 4)
+    with pytest.raises(ValueError, match="pipeline schedule must be one of gpipe, 1f1b; got 'zb'"):
+        PipelineRunner(model, 1, x, F.cross_entropy, 4, schedule="zb")
+    with pytest.raises(ValueError, match="micro-batches per batch must be >= 1; got 0"):
+        PipelineRunner(model, 1, x, F.cross_entropy, 0)
