@@ -31,7 +31,7 @@ def _naive(items, labels, layout: scenes.ItemLayout, class_map, canvas=64):
             for r in range(28 * s):
                 for c in range(28 * s):
                     v = item[r // s, c // s]
-                    if v:
+                    if v >= scenes.OPAQUE:
                         images[i, 0, layout.top[i, j] + r, layout.left[i, j] + c] = v
                         masks[i, layout.top[i, j] + r, layout.left[i, j] + c] = class_map[labels[layout.item[i, j]]]
     return images, masks

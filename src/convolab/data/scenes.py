@@ -8,9 +8,10 @@ onto it, drawn as follows from a NumPy generator seeded by ``seed`` (so the same
   uniform in {1, 2} (28x28 or 56x56, each pixel repeated: no interpolation, so the mask stays exact),
   and a top-left corner uniform over the positions that keep the item inside the canvas;
 * items are pasted in order, later ones on top: a pasted pixel replaces the canvas where the item's
-  pixel is nonzero (its zero pixels are transparent), so later items occlude earlier ones.
+  pixel is at least ``OPAQUE`` (32 of 255; fainter pixels, the speckle around many Fashion-MNIST items,
+  are transparent), so later items occlude earlier ones.
 
-The mask is exact by construction: ``1 + class`` of the item whose nonzero pixel is visible there, 0
+The mask is exact by construction: ``1 + class`` of the item whose opaque pixel is visible there, 0
 (background) elsewhere, giving 11 classes ("background" + the 10 Fashion-MNIST names). The coarse variant
 ``fashion-scenes-coarse`` merges them into 5: background, top (T-shirt/top, pullover, dress, coat,
 shirt), trouser, footwear (sandal, sneaker, ankle boot) and bag.
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CANVAS = 64  # scene side in pixels
 MAX_ITEMS = 3
 SCALES = (1, 2)  # integer upscaling of a 28x28 item (pixel repetition)
+OPAQUE = 32  # an item pixel this bright or brighter is pasted (and labelled); fainter ones are transparent
 
 _FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FINE_CLASSES = ("background", *_FASHION)
@@ -112,7 +114,7 @@ def composite(items: np.ndarray, labels: np.ndarray, layout: ItemLayout, class_m
             pasted = items[idx[:, None, None], rows.clip(0, side - 1)[:, :, None],
                            cols.clip(0, side - 1)[:, None, :]]  # (b, canvas, canvas)
             active = layout.count[sl] > j  # (b,)
-            visible = (pasted > 0) & row_ok[:, :, None] & col_ok[:, None, :] & active[:, None, None]
+            visible = (pasted >= OPAQUE) & row_ok[:, :, None] & col_ok[:, None, :] & active[:, None, None]
             img[visible] = pasted[visible]
             value = class_map[labels[idx]]  # (b,)
             msk[visible] = np.broadcast_to(value[:, None, None], visible.shape)[visible]

@@ -186,7 +186,7 @@ def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, n
             return result, None
         write_json(trainer.run.path / "lr_find.json", result.to_dict())
         if config.plots:
-            from convolab.report.plots import plot_lr_find
+            from convolab.plotting import plot_lr_find
 
             plot_lr_find(result.lrs, result.losses, result.smoothed, result.suggested_lr, result.min_loss_lr,
                          result.rule, trainer.run.plots / "lr_find.png")

@@ -15,6 +15,6 @@ class Plots(Callback):
             return
         trainer.task.plots(trainer.history, test, trainer.run.plots)
         if trainer.config.schedule != "constant" or trainer.schedule.warmup_steps:
-            from convolab.report.plots import plot_lr_steps
+            from convolab.plotting import plot_lr_steps
 
             plot_lr_steps(trainer.run.read_steps(), trainer.run.plots / "lr.png")

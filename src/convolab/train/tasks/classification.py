@@ -49,7 +49,7 @@ class Classification(Task):
         return evaluate(model, loader, keep_predictions=keep)
 
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
-        from convolab.report.plots import plot_confusion, plot_curves, plot_predictions
+        from convolab.plotting import plot_confusion, plot_curves, plot_predictions
 
         cfg = self.config
         plot_curves(rows, out, label_smoothing=cfg.label_smoothing, num_classes=self.data.num_classes,

@@ -41,7 +41,8 @@ class ClipClassification(Task):
             return None, spec
         from convolab.data.clip_augment import ClipAugment
 
-        return ClipAugment(spec.crop_pad, spec.hflip, device, seed), spec
+        black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
+        return ClipAugment(spec.crop_pad, spec.hflip, device, seed, fill=black), spec
 
     def evaluate(self, model: nn.Module, loader, keep: bool = False) -> EvalResult:
         result = evaluate(model, loader, keep_predictions=True)
@@ -64,7 +65,7 @@ class ClipClassification(Task):
                 f"{result.metrics.get('video_accuracy', float('nan')):.4f}")
 
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
-        from convolab.report.plots import plot_confusion, plot_curves
+        from convolab.plotting import plot_confusion, plot_curves
 
         plot_curves(rows, out, label_smoothing=self.config.label_smoothing, num_classes=self.data.num_classes)
         cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)

@@ -63,7 +63,8 @@ class Segmentation(Task):
             return None, spec
         from convolab.data.pair_augment import PairAugment
 
-        return PairAugment(spec.crop_pad, spec.hflip, self.ignore_index, device, seed), spec
+        black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
+        return PairAugment(spec.crop_pad, spec.hflip, self.ignore_index, device, seed, fill=black), spec
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = targets.long()
@@ -130,8 +131,43 @@ class Segmentation(Task):
         return f"loss {result.loss:.4f} pixel acc {result.accuracy:.4f} mIoU {result.metrics['mean_iou']:.4f}"
 
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
-        from convolab.report.plots import plot_curves, plot_masks
+        from convolab.plotting import plot_curves, save_figure
 
         plot_curves(rows, out, label_smoothing=self.config.label_smoothing, num_classes=self.data.num_classes)
-        plot_masks(self.data.test.images[:8], test.labels[:8], test.predictions[:8], self.data.classes,
-                   out / "masks.png", ignore_index=self.ignore_index)
+        save_figure(masks_figure(self.data.test.images[:6], test.labels[:6], test.predictions[:6], self.data.classes,
+                                 self.ignore_index), out / "masks.png")
+
+
+def masks_figure(images: torch.Tensor, truth: torch.Tensor, predicted: torch.Tensor, classes: list[str],
+                 ignore_index: int):
+    """Rows of image | true mask over the image | predicted mask over the image, one colour per class (class 0,
+    the background, left uncoloured; ignored pixels grey)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = len(classes)
+    colours = plt.get_cmap("tab20" if k > 10 else "tab10")(np.arange(k) % 20)[:, :3]  # (K, 3)
+
+    def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        rgb = np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
+        out = rgb.astype(np.float32) / 255
+        coloured = (mask > 0) & (mask != ignore_index)
+        out[coloured] = 0.45 * out[coloured] + 0.55 * colours[np.minimum(mask[coloured], k - 1)]
+        out[mask == ignore_index] = 0.5
+        return out
+
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    for i in range(n):
+        image = images[i].permute(1, 2, 0).numpy()  # (H, W, C) uint8
+        for ax, (title, shown) in zip(axes[i], (("image", image.astype(np.float32) / 255),
+                                                ("true", overlay(image, truth[i].numpy())),
+                                                ("predicted", overlay(image, predicted[i].numpy())))):
+            ax.imshow(shown.squeeze(-1) if shown.shape[-1] == 1 else shown, cmap="gray")
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in range(1, k)]
+    fig.legend(handles, classes[1:], loc="lower center", ncol=min(5, k - 1), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
