@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convolab.report.plots import curve_figures, loss_labels, plt, smoothed_loss_floor
+from convolab.plotting import curve_figures, loss_labels, plt, smoothed_loss_floor
 
 ROWS = [{"epoch": 1, "train_loss": 0.9, "val_loss": 0.5, "train_accuracy": 0.7, "val_accuracy": 0.8},
         {"epoch": 2, "train_loss": 0.65, "val_loss": 0.30, "train_accuracy": 0.9, "val_accuracy": 0.92}]

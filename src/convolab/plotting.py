@@ -1,7 +1,10 @@
-"""The run's pictures: learning curves, a prediction grid, the confusion matrix.
+"""The figures convolab draws, with matplotlib: learning curves, a prediction grid, the confusion matrix, the
+learning-rate plots, and :func:`save_figure` for everyone's figures (training's plots, explain's, the report's).
 
-Every figure is written atomically (temp file + rename) with matplotlib's Agg backend, so plotting
-works without a display and a crash never leaves half a PNG.
+It sits low in the layers of DESIGN.md (it imports nothing of convolab but :mod:`convolab.atomic`), so that the
+training loop, the explanation tools and the report draw with the same code. Every figure is written atomically
+(temp file + rename) with matplotlib's Agg backend, so plotting works without a display and a crash never leaves
+half a PNG.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch  # noqa: E402
 
 from convolab.atomic import atomic_path  # noqa: E402
 
-__all__ = ["plot_curves", "curve_figures", "loss_labels", "smoothed_loss_floor", "plot_predictions",
+__all__ = ["plt", "plot_curves", "curve_figures", "loss_labels", "smoothed_loss_floor", "plot_predictions",
            "predictions_figure", "plot_confusion", "confusion_figure", "save_figure", "plot_lr_find", "plot_lr_steps",
            "lr_steps_figure"]
 

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import convolab
 from convolab.analysis import build_stack, format_side_by_side, parse_input, receptive_field, summarize, trace_model
+from convolab.analysis.summary import looks_like_run
 
 
 def test_tutorial_cnn_by_hand():
@@ -147,10 +149,20 @@ def test_unknown_model_has_close_matches():
         summarize("resnet5")
 
 
-def test_run_directory(digits_run):
-    s = summarize(str(digits_run.run_dir))
-    assert s.input_shape == (1, 8, 8)
-    assert s.totals()["params"] == digits_run.summary["params"]
+def test_a_loaded_run(digits_run):
+    """A Run (what convolab.load_run returns) is analysed at its training size, named by its folder."""
+    run = convolab.load_run(digits_run.run_dir)
+    s = summarize(run)
+    assert (s.name, s.input_shape) == ("run", (1, 8, 8))
+    assert s.totals()["params"] == sum(p.numel() for p in run.model.parameters()) == digits_run.summary["params"]
+
+
+def test_a_run_path_says_to_load_it_first(digits_run):
+    """analysis does not read run folders (a lower layer than the run format): the caller loads the run."""
+    assert looks_like_run(str(digits_run.run_dir)) and looks_like_run("w.safetensors")
+    assert not looks_like_run("resnet18") and not looks_like_run("conv3,conv3")
+    with pytest.raises(ValueError, match=r"a run directory or weights file; load it first and pass the run"):
+        summarize(str(digits_run.run_dir))
 
 
 def test_bad_stack_spec_says_how_to_write_it():

@@ -193,7 +193,7 @@ def test_activation_maximization_rejects_bad_units(tutorial):
 def test_viz_write_errors_are_one_line_and_leave_no_folder(run, tmp_path, monkeypatch):
     import errno
 
-    from convolab.report import plots
+    from convolab import plotting as plots
 
     def full(fig, path, dpi=110):
         plots.plt.close(fig)

@@ -17,7 +17,8 @@ from convolab.analysis.trace import InputTooSmallError, Row, Trace, trace_model
 from convolab.analysis.verify import Verification
 from convolab.analysis.verify import verify as verify_trace
 
-__all__ = ["ModelSummary", "summarize", "build_stack", "parse_input", "format_side_by_side", "STACK_HELP"]
+__all__ = ["ModelSummary", "summarize", "looks_like_run", "build_stack", "parse_input", "format_side_by_side",
+           "STACK_HELP"]
 
 STACK_HELP = ("a layer stack such as 'conv5' or 'conv3,conv3' (convK[sS][pP][dD], poolK[sS], avgpoolK[sS], relu; "
               "channels kept at the input's, padding K//2 unless given)")
@@ -215,13 +216,23 @@ def _verification_lines(v: Verification) -> list[str]:
     return lines
 
 
-def summarize(model: nn.Module | str, input_shape: tuple[int, ...] | str | None = None, *,
+def looks_like_run(target: str) -> bool:
+    """Whether ``target`` (a ``convolab summary`` argument) names a run directory or weights file rather than a
+    registered model or a layer stack: an existing path, a path with a ``/``, or a ``.safetensors`` file."""
+    from convolab.models._registry import _REGISTRY
+
+    return target not in _REGISTRY and (Path(target).expanduser().exists() or "/" in target
+                                        or target.endswith(".safetensors"))
+
+
+def summarize(model: nn.Module | str | object, input_shape: tuple[int, ...] | str | None = None, *,
               num_classes: int | None = None, verify: bool = False, rf_rows: str = "stages",
               **model_kwargs) -> ModelSummary:
     """Analyse a model: a registry name, a run directory, a layer stack (``"conv3,conv3"``) or an ``nn.Module``.
 
     Args:
-        model: what to analyse.
+        model: what to analyse; also a loaded run (anything with ``.model`` and ``.input_size``, as
+            ``convolab.load_run`` returns).
         input_shape: ``(C, H, W)`` (``(C, T, H, W)`` for clips) or ``"3,224,224"``; defaults to the
             size a run directory was trained on, or the input a registered model is made for (its
             ``ModelEntry.default_input``, as ``convolab models`` counts it: 1x28x28 for tutorial_cnn,
@@ -260,15 +271,15 @@ def _resolve(model, input_shape, num_classes, model_kwargs,
         if input_shape is None:
             raise ValueError("input_shape is needed to analyse a module")
         return type(model).__name__, model, tuple(input_shape)
+    if isinstance(getattr(model, "model", None), nn.Module) and hasattr(model, "input_size"):  # a loaded run
+        name = Path(getattr(model, "path", "run")).name
+        input_shape = tuple(input_shape or model.input_size)
+        _check_rank(name, input_shape, len(model.input_size))
+        return name, model.model, input_shape
     text = str(model)
-    path = Path(text).expanduser()
-    if text not in _REGISTRY and (path.exists() or "/" in text or text.endswith(".safetensors")):
-        from convolab.run import load_run
-
-        run = load_run(path)
-        input_shape = tuple(input_shape or run.input_size)
-        _check_rank(path.name, input_shape, len(run.input_size))
-        return path.name, run.model, input_shape
+    if looks_like_run(text):  # analysis sits below the run format (DESIGN.md): the caller loads the run
+        raise ValueError(f"{text}: a run directory or weights file; load it first and pass the run "
+                         "(summarize(convolab.load_run(PATH)))")
     if text not in _REGISTRY and _looks_like_stack(text):
         if input_shape is None:
             raise ValueError(f"a layer stack needs --input C,H,W (e.g. 64,32,32) to know its channels: {text!r}")

@@ -1,7 +1,9 @@
 """Images for explanation tools: folders of files and the run's own dataset, preprocessed as in training.
 
-Every image goes through :meth:`convolab.run.Run.preprocess`, so a file of another size or channel
-count is converted exactly as the training images were (resized, made grey or RGB, normalised).
+Every image goes through the run's ``preprocess`` (:meth:`convolab.runs.Run.preprocess`), so a file of another
+size or channel count is converted exactly as the training images were (resized, made grey or RGB, normalised).
+The caller (the CLI, the report) loads the run and passes it in: explain sits below the run format in DESIGN.md's
+layers and knows a run only by what :class:`RunLike` lists.
 """
 
 from __future__ import annotations
@@ -9,14 +11,37 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 import torch
+from torch import nn
 
 from convolab.data.images import IMAGE_EXTENSIONS
 from convolab.errors import UnknownNameError
-from convolab.run import Run
 
-__all__ = ["image_files", "load_folder", "resolve_class", "run_dataset", "class_images"]
+
+class RunLike(Protocol):
+    """What the explanation tools use of a loaded run (``convolab.load_run`` returns one)."""
+
+    path: Path
+    model: nn.Module  # in eval mode
+    config: dict  # config.json: the dataset it was trained on, the seed of its split
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: tuple[int, ...]  # (C, H, W) the model was trained on
+
+    def to_array(self, image: Any) -> np.ndarray:
+        """One image -> uint8 (C, H, W) at the training size."""
+        ...
+
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Images -> the normalised float batch (N, C, H, W) the model takes."""
+        ...
+
+
+__all__ = ["RunLike", "image_files", "load_folder", "resolve_class", "run_dataset", "class_images"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +65,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
                   if not p.is_dir() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def load_folder(run: Run, folder: str | os.PathLike, *, min_images: int = 1, what: str = "folder",
+def load_folder(run: RunLike, folder: str | os.PathLike, *, min_images: int = 1, what: str = "folder",
                 limit: int | None = None) -> torch.Tensor:
     """The images in ``folder`` as the normalised batch (N, C, H, W) ``run``'s model was trained on.
 
@@ -92,7 +117,7 @@ def resolve_class(classes: list[str], target: str | int) -> int:
     return index
 
 
-def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLike | None = None,
+def run_dataset(run: RunLike, *, name: str | None = None, data_dir: str | os.PathLike | None = None,
                 download: bool = True):
     """The dataset ``run`` was trained on (as recorded in its config.json, or ``name``), split the same way.
 
@@ -123,7 +148,7 @@ def run_dataset(run: Run, *, name: str | None = None, data_dir: str | os.PathLik
     return data
 
 
-def class_images(run: Run, target: int, *, split: str = "test", limit: int | None = None, seed: int = 0,
+def class_images(run: RunLike, target: int, *, split: str = "test", limit: int | None = None, seed: int = 0,
                  data=None) -> torch.Tensor:
     """Images of class ``target`` from the run's dataset (``split``), normalised; a seeded sample of ``limit``.
 

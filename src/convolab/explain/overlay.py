@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convolab.report.plots import plt, save_figure
+from convolab.plotting import plt, save_figure
 
 __all__ = ["heatmap", "overlay_figure", "save_overlay"]
 

@@ -2,7 +2,7 @@
 
 Each picture has a data function (arrays and tensors a test or the HTML report can use) and a
 ``*_figure`` function that draws it with matplotlib and returns the ``Figure`` unsaved (save it with
-:func:`convolab.report.plots.save_figure`, which writes atomically and closes it):
+:func:`convolab.plotting.save_figure`, which writes atomically and closes it):
 
 - :func:`kernel_grid` / :func:`kernel_figure`: the first convolution's filters, each normalised on its
   own (Zeiler & Fergus 2014, Fig. 2; Krizhevsky et al. 2012, Fig. 3).
@@ -426,7 +426,7 @@ def viz_run(run, out_dir: str | Path, *, kernels: bool = False, diverging: bool 
     """
     from convolab.explain.output import output_folder, writing
     from convolab.explain.progress import progress_bar
-    from convolab.report.plots import save_figure
+    from convolab.plotting import save_figure
 
     if not (kernels or feature_map_images or filters):
         raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")

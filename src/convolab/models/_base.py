@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.analysis.formulas import conv_output_size
+from convolab.models._sizes import conv_output_size
 
 __all__ = ["ConvClassifier", "PooledClassifier", "ConvSegmenter", "init_vgg_style", "check_drop_rate",
            "check_feature_size", "fits",

@@ -30,7 +30,7 @@ from convolab.explain.sanity import (
     pixel_importance,
     sanity_checks,
 )
-from convolab.report.plots import plt
+from convolab.plotting import plt
 
 __all__ = ["build_report", "REPORT"]
 
@@ -223,7 +223,7 @@ def _config_section(run) -> str:
 
 def _curves_section(run) -> str:
     from convolab.atomic import read_jsonl
-    from convolab.report.plots import curve_figures, lr_steps_figure
+    from convolab.plotting import curve_figures, lr_steps_figure
 
     rows = run.metrics()
     if not rows:
@@ -242,7 +242,7 @@ def _curves_section(run) -> str:
 
 
 def _test_section(run, data) -> tuple:
-    from convolab.report.plots import confusion_figure, predictions_figure
+    from convolab.plotting import confusion_figure, predictions_figure
     from convolab.train.metrics import confusion_matrix
 
     ev = _evaluate(run, data)
@@ -289,7 +289,7 @@ def _confused_pairs(run, data, ev, cm, pairs: int = 5, examples: int = 8) -> str
 def _summary_section(run) -> str:
     from convolab.analysis import summarize
 
-    s = summarize(run.path)
+    s = summarize(run)  # the loaded run: analysis does not read run folders
     depth = None if len(s.trace.rows) <= 60 else 2
     layers = s.layers(depth)
     rows = [[html.escape(r["name"]), html.escape(r["type"]), "x".join(map(str, r["output_shape"][1:])),
