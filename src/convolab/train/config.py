@@ -306,8 +306,9 @@ class TrainConfig:
                                     help="decoded data larger than SIZE (2GiB, 500MB or bytes; K, M, G are powers of "
                                          "1024) streams from disk instead of living in memory (default: "
                                          "convolab.data.limits's budget)")
-    frames: int = option(16, group="tasks", type=integer(1, 1024), metavar="T",
-                         help="clips: frames per clip cut from each video")
+    frames: int | None = option(None, group="tasks", type=integer(1, 1024), metavar="T",
+                                help="clips: frames per clip cut from each video (default: the dataset's own: 8 "
+                                     "for moving-fashion, 16 for a folder of videos)")
     dice_weight: float = option(0.0, group="tasks", type=nonneg_float, metavar="W",
                                 help="segmentation: loss = cross-entropy + W x soft Dice loss")
     ignore_index: int = option(255, group="tasks", type=integer(0, 255), metavar="VALUE",
@@ -388,7 +389,7 @@ class TrainConfig:
             (not (self.cuda_graphs and self.accum_steps > 1),
              "--cuda-graphs does not support --accum-steps > 1; use a larger --batch-size instead"),
             (self.max_memory is None or self.max_memory >= 1, f"--max-memory must be > 0; got {self.max_memory}"),
-            (1 <= self.frames <= 1024, f"--frames must be from 1 to 1024; got {self.frames}"),
+            (self.frames is None or 1 <= self.frames <= 1024, f"--frames must be from 1 to 1024; got {self.frames}"),
             (self.dice_weight >= 0, f"--dice-weight must be >= 0; got {self.dice_weight}"),
             (0 <= self.ignore_index <= 255,
              f"--ignore-index must be a mask value from 0 to 255; got {self.ignore_index}"),
