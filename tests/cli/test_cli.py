@@ -440,7 +440,7 @@ def test_train_config_is_what_convolab_train_trains_with(monkeypatch, tmp_path, 
 
     from convolab.cli import train_config
 
-    package = importlib.import_module("convolab.train")
+    package = importlib.import_module("convolab.runs.session")
     seen = []
 
     def fake_train(config):

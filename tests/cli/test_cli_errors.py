@@ -12,7 +12,7 @@ from tests.cli.test_cli import cli as run_main  # main(argv) in-process: (exit c
 
 import convolab.cli as cli
 
-TRAIN = importlib.import_module("convolab.train")  # (the package attribute convolab.train is the function)
+TRAIN = importlib.import_module("convolab.runs.session")  # where `convolab train` finds train() and resume()
 
 
 

@@ -13,9 +13,10 @@ from convolab.cli import build_parser, main, train_config
 from convolab.cli.options import flag_of, option_fields
 from convolab.train.config import GROUPS, TrainConfig, integer, number
 
-TRAIN = importlib.import_module("convolab.train")
+TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
 
-# TrainConfig().to_dict() before the options moved into the metadata, written out by hand: config.json must not change
+# TrainConfig().to_dict() written out by hand (as it was before the options moved into the metadata, with frames=None
+# since 65a2d7c): config.json must not change with the metadata
 DEFAULTS = dict(
     model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, epochs=6, batch_size=128,
     eval_batch_size=1000, lr=3e-3, optimizer="adam", momentum=0.9, nesterov=False, weight_decay=0.0,
@@ -26,7 +27,7 @@ DEFAULTS = dict(
     compile=False, cuda_graphs=False, tensorboard=False, checkpoints=True, checkpoint_every=0, deterministic=False,
     on_nan="stop", nan_patience=3, early_stopping=None, monitor="val_accuracy", min_delta=0.0, seed=0,
     device="auto", engine="torch", val_fraction=0.1, image_size=None, download=True, channels_last=True,
-    max_memory=None, frames=16, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
+    max_memory=None, frames=None, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
     init_from=None, progress=True, plots=True)
 
 # one non-default value per option: (argv, field, value the config must hold), values worked out by hand

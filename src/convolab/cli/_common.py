@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# (importing convolab imports convolab.train already: this costs the command nothing)
+# (every command builds the whole parser, train's options included, so importing TrainConfig here costs nothing more)
 from convolab.train import config
 
 __all__ = ["EXIT_USAGE", "USER_ERRORS", "Parser", "HelpFormatter", "arg_type", "float_arg", "positive_int",

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from convolab.data import DeviceLoader
     from convolab.device import resolve_device
     from convolab.explain.inputs import run_dataset
-    from convolab.run import load_run
+    from convolab.runs import load_run
     from convolab.train import evaluate
 
     device = resolve_device(args.device)

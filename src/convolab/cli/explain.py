@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the maps and print, per image, the prediction and each method's file."""
     from convolab.explain.attribution import CAM_METHODS
     from convolab.explain.images import explain_images
-    from convolab.run import load_run
+    from convolab.runs import load_run
 
     methods = list(dict.fromkeys(args.method))
     if args.layer is not None and not set(methods) & set(CAM_METHODS):

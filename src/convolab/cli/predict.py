@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print each image's top classes; an image that cannot be read is one error line, the others go on."""
     from convolab.device import resolve_device
-    from convolab.run import load_run
+    from convolab.runs import load_run
 
     run = load_run(args.run, device=resolve_device(args.device))
     results, failed = [], 0

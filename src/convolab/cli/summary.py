@@ -45,12 +45,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the summaries (side by side for several); exit code 1 when --verify finds a mismatch."""
     from convolab.analysis import format_side_by_side, parse_input, summarize
+    from convolab.analysis.summary import looks_like_run
+    from convolab.runs import load_run
 
     refuse_unused(args, {"verify_all": "verify"})
     input_shape = parse_input(args.input) if args.input else None
     summaries = []
     for target in args.models:
-        summaries.append(summarize(target, input_shape, num_classes=args.num_classes, verify=args.verify,
+        # analysis sits below the run format: a run directory or weights file is loaded here and passed as a run
+        model = load_run(target) if looks_like_run(target) else target
+        summaries.append(summarize(model, input_shape, num_classes=args.num_classes, verify=args.verify,
                                    rf_rows="all" if args.verify_all else "stages"))
     if args.json:
         docs = [s.to_dict(depth=args.depth) for s in summaries]

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the test and print each concept and layer's score, its random baseline and the verdict."""
     from convolab.explain.tcav import tcav_run
-    from convolab.run import load_run
+    from convolab.runs import load_run
 
     run = load_run(args.run)
     result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,

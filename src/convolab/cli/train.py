@@ -41,7 +41,7 @@ def train_config(argv: Sequence[str]) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and print the test figures and where the run is."""
-    from convolab.train import resume, train
+    from convolab.runs.session import resume, train
 
     config = config_from_args(args)
     if args.resume:

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Draw what was asked for and print one line per file."""
     from convolab.explain.viz import viz_run
-    from convolab.run import load_run
+    from convolab.runs import load_run
 
     if not (args.kernels or args.feature_maps or args.filters):
         raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
