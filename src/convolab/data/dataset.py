@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from convolab.data import cache
-from convolab.data.folder import check_memory, decode_folder, scan_folder
+from convolab.data.folder import FolderScan, check_memory, decode_folder, scan_folder
+from convolab.data.limits import format_bytes, max_data_bytes
 from convolab.data.named import DATASETS, DatasetSpec, decode, download, find_files, source_files
 from convolab.data.resolve import search_places, user_cache_dir
 from convolab.data.split import stratified_split
@@ -197,15 +198,53 @@ def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool)
     return tr_x, tr_y, te_x, te_y, list(spec.classes), str(folder)
 
 
-def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int, image_size=None, max_bytes=None):
-    scan = scan_folder(path, image_size)
-    check_memory(scan, max_bytes)  # before anything is decoded or read from the cache
+def _describe_scan(scan: FolderScan) -> None:
     h, w = scan.size
-    key = cache.fingerprint(f"folder:{scan.root.resolve()}", scan.all_files(), extra=f"{h}x{w}x{scan.channels}")
-    hit = cache.load_cached(f"folder-{scan.root.name}", key) if use_cache else None
     log.info("image folder %s: %d classes; dominant size %dx%d, %d channel%s -> images are %dx%dx%d "
              "(%d resized, %d converted)", scan.root, len(scan.classes), h, w, scan.channels,
              "" if scan.channels == 1 else "s", scan.channels, h, w, scan.n_resized, scan.n_converted)
+
+
+def _warn_bad(bad: list[str]) -> None:
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.warning("skipped %d unreadable image file%s: %s", len(bad), "" if len(bad) == 1 else "s", shown)
+
+
+def _take(x, idx):
+    """Rows ``idx`` of decoded images (an array) or of streamed ones (FileImages: still undecoded)."""
+    return x.subset(idx) if hasattr(x, "subset") else x[idx]
+
+
+def _split_folder(arrays: dict, scan: FolderScan, test_fraction: float, seed: int):
+    """A folder's train, test and (its own val/, else None) splits as (images, labels) pairs, from its
+    train/val/test (or "all") parts — the same draws for decoded arrays and for streamed files."""
+    val = (arrays["val_x"], arrays["val_y"]) if "val_x" in arrays else None
+    if "all_x" in arrays:
+        x, y = arrays["all_x"], arrays["all_y"]
+        tr_idx, te_idx = stratified_split(torch.from_numpy(y), test_fraction, seed=seed)
+        tr = (_take(x, tr_idx), y[tr_idx])
+        te = (_take(x, te_idx), y[te_idx])
+        log.info("no train/ and test/ folders: holding out a stratified %.0f%% of %s as the test split",
+                 100 * test_fraction, scan.root)
+    else:
+        tr = (arrays["train_x"], arrays["train_y"])
+        if "test_x" in arrays:
+            te = (arrays["test_x"], arrays["test_y"])
+        else:
+            tr_idx, te_idx = stratified_split(torch.from_numpy(tr[1]), test_fraction, seed=seed)
+            tr, te = (_take(tr[0], tr_idx), tr[1][tr_idx]), (_take(tr[0], te_idx), tr[1][te_idx])
+            log.info("no test/ folder: holding out a stratified %.0f%% of train/ as the test split",
+                     100 * test_fraction)
+    return tr, te, val
+
+
+def _load_folder(scan: FolderScan, use_cache: bool, test_fraction: float, seed: int):
+    """The in-memory path: decode the folder (or read it from the decode cache) into uint8 arrays."""
+    h, w = scan.size
+    key = cache.fingerprint(f"folder:{scan.root.resolve()}", scan.all_files(), extra=f"{h}x{w}x{scan.channels}")
+    hit = cache.load_cached(f"folder-{scan.root.name}", key) if use_cache else None
+    _describe_scan(scan)
     if hit is not None:
         arrays, meta = hit
         bad = meta.get("bad", [])
@@ -217,27 +256,51 @@ def _load_folder(path: str, use_cache: bool, test_fraction: float, seed: int, im
         bad = [f"{p} ({why})" for p, why in scan.bad]
         if use_cache:
             cache.save_cached(f"folder-{scan.root.name}", key, arrays, {"bad": bad})
-    if bad:
-        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        log.warning("skipped %d unreadable image file%s: %s", len(bad), "" if len(bad) == 1 else "s", shown)
-    val = (arrays["val_x"], arrays["val_y"]) if "val_x" in arrays else None
-    if "all_x" in arrays:
-        x, y = arrays["all_x"], arrays["all_y"]
-        tr_idx, te_idx = stratified_split(torch.from_numpy(y), test_fraction, seed=seed)
-        tr = (x[tr_idx], y[tr_idx])
-        te = (x[te_idx], y[te_idx])
-        log.info("no train/ and test/ folders: holding out a stratified %.0f%% of %s as the test split",
-                 100 * test_fraction, scan.root)
-    else:
-        tr = (arrays["train_x"], arrays["train_y"])
-        if "test_x" in arrays:
-            te = (arrays["test_x"], arrays["test_y"])
-        else:
-            tr_idx, te_idx = stratified_split(torch.from_numpy(tr[1]), test_fraction, seed=seed)
-            tr, te = (tr[0][tr_idx], tr[1][tr_idx]), (tr[0][te_idx], tr[1][te_idx])
-            log.info("no test/ folder: holding out a stratified %.0f%% of train/ as the test split",
-                     100 * test_fraction)
+    _warn_bad(bad)
+    tr, te, val = _split_folder(arrays, scan, test_fraction, seed)
     return tr[0], tr[1], te[0], te[1], scan.classes, str(scan.root), val
+
+
+def _load_streamed(scan: FolderScan, display: str, val_fraction: float, test_fraction: float, seed: int,
+                   limit: int) -> ImageDataset:
+    """The streaming path: splits of :class:`~convolab.data.stream.FileImages` (files, decoded per batch).
+
+    One pass decodes every file in worker processes (without keeping the pixels) to leave out the files that
+    fail to decode — before the splits are drawn, as on the in-memory path, so both paths draw the same
+    splits — and to record each image's pixel sums, from which the training split's statistics are exact.
+    The decode cache is not used: it would hold the very tensors that do not fit.
+    """
+    from convolab.data.stream import FileImages, default_workers, measure, streamed_stats  # (builds on this module)
+
+    h, w = scan.size
+    log.info("image folder %s: %d images of %dx%dx%d take %s decoded, more than the in-memory limit of %s "
+             "(max_bytes / $CONVOLAB_MAX_DATA_BYTES): streaming them from disk, decoded each epoch by %d worker "
+             "process%s", scan.root, scan.num_images(), scan.channels, h, w, format_bytes(scan.decoded_bytes()),
+             format_bytes(limit), default_workers(), "" if default_workers() == 1 else "es")
+    _describe_scan(scan)
+    arrays = {}
+    for split, items in scan.files.items():
+        images, keep, bad = measure(FileImages([p for p, _ in items], scan.size, scan.channels))
+        scan.bad.extend(bad)
+        arrays[f"{split}_x"] = images
+        arrays[f"{split}_y"] = np.asarray([label for _, label in items], np.int64)[keep]
+    _warn_bad([f"{p} ({why})" for p, why in scan.bad])
+    tr, te, val = _split_folder(arrays, scan, test_fraction, seed)
+    _check_splits(display, scan.classes, tr[0], tr[1], te[0], te[1], folder=True)
+    if val is not None:
+        train = Split(tr[0], torch.from_numpy(tr[1]))
+        val_split = Split(val[0], torch.from_numpy(val[1]))
+    else:
+        keep, held = stratified_split(torch.from_numpy(tr[1]), val_fraction, seed=seed)  # as load_dataset's
+        train = Split(tr[0].subset(keep), torch.from_numpy(tr[1][keep]))
+        val_split = Split(tr[0].subset(held), torch.from_numpy(tr[1][held]))
+    if len(train) == 0:
+        raise ValueError(f"{display}: the training split is empty")
+    mean, std = streamed_stats(train.images)
+    ds = ImageDataset(display, list(scan.classes), train, val_split, Split(te[0], torch.from_numpy(te[1])), mean, std,
+                      str(scan.root))
+    log.info("%s (streamed from disk)", ds.describe())
+    return ds
 
 
 def _check_splits(display: str, classes: list[str], tr_x, tr_y, te_x, te_y, folder: bool) -> None:
@@ -279,7 +342,7 @@ def load_dataset(
     test_fraction: float = 0.2,
     image_size: int | tuple[int, int] | None = None,
     max_bytes: int | None = None,
-    frames: int = 16,
+    frames: int | None = None,
 ) -> ImageDataset:
     """Load a named dataset or an image folder into memory.
 
@@ -298,8 +361,10 @@ def load_dataset(
             common size; a folder of photos larger than :data:`convolab.data.folder.LARGE_SIDE` needs one).
             A named dataset accepts only its own size.
         max_bytes: the most a folder's decoded images may take in memory (default
-            ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB, see :mod:`convolab.data.limits`).
-        frames: frames per clip (T), for video datasets and folders of videos.
+            ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB, see :mod:`convolab.data.limits`): a folder whose decoded
+            estimate (N x C x H x W bytes) is larger is streamed from disk instead — its splits' ``images`` are
+            :class:`~convolab.data.stream.FileImages`, served by ``convolab.data.stream.make_loader``.
+        frames: frames per clip (T), for video datasets and folders of videos (None: the dataset's own).
 
     Segmentation data (a folder of ``images/`` and ``masks/``, or a named segmentation dataset) loads
     through :mod:`convolab.data.segmentation`, video data through :mod:`convolab.data.clips`; the result
@@ -308,7 +373,7 @@ def load_dataset(
     Raises:
         UnknownNameError: not a dataset name and not an existing path.
         DataNotFoundError: a named dataset found nowhere (the message lists every place searched).
-        ValueError: a folder without usable images, too large for memory or of large photos (see ``image_size``),
+        ValueError: a folder without usable images or of large photos (see ``image_size``),
             a bad fraction, fewer than two classes, labels outside the classes, train and test images of
             different sizes, or an empty test split — refused before any training.
     """
@@ -334,9 +399,12 @@ def load_dataset(
         tr_x, tr_y, te_x, te_y, classes, source = _load_named(spec, data_dir, download, cache)
         display = canonical
     elif _looks_like_path(name):
-        tr_x, tr_y, te_x, te_y, classes, source, val = _load_folder(name, cache, test_fraction, seed, image_size,
-                                                                    max_bytes)
         display = str(Path(name).expanduser())
+        scan = scan_folder(name, image_size)
+        limit = max_data_bytes() if max_bytes is None else max_bytes
+        if not check_memory(scan, limit, stream=True):  # before anything is decoded or read from the cache
+            return _load_streamed(scan, display, val_fraction, test_fraction, seed, limit)
+        tr_x, tr_y, te_x, te_y, classes, source, val = _load_folder(scan, cache, test_fraction, seed)
     else:
         raise UnknownNameError("dataset", name, DATASETS,
                                hint="or give a path to a folder of class subfolders; `convolab datasets` lists them")

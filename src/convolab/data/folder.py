@@ -10,10 +10,11 @@ decide the tensor shape; images that differ are resized/converted to it (and the
 Files that are not readable images (named pipes, empty or truncated files, decompression bombs ...)
 are skipped with a warning naming them.
 
-Before anything is decoded, :func:`check_memory` refuses a folder whose decoded tensors would exceed
-the memory limit (:mod:`convolab.data.limits`, 2 GiB by default), and a folder of large photos (longer
-side over ``LARGE_SIDE`` pixels) unless an ``image_size`` is given: training at photo resolution needs
-gigabytes per batch. Both messages say how much it would take and how to downscale.
+Before anything is decoded, :func:`check_memory` says whether the decoded tensors fit the memory limit
+(:mod:`convolab.data.limits`, 2 GiB by default): a folder that does not is streamed from disk
+(:mod:`convolab.data.stream`), or refused where the caller cannot stream. A folder of large photos (longer
+side over ``LARGE_SIDE`` pixels) is refused unless an ``image_size`` is given: training at photo resolution
+needs gigabytes per batch, streamed or not. The messages say how much it would take and how to downscale.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from convolab.data.images import IMAGE_EXTENSIONS, channels_of_mode, image_header, image_to_array, open_image
 from convolab.data.limits import format_bytes, max_data_bytes
 
-__all__ = ["FolderScan", "scan_folder", "decode_folder", "check_memory", "LARGE_SIDE"]
+__all__ = ["FolderScan", "scan_folder", "decode_folder", "decode_file", "check_memory", "LARGE_SIDE"]
 
 # Folder images with a longer side above this are "photos": refused at their own size unless asked for.
 LARGE_SIDE = 1024
@@ -161,15 +162,20 @@ def scan_folder(root: str | os.PathLike, image_size: int | tuple[int, int] | Non
                       size_given=size_given is not None)
 
 
-def check_memory(scan: FolderScan, max_bytes: int | None = None) -> None:
-    """Refuse, before decoding, a folder that would not fit in memory or is a folder of large photos.
+def check_memory(scan: FolderScan, max_bytes: int | None = None, *, stream: bool = False) -> bool:
+    """Whether a folder's decoded tensors fit in memory; refuse, before decoding, what cannot work at all.
 
     Args:
         max_bytes: the limit on the decoded tensors (N x C x H x W bytes); default
             ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB.
+        stream: the caller can stream a folder that does not fit (then False is returned, not an error).
+
+    Returns:
+        True when the decoded tensors fit the limit (the in-memory path), False when they must be streamed.
 
     Raises:
-        ValueError: one line with the figures and how to proceed (a smaller ``image_size``, or a higher limit).
+        ValueError: one line with the figures and how to proceed: a folder of large photos without an
+            ``image_size``, or (``stream=False``) a folder over the limit.
     """
     limit = max_data_bytes() if max_bytes is None else max_bytes
     h, w = scan.size
@@ -182,14 +188,17 @@ def check_memory(scan: FolderScan, max_bytes: int | None = None) -> None:
             f"{format_bytes(need)} for {n:,} images, and training at that size needs gigabytes per batch; "
             f"downscale them with image_size (convolab train --image-size {small[0]}x{small[1]}), or give "
             f"--image-size {h}x{w} to train at full size")
-    if need > limit:
-        # the largest size with the same aspect ratio that fits the limit
-        side = int(max(h, w) * (limit / max(need, 1)) ** 0.5)
-        fit = _fitting_size(scan.size, max(side, 1))
-        raise ValueError(
-            f"{scan.root}: {n:,} images of {c}x{h}x{w} would take {format_bytes(need)} in memory, more than the "
-            f"limit of {format_bytes(limit)} ($CONVOLAB_MAX_DATA_BYTES); downscale them with image_size "
-            f"(convolab train --image-size {fit[0]}x{fit[1]} fits), or raise $CONVOLAB_MAX_DATA_BYTES")
+    if need <= limit:
+        return True
+    if stream:
+        return False
+    # the largest size with the same aspect ratio that fits the limit
+    side = int(max(h, w) * (limit / max(need, 1)) ** 0.5)
+    fit = _fitting_size(scan.size, max(side, 1))
+    raise ValueError(
+        f"{scan.root}: {n:,} images of {c}x{h}x{w} would take {format_bytes(need)} in memory, more than the "
+        f"limit of {format_bytes(limit)} ($CONVOLAB_MAX_DATA_BYTES); downscale them with image_size "
+        f"(convolab train --image-size {fit[0]}x{fit[1]} fits), or raise $CONVOLAB_MAX_DATA_BYTES")
 
 
 def _fitting_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
@@ -199,11 +208,20 @@ def _fitting_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
     return max(1, int(h * scale)), max(1, int(w * scale))
 
 
+def decode_file(path: str | os.PathLike, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file -> uint8 (channels, H, W), as every folder image is decoded (in memory or streamed).
+
+    Raises:
+        FileNotFoundError, ValueError, OSError: one line naming the file (see :func:`open_image`).
+    """
+    with open_image(path) as img:
+        return image_to_array(img, size, channels)
+
+
 def _decode_one(args) -> np.ndarray | str:
     path, size, channels = args
     try:
-        with open_image(path) as img:
-            return image_to_array(img, size, channels)
+        return decode_file(path, size, channels)
     except (ValueError, OSError) as e:
         return _reason(path, e)
 
