@@ -1,8 +1,9 @@
 """How much memory and disk the data layer may take before it refuses (or evicts), and how to change it.
 
 * ``$CONVOLAB_MAX_DATA_BYTES`` (default 2 GiB): the largest decoded dataset (N x C x H x W bytes, uint8)
-  loaded into memory, and the most an IDX file may promise in its header (a gzip bomb is refused before it
-  is decompressed);
+  loaded into memory — an image folder over it is streamed from disk instead (:mod:`convolab.data.stream`;
+  ``load_dataset(max_bytes=...)``, ``--max-memory``, overrides it per call) — and the most an IDX file may
+  promise in its header (a gzip bomb is refused before it is decompressed);
 * ``$CONVOLAB_CACHE_MAX_BYTES`` (default 4 GiB): the total size of the decoded-data cache; the least
   recently used files are evicted past it.
 
@@ -53,7 +54,7 @@ def _env_bytes(name: str, default: int) -> int:
 
 
 def max_data_bytes() -> int:
-    """The decoded-dataset memory limit: ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB."""
+    """The decoded-dataset memory budget: ``$CONVOLAB_MAX_DATA_BYTES`` or 2 GiB (folders over it are streamed)."""
     return _env_bytes("CONVOLAB_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES)
 
 
