@@ -325,3 +325,23 @@ def test_streamed_split_does_not_use_the_decode_cache(folder, user_cache):
     assert not (user_cache / "decoded").exists()
     load_dataset(folder)
     assert (user_cache / "decoded").exists()
+
+
+def test_train_val_test_folders_stream_the_same_splits(tmp_path):
+    """The PATH/train, PATH/val, PATH/test layout: each split from its own folder, on both paths."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("val", 6), ("test", 8)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                pixels = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+                Image.fromarray(pixels, "L").save(tmp_path / split / c / f"{i}.png")
+    memory = load_dataset(tmp_path, cache=False)
+    streamed = load_dataset(tmp_path, max_bytes=1, cache=False)
+    assert streamed.in_chans == 1 and streamed.image_size == (6, 5)
+    for s, n in (("train", 20), ("val", 6), ("test", 8)):
+        a, b = getattr(memory, s), getattr(streamed, s)
+        assert len(b) == n and torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images[:])
+        assert all(f"/{s}/" in f for f in b.images.files)
+    assert streamed.mean == pytest.approx(memory.mean, rel=1e-12)
+    assert streamed.std == pytest.approx(memory.std, rel=1e-12)
