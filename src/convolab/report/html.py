@@ -1,18 +1,22 @@
 """``convolab report RUN``: one self-contained HTML page about a trained run.
 
 Everything is inline (images as ``data:`` URIs, CSS in the page, no script, nothing fetched), so
-the file can be mailed, archived or opened offline. Sections: the configuration, learning curves,
-test results (confusion matrix, per-class accuracy, the most-confused pairs with examples, the
-prediction grid), the model summary (``convolab.analysis``), first-layer kernels, feature maps
-for one example per class, Grad-CAM for right and wrong predictions, and the sanity checks of the
-attributions (``convolab.explain.sanity``).
+the file can be mailed, archived or opened offline. The report first gathers its data
+(:func:`convolab.report.data.gather`: the run, its dataset, ONE evaluation of the test split through the
+run's task, the figures) and then renders it here; nothing in this module loads or evaluates.
+
+Sections: the configuration, learning curves, test results (classification: confusion matrix, per-class
+accuracy, the most-confused pairs with examples, the prediction grid; segmentation: pixel accuracy, mean and
+per-class IoU, mask overlays; clips: clip and video accuracy, confusion matrix), the model summary
+(``convolab.analysis``), first-layer kernels, feature maps, Grad-CAM for right and wrong predictions, and the
+sanity checks of the attributions (``convolab.explain.sanity``). A section that does not apply to the run's
+task says so in one sentence.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import logging
 import os
@@ -20,19 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from convolab.explain.sanity import CAM_TOLERANCE, COMPLETENESS_THRESHOLD, RANDOMIZATION_THRESHOLD
+from convolab.report.data import ClassRow, ReportData, TestResults, gather, gather_stages
+from convolab.report.figures import Figure
 
-from convolab.explain.sanity import (
-    CAM_TOLERANCE,
-    COMPLETENESS_THRESHOLD,
-    RANDOMIZATION_THRESHOLD,
-    SANITY_METHODS,
-    pixel_importance,
-    sanity_checks,
-)
-from convolab.plotting import plt
-
-__all__ = ["build_report", "REPORT"]
+__all__ = ["build_report", "render", "REPORT"]
 
 REPORT = "report.html"
 log = logging.getLogger("convolab")
@@ -52,28 +48,13 @@ th{background:#f1f4f7}td.l,th.l{text-align:left}img{max-width:100%;height:auto;d
 nav a{margin-right:12px;color:#1f3b57}pre{font-size:12px;background:#f6f8fa;padding:8px;overflow:auto}
 """
 
-
-def _png(fig) -> str:
-    """A matplotlib figure -> an <img> with the PNG inline (the figure is closed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return _img(buf.getvalue())
-
-
-def _img(data: bytes, alt: str = "") -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
-
-
-def _table(header: list[str], rows: list[list], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+# (anchor, title) of every section, in page order
+SECTIONS = (("trust", "Summary: which attribution methods to trust on this model"), ("config", "Configuration"),
+            ("curves", "Learning curves"), ("test", "Test results"), ("model", "Model summary"),
+            ("kernels", "First-layer kernels"), ("features", "Feature maps"), ("gradcam", "Grad-CAM"),
+            ("sanity", "Sanity checks of the attributions"))
+_NAV = {"trust": "summary", "config": "config", "curves": "curves", "test": "test results", "model": "model",
+        "kernels": "kernels", "features": "feature maps", "gradcam": "Grad-CAM", "sanity": "sanity checks"}
 
 
 def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: int = 32,
@@ -97,57 +78,49 @@ def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: 
     start = time.perf_counter()
     run = load_run(run_path)
     dest = _destination(run, out, overwrite)
-    model = run.model
-    stages = ["data", "config", "curves", "test", "model", "kernels", "feature maps", "Grad-CAM",
-              *(f"randomization {m}" for m in SANITY_METHODS), "completeness", "CAM",
-              *(f"deletion {m}" for m in SANITY_METHODS), "page"]
+    stages = [*gather_stages(run.task), "page"]
     with progress_bar(total=len(stages), desc="report", unit="step", enabled=progress) as bar:
         def step(name: str) -> None:
             bar.update()
-            nxt = stages[min(bar.n, len(stages) - 1)]
-            bar.set_postfix_str(nxt)
+            bar.set_postfix_str(stages[min(bar.n, len(stages) - 1)])
 
         bar.set_postfix_str(stages[0])
-        data = _load_test_data(run, data_dir)
-        step("data")
-        sections = [_config_section(run)]
-        step("config")
-        sections.append(_curves_section(run))
-        step("curves")
-        evaluation, test_section = _test_section(run, data)
-        sections.append(test_section)
-        step("test")
-        sections.append(_summary_section(run))
-        step("model")
-        sections.append(_kernels_section(model))
-        step("kernels")
-        sections.append(_feature_maps_section(run, data, evaluation))
-        step("feature maps")
-        x, y, picked = _pick_examples(run, data, evaluation, samples)
-        sections.append(_gradcam_section(run, data, evaluation))
-        step("Grad-CAM")
-        checks = sanity_checks(model, x, SANITY_METHODS, step=step)
-        sections.append(_sanity_section(checks))
-        title = f"{run.config.get('model', type(model).__name__)} on {run.config.get('dataset', {}).get('name', '?')}"
-        acc = run.summary.get("test_accuracy")
-        nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-            ("trust", "summary"), ("config", "config"), ("curves", "curves"), ("test", "test results"),
-            ("model", "model"), ("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"),
-            ("sanity", "sanity checks")))
-        page = (
-            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>convolab report: {html.escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>{html.escape(title)}</h1>"
-            f"<p>run {html.escape(str(run.path))}"
-            + (f" · test accuracy {100 * acc:.2f}%" if acc is not None else "")
-            + f" · report written {time.strftime('%Y-%m-%d %H:%M')} by convolab</p></header>"
-            f"<main><nav>{nav}</nav>{_trust_section(checks)}{''.join(sections)}</main></body></html>"
-        )
+        data = gather(run, data_dir=data_dir, samples=samples, step=step)
+        page = render(data)
         with writing(dest):
             write_text(dest, page)
         step("page")
     log.info("report written in %.1fs", time.perf_counter() - start)
     return dest
+
+
+def render(data: ReportData) -> str:
+    """The self-contained page of a gathered report (no loading, evaluating or drawing here)."""
+    parts = {"trust": _trust_section(data), "config": _config_section(data), "curves": _curves_section(data),
+             "test": _test_section(data), "model": _summary_section(data), "kernels": _kernels_section(data),
+             "features": _feature_maps_section(data), "gradcam": _gradcam_section(data),
+             "sanity": _sanity_section(data)}
+    shown = [(a, t) for a, t in SECTIONS if parts[a]]
+    nav = " ".join(f'<a href="#{a}">{_NAV[a]}</a>' for a, _ in shown)
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>convolab report: {html.escape(data.title)}</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>{html.escape(data.title)}</h1>"
+            f"<p>run {html.escape(str(data.path))}{_headline(data)}"
+            f" · report written {time.strftime('%Y-%m-%d %H:%M')} by convolab</p></header>"
+            f"<main><nav>{nav}</nav>{''.join(parts[a] for a, _ in shown)}</main></body></html>")
+
+
+def _headline(data: ReportData) -> str:
+    """The header's figures: the task's main test figures."""
+    s = data.test.fields if data.test is not None else data.summary
+    if data.task == "segmentation" and s.get("test_mean_iou") is not None:
+        return f" · pixel accuracy {100 * s['test_accuracy']:.2f}% · mean IoU {s['test_mean_iou']:.4f}"
+    if data.task == "clips" and s.get("test_accuracy") is not None:
+        video = s.get("test_video_accuracy")
+        return f" · clip accuracy {100 * s['test_accuracy']:.2f}%" + (
+            f" · video accuracy {100 * video:.2f}%" if video is not None else "")
+    acc = s.get("test_accuracy")
+    return f" · test accuracy {100 * acc:.2f}%" if acc is not None else ""
 
 
 def _destination(run, out: str | Path | None, overwrite: bool) -> Path:
@@ -173,41 +146,52 @@ def _destination(run, out: str | Path | None, overwrite: bool) -> Path:
     return dest
 
 
-# -- data ----------------------------------------------------------------------------------------
-def _load_test_data(run, data_dir):
-    from convolab.explain.inputs import run_dataset
-
-    return run_dataset(run, data_dir=data_dir)
-
-
-def _evaluate(run, data):
-    from convolab.data import DeviceLoader
-    from convolab.train import evaluate
-
-    loader = DeviceLoader(data.test, 500, mean=run.mean, std=run.std, device=run.device)
-    return evaluate(run.model, loader, keep_predictions=True)
+# -- pieces --------------------------------------------------------------------------------------
+def _img(fig: Figure | bytes, alt: str = "") -> str:
+    """A figure's PNG as an inline <img>."""
+    data = fig.png if isinstance(fig, Figure) else fig
+    alt = alt or (fig.caption if isinstance(fig, Figure) else "")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _batch(run, images: torch.Tensor) -> torch.Tensor:
-    from convolab.data.loader import Normalizer
-
-    return Normalizer(run.mean, run.std, run.device)(images.to(run.device))
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-# -- sections ------------------------------------------------------------------------------------
-def _config_section(run) -> str:
-    cfg = run.config
+def _skipped(data: ReportData, anchor: str) -> str:
+    """The one-sentence section that says why ``anchor`` does not apply to this run's task."""
+    title = dict(SECTIONS)[anchor]
+    return _section(anchor, title, f'<p class="note">{html.escape(data.skipped[anchor])}</p>')
+
+
+def _table(header: list[str], rows: list[list], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return "x".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
+# -- sections: each renders a part of the ReportData ("" when there is nothing to show) ------------------
+def _config_section(data: ReportData) -> str:
+    cfg = data.config
     recipe = cfg.get("recipe", {})
     ds = cfg.get("dataset", {})
     rows = [["model", html.escape(str(cfg.get("model")))],
             ["model arguments", html.escape(json.dumps(cfg.get("model_kwargs", {})))],
             ["dataset", html.escape(f"{ds.get('name')} ({ds.get('source', '')})")],
             ["split sizes", html.escape(json.dumps(ds.get("sizes", {})))],
-            ["input", "x".join(map(str, run.input_size))],
+            ["input", "x".join(map(str, data.input_size))],
             ["seed", str(cfg.get("seed"))], ["device", html.escape(str(cfg.get("device")))]]
     rows += [[html.escape(k), html.escape(json.dumps(v))] for k, v in recipe.items()]
-    s = run.summary
-    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "epochs", "train_seconds", "samples_per_second",
+    s = data.summary
+    for key in ("test_accuracy", "test_loss", "test_pixel_accuracy", "test_mean_iou", "test_clip_accuracy",
+                "test_video_accuracy", "best_val_accuracy", "epochs", "train_seconds", "samples_per_second",
                 "params"):
         if key in s:
             v = s[key]
@@ -221,83 +205,88 @@ def _config_section(run) -> str:
     return _section("config", "Configuration", body)
 
 
-def _curves_section(run) -> str:
-    from convolab.atomic import read_jsonl
-    from convolab.plotting import curve_figures, lr_steps_figure
-
-    rows = run.metrics()
-    if not rows:
+def _curves_section(data: ReportData) -> str:
+    if not data.metrics:
         return _section("curves", "Learning curves", '<p class="note">no metrics.jsonl in the run</p>')
-    recipe, augment = run.config.get("recipe") or {}, run.config.get("augment") or {}
-    figs = [fig for _, fig in curve_figures(rows, label_smoothing=recipe.get("label_smoothing"),
-                                            num_classes=len(run.classes),
-                                            mixed=bool(augment.get("mixup") or augment.get("cutmix")))]
-    steps_file = run.path / "steps.jsonl"
-    if steps_file.exists():
-        steps = read_jsonl(steps_file)
-        if steps and "lr" in steps[0]:
-            figs.append(lr_steps_figure(steps))
-    imgs = "".join(f"<figure>{_png(fig)}</figure>" for fig in figs)
+    imgs = "".join(f"<figure>{_img(fig)}</figure>" for fig in data.curves)
     return _section("curves", "Learning curves", f'<div class="grid">{imgs}</div>')
 
 
-def _test_section(run, data) -> tuple:
-    from convolab.plotting import confusion_figure, predictions_figure
-    from convolab.train.metrics import confusion_matrix
-
-    ev = _evaluate(run, data)
-    k = len(run.classes)
-    cm = confusion_matrix(ev.labels, ev.predictions, k)
-    per_class = cm.diag().double() / cm.sum(1).clamp_min(1).double()
-    conf = _png(confusion_figure(cm, run.classes))
-    grid = _png(predictions_figure(data.test.images, ev.labels, ev.predictions, ev.probabilities, run.classes))
-    rows = [[html.escape(c), f"{int(cm[i].sum()):,}", f"{100 * float(per_class[i]):.1f}%",
-             f'<span class="bar" style="width:{int(150 * float(per_class[i]))}px"></span>']
-            for i, c in enumerate(run.classes)]
-    body = (f"<p>test accuracy <b>{100 * ev.accuracy:.2f}%</b> on {ev.n:,} images (loss {ev.loss:.4f}).</p>"
-            f'<div class="grid"><figure>{conf}</figure><figure><h3>per-class accuracy</h3>'
-            f'{_table(["class", "images", "accuracy", ""], rows)}</figure></div>')
-    body += "<h3>most-confused pairs</h3>" + _confused_pairs(run, data, ev, cm)
-    body += f"<h3>predictions (mistakes in red, with the true class)</h3>{grid}"
-    return ev, _section("test", "Test results", body)
+def _class_table(rows: list[ClassRow], count: str, value: str) -> str:
+    """Per-class table with a bar per class (a class that occurs nowhere: n/a)."""
+    cells = [[html.escape(r.name), f"{r.count:,}", "n/a" if r.value is None else f"{100 * r.value:.1f}%",
+              "" if r.value is None else f'<span class="bar" style="width:{int(150 * r.value)}px"></span>']
+             for r in rows]
+    return _table(["class", count, value, ""], cells)
 
 
-def _confused_pairs(run, data, ev, cm, pairs: int = 5, examples: int = 8) -> str:
-    off = cm.clone()
-    off.fill_diagonal_(0)
-    flat = off.flatten()
-    k = len(run.classes)
-    top = [int(i) for i in flat.argsort(descending=True)[:pairs] if flat[i] > 0]
-    if not top:
+def _tta_note(test: TestResults) -> str:
+    return (' <span class="note">(each image and its mirror averaged, as the run was evaluated with --tta)</span>'
+            if test.tta else "")
+
+
+def _test_section(data: ReportData) -> str:
+    test = data.test
+    if test is None:
+        return ""
+    render = {"segmentation": _segmentation_test, "clips": _clips_test}.get(data.task, _classification_test)
+    return _section("test", "Test results", render(test))
+
+
+def _classification_test(test: TestResults) -> str:
+    body = (f"<p>test accuracy <b>{100 * test.accuracy:.2f}%</b> on {test.n:,} images (loss {test.loss:.4f})."
+            f"{_tta_note(test)}</p>"
+            f'<div class="grid"><figure>{_img(test.figures["confusion"])}</figure><figure><h3>per-class accuracy</h3>'
+            f'{_class_table(test.per_class, "images", "accuracy")}</figure></div>')
+    body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
+    body += f"<h3>predictions (mistakes in red, with the true class)</h3>{_img(test.figures['predictions'])}"
+    return body
+
+
+def _segmentation_test(test: TestResults) -> str:
+    f = test.fields
+    body = (f"<p>pixel accuracy <b>{100 * f['test_pixel_accuracy']:.2f}%</b>, mean IoU "
+            f"<b>{f['test_mean_iou']:.4f}</b> on {test.n:,} test images (loss {test.loss:.4f}).</p>"
+            '<p class="note">IoU of a class = TP / (TP + FP + FN) over all test pixels (not averaged per image); '
+            "pixels marked ignore count nowhere; the mean is over the classes that occur in the masks or the "
+            "predictions.</p>"
+            f'<div class="grid"><figure>{_img(test.figures["iou"])}</figure><figure><h3>per-class IoU</h3>'
+            f'{_class_table(test.per_class, "pixels", "IoU")}</figure></div>'
+            "<h3>masks: image | true | predicted</h3>" + _img(test.figures["masks"]))
+    return body
+
+
+def _clips_test(test: TestResults) -> str:
+    f = test.fields
+    video = f.get("test_video_accuracy")
+    body = (f"<p>clip accuracy <b>{100 * f['test_clip_accuracy']:.2f}%</b> on {test.n:,} clips (loss "
+            f"{test.loss:.4f})"
+            + (f"; video accuracy <b>{100 * video:.2f}%</b> (each video's clip probabilities averaged)"
+               if video is not None else "") + ".</p>"
+            f'<div class="grid"><figure>{_img(test.figures["confusion"])}</figure><figure><h3>per-class clip '
+            f'accuracy</h3>{_class_table(test.per_class, "clips", "accuracy")}</figure></div>')
+    body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
+    return body
+
+
+def _confused_pairs(test: TestResults) -> str:
+    if not test.confused_pairs:
         return '<p class="note">no mistakes on the test split.</p>'
-    parts = []
-    for idx in top:
-        t, p = divmod(idx, k)
-        where = ((ev.labels == t) & (ev.predictions == p)).nonzero().flatten()[:examples]
-        imgs = data.test.images[where]  # (n, C, H, W) uint8
-        fig, axes = plt.subplots(1, len(imgs), figsize=(1.1 * len(imgs), 1.3), squeeze=False)
-        for ax, im in zip(axes[0], imgs):
-            a = im.numpy().transpose(1, 2, 0)
-            ax.imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray", vmin=0, vmax=255)
-            ax.set_axis_off()
-        parts.append(f"<p><b>{html.escape(run.classes[t])}</b> taken for <b>{html.escape(run.classes[p])}</b>: "
-                     f"{int(off[t, p])} times ({100 * int(off[t, p]) / max(int(cm[t].sum()), 1):.1f}% of "
-                     f"{html.escape(run.classes[t])})</p>{_png(fig)}")
-    return "".join(parts)
+    return "".join(f"<p><b>{html.escape(p.true)}</b> taken for <b>{html.escape(p.predicted)}</b>: {p.count} times "
+                   f"({100 * p.count / max(p.of_true, 1):.1f}% of {html.escape(p.true)})</p>"
+                   + (_img(p.examples) if p.examples is not None else "") for p in test.confused_pairs)
 
 
-def _summary_section(run) -> str:
-    from convolab.analysis import summarize
-
-    s = summarize(run)  # the loaded run: analysis does not read run folders
-    depth = None if len(s.trace.rows) <= 60 else 2
-    layers = s.layers(depth)
+def _summary_section(data: ReportData) -> str:
+    m = data.model
+    if m is None:
+        return ""
     rows = [[html.escape(r["name"]), html.escape(r["type"]), "x".join(map(str, r["output_shape"][1:])),
              f"{r['params'] + r['frozen_params']:,}", f"{r['macs']:,}", _fmt(r["receptive_field"]),
-             _fmt(r["effective_stride"])] for r in layers]
-    t = s.totals()
+             _fmt(r["effective_stride"])] for r in m.layers]
+    t = m.totals
     body = (f"<p>{t['params']:,} parameters · {t['macs'] / 1e6:.2f} M MACs ({t['flops'] / 1e6:.2f} M FLOPs) "
-            "per image · "
+            f"per {m.unit} · "
             f"peak activation memory {t['activation_bytes'] / 2**10:.1f} KiB at batch 1 · receptive field "
             f"{_fmt(t['receptive_field'])} px, effective stride {_fmt(t['effective_stride'])}</p>"
             + _table(["layer", "type", "output", "params", "MACs", "RF", "jump"], rows, left=2)
@@ -305,82 +294,43 @@ def _summary_section(run) -> str:
     return _section("model", "Model summary", body)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    return "x".join(str(x) for x in v) if isinstance(v, list) else str(v)
-
-
-def _kernels_section(model) -> str:
-    from convolab.explain.viz import kernel_figure, kernel_grid
-
-    try:
-        grid = kernel_grid(model)
-    except ValueError as e:
-        return _section("kernels", "First-layer kernels", f'<p class="note">{html.escape(str(e))}</p>')
-    return _section("kernels", "First-layer kernels", _png(kernel_figure(grid))
+def _kernels_section(data: ReportData) -> str:
+    if not data.shows("kernels"):
+        return _skipped(data, "kernels")
+    if data.kernels is None:
+        return ""
+    if isinstance(data.kernels, str):
+        return _section("kernels", "First-layer kernels", f'<p class="note">{html.escape(data.kernels)}</p>')
+    return _section("kernels", "First-layer kernels", _img(data.kernels)
                     + '<p class="note">each filter scaled to its own range (dark: its smallest weight).</p>')
 
 
-def _feature_maps_section(run, data, ev, max_classes: int = 10) -> str:
-    from convolab.explain.viz import feature_map_figure, feature_maps
+def _feature_maps_section(data: ReportData) -> str:
+    if not data.shows("features"):
+        return _skipped(data, "features")
+    if not data.feature_maps:
+        return ""
+    parts = "".join(f"<h3>{html.escape(caption)}</h3>{_img(fig)}" for caption, fig in data.feature_maps)
+    note = f'<p class="note">{html.escape(data.feature_maps_note)}</p>' if data.feature_maps_note else ""
+    title = "Feature maps, one test image per class" if data.task == "classification" else "Feature maps"
+    return _section("features", title, parts + note)
 
+
+def _gradcam_section(data: ReportData) -> str:
+    if not data.shows("gradcam"):
+        return _skipped(data, "gradcam")
+    g = data.gradcam
+    if g is None:
+        return ""
     parts = []
-    for c in range(min(len(run.classes), max_classes)):
-        idx = (ev.labels == c).nonzero().flatten()
-        if not len(idx):
-            continue
-        i = int(idx[0])
-        image = data.test.images[i]
-        maps = feature_maps(run.model, _batch(run, image[None]))
-        parts.append(f"<h3>{html.escape(run.classes[c])}</h3>"
-                     + _png(feature_map_figure(maps, image.numpy(), max_channels=16)))
-    note = "" if len(run.classes) <= max_classes else f'<p class="note">first {max_classes} classes shown.</p>'
-    return _section("features", "Feature maps, one test image per class", "".join(parts) + note)
-
-
-def _pick_examples(run, data, ev, samples: int):
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(ev.labels), generator=g)[:samples]
-    return _batch(run, data.test.images[idx]), ev.labels[idx], idx
-
-
-def _gradcam_section(run, data, ev, n: int = 6) -> str:
-    from convolab.explain.attribution import attribute
-    from convolab.explain.layers import resolve_layer
-
-    layer = resolve_layer(run.model, None)[0]
-    right = (ev.predictions == ev.labels).nonzero().flatten()[:n]
-    wrong = (ev.predictions != ev.labels).nonzero().flatten()[:n]
-    parts = []
-    for label, idx in (("right", right), ("wrong", wrong)):
-        if not len(idx):
-            parts.append(f'<p class="note">no {label} predictions on the test split.</p>')
-            continue
-        x = _batch(run, data.test.images[idx])
-        maps = attribute(run.model, x, "gradcam", ev.predictions[idx].to(x.device))
-        fig, axes = plt.subplots(1, len(idx), figsize=(1.6 * len(idx), 2.0), squeeze=False)
-        for ax, i, m in zip(axes[0], idx.tolist(), maps):
-            _overlay(ax, data.test.images[i], m)
-            t, p = int(ev.labels[i]), int(ev.predictions[i])
-            cap = run.classes[p] if t == p else f"{run.classes[p]}\n(true {run.classes[t]})"
-            ax.set_title(cap, fontsize=7, color="#1b7f3b" if t == p else "#b00020")
-        parts.append(f"<h3>{label} predictions</h3>{_png(fig)}")
-    body = (f'<p class="note">Grad-CAM of the predicted class at layer <code>{html.escape(layer)}</code> '
+    for label in ("right", "wrong"):
+        if isinstance(g[label], str):
+            parts.append(f'<p class="note">{html.escape(g[label])}</p>')
+        else:
+            parts.append(f"<h3>{label} predictions</h3>{_img(g[label])}")
+    body = (f'<p class="note">Grad-CAM of the predicted class at layer <code>{html.escape(g["layer"])}</code> '
             "(the last feature stage), over the image.</p>" + "".join(parts))
     return _section("gradcam", "Grad-CAM", body)
-
-
-def _overlay(ax, image: torch.Tensor, m: torch.Tensor) -> None:
-    a = image.numpy().transpose(1, 2, 0)
-    ax.imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray", vmin=0, vmax=255)
-    s = m.detach().float().cpu().numpy()
-    s = s - s.min()
-    s = s / (s.max() or 1.0)
-    rgba = plt.get_cmap("jet")(s)
-    rgba[..., 3] = 0.7 * s
-    ax.imshow(rgba)
-    ax.set_axis_off()
 
 
 _VERDICT_CLASS = {"passes": "good", "better than random": "good", "trusted": "good", "fails": "bad",
@@ -391,8 +341,11 @@ def _verdict(v: str) -> str:
     return f'<span class="{_VERDICT_CLASS.get(v, "unsure")}">{html.escape(v)}</span>'
 
 
-def _trust_section(checks: dict) -> str:
+def _trust_section(data: ReportData) -> str:
     """The page's summary: which attribution methods can be trusted on this model, and why."""
+    if data.sanity is None:  # (no checks: the sanity section says why)
+        return ""
+    checks = data.sanity.checks
     rows = [[html.escape(m), _verdict(v), html.escape(why)] for m, (v, why) in checks["trust"].items()]
     trusted = [m for m, (v, _) in checks["trust"].items() if v == "trusted"]
     lead = ("On this model, " + ", ".join(trusted) + (" passes" if len(trusted) == 1 else " pass")
@@ -404,24 +357,20 @@ def _trust_section(checks: dict) -> str:
     return _section("trust", "Summary: which attribution methods to trust on this model", body)
 
 
-def _sanity_section(checks: dict) -> str:
+def _sanity_section(data: ReportData) -> str:
+    if not data.shows("sanity"):
+        return _skipped(data, "sanity")
+    if data.sanity is None:
+        return ""
+    checks = data.sanity.checks
     parts = []
     # (a) parameter randomization
-    rows, figs = [], []
+    rows = []
     for method, r in checks["randomization"].items():
         seeds = r["seed_correlations"]
         rows.append([method, f"{r['mean_correlation']:.3f} ± {r['std_correlation']:.3f}",
                      f"{min(seeds):.3f} .. {max(seeds):.3f}", _verdict(r["verdict"])])
-        figs.append((method, pixel_importance(r["trained"][:4]), pixel_importance(r["randomized"][:4])))
     n_seeds = len(next(iter(checks["randomization"].values()))["seeds"])
-    fig, axes = plt.subplots(len(figs) * 2, 4, figsize=(6.4, 3.3 * len(figs)), squeeze=False)
-    for k, (method, trained, rand) in enumerate(figs):
-        for j in range(min(4, len(trained))):
-            for row, maps, tag in ((2 * k, trained, "trained"), (2 * k + 1, rand, "random weights, first seed")):
-                axes[row, j].imshow(maps[j].detach().cpu().numpy(), cmap="jet")
-                axes[row, j].set_axis_off()
-                if j == 0:
-                    axes[row, j].set_title(f"{method}, {tag}", fontsize=8, loc="left")
     parts.append("<h3>(a) parameter randomization (Adebayo et al. 2018)</h3>"
                  '<p class="note">Spearman rank correlation between the maps of the trained model and of the same '
                  f"model with re-initialized weights, mean over {checks['n']} test images, then mean ± standard "
@@ -429,7 +378,7 @@ def _sanity_section(checks: dict) -> str:
                  f"that explains the model must change: passes when mean + std is below {RANDOMIZATION_THRESHOLD}, "
                  "fails when mean − std is at or above it, else inconclusive.</p>"
                  + _table(["method", "rank correlation (mean ± std over seeds)", "range over seeds", "verdict"], rows)
-                 + _png(fig))
+                 + _img(data.sanity.randomization))
     # (b) integrated-gradients completeness
     ig = checks["completeness"]
     parts.append("<h3>(b) integrated gradients: completeness</h3>"

@@ -1,0 +1,416 @@
+"""The data of a report: everything ``convolab report`` shows, gathered once, before any HTML is written.
+
+:func:`gather` loads the run (``convolab.runs``), its dataset with the settings the run recorded, evaluates the
+test split ONCE through the run's task (``convolab.train.tasks``) and computes and draws what each section
+needs; :mod:`convolab.report.html` then only renders the resulting :class:`ReportData`. What a section shows
+depends on the task: classification gets the confusion matrix, the prediction grid, Grad-CAM and the attribution
+sanity checks; segmentation pixel accuracy, (mean) IoU and mask overlays; clips clip and video accuracy. A section
+that does not apply to the task is listed in :attr:`ReportData.skipped` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convolab.report.figures import Figure, png
+from convolab.runs.reader import Run, load_run
+
+__all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "SanityData", "gather",
+           "gather_stages", "run_config", "load_data", "SKIPPED"]
+
+log = logging.getLogger("convolab")
+
+Step = Callable[[str], None]
+
+# Sections that do not apply to a task, and why (the page says so in one sentence instead of the section).
+_NOT_IMAGE_CLASSIFIER = ("convolab.explain's attributions explain one class score per image of an image classifier "
+                         "([N, C, H, W] -> [N, K])")
+SKIPPED: dict[str, dict[str, str]] = {
+    "classification": {},
+    "segmentation": {
+        "gradcam": f"Grad-CAM is left out: {_NOT_IMAGE_CLASSIFIER}; a segmentation model scores every pixel.",
+        "sanity": f"The attribution sanity checks are left out: {_NOT_IMAGE_CLASSIFIER}; a segmentation model "
+                  "scores every pixel.",
+    },
+    "clips": {
+        "kernels": "First-layer kernels are left out: a clip model's first convolution is 3-D (time x height x "
+                   "width) and the kernel mosaic draws 2-D filters.",
+        "features": "Feature maps are left out: a clip model's maps are 3-D (time x height x width) and the "
+                    "report draws 2-D maps.",
+        "gradcam": f"Grad-CAM is left out: {_NOT_IMAGE_CLASSIFIER}; a clip model takes [N, C, T, H, W] clips.",
+        "sanity": f"The attribution sanity checks are left out: {_NOT_IMAGE_CLASSIFIER}; a clip model takes "
+                  "[N, C, T, H, W] clips.",
+    },
+}
+
+
+# -- the data ------------------------------------------------------------------------------------
+@dataclass
+class ClassRow:
+    """One class's line of the per-class table."""
+
+    name: str
+    count: int  # test images (clips) of the class, or its test pixels (segmentation)
+    value: float | None  # accuracy, or IoU for segmentation (None: the class occurs nowhere)
+
+
+@dataclass
+class ConfusedPair:
+    """A true class often predicted as another, with examples."""
+
+    true: str
+    predicted: str
+    count: int  # test samples of ``true`` predicted as ``predicted``
+    of_true: int  # test samples of ``true``
+    examples: Figure | None  # a row of such images (None for clips)
+
+
+@dataclass
+class TestResults:
+    """The test split's evaluation through the run's task, done once.
+
+    ``fields`` are named and valued as summary.json names them: ``test_accuracy`` and ``test_loss`` for every
+    task, then the task's own (``Task.summary_fields``: ``test_mean_iou``, ``test_video_accuracy`` ...).
+    """
+
+    n: int  # test samples (images or clips)
+    loss: float
+    accuracy: float  # of labels (classification), pixels (segmentation) or clips (clips)
+    fields: dict[str, Any]
+    describe: str  # the task's one line of these figures
+    confusion: torch.Tensor  # (K, K) counts, row: true class, column: predicted (pixels for segmentation)
+    per_class: list[ClassRow]
+    figures: dict[str, Figure]  # "confusion", "predictions", "iou", "masks" (those the task has)
+    confused_pairs: list[ConfusedPair] | None = None  # None: the task has none
+    tta: bool = False  # evaluated flip-averaged, as the run was (--tta)
+
+
+@dataclass
+class ModelTable:
+    """``convolab summary`` of the model: totals and one row per layer."""
+
+    totals: dict
+    layers: list[dict]
+    unit: str  # what one input is: "image" or "clip"
+
+
+@dataclass
+class SanityData:
+    """The attribution sanity checks (``convolab.explain.sanity.sanity_checks``) and the figure of their maps."""
+
+    checks: dict
+    randomization: Figure
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows; :func:`convolab.report.html.render` turns it into the page."""
+
+    path: Path  # the run folder
+    title: str
+    task: str  # the run's task ("classification", "segmentation", "clips")
+    config: dict  # config.json
+    summary: dict  # summary.json
+    metrics: list[dict]  # metrics.jsonl rows
+    classes: list[str]
+    input_size: tuple[int, ...]  # (C, H, W), or (C, T, H, W) for clips
+    curves: list[Figure] = field(default_factory=list)
+    test: TestResults | None = None
+    model: ModelTable | None = None
+    kernels: Figure | str | None = None  # the mosaic, or why there is none
+    feature_maps: list[tuple[str, Figure]] = field(default_factory=list)  # (caption, figure)
+    feature_maps_note: str = ""
+    gradcam: dict | None = None  # {"layer", "right", "wrong"}: a Figure each, or a note
+    sanity: SanityData | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # section anchor -> why it is left out
+
+    def shows(self, anchor: str) -> bool:
+        """Whether the section ``anchor`` applies to this run's task."""
+        return anchor not in self.skipped
+
+
+# -- gathering -----------------------------------------------------------------------------------
+def gather_stages(task: str) -> list[str]:
+    """The stages :func:`gather` reports through ``step``, in order, for a run of ``task`` (the progress bar's)."""
+    from convolab.explain.sanity import SANITY_METHODS
+
+    skipped = SKIPPED.get(task, SKIPPED["clips"])
+    stages = ["data", "config", "curves", "test", "model"]
+    stages += [s for a, s in (("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"))
+               if a not in skipped]
+    if "sanity" not in skipped:
+        stages += [*(f"randomization {m}" for m in SANITY_METHODS), "completeness", "CAM",
+                   *(f"deletion {m}" for m in SANITY_METHODS)]
+    return stages
+
+
+def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None = None, samples: int = 32,
+           step: Step | None = None) -> ReportData:
+    """Everything the report of ``run`` (a run folder or a loaded run) shows.
+
+    The test split is evaluated once, through the run's task, with the settings the run was evaluated with
+    (batch size, memory format, --tta), so the figures are summary.json's. ``samples``: test images for the
+    Grad-CAM examples and the sanity checks. ``step(name)`` is called after each of :func:`gather_stages`.
+
+    Raises:
+        FileNotFoundError, ValueError: the run or its dataset cannot be loaded, or the dataset no longer fits the
+            model (image size, channels or classes differ).
+    """
+    from convolab.train.tasks import TASKS
+
+    run = run if isinstance(run, Run) else load_run(run)
+    step = step or (lambda _name: None)
+    if run.task not in TASKS:
+        raise ValueError(f"{run.path}: config.json names task {run.task!r}; this convolab reports "
+                         f"{', '.join(TASKS)}")
+    config = run_config(run)
+    data = load_data(run, config, data_dir)
+    step("data")
+    task = TASKS[run.task](config, data)
+    ds = run.config.get("dataset", {})
+    out = ReportData(run.path, f"{run.config.get('model', type(run.model).__name__)} on {ds.get('name', '?')}",
+                     run.task, run.config, run.summary, run.metrics(), list(run.classes), tuple(run.input_size),
+                     skipped=dict(SKIPPED.get(run.task, SKIPPED["clips"])))
+    step("config")
+    out.curves = _curves(run, out.metrics)
+    step("curves")
+    ev = _evaluate_test(run, task, config, data)
+    out.test = _test_results(run, task, data, ev, config.tta)
+    step("test")
+    out.model = _model_table(run)
+    step("model")
+    if out.shows("kernels"):
+        out.kernels = _kernels(run.model)
+        step("kernels")
+    if out.shows("features"):
+        out.feature_maps, out.feature_maps_note = _feature_maps(run, data, ev)
+        step("feature maps")
+    if out.shows("gradcam"):
+        out.gradcam = _gradcam(run, data, ev)
+        step("Grad-CAM")
+    if out.shows("sanity"):
+        out.sanity = _sanity(run, data, ev, samples, step)
+    return out
+
+
+def run_config(run: Run):
+    """The run's ``TrainConfig`` as config.json recorded it (fields this convolab does not know are dropped; a
+    run written before config.json held the whole config gets the defaults, with its recipe where recorded)."""
+    from convolab.train.config import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    saved = run.config.get("config")
+    if isinstance(saved, dict) and saved:
+        values = {k: v for k, v in saved.items() if k in known}
+    else:
+        values = {k: v for k, v in (run.config.get("recipe") or {}).items() if k in known}
+        values.update(model=run.config.get("model") or "tutorial_cnn",
+                      data=(run.config.get("dataset") or {}).get("name") or "fashion-mnist")
+        if "seed" in run.config:
+            values["seed"] = run.config["seed"]
+    return TrainConfig(**values)
+
+
+def load_data(run: Run, config, data_dir: str | os.PathLike | None = None):
+    """The dataset ``run`` was trained on, loaded and split as in training (config.json's dataset settings).
+
+    Raises:
+        ValueError: config.json names no dataset, or the dataset does not fit the model (input size, channels or
+            classes differ from the run's).
+    """
+    from convolab.data import load_dataset
+    from convolab.data.resolve import recorded_data_dir
+
+    if not isinstance(run.config.get("config"), dict):  # an older run: as the explanation tools load it
+        from convolab.explain.inputs import run_dataset
+
+        return run_dataset(run, data_dir=data_dir)
+    ds = run.config.get("dataset") or {}
+    name = ds.get("name") or config.data
+    if not name:
+        raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
+    data = load_dataset(name, data_dir=data_dir or recorded_data_dir(ds.get("data_dir", config.data_dir)),
+                        val_fraction=ds.get("val_fraction", config.val_fraction), seed=config.seed,
+                        download=config.download,
+                        image_size=tuple(config.image_size) if config.image_size is not None else None,
+                        max_bytes=config.max_memory, frames=config.frames)
+    have, want = tuple(data.input_size), tuple(run.input_size)
+    if have != want:
+        raise ValueError(f"{name} has {'x'.join(map(str, have))} inputs but the model was trained on "
+                         f"{'x'.join(map(str, want))}")
+    if list(data.classes) != list(run.classes):
+        raise ValueError(f"{name}'s classes differ from the run's ({len(data.classes)} vs {len(run.classes)} classes)")
+    return data
+
+
+def _evaluate_test(run: Run, task, config, data):
+    """The test split through ``task.evaluate``, as the training loop evaluated it (its batch size, memory format
+    and --tta), predictions kept."""
+    from convolab.train.loop import make_loader
+
+    channels_last = config.channels_last and run.device.type != "mps"
+    loader = make_loader(data.test, config.eval_batch_size, mean=run.mean, std=run.std, device=run.device,
+                         channels_last=channels_last)
+    return task.evaluate(task.eval_model(run.model, config.tta), loader, keep=True)
+
+
+def _curves(run: Run, rows: list[dict]) -> list[Figure]:
+    """Loss and accuracy per epoch, the task's validation figure (mean IoU, video accuracy), the rate per step."""
+    from convolab.atomic import read_jsonl
+    from convolab.plotting import curve_figures, lr_steps_figure
+    from convolab.report.figures import metric_curve_figure
+
+    if not rows:
+        return []
+    recipe, augment = run.config.get("recipe") or {}, run.config.get("augment") or {}
+    figs = [fig for _, fig in curve_figures(rows, label_smoothing=recipe.get("label_smoothing"),
+                                            num_classes=len(run.classes),
+                                            mixed=bool(augment.get("mixup") or augment.get("cutmix")))]
+    for key, label in (("val_mean_iou", "val mean IoU"), ("val_video_accuracy", "val video accuracy")):
+        if any(r.get(key) is not None for r in rows):
+            figs.append(metric_curve_figure(rows, key, label))
+    steps_file = run.path / "steps.jsonl"
+    if steps_file.exists():
+        steps = read_jsonl(steps_file)
+        if steps and "lr" in steps[0]:
+            figs.append(lr_steps_figure(steps))
+    return [png(f) for f in figs]
+
+
+def _test_results(run: Run, task, data, ev, tta: bool) -> TestResults:
+    """The evaluation's figures, tables and plots for the test section of the run's task."""
+    from convolab.plotting import confusion_figure, predictions_figure
+    from convolab.train.metrics import confusion_matrix
+
+    classes = list(run.classes)
+    fields_ = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, **task.summary_fields(ev)}
+    if run.task == "segmentation":
+        from convolab.report.figures import iou_figure
+        from convolab.train.tasks.segmentation import masks_figure
+
+        cm = ev.metrics["confusion"]  # (K, K) pixels
+        iou = [ev.metrics["per_class_iou"][c] for c in classes]
+        rows = [ClassRow(c, int(cm[i].sum()), iou[i]) for i, c in enumerate(classes)]
+        shown = min(4, ev.n)
+        figures = {"iou": png(iou_figure(classes, iou)),
+                   "masks": png(masks_figure(data.test.images[:shown], ev.labels[:shown], ev.predictions[:shown],
+                                             classes, task.ignore_index))}
+        return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, rows, figures, None, tta)
+    cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
+    per_class = cm.diag().double() / cm.sum(1).clamp_min(1).double()
+    rows = [ClassRow(c, int(cm[i].sum()), float(per_class[i])) for i, c in enumerate(classes)]
+    figures = {"confusion": png(confusion_figure(cm, classes))}
+    images = run.task == "classification"  # clips have no one picture to show
+    if images:
+        figures["predictions"] = png(predictions_figure(data.test.images, ev.labels, ev.predictions,
+                                                        ev.probabilities, classes))
+    pairs = _confused_pairs(classes, data.test.images if images else None, ev, cm)
+    return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, rows, figures, pairs, tta)
+
+
+def _confused_pairs(classes: list[str], images: torch.Tensor | None, ev, cm: torch.Tensor, pairs: int = 5,
+                    examples: int = 8) -> list[ConfusedPair]:
+    """The ``pairs`` largest off-diagonal counts, with up to ``examples`` of their images."""
+    from convolab.report.figures import examples_figure
+
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    flat = off.flatten()
+    k = len(classes)
+    out = []
+    for idx in (int(i) for i in flat.argsort(descending=True)[:pairs] if flat[i] > 0):
+        t, p = divmod(idx, k)
+        fig = None
+        if images is not None:
+            where = ((ev.labels == t) & (ev.predictions == p)).nonzero().flatten()[:examples]
+            fig = png(examples_figure(images[where]))  # (n, C, H, W) uint8
+        out.append(ConfusedPair(classes[t], classes[p], int(off[t, p]), int(cm[t].sum()), fig))
+    return out
+
+
+def _model_table(run: Run) -> ModelTable:
+    from convolab.analysis import summarize
+
+    s = summarize(run)  # the loaded run: analysis does not read run folders
+    depth = None if len(s.trace.rows) <= 60 else 2
+    return ModelTable(s.totals(), s.layers(depth), "clip" if len(run.input_size) == 4 else "image")
+
+
+def _kernels(model) -> Figure | str:
+    from convolab.explain.viz import kernel_figure, kernel_grid
+
+    try:
+        grid = kernel_grid(model)
+    except ValueError as e:
+        return str(e)
+    return png(kernel_figure(grid))
+
+
+def _normalised(run: Run, images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> the model's normalised float input on its device."""
+    from convolab.data.loader import Normalizer
+
+    return Normalizer(run.mean, run.std, run.device)(images.to(run.device))
+
+
+def _feature_maps(run: Run, data, ev, max_classes: int = 10) -> tuple[list[tuple[str, Figure]], str]:
+    """Feature maps of one test image per class (classification), or of the first two test images."""
+    from convolab.explain.viz import feature_map_figure, feature_maps
+
+    if run.task == "classification":
+        picks = []
+        for c in range(min(len(run.classes), max_classes)):
+            idx = (ev.labels == c).nonzero().flatten()
+            if len(idx):
+                picks.append((run.classes[c], int(idx[0])))
+        note = "" if len(run.classes) <= max_classes else f"first {max_classes} classes shown."
+    else:
+        picks = [(f"test image {i}", i) for i in range(min(2, len(data.test)))]
+        note = "a segmentation mask has every class in one image: the first test images are shown."
+    out = []
+    for caption, i in picks:
+        image = data.test.images[i]
+        maps = feature_maps(run.model, _normalised(run, image[None]))
+        out.append((caption, png(feature_map_figure(maps, image.numpy(), max_channels=16))))
+    return out, note
+
+
+def _gradcam(run: Run, data, ev, n: int = 6) -> dict:
+    """Grad-CAM of the predicted class for the first ``n`` right and ``n`` wrong test predictions."""
+    from convolab.explain.attribution import attribute
+    from convolab.explain.layers import resolve_layer
+    from convolab.report.figures import gradcam_figure
+
+    out: dict = {"layer": resolve_layer(run.model, None)[0]}
+    for label, idx in (("right", (ev.predictions == ev.labels).nonzero().flatten()[:n]),
+                       ("wrong", (ev.predictions != ev.labels).nonzero().flatten()[:n])):
+        if not len(idx):
+            out[label] = f"no {label} predictions on the test split."
+            continue
+        x = _normalised(run, data.test.images[idx])
+        maps = attribute(run.model, x, "gradcam", ev.predictions[idx].to(x.device))
+        truth, pred = ev.labels[idx].tolist(), ev.predictions[idx].tolist()
+        captions = [run.classes[p] if t == p else f"{run.classes[p]}\n(true {run.classes[t]})"
+                    for t, p in zip(truth, pred)]
+        out[label] = png(gradcam_figure(data.test.images[idx], maps, captions, [t == p for t, p in zip(truth, pred)]))
+    return out
+
+
+def _sanity(run: Run, data, ev, samples: int, step: Step) -> SanityData:
+    """The sanity checks of the attributions on a seeded sample of ``samples`` test images."""
+    from convolab.explain.sanity import SANITY_METHODS, pixel_importance, sanity_checks
+    from convolab.report.figures import randomization_figure
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(ev.labels), generator=g)[:samples]
+    checks = sanity_checks(run.model, _normalised(run, data.test.images[idx]), SANITY_METHODS, step=step)
+    maps = [(m, pixel_importance(r["trained"][:4]), pixel_importance(r["randomized"][:4]))
+            for m, r in checks["randomization"].items()]
+    return SanityData(checks, png(randomization_figure(maps)))
