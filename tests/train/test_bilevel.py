@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -182,6 +181,7 @@ def reference(tmp_path_factory, digits_config):
     return out, result, log, start
 
 
+@pytest.mark.slow  # (the shared reference run)
 def test_both_levels_learn(reference):
     out, result, _, start = reference
     final = load_file(str(out / "model.safetensors"))
@@ -191,6 +191,7 @@ def test_both_levels_learn(reference):
     assert result.summary["test_accuracy"] > 0.5  # (10 classes: chance is 0.1)
 
 
+@pytest.mark.slow  # (the shared reference run)
 def test_outer_step_before_each_inner_step(reference):
     out, result, log, _ = reference
     steps = read_jsonl(out / "steps.jsonl")
@@ -209,6 +210,7 @@ def test_alphas_are_stepped_only_by_the_outer_optimizer(digits_config, tmp_path,
     assert torch.equal(load_file(str(tmp_path / "run" / "model.safetensors"))["alphas"], start)
 
 
+@pytest.mark.slow  # (the shared reference run)
 def test_resume_after_epoch_1_is_bit_exact(reference, digits_config, tmp_path, registered):
     out = tmp_path / "run"
     config = _config(digits_config, out, checkpoint_every=4)
@@ -222,6 +224,7 @@ def test_resume_after_epoch_1_is_bit_exact(reference, digits_config, tmp_path, r
     _assert_same_run(out, reference[0])
 
 
+@pytest.mark.slow  # (the shared reference run)
 def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(reference, digits_config, tmp_path, registered):
     out = tmp_path / "run"
     config = _config(digits_config, out, checkpoint_every=4)
@@ -237,6 +240,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(reference, digits_confi
     _assert_same_run(out, reference[0])
 
 
+@pytest.mark.slow  # (the shared reference run)
 def test_resume_from_a_chosen_mid_epoch_checkpoint_file(reference, digits_config, tmp_path, registered):
     """The reference's own step-20 checkpoint (epoch 2, batch 9), copied with its run, resumed by file name."""
     run = tmp_path / "copy"
