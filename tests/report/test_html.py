@@ -13,15 +13,44 @@ from tests.cli.test_cli import assert_one_line_error, cli
 from tests.report.browser import chromium, open_page
 
 from convolab.explain.sanity import RANDOMIZATION_SEEDS, SANITY_METHODS
+from convolab.report import data as data_module
 from convolab.report import html as html_module
+from convolab.report.data import ReportData, gather_stages
 from convolab.report.html import build_report
 from convolab.runs.reader import load_run
 
 
+def build_counting(run_dir, task_class, **kwargs):
+    """``build_report`` with the task's ``evaluate`` counted: (page path, the gathered ReportData, calls)."""
+    calls, gathered = [], []
+    real_evaluate, real_gather = task_class.evaluate, html_module.gather
+
+    def evaluate(self, *args, **kw):
+        calls.append(args)
+        return real_evaluate(self, *args, **kw)
+
+    def spy(*args, **kw):
+        gathered.append(real_gather(*args, **kw))
+        return gathered[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_class, "evaluate", evaluate)
+        mp.setattr(html_module, "gather", spy)
+        path = build_report(run_dir, **kwargs)
+    return path, gathered[0], len(calls)
+
+
 @pytest.fixture(scope="module")
-def report(digits_run, tmp_path_factory):
+def built(digits_run, tmp_path_factory):
+    from convolab.train.tasks import Classification
+
     out = tmp_path_factory.mktemp("report") / "report.html"
-    return build_report(digits_run.run_dir, samples=12, out=out)
+    return build_counting(digits_run.run_dir, Classification, samples=12, out=out)
+
+
+@pytest.fixture(scope="module")
+def report(built):
+    return built[0]
 
 
 def test_sections_and_figures(report, digits_run):
@@ -32,6 +61,19 @@ def test_sections_and_figures(report, digits_run):
     assert f"test accuracy <b>{100 * acc:.2f}%</b>" in page  # the evaluation reproduces the run's figure
     assert "most-confused pairs" in page and "parameter randomization" in page and "completeness" in page
     assert f"{digits_run.summary['params']:,} parameters" in page
+
+
+def test_the_test_split_is_evaluated_once_and_agrees_with_the_summary(built, digits_run):
+    """One evaluation through the run's task (rendering evaluates nothing), with the training's settings: the
+    figures are summary.json's exactly, and the confusion matrix gives the accuracy it claims."""
+    _, data, calls = built
+    assert calls == 1
+    assert data.test.fields == {k: digits_run.summary[k] for k in ("test_accuracy", "test_loss")}
+    cm = data.test.confusion
+    assert int(cm.sum()) == data.test.n == digits_run.summary["test_samples"]
+    assert int(cm.trace()) / int(cm.sum()) == digits_run.summary["test_accuracy"]
+    assert [r.count for r in data.test.per_class] == cm.sum(1).tolist()
+    assert data.skipped == {} and data.sanity is not None
 
 
 def test_self_contained(report):
@@ -101,7 +143,8 @@ def test_the_curves_know_the_recipe(digits_run, monkeypatch):
         return real(rows, **kwargs)
 
     monkeypatch.setattr(plots, "curve_figures", spy)
-    html_module._curves_section(load_run(digits_run.run_dir))
+    run = load_run(digits_run.run_dir)
+    assert len(data_module._curves(run, run.metrics())) == 3  # loss, accuracy, the rate per step
     assert seen == {"label_smoothing": 0.0, "num_classes": 10, "mixed": False}
 
 
@@ -112,7 +155,7 @@ def no_work(monkeypatch):
     def work(*_args, **_kwargs):
         raise AssertionError("the report's work started")
 
-    monkeypatch.setattr(html_module, "_load_test_data", work)
+    monkeypatch.setattr(data_module, "load_data", work)
 
 
 def test_an_existing_out_file_is_refused_before_the_work(digits_run, tmp_path, no_work):
@@ -143,13 +186,14 @@ def test_a_folder_or_an_unwritable_place_is_refused_before_the_work(digits_run, 
 
 @pytest.fixture
 def stub_sections(monkeypatch):
-    """Every section stubbed: the page is written at once (for tests of the write and the progress bar)."""
-    for name in ("_load_test_data", "_config_section", "_curves_section", "_summary_section", "_kernels_section",
-                 "_feature_maps_section", "_gradcam_section", "_sanity_section", "_trust_section"):
-        monkeypatch.setattr(html_module, name, lambda *a, **k: "")
-    monkeypatch.setattr(html_module, "_test_section", lambda *a: (None, ""))
-    monkeypatch.setattr(html_module, "_pick_examples", lambda *a: (None, None, None))
-    monkeypatch.setattr(html_module, "sanity_checks", lambda *a, **k: {})
+    """Nothing gathered: the stages are stepped through and an empty report is rendered at once (for tests of
+    the write and the progress bar)."""
+    def gather(run, *, step, **_kwargs):
+        for stage in gather_stages(run.task):
+            step(stage)
+        return ReportData(run.path, "stub", run.task, run.config, run.summary, [], run.classes, run.input_size)
+
+    monkeypatch.setattr(html_module, "gather", gather)
 
 
 def test_a_full_disk_while_writing_the_page_is_one_line(digits_run, tmp_path, monkeypatch, stub_sections):

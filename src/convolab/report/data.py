@@ -253,9 +253,12 @@ def load_data(run: Run, config, data_dir: str | os.PathLike | None = None):
 def _evaluate_test(run: Run, task, config, data):
     """The test split through ``task.evaluate``, as the training loop evaluated it (its batch size, memory format
     and --tta), predictions kept."""
+    from convolab.data.loader import memory_format
     from convolab.train.loop import make_loader
 
     channels_last = config.channels_last and run.device.type != "mps"
+    # The weights' layout too: it picks the convolution kernels, so the loss agrees with summary.json to the bit.
+    run.model.to(memory_format=memory_format(channels_last, data.test.images.ndim))
     loader = make_loader(data.test, config.eval_batch_size, mean=run.mean, std=run.std, device=run.device,
                          channels_last=channels_last)
     return task.evaluate(task.eval_model(run.model, config.tta), loader, keep=True)
