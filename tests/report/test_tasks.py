@@ -20,7 +20,7 @@ from tests.report.test_html import build_counting
 from convolab.runs.session import train
 from convolab.train import TrainConfig
 
-pytestmark = pytest.mark.slow  # each module fixture trains a model (about 10 s each on one core)
+pytestmark = pytest.mark.slow  # each module fixture trains a model (10 to 40 s on one core)
 
 _TINY = dict(epochs=3, batch_size=8, device="cpu", progress=False, precision="32", seed=0)
 
@@ -139,7 +139,7 @@ def write_video_folder(root, frames: int = 8, size: int = 16) -> None:
     from convolab.data.moving import MOTIONS, load_moving_fashion
     from convolab.data.video_io import write_video
 
-    tr_x, tr_y, te_x, te_y = load_moving_fashion(frames=frames, n_train=64, n_test=24, size=size, seed=0)
+    tr_x, tr_y, te_x, te_y = load_moving_fashion(frames=frames, n_train=160, n_test=24, size=size, seed=0)
     for split, x, y in (("train", tr_x, tr_y), ("test", te_x, te_y)):
         for i in range(len(x)):
             if int(y[i]) < 4:  # the four moves: the fastest to learn
@@ -150,9 +150,10 @@ def write_video_folder(root, frames: int = 8, size: int = 16) -> None:
 def clip_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     write_video_folder(root / "data")
-    # frames=4 of videos of 8: two clips per video, so the video accuracy averages two clips
-    return train(TrainConfig(model="c3d", model_kwargs=dict(widths=(4, 4, 8, 8, 8), fc_width=16, drop_rate=0.0),
-                             data=str(root / "data"), frames=4, out=str(root / "run"), lr=3e-3, **_TINY))
+    # frames=4 of videos of 8: two clips per video, so the video accuracy averages two clips. A narrow R3D-18
+    # learns the moves in 4 epochs (here clip 0.42, video 0.67 on CPU), where a narrow C3D stays at chance.
+    return train(TrainConfig(model="r3d_18", model_kwargs=dict(widths=(8, 8, 8, 8)), data=str(root / "data"),
+                             frames=4, out=str(root / "run"), lr=1e-2, **{**_TINY, "epochs": 4}))
 
 
 @pytest.fixture(scope="module")
