@@ -376,7 +376,7 @@ def _feature_maps(run: Run, data, ev, max_classes: int = 10) -> tuple[list[tuple
         note = "" if len(run.classes) <= max_classes else f"first {max_classes} classes shown."
     else:
         picks = [(f"test image {i}", i) for i in range(min(2, len(data.test)))]
-        note = "a segmentation mask has every class in one image: the first test images are shown."
+        note = "one image per class does not fit masks (an image holds several classes): the first test images."
     out = []
     for caption, i in picks:
         image = data.test.images[i]
