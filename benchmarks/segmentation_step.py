@@ -24,7 +24,7 @@ with one multiply-add): their per-step losses are compared and printed, so the w
 
 ``--layout channels-last`` (the default, convolab's layout on the CPU) or ``contiguous`` applies to both sides.
 
-Usage: python benchmarks/segmentation_step.py [--steps 20] [--batch-size 32] [--rounds 3] [--precision 32|bf16]
+Usage: python benchmarks/segmentation_step.py [--steps 40] [--batch-size 32] [--rounds 5] [--precision 32|bf16]
            [--threads N] [--device cpu|cuda] [--optimizer fused|plain] [--check [--metric wall|cpu]] [--quick]
            [--json]
 """
@@ -53,9 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", default="fashion-scenes")
     ap.add_argument("--base-channels", type=int, default=8, help="unet's width (the paper's is 64)")
     ap.add_argument("--depth", type=int, default=3, help="unet's number of down-sampling stages")
-    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per side per round")
+    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per side per round")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up round)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (after one warm-up round)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--precision", default="32", choices=("32", "bf16"), help="both sides (bf16: autocast)")
     ap.add_argument("--layout", default="channels-last", choices=("channels-last", "contiguous"),
