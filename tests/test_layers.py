@@ -1,6 +1,6 @@
 """The layers of DESIGN.md only point down, and no modules import each other in a circle.
 
-    base (atomic, errors, plotting ...) < glass, layers, data, models < analysis, explain < train < runs
+    base (atomic, errors, structure, plotting ...) < glass, layers, data, models < analysis, explain < train < runs
         < compress, experiments, report, serve < cli < the package's public API (convolab/__init__.py)
 
 Every ``import`` and ``from ... import`` in every module under src/convolab is read with ``ast`` — at module level
@@ -26,7 +26,7 @@ PACKAGE = SRC / "convolab"
 # Layer of each top-level part of the package (the first name after "convolab."). Base modules hold no
 # convolab logic of their own and import only each other; run.py and run_schema.py are re-exports of runs/.
 LAYERS = {
-    **dict.fromkeys(("atomic", "errors", "device", "tensor_files", "_logging", "plotting"), 0),
+    **dict.fromkeys(("atomic", "errors", "device", "tensor_files", "_logging", "plotting", "structure"), 0),
     **dict.fromkeys(("glass", "layers", "data", "models"), 1),
     **dict.fromkeys(("analysis", "explain"), 2),
     "train": 3,
@@ -48,14 +48,6 @@ VERSION = "convolab.__version__"
 PENDING: dict[str, set[str]] = {
     # convolab.train.train/resume resolve lazily to convolab.runs.session until their callers import it there.
     "train/__init__.py": {"convolab.runs.session"},
-    # The loop reads convolab.__version__ through the package (`from convolab import __version__` is allowed).
-    "train/loop.py": {"convolab"},
-    # The checkpoint reader checks a checkpoint with the run format's schema primitives and reads the run's
-    # config.json: it moves next to the run format (runs/), or the primitives move below train.
-    "train/checkpoint.py": {"convolab.run_schema"},
-    # The old home of the run folder's names and writer, a re-export of convolab.runs kept until its importers
-    # (train/checkpoint.py) use convolab.runs: then the file goes.
-    "train/rundir.py": {"convolab.runs.layout", "convolab.runs.writer"},
 }
 
 

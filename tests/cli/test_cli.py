@@ -135,11 +135,12 @@ def test_train_user_errors(args, needles, tmp_path, capsys):
 
 @pytest.mark.parametrize("model,kind", [("unet", "segmentation"), ("fcn_resnet50", "segmentation"), ("c3d", "clip"),
                                         ("r3d_18", "clip")])
-def test_train_refuses_models_that_are_not_image_classifiers(model, kind, tmp_path, capsys):
+def test_train_refuses_a_model_whose_task_does_not_match_the_data(model, kind, tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = cli(["train", "--model", model, "--data", "digits", "--quiet", "--out", out], capsys)
     assert_one_line_error(code, err, f"convolab train: error: {model} is a {kind} model",
-                          "image classifiers only", "convolab models")
+                          "digits is a classification dataset", "convolab models")
+    assert not out.exists()
     assert not out.exists()
 
 def test_diverging_training_is_a_user_error(tmp_path, capsys):

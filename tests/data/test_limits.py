@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import convolab.data.dataset as dataset_module
@@ -75,25 +76,25 @@ def test_image_size_of_a_named_dataset_must_be_its_own(tmp_path):
     assert load_dataset("digits", image_size=(8, 8)).image_size == (8, 8)
 
 
-def test_memory_limit_refuses_with_the_figures(tmp_path, no_decode):
+def test_a_folder_over_the_memory_limit_streams_instead_of_loading(tmp_path):
+    from convolab.data.stream import FileImages
+
     photos(tmp_path, (30, 40), n=5)
     need = 10 * 3 * 30 * 40  # 36,000 bytes
-    with pytest.raises(ValueError) as e:
-        load_dataset(tmp_path, max_bytes=need - 1)
-    msg = str(e.value)
-    assert "\n" not in msg
-    assert f"10 images of 3x30x40 would take {format_bytes(need)} in memory" in msg
-    assert f"limit of {format_bytes(need - 1)} ($CONVOLAB_MAX_DATA_BYTES)" in msg
-    assert "--image-size 29x39 fits" in msg
-    assert 10 * 3 * 29 * 39 <= need - 1  # the size suggested does fit
+    streamed = load_dataset(tmp_path, max_bytes=need - 1)
+    assert isinstance(streamed.train.images, FileImages)
+    fits = load_dataset(tmp_path, max_bytes=need)  # exactly at the limit: in memory
+    assert isinstance(fits.train.images, torch.Tensor)
+    assert torch.equal(streamed.train.images[torch.arange(len(streamed.train))], fits.train.images)
 
 
 def test_memory_limit_from_the_environment(tmp_path, monkeypatch):
+    from convolab.data.stream import FileImages
+
     photos(tmp_path, (30, 40), n=5)
     monkeypatch.setenv("CONVOLAB_MAX_DATA_BYTES", "30K")
-    with pytest.raises(ValueError, match=r"35\.2 KiB in memory, more than the limit of 30\.0 KiB"):
-        load_dataset(tmp_path)
-    assert load_dataset(tmp_path, image_size=(20, 20)).image_size == (20, 20)  # 12 KB fits
+    assert isinstance(load_dataset(tmp_path).train.images, FileImages)  # 35.2 KiB: streamed
+    assert isinstance(load_dataset(tmp_path, image_size=(20, 20)).train.images, torch.Tensor)  # 12 KB fits
     monkeypatch.setenv("CONVOLAB_MAX_DATA_BYTES", "36000")
     assert load_dataset(tmp_path).image_size == (30, 40)  # exactly at the limit: loads
 

@@ -181,7 +181,7 @@ def layer_stack(data: bytes, ctx: Context) -> None:
 
 
 def _load_run_dir(run: Path) -> None:
-    from convolab.run import load_run, read_weights_metadata
+    from convolab.runs.reader import load_run, read_weights_metadata
 
     read_weights_metadata(run / "model.safetensors")
     r = load_run(run)
@@ -195,7 +195,7 @@ def _replace_file(name: str) -> Callable[[bytes, Context], None]:
         _load_run_dir(run)
         if name == "config.json":  # eval, explain and report then reload the run's data as config.json says
             from convolab.explain.inputs import run_dataset
-            from convolab.run import load_run
+            from convolab.runs.reader import load_run
 
             run_dataset(load_run(run), download=False)
 

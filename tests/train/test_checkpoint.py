@@ -22,6 +22,7 @@ from tests.cli.test_cli import assert_one_line_error, cli
 
 import convolab
 from convolab.atomic import read_jsonl
+from convolab.runs import checkpoints as runs_ckpt
 from convolab.train import checkpoint as ckpt
 from convolab.runs.session import resume
 
@@ -211,7 +212,7 @@ def test_every_step_checkpoint_damaged_but_best_intact(two_epochs, tmp_path, cap
         p.unlink()
     with pytest.raises(FileNotFoundError, match=f"no step checkpoints in .*; {best} is there: resume from it with "
                                                 f"--resume {best}"):
-        ckpt.find_checkpoint(run)
+        runs_ckpt.find_checkpoint(run)
 
 
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from tests.bad_files import write_raw_pickle, write_safetensors_bytes, write_tor
 from tests.cli.test_cli import assert_one_line_error, cli
 
 import convolab
+from convolab.runs import checkpoints as runs_ckpt
 from convolab.train import checkpoint as ckpt
 
 
@@ -105,7 +106,7 @@ def test_bad_checkpoint_contents(one_epoch, tmp_path, field, value, expected):
     _set(state, field, value)
     torch.save(state, path)
     with pytest.raises(ValueError) as e:
-        ckpt.find_checkpoint(path)
+        runs_ckpt.find_checkpoint(path)
     message = str(e.value)
     assert message.startswith(f"{path}: ") and expected in message and "\n" not in message, message
 
@@ -151,7 +152,7 @@ def test_weights_that_do_not_fit_the_runs_model(one_epoch, tmp_path, edit, expec
     ckpt.load_checkpoint(newest)  # a well-formed checkpoint ...
     for target in (run, newest):  # ... that is not this run's model, whether named by its folder or by its file
         with pytest.raises(ValueError) as e:
-            ckpt.find_checkpoint(target)
+            runs_ckpt.find_checkpoint(target)
         assert str(e.value).startswith(f"{newest}: ")
         assert expected.format(k=k, shape=shape, config=run / "config.json") in str(e.value), str(e.value)
 
@@ -233,4 +234,4 @@ def test_no_augmentation_state_in_a_run_that_augments(one_epoch, tmp_path):
     assert good["augment"] is None
     with pytest.raises(ValueError, match=r"field 'augment' is null in a run that augments \(.*config.json: crop_pad\); "
                                          "expected the augmentation's generators"):
-        ckpt.find_checkpoint(run)
+        runs_ckpt.find_checkpoint(run)

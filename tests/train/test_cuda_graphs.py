@@ -205,7 +205,7 @@ def test_a_recorded_run_resumes_exactly(digits_config, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         convolab.train(digits_config(tmp_path / "stopped", **recipe))
     monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
-    from convolab.train.checkpoint import find_checkpoint
+    from convolab.runs.checkpoints import find_checkpoint
 
     _, _, state = find_checkpoint(tmp_path / "stopped")
     assert all(type(g["lr"]) is float for g in state["optimizer"]["param_groups"])  # not the device tensor

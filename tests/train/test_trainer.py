@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import convolab
 from convolab.atomic import read_jsonl
 from convolab.data import load_dataset
-from convolab.run import read_weights_metadata
+from convolab.runs.reader import read_weights_metadata
 from convolab.train import loop as trainer_module  # `convolab.train` itself is the function
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}

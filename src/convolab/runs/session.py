@@ -16,7 +16,8 @@ from convolab.atomic import read_jsonl, remove_temporaries, strict_json, write_j
 from convolab.data.resolve import recorded_data_dir
 from convolab.runs.layout import CONFIG, METRICS, STEPS, own_files, prepare_run_dir, run_id
 from convolab.runs.writer import RunWriter
-from convolab.train.checkpoint import CHECKPOINTS, find_checkpoint
+from convolab.runs.checkpoints import find_checkpoint
+from convolab.train.checkpoint import CHECKPOINTS
 from convolab.train.config import RESUME_FREE, TrainConfig
 from convolab.train.loop import Trainer, TrainResult, deterministic_algorithms
 from convolab.train.lr_finder import LRFindResult, check_range_test, lr_range_test

@@ -72,13 +72,13 @@ def versions() -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    import convolab
+    from convolab import __version__
 
     try:
         tv = version("torchvision")
     except PackageNotFoundError:
         tv = None
-    return {"convolab": convolab.__version__, "torch": torch.__version__, "torchvision": tv,
+    return {"convolab": __version__, "torch": torch.__version__, "torchvision": tv,
             "numpy": np.__version__, "python": platform.python_version()}
 
 
