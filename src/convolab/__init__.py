@@ -7,6 +7,7 @@ The public API::
     model = convolab.create_model("lenet5", num_classes=10, in_chans=1, input_size=28)
     data = convolab.load_dataset("fashion-mnist")  # uint8 splits in memory
     result = convolab.train(model="tutorial_cnn", data="fashion-mnist", epochs=5, out="runs/demo")
+    convolab.resume("runs/demo")                 # continue an interrupted run from its newest checkpoint
     run = convolab.load_run("runs/demo")         # model + preprocessing + class names
     run.predict("shoe.png", top_k=3)
 """
@@ -19,12 +20,13 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "load_dataset", "train", "TrainConfig", "load_run", "Run", "__version__"]
+__all__ = ["create_model", "list_models", "load_dataset", "train", "resume", "TrainConfig", "load_run", "Run",
+           "__version__"]
 
 # Each name of the API -> the module that defines it. They are imported on first use, so that `import
 # convolab.glass` (the NumPy engine) loads no PyTorch and works where it is not installed.
 _API = {"create_model": "convolab.models", "list_models": "convolab.models", "load_dataset": "convolab.data",
-        "train": "convolab.runs.session", "TrainConfig": "convolab.train.config", "load_run": "convolab.runs.reader",
+        "train": "convolab.runs.session", "resume": "convolab.runs.session", "TrainConfig": "convolab.train.config", "load_run": "convolab.runs.reader",
         "Run": "convolab.runs.reader"}
 
 

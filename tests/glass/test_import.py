@@ -52,12 +52,13 @@ def test_glass_runs_without_torch():
 
 
 def test_public_api_with_torch():
-    from convolab.run import Run, load_run
+    from convolab.runs.reader import Run, load_run
+    from convolab.runs.session import resume, train
     from convolab.train import TrainConfig
-    from convolab.runs.session import train
 
     assert convolab.train is train and convolab.TrainConfig is TrainConfig  # the function, not the subpackage
+    assert convolab.resume is resume
     assert convolab.load_run is load_run and convolab.Run is Run
     assert callable(convolab.create_model) and callable(convolab.list_models) and callable(convolab.load_dataset)
-    assert set(convolab.__all__) == {"create_model", "list_models", "load_dataset", "train", "TrainConfig",
+    assert set(convolab.__all__) == {"create_model", "list_models", "load_dataset", "train", "resume", "TrainConfig",
                                      "load_run", "Run", "__version__"}

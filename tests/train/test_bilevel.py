@@ -18,7 +18,6 @@ from convolab.atomic import read_jsonl
 from convolab.data import DeviceLoader
 from convolab.models import _registry
 from convolab.models._registry import register_model
-from convolab.runs import checkpoints as checkpoints_mod
 from convolab.runs.session import make_trainer
 from convolab.train.callbacks import Callback
 from convolab.train.loop import Trainer
@@ -61,12 +60,9 @@ def _register(mp: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def registered(monkeypatch):
-    """Work around two bugs of ``convolab.runs.checkpoints.find_checkpoint`` (each has an xfail test below) so that
-    the loop's own resume of built objects is tested: it rebuilds the model config.json names from the registry
-    (so ``tiny_darts`` is registered here) and loads the checkpoint's optimizer state into the optimizer the config
-    would build over every parameter (so that check is skipped: the inner optimizer here holds the weights only)."""
+    """``tiny_darts`` registered (the runs below also pass without it: see the tests of a model outside the
+    registry and of given optimizers)."""
     _register(monkeypatch)
-    monkeypatch.setattr(checkpoints_mod, "_check_optimizer", lambda probe, state, path: None)
 
 
 def _tiny_darts(*, num_classes: int = 10, in_chans: int = 1, input_size=None, width: int = 8) -> MixedOpNet:
@@ -286,8 +282,6 @@ def test_resume_without_step_rule_state_is_refused(standard_step_run):
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1], "nothing was trained"
 
 
-@pytest.mark.xfail(strict=True, reason="AlternatingStep.load_extra_state's refusal does not name the checkpoint file "
-                                       "(the other restore errors say '{resume_file}: field ...')")
 def test_refusal_names_the_checkpoint(standard_step_run):
     config, out = standard_step_run
     newest = sorted((out / "checkpoints").glob("step-*.pt"))[-1]
@@ -296,11 +290,7 @@ def test_refusal_names_the_checkpoint(standard_step_run):
     _one_line_refusal(excinfo, newest.name)
 
 
-@pytest.mark.xfail(strict=True, reason="make_trainer's run records the config's model name as a registry build; "
-                                       "resume then rebuilds that name to check the weights, so a built model that "
-                                       "is not in the registry can never be resumed")
 def test_resume_of_a_built_model_outside_the_registry(digits_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoints_mod, "_check_optimizer", lambda probe, state, path: None)  # (the next bug)
     out = tmp_path / "run"
     config = _config(digits_config, out)
     with _interrupted_at_epoch(2):
@@ -309,10 +299,6 @@ def test_resume_of_a_built_model_outside_the_registry(digits_config, tmp_path, m
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="find_checkpoint checks the checkpoint's optimizer state against the optimizer "
-                                       "the config would build (create_optimizer over every parameter), so a run "
-                                       "whose optimizers were given (the inner one over the weights only) is refused "
-                                       "on resume: 'field optimizer is not the state of this run's SGD'")
 def test_resume_with_given_optimizers(digits_config, tmp_path, monkeypatch):
     _register(monkeypatch)
     out = tmp_path / "run"

@@ -23,8 +23,8 @@ from tests.cli.test_cli import assert_one_line_error, cli
 import convolab
 from convolab.atomic import read_jsonl
 from convolab.runs import checkpoints as runs_ckpt
-from convolab.train import checkpoint as ckpt
 from convolab.runs.session import resume
+from convolab.train import checkpoint as ckpt
 
 RECIPE = ["--model", "mnist_cnn", "--data", "digits", "--epochs", "3", "--device", "cpu", "--quiet", "--no-plots",
           "--checkpoint-every", "5", "--schedule", "cosine", "--warmup-steps", "5", "--label-smoothing", "0.1",

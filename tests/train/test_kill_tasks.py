@@ -81,12 +81,7 @@ def _kill_and_resume(z: Zygote, tmp_path, recipe: list, trials: list[tuple[str, 
     return outcomes
 
 
-AUGMENT_BUG = pytest.mark.xfail(
-    strict=True, reason="convolab.train.checkpoint's schema requires field 'augment' to hold 'torch' and 'numpy' "
-                        "(BatchAugment's state), but PairAugment and ClipAugment save {'torch'} only: every "
-                        "checkpoint of an augmented segmentation or clip run is refused on resume "
-                        "(\"field 'augment.numpy' is missing\")")
-AUGMENTS = [pytest.param("light", marks=AUGMENT_BUG), "none"]
+AUGMENTS = ["light", "none"]
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)

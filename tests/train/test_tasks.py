@@ -333,9 +333,6 @@ def test_clip_run(tmp_path):
     assert len(torch.unique(data.test.groups)) == 6
 
 
-@pytest.mark.xfail(strict=True, reason="convolab.train.checkpoint's schema requires field 'augment' to hold 'torch' "
-                                       "and 'numpy' (BatchAugment's state); PairAugment saves {'torch'} only, so an "
-                                       "augmented segmentation run is refused on resume (also clips: ClipAugment)")
 def test_augmented_segmentation_run_resumes(tmp_path, monkeypatch):
     from convolab.runs.session import resume
     from convolab.train.loop import Trainer

@@ -87,6 +87,9 @@ def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
     if isinstance(augment, dict) and any(augment.values()) and state["augment"] is None:
         raise ValueError(f"{path}: field 'augment' is null in a run that augments ({run_dir / CONFIG}: "
                          f"{', '.join(k for k, v in augment.items() if v)}); expected the augmentation's generators")
+    build, given = config.get("build"), config.get("given") or []
+    if isinstance(build, dict) and build.get("kind", "registry") != "registry":
+        return  # a model the caller built: nothing here rebuilds it to compare with
     name, kwargs = config.get("model"), config.get("model_kwargs")
     if not isinstance(name, str) or not isinstance(kwargs, dict):
         return
@@ -108,7 +111,8 @@ def check_fits_run(run_dir: Path, path: Path, state: dict) -> None:
         if extra:
             raise ValueError(f"{path}: field '{field_name}' has tensors {name} does not have ({', '.join(extra[:3])}); "
                              "expected the weights of this run's model")
-    _check_optimizer(probe, state, path)
+    if "optimizers" not in given:  # (optimizers the caller built are not the ones the config would build)
+        _check_optimizer(probe, state, path)
 
 
 def _check_optimizer(probe: torch.nn.Module, state: dict, path: Path) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from convolab.atomic import read_jsonl, remove_temporaries, strict_json, write_json, write_jsonl
 from convolab.data.resolve import recorded_data_dir
+from convolab.runs.checkpoints import find_checkpoint
 from convolab.runs.layout import CONFIG, METRICS, STEPS, own_files, prepare_run_dir, run_id
 from convolab.runs.writer import RunWriter
-from convolab.runs.checkpoints import find_checkpoint
 from convolab.train.checkpoint import CHECKPOINTS
 from convolab.train.config import RESUME_FREE, TrainConfig
 from convolab.train.loop import Trainer, TrainResult, deterministic_algorithms

@@ -84,7 +84,8 @@ _SCHEMA = Obj(
                                   "cached_gaussian": Num()}, required=("keys", "pos", "has_gauss", "cached_gaussian")),
                     "cuda": ListOf(_GENERATOR)}, required=("python", "torch", "numpy"), other=None),
         "loader": Obj({"generator": _GENERATOR}, required=("generator",)),
-        "augment": maybe(Obj({"torch": _GENERATOR, "numpy": AnyDict()}, required=("torch", "numpy"))),
+        # the augmentation's generators (classification's also has a NumPy one)
+        "augment": maybe(Obj({"torch": _GENERATOR, "numpy": AnyDict()}, required=("torch",))),
         "ema": maybe(Obj({"module": TensorDict(), "updates": Int(0)}, required=("module", "updates"))),
         "scaler": maybe(AnyDict()),
         "overflow_steps": Int(0, MAX_STEPS),
@@ -98,6 +99,7 @@ _SCHEMA = Obj(
         "resumes": Int(0, MAX_STEPS),
         "glass_rng": maybe(AnyDict()),  # --engine numpy's generator
         "step_rule": maybe(AnyDict()),  # a step rule's own state (a second optimizer, its loader's position ...)
+        "callbacks": maybe(AnyDict()),  # the state of callbacks other than convolab's own (under their fields)
     },
     required=("format", "config", "model", "optimizer", "global_step", "epoch", "batch", "rng", "loader", "augment",
               "ema", "scaler", "overflow_steps", "epoch_sums", "history", "best", "bad_epochs", "nan",

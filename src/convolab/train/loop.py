@@ -14,16 +14,14 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from convolab.data import load_dataset
 from convolab.data.loader import memory_format
@@ -40,13 +38,13 @@ from convolab.train.epoch import EpochRunner
 from convolab.train.init_from import load_initial_weights
 from convolab.train.metrics import EvalResult
 from convolab.train.optim import create_optimizer
+from convolab.train.record import run_record, weights_metadata
 from convolab.train.schedule import LRSchedule
 from convolab.train.sink import NullSink, RunSink
 from convolab.train.step import StandardStep, check_precision, resolve_precision
 from convolab.train.tasks import Task, task_for_model
 
-__all__ = ["Trainer", "TrainResult", "weights_metadata", "seed_everything", "deterministic_algorithms", "make_loader",
-           "versions"]
+__all__ = ["Trainer", "TrainResult", "seed_everything", "deterministic_algorithms", "make_loader"]
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def versions() -> dict:
-    """Versions that matter for reproducing a run."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from convolab import __version__
-
-    try:
-        tv = version("torchvision")
-    except PackageNotFoundError:
-        tv = None
-    return {"convolab": __version__, "torch": torch.__version__, "torchvision": tv,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
-def weights_metadata(model: nn.Module, data) -> dict:
-    """What ``model.safetensors`` carries so that it alone rebuilds and feeds the model."""
-    cfg = dict(model.convolab_cfg)
-    return {"format": 1, "model": cfg.pop("name"), "model_kwargs": cfg, "classes": list(data.classes),
-            "mean": list(data.mean), "std": list(data.std), "input_size": list(data.input_size)}
 
 
 @contextlib.contextmanager
@@ -110,10 +86,8 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 def make_loader(split, batch_size: int, **kwargs):
     """The loader of a split: served from memory, or streamed from disk when the split was too large to decode
     into memory (``convolab.data.stream``)."""
-    try:
-        from convolab.data.stream import make_loader as data_loader
-    except ImportError:  # (no streaming path in this build)
-        from convolab.data.loader import DeviceLoader as data_loader
+    from convolab.data.stream import make_loader as data_loader
+
     loader = data_loader(split, batch_size, **kwargs)
     loader.groups = getattr(split, "groups", None)  # clips: the video of each clip, for per-video accuracy
     return loader
@@ -148,8 +122,13 @@ class Trainer:
         if model is None:  # an unknown model fails now, not after loading (or downloading) data
             entry = get_model_entry(config.model)
             self.task_class = task or task_for_model(entry.input_kind)
-        else:
-            self.task_class = task or task_for_model(getattr(model, "input_kind", "image"))
+        else:  # a registry model says its kind through its name; another one may carry ``input_kind``
+            from convolab.models import list_models
+
+            name = getattr(model, "convolab_cfg", {}).get("name")
+            kind = (get_model_entry(name).input_kind if name in list_models() else
+                    getattr(model, "input_kind", "image"))
+            self.task_class = task or task_for_model(kind)
         self.engine.check(config)
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -267,25 +246,7 @@ class Trainer:
 
     def run_record(self, kind: str) -> dict:
         """What config.json records of this run (the sink adds the format's own fields)."""
-        cfg, data = self.config, self.data
-        kwargs = {k: v for k, v in self.model.convolab_cfg.items() if k != "name"}
-        return {
-            "kind": kind, "task": self.task.name, "model": cfg.model, "model_kwargs": kwargs,
-            "build": {"kind": "registry", "name": cfg.model, "kwargs": kwargs},
-            "dataset": {"name": data.name, "source": data.source, "data_dir": cfg.data_dir,
-                        "val_fraction": cfg.val_fraction, "classes": data.classes,
-                        "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-                        "input_size": list(data.input_size), "mean": list(data.mean), "std": list(data.std)},
-            "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer",
-                                                   "momentum", "weight_decay", "channels_last", "schedule",
-                                                   "accum_steps", "label_smoothing", "clip_grad_norm", "augment")}
-            | ({"batch_size": self.batch_size_used, "batch_size_given": cfg.batch_size}
-               if self.batch_size_used != cfg.batch_size else {}),
-            "augment": asdict(self.augment_spec),
-            "seed": cfg.seed, "device": str(self.device), "world_size": self.dist.world_size,
-            "command": sys.argv if Path(sys.argv[0]).name in ("convolab", "__main__.py") else None,
-            "versions": versions(), "config": cfg.to_dict(),
-        }
+        return run_record(self, kind)
 
     def _describe_precision(self) -> str:
         text = {"32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast, loss scaling"}[self.precision]
@@ -426,7 +387,6 @@ class Trainer:
             summary["overflow_steps"] = self.overflow_steps
         if self.train_peak_mb is not None:
             summary["peak_memory_mb"] = self.train_peak_mb  # the largest epoch's training-step peak
-        self.callbacks.call("teardown", self)  # (TensorBoard's files are closed before the summary lands)
         self.run.write_summary(summary)
         self.callbacks.call("on_fit_end", self, summary, test)
         log.debug("test %s on %s %s test samples after %d epochs, %.1fs of training", self.task.describe(test),

@@ -62,7 +62,8 @@ def training_state(trainer, epoch_sums: dict | None = None) -> dict | None:
 
 
 def restore_part(trainer, field: str, part, state: dict) -> None:
-    """Load ``state[field]`` into ``part`` (a generator holder, the EMA, the scaler ...): one line if it does not fit."""
+    """Load ``state[field]`` into ``part`` (a generator holder, the EMA, the scaler ...): one line if it does not
+    fit."""
     try:
         part.load_state_dict(state[field])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:

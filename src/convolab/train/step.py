@@ -299,7 +299,8 @@ class AlternatingStep(StandardStep):
 
     def load_extra_state(self, state: dict | None) -> None:
         if state is None:
-            raise ValueError("the checkpoint has no state of the outer optimizer this step rule needs")
+            raise ValueError(f"{self.t.resume_file}: the checkpoint has no state of the outer optimizer and loader "
+                             "this step rule (AlternatingStep) needs; was it written by a run with one optimizer?")
         self.optimizers[1].load_state_dict(state["outer_optimizer"])
         self.outer_batch = state["outer_batch"]
         self.outer_loader.load_state_dict(state["outer_loader"], skip_batches=self.outer_batch)

@@ -74,12 +74,17 @@ class CallbackList:
             model = c.eval_model(model)
         return model
 
+    # Fields of the checkpoint convolab's own callbacks fill; any other callback's fields go under "callbacks".
+    OWN_FIELDS = ("ema", "best", "bad_epochs")
+
     def state_dict(self) -> dict:
         state: dict = {}
         for c in self.callbacks:
             state.update(c.state_dict())
-        return state
+        others = {k: state.pop(k) for k in list(state) if k not in self.OWN_FIELDS}
+        return state | ({"callbacks": others} if others else {})
 
     def load_state_dict(self, state: dict, trainer) -> None:
+        state = {**state, **(state.get("callbacks") or {})}
         for c in self.callbacks:
             c.load_state_dict(state, trainer)

@@ -75,7 +75,8 @@ class Segmentation(Task):
 
     def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         valid = targets != self.ignore_index
-        return {"correct": ((outputs.argmax(1) == targets) & valid).sum(), "pixels": valid.sum()}
+        # (max(1).indices: the same classes as argmax(1), several times faster on (N, K, H, W) outputs on a CPU)
+        return {"correct": ((outputs.max(1).indices == targets) & valid).sum(), "pixels": valid.sum()}
 
     def stat_dtypes(self) -> dict[str, torch.dtype]:
         return {"correct": torch.long, "pixels": torch.long}
@@ -96,7 +97,7 @@ class Segmentation(Task):
                 logits = model(x).float()  # (B, K, H, W)
                 y = y.long()
                 loss_sum += (self.loss(logits, y) * len(y)).double().cpu()
-                pred = logits.argmax(1)
+                pred = logits.max(1).indices  # (B, H, W)
                 valid = y != self.ignore_index
                 counts = torch.bincount(y[valid] * k + pred[valid], minlength=k * k).view(k, k)
                 cm = counts if cm is None else cm + counts
