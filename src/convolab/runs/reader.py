@@ -124,22 +124,69 @@ class Run:
             raise ValueError(f"cannot use {type(image).__name__} as an image")
         return image_to_array(image, (h, w), c)
 
-    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """Images -> the normalised float batch (N, C, H, W) the model was trained on, on the model's device."""
-        if isinstance(images, (list, tuple)):
-            arrays = [self.to_array(im) for im in images]
-        elif isinstance(images, torch.Tensor) and images.dim() == 4:
-            arrays = [self.to_array(im) for im in images]
+    def to_clip(self, video: str | os.PathLike | torch.Tensor) -> torch.Tensor:
+        """One video -> uint8 (C, T, H, W): its first T frames at the training size and channel count, resized as
+        the training clips were (bilinear, antialiased).
+
+        Accepts a video file or uint8 frames (T', H', W', C') as :func:`convolab.data.video_io.read_video` gives.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file cannot be decoded, or holds fewer than T frames.
+        """
+        import torch.nn.functional as F
+
+        from convolab.data.video_io import read_video
+
+        c, t, h, w = self.input_size
+        if isinstance(video, torch.Tensor):
+            frames, where = video.detach().cpu(), "the video"
+            if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] not in (1, 3):
+                raise ValueError(f"expected uint8 frames (T, H, W, 1 or 3); got {frames.dtype} {tuple(frames.shape)}")
+            if frames.shape[-1] != c:  # grey <-> RGB as PyAV converts: repeat, or ITU-R 601 luma
+                if c == 3:
+                    frames = frames.expand(-1, -1, -1, 3)
+                else:
+                    luma = (frames.float() @ torch.tensor([0.299, 0.587, 0.114])).round().clamp(0, 255)  # (T, H, W)
+                    frames = luma.to(torch.uint8)[..., None]
         else:
-            arrays = [self.to_array(images)]
-        batch = torch.from_numpy(np.stack(arrays)).to(self.device)
+            frames, where = read_video(video, max_frames=t, channels=c), str(video)  # (T', H', W', C)
+        n = frames.shape[0]
+        if n < t:
+            raise ValueError(f"{where}: {n} frame{'s' if n != 1 else ''}, shorter than the {t} frames of a clip "
+                             "this model takes")
+        clip = frames[:t].permute(0, 3, 1, 2)  # (T, C, H', W')
+        if tuple(clip.shape[-2:]) != (h, w):  # as convolab.data.clips decodes a training video
+            clip = F.interpolate(clip.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            clip = clip.round_().clamp_(0, 255).to(torch.uint8)
+        return clip.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W)
+
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Inputs -> the normalised float batch the model was trained on, on the model's device: images
+        (N, C, H, W), or for a clip run videos (N, C, T, H, W) (see :meth:`to_clip`)."""
+        convert = self.to_clip if self.task == "clips" else self.to_array
+        if isinstance(images, (list, tuple)):
+            arrays = [convert(im) for im in images]
+        elif isinstance(images, torch.Tensor) and images.dim() == len(self.input_size) + 1 and self.task != "clips":
+            arrays = [convert(im) for im in images]
+        else:
+            arrays = [convert(images)]
+        batch = torch.stack([torch.as_tensor(a) for a in arrays]).to(self.device)
         return Normalizer(self.mean, self.std, self.device)(batch)
 
     @torch.inference_mode()
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[list[dict]]:
-        """Top-k classes per image: ``[[{"class", "index", "probability"}, ...], ...]``."""
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[list[dict]] | torch.Tensor:
+        """What the run's task predicts for each input.
+
+        Classification and clips (inputs are videos): the top-k classes per input,
+        ``[[{"class", "index", "probability"}, ...], ...]``. Segmentation: the class-index masks, uint8
+        (N, H, W) at the model's input size (``run.predict([image])[0]`` is one image's (H, W) mask).
+        """
         x = self.preprocess(images)
-        probs = self.model(x).float().softmax(1)
+        out = self.model(x).float()
+        if self.task == "segmentation":
+            return out.max(1).indices.to(torch.uint8).cpu()  # (N, K, H, W) logits -> (N, H, W) classes
+        probs = out.softmax(1)
         k = max(1, min(top_k, probs.shape[1]))
         p, idx = probs.topk(k, dim=1)
         return [[{"class": self.classes[int(i)], "index": int(i), "probability": float(q)}
