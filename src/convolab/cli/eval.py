@@ -1,4 +1,6 @@
-"""``convolab eval``: recompute a run's metrics from its saved weights."""
+"""``convolab eval``: recompute a run's metrics from its saved weights, through the run's task (classification:
+accuracy and loss; segmentation: pixel accuracy and mean IoU, per-class IoU with --json; clips: clip and video
+accuracy)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate")
     p.add_argument("--data", help="evaluate on this dataset instead of the run's own")
     p.add_argument("--data-dir", help="folder searched first for the dataset's files")
-    p.add_argument("--batch-size", type=positive_int, default=1000, help="evaluation batch size")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="evaluation batch size (default: 1000 for classification, else the run's own)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
     p.add_argument("--no-download", action="store_true", help="never download")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate the run's model on the chosen split and print accuracy and loss."""
+    """Evaluate the run's model on the chosen split and print its task's figures."""
     from convolab.data import DeviceLoader
     from convolab.device import resolve_device
     from convolab.explain.inputs import run_dataset
@@ -38,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     run = load_run(args.run, device=device)
     if not (args.data or (run.config.get("dataset") or {}).get("name")):
         raise ValueError(f"{args.run}: config.json does not say which dataset the run used; pass --data")
+    if run.task != "classification":
+        return _run_task(args, run)
     data = run_dataset(run, name=args.data, data_dir=args.data_dir, download=not args.no_download)
     split = getattr(data, args.split)
-    loader = DeviceLoader(split, args.batch_size, mean=run.mean, std=run.std, device=device)
+    loader = DeviceLoader(split, args.batch_size or 1000, mean=run.mean, std=run.std, device=device)
     res = evaluate(run.model, loader)
     out = {"run": str(run.path), "dataset": data.name, "split": args.split, "samples": res.n,
            "accuracy": res.accuracy, "loss": res.loss}
@@ -51,3 +56,76 @@ def run(args: argparse.Namespace) -> int:
         note = f" (summary.json recorded {recorded:.4f})" if recorded is not None else ""
         print(f"{args.split} accuracy {res.accuracy:.4f}, loss {res.loss:.4f} on {res.n:,} {data.name} images{note}")
     return 0
+
+
+def _load_task_data(args: argparse.Namespace, run, config):
+    """The run's dataset with its recorded settings (frames, image size, split seed), or ``--data`` loaded alike."""
+    from convolab.data import load_dataset
+    from convolab.report.data import load_data
+
+    if not args.data:
+        return load_data(run, config, args.data_dir)
+    data = load_dataset(args.data, data_dir=args.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+                        download=not args.no_download, max_bytes=config.max_memory, frames=config.frames,
+                        image_size=tuple(config.image_size) if config.image_size is not None else None)
+    have, want = tuple(data.input_size), tuple(run.input_size)
+    if have != want:
+        raise ValueError(f"--data {args.data}: {'x'.join(map(str, have))} inputs, but the model was trained on "
+                         f"{'x'.join(map(str, want))}")
+    if list(data.classes) != list(run.classes):
+        raise ValueError(f"--data {args.data}: its classes differ from the run's ({len(data.classes)} vs "
+                         f"{len(run.classes)}); expected {', '.join(run.classes)}")
+    return data
+
+
+def _run_task(args: argparse.Namespace, run) -> int:
+    """Segmentation and clip runs: the split through ``TASKS[run.task].evaluate``, as the training loop evaluated
+    the test split (its batch size, memory format and --tta), so the figures are summary.json's."""
+    from convolab.data.loader import memory_format
+    from convolab.report.data import run_config
+    from convolab.train.loop import make_loader
+    from convolab.train.tasks import TASKS
+
+    if run.task not in TASKS:
+        raise ValueError(f"{run.path}: config.json names task {run.task!r}; this convolab evaluates "
+                         f"{', '.join(TASKS)}")
+    config = run_config(run)
+    data = _load_task_data(args, run, config)
+    task = TASKS[run.task](config, data)
+    split = getattr(data, args.split)
+    channels_last = config.channels_last and run.device.type != "mps"
+    run.model.to(memory_format=memory_format(channels_last, split.images.ndim))  # the kernels training used
+    loader = make_loader(split, args.batch_size or config.eval_batch_size, mean=run.mean, std=run.std,
+                         device=run.device, channels_last=channels_last)
+    res = task.evaluate(task.eval_model(run.model, config.tta), loader)
+    fields = {"accuracy": res.accuracy, "loss": res.loss}
+    recorded_keys = {"accuracy": "test_accuracy", "loss": "test_loss"}
+    if run.task == "segmentation":
+        fields.update(pixel_accuracy=res.accuracy, mean_iou=res.metrics["mean_iou"],
+                      per_class_iou=res.metrics["per_class_iou"])
+        recorded_keys.update(pixel_accuracy="test_pixel_accuracy", mean_iou="test_mean_iou",
+                             per_class_iou="test_per_class_iou")
+        unit = "images"
+    else:
+        fields.update(clip_accuracy=res.accuracy, video_accuracy=res.metrics.get("video_accuracy"))
+        recorded_keys.update(clip_accuracy="test_clip_accuracy", video_accuracy="test_video_accuracy")
+        unit = "clips"
+    recorded = ({k: run.summary.get(v) for k, v in recorded_keys.items()} if args.split == "test" else None)
+    if args.json:
+        print_json({"run": str(run.path), "task": run.task, "dataset": data.name, "split": args.split,
+                    "samples": res.n, **fields, "recorded": recorded})
+        return 0
+    if run.task == "segmentation":
+        shown = (("pixel accuracy", "pixel_accuracy"), ("mean IoU", "mean_iou"), ("loss", "loss"))
+    else:
+        shown = (("clip accuracy", "clip_accuracy"), ("video accuracy", "video_accuracy"), ("loss", "loss"))
+    figures = ", ".join(f"{label} {_fmt(fields[key])}" for label, key in shown)
+    line = f"{args.split} {figures} on {res.n:,} {data.name} {unit}"
+    if recorded and any(recorded[key] is not None for _, key in shown):
+        line += " (summary.json recorded " + ", ".join(f"{label} {_fmt(recorded[key])}" for label, key in shown) + ")"
+    print(line)
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
