@@ -1,4 +1,5 @@
-"""``convolab datasets``: the named datasets and where they are found; downloads."""
+"""``convolab datasets``: the named datasets (classification, segmentation, clips) and where they are found;
+downloads."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ HELP = "list the datasets and where they are found"
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help=HELP, formatter_class=HelpFormatter,
-                       description="List the named datasets (classes, image shape, where each was found), or "
-                                   "download some.",
+                       description="List the named datasets (task, classes, input shape, where each was found), "
+                                   "or download some.",
                        epilog="example: convolab datasets --download mnist")
     p.add_argument("--data-dir", help="folder searched first")
     p.add_argument("--download", nargs="+", metavar="NAME", help="download these datasets through torchvision")
@@ -57,15 +58,63 @@ def run(args: argparse.Namespace) -> int:
             found, _ = locate_dataset(spec, args.data_dir)
             where = str(found) if found else None
             status = "available" if found else "not found (downloadable)"
-        rows.append({"name": spec.name, "classes": len(spec.classes),
+        rows.append({"name": spec.name, "task": "classification", "classes": len(spec.classes),
                      "shape": f"{spec.in_chans}x{spec.image_size[0]}x{spec.image_size[1]}",
                      "status": status, "location": where, "description": spec.description})
+    fashion = next((r for r in rows if r["name"] == "fashion-mnist"), None)
+    rows += _task_rows(args.data_dir, fashion)
     if args.json:
         print_json(rows)
         return 0
-    print(f"{'dataset':<14} {'classes':>7}  {'shape':<8} {'status':<25} location")
+    print(f"{'dataset':<22} {'task':<14} {'classes':>7}  {'shape':<11} {'status':<25} location")
     for r in rows:
-        print(f"{r['name']:<14} {r['classes']:>7}  {r['shape']:<8} {r['status']:<25} {r['location'] or '-'}")
+        classes = "-" if r["classes"] is None else r["classes"]
+        print(f"{r['name']:<22} {r['task']:<14} {classes:>7}  {r['shape'] or '-':<11} {r['status']:<25} "
+              f"{r['location'] or '-'}")
     print("\nany folder of images in class subfolders works too: convolab train --data PATH "
-          "(PATH/<class>/... or PATH/train/<class>/... + PATH/test/<class>/...)")
+          "(PATH/<class>/... or PATH/train/<class>/... + PATH/test/<class>/...); segmentation folders: "
+          "PATH/images/ + PATH/masks/; clips: PATH/<class>/*.mp4|avi|mkv|webm|mov")
     return 0
+
+
+def _task_rows(data_dir: str | None, fashion: dict | None) -> list[dict]:
+    """The segmentation and clip datasets (``SEGMENTATION_DATASETS``, ``CLIP_DATASETS``). What each needs is
+    checked without decoding anything: the offline ones are generated from Fashion-MNIST; UCF101 and HMDB51 need the
+    user's files (their split lists are looked for); oxford-pets and voc-segmentation are downloaded on first use."""
+    from convolab.data.clips import CLIP_DATASETS, DEFAULT_FRAMES, find_official_split
+    from convolab.data.moving import DEFAULT_FRAMES as MOVING_FRAMES
+    from convolab.data.moving import DEFAULT_SIZE as MOVING_SIZE
+    from convolab.data.moving import MOTIONS
+    from convolab.data.scenes import CANVAS, COARSE_CLASSES, FINE_CLASSES, SCENE_DATASETS
+    from convolab.data.segmentation import SEGMENTATION_DATASETS
+    from convolab.errors import DataNotFoundError
+
+    if fashion is not None and fashion["status"] == "available":
+        offline = ("available (generated)", fashion["location"])
+    else:
+        offline = ("needs fashion-mnist", None)
+    known = {  # classes, shape (C x [T x] H x W; None where the files decide)
+        "fashion-scenes": (len(FINE_CLASSES), f"1x{CANVAS}x{CANVAS}"),
+        "fashion-scenes-coarse": (len(COARSE_CLASSES), f"1x{CANVAS}x{CANVAS}"),
+        "oxford-pets": (2, "3x128x128"),
+        "voc-segmentation": (21, "3x128x128"),
+        "moving-fashion": (len(MOTIONS), f"1x{MOVING_FRAMES}x{MOVING_SIZE}x{MOVING_SIZE}"),
+        "ucf101": (101, f"3x{DEFAULT_FRAMES}xHxW"),
+        "hmdb51": (51, f"3x{DEFAULT_FRAMES}xHxW"),
+    }
+    rows = []
+    for task, table in (("segmentation", SEGMENTATION_DATASETS), ("clips", CLIP_DATASETS)):
+        for name, description in table.items():
+            classes, shape = known.get(name, (None, None))
+            if name in SCENE_DATASETS or name == "moving-fashion":
+                status, where = offline
+            elif name in ("ucf101", "hmdb51"):
+                try:
+                    where, status = str(find_official_split(name, data_dir).root), "available"
+                except (DataNotFoundError, ValueError, OSError):
+                    where, status = None, "needs files (--data-dir)"
+            else:
+                where, status = None, "downloaded on first use"
+            rows.append({"name": name, "task": task, "classes": classes, "shape": shape, "status": status,
+                         "location": where, "description": description})
+    return rows
