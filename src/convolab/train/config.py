@@ -401,6 +401,17 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.pipeline_stages > 1:  # what the pipelined loop (convolab.train.pipeline_step) does not do
+            refused = [("--accum-steps > 1", self.accum_steps > 1), ("--ema", self.ema is not None),
+                       ("--cuda-graphs", self.cuda_graphs), ("--compile", self.compile),
+                       ("--precision fp16", self.precision == "fp16"), ("--engine numpy", self.engine == "numpy"),
+                       ("--early-stopping", self.early_stopping is not None),
+                       ("--clip-grad-norm (each stage would clip its own norm)", self.clip_grad_norm is not None),
+                       ("--checkpoint-every (pipeline runs keep no checkpoints)", self.checkpoint_every > 0)]
+            names = [name for name, bad in refused if bad]
+            if names:
+                raise ValueError(f"--pipeline-stages {self.pipeline_stages} cannot be combined with "
+                                 f"{', '.join(names)}; drop it or use --pipeline-stages 1")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"--warmup-epochs {self.warmup_epochs:g} must be shorter than the run (--epochs "
                              f"{self.epochs})")

@@ -156,7 +156,8 @@ class EpochRunner:
         self._write_steps(step_rows)
         t.train_seconds += seconds + time.perf_counter() - t0
         totals = self._totals()
-        if t.dist.enabled:  # the epoch's figures over every process's share
+        if t.dist.enabled and t.pipeline is None:  # the epoch's figures over every process's share (pipeline
+            # stages: every process counted the same batches, the last stage's outputs broadcast)
             seen_t = torch.tensor(seen, device=t.device)
             all_reduce_sum(*totals.values(), seen_t)
             seen = int(seen_t)
@@ -212,12 +213,12 @@ class EpochRunner:
         keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, torch.Tensor)})
         nan = torch.tensor(float("nan"), device=t.device)
         values = torch.stack([torch.stack([r.get(k, nan).float() for k in keys]) for r in rows])  # (steps, keys)
-        if t.dist.enabled:  # each process's loss is that of its share: log their mean
+        if t.dist.enabled and t.pipeline is None:  # each process's loss is that of its share: log their mean
             losses = values[:, keys.index("loss")].contiguous()
             all_reduce_sum(losses)
             values[:, keys.index("loss")] = losses / t.dist.world_size
-            if not t.dist.is_main:
-                return
+        if not t.dist.is_main:  # (pipeline stages: every process has the broadcast loss already)
+            return
         values = values.tolist()
         for r, vals in zip(rows, values):
             r.update((k, v if math.isfinite(v) else None) for k, v in zip(keys, vals) if k in r)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from convolab.data import load_dataset
 from convolab.data.loader import memory_format
 from convolab.device import resolve_device
-from convolab.models import create_model, get_model_entry
+from convolab.models import create_model, get_model_entry, list_models
 from convolab.train import state as state_io
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.callbacks import Callback, CallbackList, Checkpointing, check_tensorboard, default_callbacks
@@ -38,6 +40,7 @@ from convolab.train.epoch import EpochRunner
 from convolab.train.init_from import load_initial_weights
 from convolab.train.metrics import EvalResult
 from convolab.train.optim import create_optimizer
+from convolab.train.pipeline_step import PipelineStep, build_runner, check_pipeline
 from convolab.train.record import run_record, weights_metadata
 from convolab.train.schedule import LRSchedule
 from convolab.train.sink import NullSink, RunSink
@@ -123,8 +126,6 @@ class Trainer:
             entry = get_model_entry(config.model)
             self.task_class = task or task_for_model(entry.input_kind)
         else:  # a registry model says its kind through its name; another one may carry ``input_kind``
-            from convolab.models import list_models
-
             name = getattr(model, "convolab_cfg", {}).get("name")
             kind = (get_model_entry(name).input_kind if name in list_models() else
                     getattr(model, "input_kind", "image"))
@@ -133,6 +134,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         check_precision(self.precision, self.device)
+        check_pipeline(self, resume_state)  # --pipeline-stages N: refuse what it cannot do, before the data loads
         self.dist, self.device = init_distributed(self.device)  # torchrun: join the process group
         self.device = self.engine.device or self.device
         self.precision = self.engine.precision or self.precision
@@ -181,18 +183,17 @@ class Trainer:
                 raise ValueError(f"{cfg.model} has no gradient checkpointing; the deep families do (resnet, densenet, "
                                  "vgg, mobilenet, shufflenet, efficientnet, convnext ...)")
             self.model.set_grad_checkpointing(True)
-        self.optimizers = (given["optimizers"] or self._default_optimizers)(self.model)
+        self.pipeline, trained = build_runner(self)  # --pipeline-stages N > 1: this stage's runner and module
+        self.optimizers = (given["optimizers"] or self._default_optimizers)(trained)
         self.net = self.model  # what the training steps call
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
+        if self.dist.enabled and self.pipeline is None:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                                else None)
             if self.dist.rank:  # the same weights everywhere (DDP broadcast them), other dropout masks per process
                 torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
         if cfg.compile:
             self.net = torch.compile(self.net)
-        self.step = (given["step_rule"] or StandardStep)(self, self.optimizers)
+        self.step = (given["step_rule"] or (PipelineStep if self.pipeline else StandardStep))(self, self.optimizers)
         self.overflow_steps, self._last_scale = 0, None  # fp16 steps skipped by the loss scaler
         self.deferred_nan_check = self._use_deferred_nan_check()
         if self.deferred_nan_check:
@@ -200,13 +201,15 @@ class Trainer:
         self.train_peak_mb: float | None = None  # CUDA: the largest training-step memory peak of any epoch
         loader_args = dict(mean=self.data.mean, std=self.data.std, device=self.device,
                            channels_last=self.channels_last)
+        # Pipeline stages all read the same batches; data parallelism gives each process its slice
+        data_rank, data_world = (self.dist.rank, self.dist.world_size) if self.pipeline is None else (0, 1)
         self.train_loader = make_loader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                        rank=self.dist.rank, world_size=self.dist.world_size, **loader_args)
+                                        rank=data_rank, world_size=data_world, **loader_args)
         self.val_loader = make_loader(self.data.val, cfg.eval_batch_size, **loader_args)
         self.test_loader = make_loader(self.data.test, cfg.eval_batch_size, **loader_args)
         self.augment, self.augment_spec = self.task.build_augment(self.device, cfg.seed + 7919 * self.dist.rank)
         # A batch larger than the training split is one batch of the whole split: say so, record what was used
-        self.batch_size_used = min(cfg.batch_size, len(self.data.train)) if self.dist.world_size == 1 \
+        self.batch_size_used = min(cfg.batch_size, len(self.data.train)) if data_world == 1 \
             else cfg.batch_size
         if self.batch_size_used < cfg.batch_size:
             log.warning("--batch-size %d is larger than the training split (%s samples): every epoch is one batch of "
@@ -283,7 +286,8 @@ class Trainer:
 
     def evaluate(self, loader, keep: bool = False, tta: bool | None = None) -> EvalResult:
         """The task's figures for the kept weights over ``loader`` (flip-averaged with --tta where the task has it)."""
-        model = self.task.eval_model(self.kept_model(), self.config.tta if tta is None else tta)
+        kept = self.kept_model() if self.pipeline is None else self.step.eval_module  # (pipeline: every process)
+        model = self.task.eval_model(kept, self.config.tta if tta is None else tta)
         return self.engine.evaluate(self.task, model, loader, keep)
 
     # -- the run -------------------------------------------------------------------------------
@@ -306,8 +310,6 @@ class Trainer:
         """After Ctrl-C: which checkpoint holds the run, and the command that continues it."""
         if isinstance(self.run, NullSink) or not self.dist.is_main:
             return
-        import shlex
-
         saver = self.callbacks.find(Checkpointing) if hasattr(self, "callbacks") else None
         saved = saver.last if saver is not None else None
         if saved is not None and saved.is_file():
@@ -364,6 +366,8 @@ class Trainer:
             raise FloatingPointError(f"training diverged: the final weights give non-finite outputs on the test set "
                                      f"({test.n:,} samples), so {self.run.path} got no model.safetensors or "
                                      f"summary.json; try a lower --lr")
+        if self.pipeline is not None:  # rank 0's model gets every stage's weights
+            self.step.gather_model()
         self.run.save_model(self.kept_model(), weights_metadata(self.kept_model(), self.data))
         val_accs = [r["val_accuracy"] for r in rows if r["val_accuracy"] is not None]
         best = self.callbacks.state_dict().get("best", {})
