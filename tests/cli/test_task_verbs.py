@@ -42,6 +42,7 @@ def clip_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 # -- eval ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_eval_segmentation_equals_summary(seg_run, capsys):
     out, _ = seg_run
     s = json.loads((out / "summary.json").read_text())
@@ -57,9 +58,10 @@ def test_eval_segmentation_equals_summary(seg_run, capsys):
     assert code == 0, err
     line = stdout.strip()
     assert "\n" not in line and f"pixel accuracy {s['test_pixel_accuracy']:.4f}" in line
-    assert f"mean IoU {s['test_mean_iou']:.4f}" in line and "6 " in line
+    assert f"mean IoU {s['test_mean_iou']:.4f}" in line and " on 6 " in line
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_eval_segmentation_by_hand(seg_run, capsys):
     """Pixel accuracy on the train split recomputed from the model's argmax over the decoded images."""
     out, root = seg_run
@@ -78,6 +80,7 @@ def test_eval_segmentation_by_hand(seg_run, capsys):
     assert r["pixel_accuracy"] == pytest.approx(float((pred[valid] == y[valid]).double().mean()), abs=1e-12)
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_eval_clips_equals_summary(clip_run, capsys):
     out, _ = clip_run
     s = json.loads((out / "summary.json").read_text())
@@ -93,6 +96,7 @@ def test_eval_clips_equals_summary(clip_run, capsys):
 
 
 # -- predict: segmentation ----------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_predict_segmentation_writes_palette_masks(seg_run, capsys, tmp_path):
     out, root = seg_run
     images = sorted((root / "test" / "images").glob("*.png"))[:2]
@@ -123,6 +127,7 @@ def test_predict_segmentation_writes_palette_masks(seg_run, capsys, tmp_path):
     assert code == 0 and "%" in stdout and str(masks / images[0].name) in stdout, err
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_predict_segmentation_refusals(seg_run, capsys, tmp_path):
     out, root = seg_run
     image = sorted((root / "test" / "images").glob("*.png"))[0]
@@ -140,6 +145,7 @@ def test_predict_segmentation_refusals(seg_run, capsys, tmp_path):
 
 
 # -- predict: clips -----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_predict_clip_top_k(clip_run, capsys, tmp_path):
     from convolab.data.video_io import read_video, write_video
 
@@ -164,6 +170,7 @@ def test_predict_clip_top_k(clip_run, capsys, tmp_path):
     assert code == 0 and stdout.startswith(f"{big}: "), err
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture, 2-5 s on a shared CPU)
 def test_predict_clip_refusals(clip_run, capsys, tmp_path):
     from convolab.data.video_io import write_video
 
