@@ -33,6 +33,14 @@ __all__ = ["FileImages", "StreamLoader", "make_loader", "measure", "streamed_sta
 
 log = logging.getLogger(__name__)
 
+def _own_generator() -> torch.Generator:
+    """A DataLoader's own generator: each DataLoader iterator draws its workers' base seed from its generator, and
+    without one from torch's global generator — which would move the model's initialisation, dropout and every
+    other global draw of a streamed run away from the in-memory run's (and a resumed run's away from the
+    uninterrupted one's). Decoding draws nothing, so a fixed seed serves."""
+    return torch.Generator().manual_seed(0)
+
+
 # Files decoded per task of the measuring pass: large enough to amortise the inter-process transfer,
 # small enough to keep every worker busy until the end.
 _MEASURE_CHUNK = 64
@@ -176,7 +184,7 @@ def measure(images: FileImages,
     bad: list[tuple[Path, str]] = []
     starts = list(range(0, n, _MEASURE_CHUNK))
     tasks = DataLoader(_MeasureChunks(images, _MEASURE_CHUNK), sampler=starts, batch_size=None,
-                       num_workers=min(workers, len(starts)))
+                       num_workers=min(workers, len(starts)), generator=_own_generator())
     # iterated to its end (not zipped with starts), so that its workers are shut down now, not when collected
     for k, (chunk_ok, chunk_sums, reasons) in enumerate(tasks):  # in order: DataLoader keeps it
         start = starts[k]
@@ -302,7 +310,7 @@ class StreamLoader(DeviceLoader):
         # the worker processes start with the first epoch and are kept (persistent) until close()
         return DataLoader(_DecodeBatches(self.images), sampler=self._batches, batch_size=None,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", generator=_own_generator())
 
     def close(self) -> None:
         """Stop the decoding processes now (the next epoch starts new ones).
