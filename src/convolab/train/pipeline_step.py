@@ -126,9 +126,6 @@ class PipelineStep(StandardStep):
 
     def __init__(self, trainer, optimizers: list[torch.optim.Optimizer]):
         super().__init__(trainer, optimizers)
-        if trainer.augment_spec.mixes:
-            raise ValueError("--pipeline-stages: mixup and cutmix are not supported (the pipeline's loss takes one "
-                             "target per sample); choose an --augment preset without them")
         self.runner = trainer.pipeline
         self.eval_module = PipelineEval(self.runner)
 
@@ -136,8 +133,11 @@ class PipelineStep(StandardStep):
         """Forward and backward of one batch through all stages (``share`` is 1: one batch per step). Returns (stats
         on the device, loss, samples), the same in every process."""
         t, runner = self.t, self.runner
-        if t.augment is not None:  # (only the first stage reads the images; no mixing, so the targets stay)
-            x, y, _ = t.task.augment(t.augment, x, y)
+        if t.augment is not None:  # (only the first stage reads the images)
+            x, y, mix = t.task.augment(t.augment, x, y)
+            if mix is not None:
+                raise ValueError("--pipeline-stages: mixup and cutmix are not supported (the pipeline's loss takes "
+                                 "one target per sample); choose an --augment preset without them")
         # Equal micro-batches keep the mean of their mean losses the batch's mean: a short last batch takes the
         # most micro-batches (up to the number of stages) its size divides into.
         runner.n_microbatches = max(d for d in range(1, t.config.pipeline_stages + 1) if len(y) % d == 0)
