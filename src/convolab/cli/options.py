@@ -77,6 +77,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     """The ``TrainConfig`` of parsed arguments: each field the verb has an option for takes the option's value
     (its default when not given), the others keep TrainConfig's defaults; ``overrides`` come last."""
     values = {f.name: getattr(args, f.name) for f in option_fields() if hasattr(args, f.name)}
+    if isinstance(values.get("model_kwargs"), list):  # --model-arg KEY=VALUE ...: (key, value) pairs
+        values["model_kwargs"] = dict(values["model_kwargs"])
     return TrainConfig(**{**values, **overrides})
 
 

@@ -59,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**s, "run_dir": str(path)})
     else:
-        print(f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} "
-              f"{s['dataset']} test images after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
+        task = s.get("task", "classification")
+        if task == "segmentation":
+            figures, what = (f"test mean IoU {s['test_mean_iou']:.4f}, pixel accuracy {s['test_accuracy']:.4f} "
+                             f"(loss {s['test_loss']:.4f})"), "test images"
+        elif task == "clips":
+            figures, what = (f"test clip accuracy {s['test_accuracy']:.4f}, video accuracy "
+                             f"{s['test_video_accuracy']:.4f} (loss {s['test_loss']:.4f})"), "test clips"
+        else:
+            figures, what = f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f})", "test images"
+        print(f"{figures} on {s['test_samples']:,} {s['dataset']} {what} after {s['epochs']} epochs "
+              f"({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
         pictures = sorted(p.stem for p in (path / "plots").glob("*.png"))
         if "loss" in pictures:

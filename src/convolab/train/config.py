@@ -125,6 +125,22 @@ def _memory_size(text: str) -> int:
 
 hxw = TextType("HxW", _image_size)
 byte_size = TextType("size", _memory_size)
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``: VALUE read as JSON where it is JSON (16, 0.2, true, [8, 16]), else kept as text."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ValueError(f"expected KEY=VALUE with a model argument name as KEY (base_channels=16); got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+model_arg = TextType("KEY=VALUE", _model_arg)
 positive_int = integer(1)
 nonneg_int = integer(0)
 positive_float = number(lambda v: v > 0, "> 0")
@@ -316,8 +332,10 @@ class TrainConfig:
     pipeline_stages: int = option(1, group="speed", type=positive_int, metavar="N",
                                   help="split the model into N stages, one per process (torchrun; pipeline "
                                        "parallelism)")
-    model_kwargs: dict = option(group="data", cli=False, default_factory=dict,
-                                help="extra create_model arguments (drop_rate ...)")
+    model_kwargs: dict = option(group="data", default_factory=dict, flag="--model-arg", type=model_arg, nargs="+",
+                                metavar="KEY=VALUE",
+                                help="extra create_model arguments, e.g. --model-arg base_channels=16 depth=3 (a "
+                                     "narrower U-Net) or widths=[8,16,32,64]; `convolab models NAME` lists them")
     init_from: str | None = option(group="data", metavar="FILE",
                                    help="start from the weights in a .safetensors or .pth file (e.g. a run's "
                                         "model.safetensors or torchvision weights on disk); the classifier is "
