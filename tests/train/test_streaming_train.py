@@ -66,9 +66,8 @@ def _config(folder, out, max_memory: int, **overrides) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
-@pytest.fixture
-def split_kinds(monkeypatch):
-    """The type of every split's ``images`` each training session loaded (records ``Trainer._setup``)."""
+def _record_split_kinds(mp: pytest.MonkeyPatch) -> list[tuple[type, type, type]]:
+    """The type of every split's ``images`` each training session loads (``Trainer._setup`` wrapped through ``mp``)."""
     seen: list[tuple[type, type, type]] = []
     real = Trainer._setup
 
@@ -76,8 +75,14 @@ def split_kinds(monkeypatch):
         real(self, *args, **kwargs)
         seen.append(tuple(type(s.images) for s in (self.data.train, self.data.val, self.data.test)))
 
-    monkeypatch.setattr(Trainer, "_setup", setup)
+    mp.setattr(Trainer, "_setup", setup)
     return seen
+
+
+@pytest.fixture
+def split_kinds(monkeypatch):
+    """The type of every split's ``images`` each training session of the test loaded."""
+    return _record_split_kinds(monkeypatch)
 
 
 def _without_seconds(rows: list[dict]) -> list[dict]:
@@ -103,14 +108,7 @@ def streamed_run(folder, tmp_path_factory):
     """The uninterrupted streamed run (2 epochs), shared by the tests that compare with it."""
     out = tmp_path_factory.mktemp("streamed") / "run"
     mp = pytest.MonkeyPatch()
-    seen = []
-    real = Trainer._setup
-
-    def setup(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        seen.append(tuple(type(s.images) for s in (self.data.train, self.data.val, self.data.test)))
-
-    mp.setattr(Trainer, "_setup", setup)
+    seen = _record_split_kinds(mp)
     try:
         result = train(_config(folder, out, TINY))
     finally:
@@ -205,3 +203,25 @@ def test_streaming_leaves_torch_global_generator_alone(folder, num_workers):
             pass
     loader.close()
     assert torch.equal(torch.rand(4), expected)
+
+
+def _worker_processes() -> list:
+    """This process's live children (a DataLoader's workers are multiprocessing children)."""
+    import multiprocessing
+
+    return multiprocessing.active_children()
+
+
+@pytest.mark.slow
+def test_training_and_lr_find_leave_no_decoding_processes_behind(folder, tmp_path):
+    """When ``train`` or ``lr_find`` returns, the streamed splits' persistent workers have been stopped (left to
+    the cycle collector they outlived the call and then cost 5 s each to end: 20 s after one small run)."""
+    from convolab.runs.session import lr_find
+
+    assert not _worker_processes()
+    train(_config(folder, tmp_path / "run", TINY, epochs=1, plots=False, augment="none"))
+    assert not _worker_processes()
+    result, path = lr_find(_config(folder, tmp_path / "lr", TINY, plots=False), end_lr=1e-3, num_steps=12,
+                          keep=False)
+    assert path is None and len(result.lrs) == 12  # 12 steps > the 9 batches of an epoch: the loader went round
+    assert not _worker_processes()

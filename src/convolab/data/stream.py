@@ -29,7 +29,7 @@ from convolab.data.dataset import Split
 from convolab.data.folder import _decode_one, decode_file
 from convolab.data.loader import DeviceLoader, Normalizer, memory_format
 
-__all__ = ["FileImages", "StreamLoader", "make_loader", "measure", "streamed_stats", "default_workers"]
+__all__ = ["FileImages", "StreamLoader", "make_loader", "close_loaders", "measure", "streamed_stats", "default_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -362,3 +362,15 @@ def make_loader(split: Split, batch_size: int, *, num_workers: int | None = None
     if isinstance(split.images, FileImages):
         return StreamLoader(split, batch_size, num_workers=num_workers, **kwargs)
     return DeviceLoader(split, batch_size, **kwargs)
+
+
+def close_loaders(*loaders: object) -> None:
+    """Stop the decoding processes of the :class:`StreamLoader` among ``loaders`` (others, and None, are skipped).
+
+    Called when training ends: a trainer sits in reference cycles, so its loaders would otherwise go with the
+    cycle collector, which keeps their persistent workers alive after ``train`` returns and then waits 5 s per
+    worker to end them (see :meth:`StreamLoader.close`). The loaders stay usable (a later epoch starts workers).
+    """
+    for loader in loaders:
+        if isinstance(loader, StreamLoader):
+            loader.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from convolab.atomic import read_jsonl, remove_temporaries, strict_json, write_json, write_jsonl
 from convolab.data.resolve import recorded_data_dir
+from convolab.data.stream import close_loaders
 from convolab.runs.checkpoints import find_checkpoint
 from convolab.runs.layout import CONFIG, METRICS, STEPS, own_files, prepare_run_dir, run_id
 from convolab.runs.writer import RunWriter
@@ -198,5 +199,6 @@ def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, n
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+        close_loaders(getattr(trainer, "train_loader", None))  # a streamed split's decoding processes
         trainer.dist.close()
     return result, trainer.run.path

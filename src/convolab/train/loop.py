@@ -27,6 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from convolab.data import load_dataset
 from convolab.data.loader import memory_format
+from convolab.data.stream import close_loaders
+from convolab.data.stream import make_loader as data_loader
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry, list_models
 from convolab.train import state as state_io
@@ -89,8 +91,6 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 def make_loader(split, batch_size: int, **kwargs):
     """The loader of a split: served from memory, or streamed from disk when the split was too large to decode
     into memory (``convolab.data.stream``)."""
-    from convolab.data.stream import make_loader as data_loader
-
     loader = data_loader(split, batch_size, **kwargs)
     loader.groups = getattr(split, "groups", None)  # clips: the video of each clip, for per-video accuracy
     return loader
@@ -304,6 +304,7 @@ class Trainer:
         finally:
             if hasattr(self, "callbacks"):
                 self.callbacks.call("teardown", self)
+            close_loaders(*(getattr(self, f"{split}_loader", None) for split in ("train", "val", "test")))
             self.dist.close()
 
     def _say_how_to_resume(self) -> None:
