@@ -194,7 +194,7 @@ def test_zero_pad_shortcut_subsamples_and_appends_zero_channels():
 
 def test_resnet20_trains_on_digits(tmp_path):
     from convolab.runs.session import train
-from convolab.train import TrainConfig
+    from convolab.train import TrainConfig
 
     result = train(TrainConfig(model="resnet20", data="digits", epochs=1, progress=False, plots=False,
                                out=str(tmp_path / "run")))
