@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from convolab.data import cache as decode_cache
 from convolab.data.dataset import ImageDataset, Split, normalization_stats
-from convolab.data.folder import _check_size
+from convolab.data.folder import _check_size, list_class_folders
 from convolab.data.limits import format_bytes, max_data_bytes
 from convolab.data.resolve import search_places
 from convolab.data.split import stratified_split
@@ -124,24 +124,6 @@ def is_clip_source(name: str | os.PathLike) -> bool:
 
 
 # -- listing videos -----------------------------------------------------------------------------------------
-def _class_names(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _list_videos(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    items = []
-    for label, name in enumerate(classes):
-        d = split_dir / name
-        if not d.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(d):
-            dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-            for f in sorted(filenames):
-                if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS:
-                    items.append((Path(dirpath) / f, label))
-    return items
-
-
 def scan_video_folder(root: str | os.PathLike) -> VideoList:
     """List the videos of ``ROOT/<class>/`` or ``ROOT/train|val|test/<class>/``.
 
@@ -150,28 +132,7 @@ def scan_video_folder(root: str | os.PathLike) -> VideoList:
         ValueError: a file, no class subfolders, no video files, or a split folder with classes train/ lacks.
     """
     root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise ValueError(f"{root}: expected a folder of class subfolders of videos, got a file")
-    splits = [s for s in ("train", "val", "test") if (root / s).is_dir()]
-    if splits:
-        if "train" not in splits:
-            raise ValueError(f"{root}: has {'/'.join(splits)}/ but no train/ folder")
-        classes = _class_names(root / "train")
-        for s in splits[1:]:
-            extra = set(_class_names(root / s)) - set(classes)
-            if extra:
-                raise ValueError(f"{root / s}: classes {sorted(extra)} do not appear in {root / 'train'}")
-        files = {s: _list_videos(root / s, classes) for s in splits}
-    else:
-        classes = _class_names(root)
-        files = {"all": _list_videos(root, classes)}
-    if not classes:
-        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<video> "
-                         f"or {root}/train/<class>/<video>")
-    if not any(files.values()):
-        raise ValueError(f"{root}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) in its class folders")
+    classes, files = list_class_folders(root, VIDEO_EXTENSIONS, "video")
     return VideoList(root, classes, files, [])
 
 

@@ -67,7 +67,8 @@ class FolderScan:
         return self.num_images() * self.channels * h * w
 
 
-def _list_class_dir(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _list_class_dir(split_dir: Path, classes: list[str],
+                    extensions: frozenset[str] | set[str] = IMAGE_EXTENSIONS) -> list[tuple[Path, int]]:
     items = []
     for label, name in enumerate(classes):
         d = split_dir / name
@@ -76,13 +77,54 @@ def _list_class_dir(split_dir: Path, classes: list[str]) -> list[tuple[Path, int
         for dirpath, dirnames, filenames in os.walk(d):
             dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
             for f in sorted(filenames):
-                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                if not f.startswith(".") and Path(f).suffix.lower() in extensions:
                     items.append((Path(dirpath) / f, label))
     return items
 
 
 def _class_names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_class_folders(root: Path, extensions: frozenset[str] | set[str],
+                       what: str) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """The classes and files of ``ROOT/<class>/`` or ``ROOT/train|val|test/<class>/`` (image and video folders).
+
+    Args:
+        extensions: the file suffixes to list (lower case, with the dot).
+        what: ``"image"`` or ``"video"``, for the messages.
+
+    Returns:
+        the class names (train's subfolders, sorted) and ``{split: [(path, label), ...]}`` (``"all"`` when
+        there are no split folders).
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: a file, no class subfolders, no files, or a split folder with classes train/ lacks.
+    """
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"{root}: expected a folder of class subfolders of {what}s, got a file")
+    splits = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+    if splits:
+        if "train" not in splits:
+            raise ValueError(f"{root}: has {'/'.join(splits)}/ but no train/ folder")
+        classes = _class_names(root / "train")
+        for s in splits[1:]:
+            extra = set(_class_names(root / s)) - set(classes)
+            if extra:
+                raise ValueError(f"{root / s}: classes {sorted(extra)} do not appear in {root / 'train'}")
+        files = {s: _list_class_dir(root / s, classes, extensions) for s in splits}
+    else:
+        classes = _class_names(root)
+        files = {"all": _list_class_dir(root, classes, extensions)}
+    if not classes:
+        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<{what}> "
+                         f"or {root}/train/<class>/<{what}>")
+    if not any(files.values()):
+        raise ValueError(f"{root}: no {what} files ({', '.join(sorted(extensions))}) in its class folders")
+    return classes, files
 
 
 def _reason(path: Path, e: Exception) -> str:
@@ -120,28 +162,7 @@ def scan_folder(root: str | os.PathLike, image_size: int | tuple[int, int] | Non
     """
     size_given = _check_size(image_size)
     root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise ValueError(f"{root}: expected a folder of class subfolders, got a file")
-    splits = [s for s in ("train", "val", "test") if (root / s).is_dir()]
-    if splits:
-        if "train" not in splits:
-            raise ValueError(f"{root}: has {'/'.join(splits)}/ but no train/ folder")
-        classes = _class_names(root / "train")
-        for s in splits[1:]:
-            extra = set(_class_names(root / s)) - set(classes)
-            if extra:
-                raise ValueError(f"{root / s}: classes {sorted(extra)} do not appear in {root / 'train'}")
-        files = {s: _list_class_dir(root / s, classes) for s in splits}
-    else:
-        classes = _class_names(root)
-        files = {"all": _list_class_dir(root, classes)}
-    if not classes:
-        raise ValueError(f"{root}: no class subfolders; expected {root}/<class>/<image> "
-                         f"or {root}/train/<class>/<image>")
-    if not any(files.values()):
-        raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in its class folders")
+    classes, files = list_class_folders(root, IMAGE_EXTENSIONS, "image")
 
     paths = [p for items in files.values() for p, _ in items]
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
