@@ -26,8 +26,8 @@ __all__ = ["create_model", "list_models", "load_dataset", "train", "resume", "Tr
 # Each name of the API -> the module that defines it. They are imported on first use, so that `import
 # convolab.glass` (the NumPy engine) loads no PyTorch and works where it is not installed.
 _API = {"create_model": "convolab.models", "list_models": "convolab.models", "load_dataset": "convolab.data",
-        "train": "convolab.runs.session", "resume": "convolab.runs.session", "TrainConfig": "convolab.train.config", "load_run": "convolab.runs.reader",
-        "Run": "convolab.runs.reader"}
+        "train": "convolab.runs.session", "resume": "convolab.runs.session", "TrainConfig": "convolab.train.config",
+        "load_run": "convolab.runs.reader", "Run": "convolab.runs.reader"}
 
 
 def __getattr__(name: str):

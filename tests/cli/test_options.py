@@ -11,7 +11,8 @@ from tests.cli.test_cli import assert_one_line_error, cli
 
 from convolab.cli import build_parser, main, train_config
 from convolab.cli.options import flag_of, option_fields
-from convolab.train.config import GROUPS, TrainConfig, integer, number
+from convolab.train.config import TrainConfig
+from convolab.train.options import GROUPS, integer, number
 
 TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
 

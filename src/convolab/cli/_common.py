@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 # (every command builds the whole parser, train's options included, so importing TrainConfig here costs nothing more)
-from convolab.train import config
+from convolab.train import options as config_types
 
 __all__ = ["EXIT_USAGE", "USER_ERRORS", "Parser", "HelpFormatter", "arg_type", "float_arg", "positive_int",
            "positive_float", "fraction", "error_line", "one_line", "print_json", "explicit_options",
@@ -75,13 +75,13 @@ def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[
 
 def float_arg(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
     """An argparse type: a finite float for which ``ok(value)`` holds, else a usage error saying ``rule``."""
-    return arg_type(config.number(ok, rule))
+    return arg_type(config_types.number(ok, rule))
 
 
 # the types the verbs' own options share with TrainConfig's fields
-positive_int = arg_type(config.positive_int)
-positive_float = arg_type(config.positive_float)
-fraction = arg_type(config.fraction)
+positive_int = arg_type(config_types.positive_int)
+positive_float = arg_type(config_types.positive_float)
+fraction = arg_type(config_types.fraction)
 
 
 def print_json(obj: Any) -> None:

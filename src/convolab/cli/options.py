@@ -10,7 +10,8 @@ from dataclasses import MISSING, Field, fields
 from typing import TYPE_CHECKING, Any
 
 from convolab.cli._common import arg_type
-from convolab.train.config import GROUPS, TrainConfig
+from convolab.train.config import TrainConfig
+from convolab.train.options import GROUPS
 
 if TYPE_CHECKING:
     from argparse import _ArgumentGroup
