@@ -53,3 +53,16 @@ def test_the_floor_is_torchs_smoothed_cross_entropy_of_the_best_prediction(eps, 
     assert smoothed_loss_floor(0.0, k) == 0.0
     assert smoothed_loss_floor(0.1, 10) == pytest.approx(0.5003, abs=1e-4)
     assert not math.isnan(smoothed_loss_floor(1e-9, 2))
+
+
+def test_iou_bars_are_the_ious_and_a_class_that_occurs_nowhere_is_na():
+    """The per-class IoU chart (the segmentation report's; here since the task draws it, below the report)."""
+    from convolab.plotting import iou_figure
+
+    fig = iou_figure(["background", "cat", "dog"], [0.9, None, 0.25])
+    ax = fig.axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.9, 0.0, 0.25])
+    assert [t.get_text() for t in ax.texts] == ["0.900", "n/a", "0.250"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["background", "cat", "dog"]
+    assert ax.get_xlim() == (0, 1)
+    plt.close(fig)

@@ -1,5 +1,6 @@
-"""The figures convolab draws, with matplotlib: learning curves, a prediction grid, the confusion matrix, the
-learning-rate plots, and :func:`save_figure` for everyone's figures (training's plots, explain's, the report's).
+"""The figures convolab draws, with matplotlib: learning curves, a prediction grid, the confusion matrix, per-class
+IoU bars, the learning-rate plots, and :func:`save_figure` for everyone's figures (training's plots, explain's, the
+report's).
 
 It sits low in the layers of DESIGN.md (it imports nothing of convolab but :mod:`convolab.atomic`), so that the
 training loop, the explanation tools and the report draw with the same code. Every figure is written atomically
@@ -23,8 +24,8 @@ import torch  # noqa: E402
 from convolab.atomic import atomic_path  # noqa: E402
 
 __all__ = ["plt", "plot_curves", "curve_figures", "loss_labels", "smoothed_loss_floor", "plot_predictions",
-           "predictions_figure", "plot_confusion", "confusion_figure", "save_figure", "plot_lr_find", "plot_lr_steps",
-           "lr_steps_figure"]
+           "predictions_figure", "plot_confusion", "confusion_figure", "iou_figure", "save_figure", "plot_lr_find",
+           "plot_lr_steps", "lr_steps_figure"]
 
 _WRONG = "#d62728"
 _RIGHT = "#2ca02c"
@@ -202,6 +203,25 @@ def confusion_figure(cm: torch.Tensor, classes: Sequence[str]):
     ax.set_title(f"confusion matrix (test accuracy {100 * acc:.2f}%)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
+    return fig
+
+
+def iou_figure(classes: Sequence[str], iou: Sequence[float | None]):
+    """Horizontal bars of each class's IoU (0..1); a class absent from masks and predictions gets no bar and 'n/a'."""
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.28 * k))
+    values = [np.nan if v is None else float(v) for v in iou]
+    y = np.arange(k)
+    ax.barh(y, np.nan_to_num(values), color="#4a90d9")
+    for i, v in enumerate(values):
+        ax.text(0.01 if np.isnan(v) else min(v, 0.85) + 0.01, i, "n/a" if np.isnan(v) else f"{v:.3f}",
+                va="center", fontsize=7)
+    ax.set_yticks(y, list(classes), fontsize=8)
+    ax.invert_yaxis()  # class 0 on top, as in the table
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("IoU = TP / (TP + FP + FN) over the test split")
+    ax.set_title("per-class IoU", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     return fig
 
 

@@ -1,8 +1,9 @@
 """The report's own figures: drawn once while the report's data is gathered, kept as PNG bytes.
 
-The figures shared with training and explanation (curves, confusion matrix, prediction grid, masks, kernels,
-feature maps) come from ``convolab.plotting``, ``convolab.explain`` and the tasks; this module holds the few that
-only the report draws, and :func:`png`, which turns any of them into the bytes the page embeds.
+The figures shared with training and explanation (curves, confusion matrix, prediction grid, per-class IoU, masks,
+kernels, feature maps) come from ``convolab.plotting``, ``convolab.explain`` and the tasks (``iou_figure`` is
+re-exported here from ``convolab.plotting``); this module holds the few that only the report draws, and
+:func:`png`, which turns any of them into the bytes the page embeds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from convolab.plotting import plt
+from convolab.plotting import iou_figure, plt
 
 __all__ = ["Figure", "png", "iou_figure", "metric_curve_figure", "examples_figure", "gradcam_figure",
            "randomization_figure"]
@@ -34,25 +35,6 @@ def png(fig, caption: str = "") -> Figure:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return Figure(buf.getvalue(), caption)
-
-
-def iou_figure(classes: Sequence[str], iou: Sequence[float | None]):
-    """Horizontal bars of each class's IoU (0..1); a class absent from masks and predictions gets no bar and 'n/a'."""
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.28 * k))
-    values = [np.nan if v is None else float(v) for v in iou]
-    y = np.arange(k)
-    ax.barh(y, np.nan_to_num(values), color="#4a90d9")
-    for i, v in enumerate(values):
-        ax.text(0.01 if np.isnan(v) else min(v, 0.85) + 0.01, i, "n/a" if np.isnan(v) else f"{v:.3f}",
-                va="center", fontsize=7)
-    ax.set_yticks(y, list(classes), fontsize=8)
-    ax.invert_yaxis()  # class 0 on top, as in the table
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("IoU = TP / (TP + FP + FN) over the test split")
-    ax.set_title("per-class IoU", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    return fig
 
 
 def metric_curve_figure(rows: Sequence[dict], key: str, label: str):
