@@ -3,9 +3,10 @@
 :func:`gather` loads the run (``convolab.runs``), its dataset with the settings the run recorded, evaluates the
 test split ONCE through the run's task (``convolab.train.tasks``) and computes and draws what each section
 needs; :mod:`convolab.report.html` then only renders the resulting :class:`ReportData`. What a section shows
-depends on the task: classification gets the confusion matrix, the prediction grid, Grad-CAM and the attribution
-sanity checks; segmentation pixel accuracy, (mean) IoU and mask overlays; clips clip and video accuracy. A section
-that does not apply to the task is listed in :attr:`ReportData.skipped` with the reason.
+is the task's to say (``Task.report_*``): classification gets the confusion matrix, the prediction grid, Grad-CAM
+and the attribution sanity checks; segmentation pixel accuracy, (mean) IoU and mask overlays; clips clip and video
+accuracy. A section that does not apply to the task (``Task.report_skipped``) is listed in
+:attr:`ReportData.skipped` with the reason. Nothing here names a task.
 """
 
 from __future__ import annotations
@@ -23,33 +24,11 @@ from convolab.report.figures import Figure, png
 from convolab.runs.reader import Run, load_run
 
 __all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "SanityData", "gather",
-           "gather_stages", "run_config", "load_data", "SKIPPED"]
+           "gather_stages", "run_config", "load_data"]
 
 log = logging.getLogger("convolab")
 
 Step = Callable[[str], None]
-
-# Sections that do not apply to a task, and why (the page says so in one sentence instead of the section).
-_NOT_IMAGE_CLASSIFIER = ("convolab.explain's attributions explain one class score per image of an image classifier "
-                         "([N, C, H, W] -> [N, K])")
-SKIPPED: dict[str, dict[str, str]] = {
-    "classification": {},
-    "segmentation": {
-        "gradcam": f"Grad-CAM is left out: {_NOT_IMAGE_CLASSIFIER}; a segmentation model scores every pixel.",
-        "sanity": f"The attribution sanity checks are left out: {_NOT_IMAGE_CLASSIFIER}; a segmentation model "
-                  "scores every pixel.",
-    },
-    "clips": {
-        "kernels": "First-layer kernels are left out: a clip model's first convolution is 3-D (time x height x "
-                   "width) and the kernel mosaic draws 2-D filters.",
-        "features": "Feature maps are left out: a clip model's maps are 3-D (time x height x width) and the "
-                    "report draws 2-D maps.",
-        "gradcam": f"Grad-CAM is left out: {_NOT_IMAGE_CLASSIFIER}; a clip model takes [N, C, T, H, W] clips.",
-        "sanity": f"The attribution sanity checks are left out: {_NOT_IMAGE_CLASSIFIER}; a clip model takes "
-                  "[N, C, T, H, W] clips.",
-    },
-}
-
 
 # -- the data ------------------------------------------------------------------------------------
 @dataclass
@@ -138,10 +117,13 @@ class ReportData:
 
 # -- gathering -----------------------------------------------------------------------------------
 def gather_stages(task: str) -> list[str]:
-    """The stages :func:`gather` reports through ``step``, in order, for a run of ``task`` (the progress bar's)."""
+    """The stages :func:`gather` reports through ``step``, in order, for a run of ``task`` (the progress bar's;
+    a task this convolab does not know gets only the stages every task has: :func:`gather` refuses it at once)."""
     from convolab.explain.sanity import SANITY_METHODS
+    from convolab.train.tasks import TASKS
 
-    skipped = SKIPPED.get(task, SKIPPED["clips"])
+    skipped = TASKS[task].report_skipped if task in TASKS else {a: "" for cls in TASKS.values()
+                                                                for a in cls.report_skipped}
     stages = ["data", "config", "curves", "test", "model"]
     stages += [s for a, s in (("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"))
                if a not in skipped]
@@ -177,12 +159,12 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
     ds = run.config.get("dataset", {})
     out = ReportData(run.path, f"{run.config.get('model', type(run.model).__name__)} on {ds.get('name', '?')}",
                      run.task, run.config, run.summary, run.metrics(), list(run.classes), tuple(run.input_size),
-                     skipped=dict(SKIPPED.get(run.task, SKIPPED["clips"])))
+                     skipped=dict(task.report_skipped))
     step("config")
     out.curves = _curves(run, out.metrics)
     step("curves")
     ev = _evaluate_test(run, task, config, data)
-    out.test = _test_results(run, task, data, ev, config.tta)
+    out.test = _test_results(task, data, ev, config.tta)
     step("test")
     out.model = _model_table(run)
     step("model")
@@ -190,7 +172,7 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
         out.kernels = _kernels(run.model)
         step("kernels")
     if out.shows("features"):
-        out.feature_maps, out.feature_maps_note = _feature_maps(run, data, ev)
+        out.feature_maps, out.feature_maps_note = _feature_maps(run, task, data, ev)
         step("feature maps")
     if out.shows("gradcam"):
         out.gradcam = _gradcam(run, data, ev)
@@ -287,35 +269,16 @@ def _curves(run: Run, rows: list[dict]) -> list[Figure]:
     return [png(f) for f in figs]
 
 
-def _test_results(run: Run, task, data, ev, tta: bool) -> TestResults:
-    """The evaluation's figures, tables and plots for the test section of the run's task."""
-    from convolab.plotting import confusion_figure, predictions_figure
-    from convolab.train.metrics import confusion_matrix
-
-    classes = list(run.classes)
+def _test_results(task, data, ev, tta: bool) -> TestResults:
+    """The evaluation's figures, tables and plots for the test section, as the run's task breaks them down."""
     fields_ = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, **task.summary_fields(ev)}
-    if run.task == "segmentation":
-        from convolab.report.figures import iou_figure
-        from convolab.train.tasks.segmentation import masks_figure
-
-        cm = ev.metrics["confusion"]  # (K, K) pixels
-        iou = [ev.metrics["per_class_iou"][c] for c in classes]
-        rows = [ClassRow(c, int(cm[i].sum()), iou[i]) for i, c in enumerate(classes)]
-        shown = min(4, ev.n)
-        figures = {"iou": png(iou_figure(classes, iou)),
-                   "masks": png(masks_figure(data.test.images[:shown], ev.labels[:shown], ev.predictions[:shown],
-                                             classes, task.ignore_index))}
-        return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, rows, figures, None, tta)
-    cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
-    per_class = cm.diag().double() / cm.sum(1).clamp_min(1).double()
-    rows = [ClassRow(c, int(cm[i].sum()), float(per_class[i])) for i, c in enumerate(classes)]
-    figures = {"confusion": png(confusion_figure(cm, classes))}
-    images = run.task == "classification"  # clips have no one picture to show
-    if images:
-        figures["predictions"] = png(predictions_figure(data.test.images, ev.labels, ev.predictions,
-                                                        ev.probabilities, classes))
-    pairs = _confused_pairs(classes, data.test.images if images else None, ev, cm)
-    return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, rows, figures, pairs, tta)
+    cm, rows = task.report_per_class(ev)
+    figures = {name: png(fig) for name, fig in task.report_figures(ev).items()}
+    pairs = None
+    if task.report_confused_pairs:
+        pairs = _confused_pairs(list(data.classes), data.test.images if task.one_class_images else None, ev, cm)
+    return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, [ClassRow(*r) for r in rows],
+                       figures, pairs, tta)
 
 
 def _confused_pairs(classes: list[str], images: torch.Tensor | None, ev, cm: torch.Tensor, pairs: int = 5,
@@ -363,11 +326,12 @@ def _normalised(run: Run, images: torch.Tensor) -> torch.Tensor:
     return Normalizer(run.mean, run.std, run.device)(images.to(run.device))
 
 
-def _feature_maps(run: Run, data, ev, max_classes: int = 10) -> tuple[list[tuple[str, Figure]], str]:
-    """Feature maps of one test image per class (classification), or of the first two test images."""
+def _feature_maps(run: Run, task, data, ev, max_classes: int = 10) -> tuple[list[tuple[str, Figure]], str]:
+    """Feature maps of one test image per class (where a test sample is one image of one class), or of the first
+    two test images."""
     from convolab.explain.viz import feature_map_figure, feature_maps
 
-    if run.task == "classification":
+    if task.one_class_images:
         picks = []
         for c in range(min(len(run.classes), max_classes)):
             idx = (ev.labels == c).nonzero().flatten()
@@ -376,7 +340,7 @@ def _feature_maps(run: Run, data, ev, max_classes: int = 10) -> tuple[list[tuple
         note = "" if len(run.classes) <= max_classes else f"first {max_classes} classes shown."
     else:
         picks = [(f"test image {i}", i) for i in range(min(2, len(data.test)))]
-        note = "one image per class does not fit masks (an image holds several classes): the first test images."
+        note = task.report_first_images
     out = []
     for caption, i in picks:
         image = data.test.images[i]

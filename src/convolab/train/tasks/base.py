@@ -2,7 +2,8 @@
 
 The training loop knows nothing of labels, masks or clips: it asks its task for the loss of a batch,
 the batch's share of the epoch's figures (kept on the device, summed across processes), the evaluation
-of a split, the fields of the metrics rows and of the summary, and the plots. Adding a problem is one
+of a split, the fields of the metrics rows and of the summary, and the plots; ``convolab report`` asks it
+which sections apply, the test section's per-class table and its figures. Adding a problem is one
 module with a ``Task`` subclass and one ``@register_task`` (see ``convolab.train.tasks``).
 
 Modelled on Lightning's split between what varies per problem (``LightningModule.training_step``) and
@@ -17,9 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.train.metrics import EvalResult
+from convolab.train.metrics import EvalResult, confusion_matrix
 
-__all__ = ["Task", "EvalResult"]
+__all__ = ["Task", "EvalResult", "NOT_AN_IMAGE_CLASSIFIER"]
+
+PerClass = tuple[torch.Tensor, list[tuple[str, int, float | None]]]  # see Task.report_per_class
+
+# Why the report leaves out the attribution sections for a task whose model is not an image classifier.
+NOT_AN_IMAGE_CLASSIFIER = ("convolab.explain's attributions explain one class score per image of an image classifier "
+                           "([N, C, H, W] -> [N, K])")
 
 
 class Task:
@@ -35,6 +42,12 @@ class Task:
     input_kind = "image"  # models of this registry input kind train with this task
     data_task = "classification"  # the dataset's ``task`` this task reads
     monitors = {"val_accuracy": "max", "val_loss": "min"}  # what --monitor may watch, and which way is better
+    # -- what `convolab report` shows (its sections are anchored "kernels", "features", "gradcam", "sanity" ...)
+    report_skipped: dict[str, str] = {}  # section anchor -> one sentence why it does not apply (shown instead)
+    one_class_images = True  # a test sample is one image of one class: the report shows the predictions grid, the
+    # images of the most-confused pairs and the feature maps of one test image per class
+    report_first_images = "the first test images."  # else: the note under the feature maps of the first test images
+    report_confused_pairs = True  # the test section lists the most-confused pairs of classes
 
     def __init__(self, config, data):
         self.config, self.data = config, data
@@ -109,3 +122,24 @@ class Task:
 
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
         """Write the task's plots of a finished run into ``out`` (the run's plots folder)."""
+
+    # -- the report -------------------------------------------------------------------------
+    def report_per_class(self, test: EvalResult) -> PerClass:
+        """The report's per-class breakdown of a test evaluation kept with ``keep=True``: the (K, K) confusion
+        matrix (row: true class, column: predicted) and one (class, count, value) row per class: its test samples
+        and the accuracy on them (None where the value does not exist, e.g. the IoU of a class that occurs
+        nowhere)."""
+        cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
+        accuracy = cm.diag().double() / cm.sum(1).clamp_min(1).double()
+        return cm, [(c, int(cm[i].sum()), float(accuracy[i])) for i, c in enumerate(self.data.classes)]
+
+    def report_figures(self, test: EvalResult) -> dict:
+        """The test section's figures (name -> matplotlib figure, not closed): the confusion matrix, and a grid of
+        predictions where a test sample is one image of one class."""
+        from convolab.plotting import confusion_figure, predictions_figure
+
+        figures = {"confusion": confusion_figure(self.report_per_class(test)[0], list(self.data.classes))}
+        if self.one_class_images:
+            figures["predictions"] = predictions_figure(self.data.test.images, test.labels, test.predictions,
+                                                        test.probabilities, list(self.data.classes))
+        return figures

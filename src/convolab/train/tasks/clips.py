@@ -10,7 +10,7 @@ from torch import nn
 
 from convolab.data.augment import AugmentSpec
 from convolab.train.metrics import confusion_matrix, evaluate
-from convolab.train.tasks.base import EvalResult, Task
+from convolab.train.tasks.base import NOT_AN_IMAGE_CLASSIFIER, EvalResult, Task
 
 __all__ = ["ClipClassification", "video_accuracy"]
 
@@ -31,6 +31,16 @@ class ClipClassification(Task):
     input_kind = "clip"
     data_task = "clips"
     monitors = {"val_accuracy": "max", "val_loss": "min", "val_video_accuracy": "max"}
+    report_skipped = {
+        "kernels": "First-layer kernels are left out: a clip model's first convolution is 3-D (time x height x "
+                   "width) and the kernel mosaic draws 2-D filters.",
+        "features": "Feature maps are left out: a clip model's maps are 3-D (time x height x width) and the "
+                    "report draws 2-D maps.",
+        "gradcam": f"Grad-CAM is left out: {NOT_AN_IMAGE_CLASSIFIER}; a clip model takes [N, C, T, H, W] clips.",
+        "sanity": f"The attribution sanity checks are left out: {NOT_AN_IMAGE_CLASSIFIER}; a clip model takes "
+                  "[N, C, T, H, W] clips.",
+    }
+    one_class_images = False  # a clip has no one picture to show
 
     def build_augment(self, device: torch.device, seed: int):
         cfg = self.config

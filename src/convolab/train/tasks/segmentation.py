@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.data.augment import AugmentSpec
-from convolab.train.tasks.base import EvalResult, Task
+from convolab.train.tasks.base import NOT_AN_IMAGE_CLASSIFIER, EvalResult, PerClass, Task
 
 __all__ = ["Segmentation", "soft_dice_loss", "iou_from_confusion"]
 
@@ -48,6 +48,15 @@ class Segmentation(Task):
     input_kind = "segmentation"
     data_task = "segmentation"
     monitors = {"val_mean_iou": "max", "val_accuracy": "max", "val_loss": "min"}
+    report_skipped = {
+        "gradcam": f"Grad-CAM is left out: {NOT_AN_IMAGE_CLASSIFIER}; a segmentation model scores every pixel.",
+        "sanity": f"The attribution sanity checks are left out: {NOT_AN_IMAGE_CLASSIFIER}; a segmentation model "
+                  "scores every pixel.",
+    }
+    one_class_images = False  # an image holds several classes
+    report_first_images = ("one image per class does not fit masks (an image holds several classes): the first test "
+                           "images.")
+    report_confused_pairs = False  # the confusion counts pixels
 
     @property
     def ignore_index(self) -> int:
@@ -137,6 +146,21 @@ class Segmentation(Task):
         plot_curves(rows, out, label_smoothing=self.config.label_smoothing, num_classes=self.data.num_classes)
         save_figure(masks_figure(self.data.test.images[:6], test.labels[:6], test.predictions[:6], self.data.classes,
                                  self.ignore_index), out / "masks.png")
+
+    def report_per_class(self, test: EvalResult) -> PerClass:
+        """The pixel confusion matrix and, per class, its test pixels and its IoU (None: it occurs nowhere)."""
+        cm = test.metrics["confusion"]
+        iou = [test.metrics["per_class_iou"][c] for c in self.data.classes]
+        return cm, [(c, int(cm[i].sum()), iou[i]) for i, c in enumerate(self.data.classes)]
+
+    def report_figures(self, test: EvalResult) -> dict:
+        """Bars of the per-class IoU, and the masks of the first 4 test images over them."""
+        from convolab.plotting import iou_figure
+
+        classes, shown = list(self.data.classes), min(4, test.n)
+        return {"iou": iou_figure(classes, [test.metrics["per_class_iou"][c] for c in classes]),
+                "masks": masks_figure(self.data.test.images[:shown], test.labels[:shown], test.predictions[:shown],
+                                      classes, self.ignore_index)}
 
 
 def masks_figure(images: torch.Tensor, truth: torch.Tensor, predicted: torch.Tensor, classes: list[str],
