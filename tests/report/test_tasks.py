@@ -7,6 +7,7 @@ videos of two clips each), then reported once with the task's ``evaluate`` count
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 import re
@@ -214,3 +215,36 @@ def test_the_video_accuracy_averages_each_videos_clips(clip_run):
         assert len(idx) == 2 and len(set(test.labels[idx].tolist())) == 1
         right.append(int(p[idx].mean(0).argmax()) == int(test.labels[idx[0]]))
     assert sum(right) / len(right) == pytest.approx(clip_run.summary["test_video_accuracy"], abs=1e-12)
+
+
+# -- a task the report has never heard of ---------------------------------------------------------------------
+def test_a_new_task_gets_its_sections_skipped_without_editing_the_report(digits_run, monkeypatch):
+    """A task registered here (a classification that leaves out the kernels and the sanity checks): the report asks
+    the task, so its run's page leaves those sections out with the task's reasons and shows the rest."""
+    from convolab.report.data import gather, gather_stages
+    from convolab.report.html import render
+    from convolab.runs.reader import load_run
+    from convolab.train.tasks import TASKS, Classification
+
+    class Thumbnails(Classification):
+        name = "thumbnails"
+        report_skipped = {"kernels": "First-layer kernels are left out: a thumbnail's kernels are a blur.",
+                          "sanity": "The attribution sanity checks are left out: thumbnails are too small."}
+
+    monkeypatch.setitem(TASKS, "thumbnails", Thumbnails)  # (taken out afterwards)
+    run = load_run(digits_run.run_dir)
+    run.task = "thumbnails"  # as config.json would name it
+    stepped = []
+    data = gather(run, samples=4, step=stepped.append)
+    assert stepped == gather_stages("thumbnails")
+    assert "kernels" not in stepped and "Grad-CAM" in stepped and "completeness" not in stepped
+    assert data.skipped == Thumbnails.report_skipped
+    assert data.kernels is None and data.sanity is None
+    assert data.gradcam is not None and len(data.feature_maps) == len(data.classes)  # one test image per class
+    assert list(data.test.figures) == ["confusion", "predictions"] and data.test.confused_pairs is not None
+    assert data.test.fields == {k: digits_run.summary[k] for k in ("test_accuracy", "test_loss")}
+    page = render(data)
+    for anchor, why in Thumbnails.report_skipped.items():
+        body = _section(page, anchor)
+        assert html.escape(why) in body and "<img" not in body, anchor
+    assert "<img" in _section(page, "gradcam") and "<img" in _section(page, "features")

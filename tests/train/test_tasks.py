@@ -198,6 +198,112 @@ def test_video_accuracy_by_hand():
     assert video_accuracy(probs, labels, torch.arange(6)) == pytest.approx(4 / 6)  # one clip a video: clip accuracy
 
 
+# -- what the report asks of a task --------------------------------------------------------------------------------
+def _labelled_data(k: int, n: int, task: str = "classification", seed: int = 0) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(seed)
+    test = SimpleNamespace(images=torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8))
+    return SimpleNamespace(num_classes=k, classes=[f"c{i}" for i in range(k)], task=task, name="d", test=test)
+
+
+def _labelled_result(k: int, n: int, seed: int = 0):
+    """A kept evaluation of ``n`` samples of classes 0..k-2 (class k-1 occurs in no label, but is predicted)."""
+    from convolab.train.metrics import EvalResult
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k - 1, n)
+    predictions = np.where(rng.random(n) < 0.6, labels, rng.integers(0, k, n))
+    probabilities = torch.from_numpy(rng.dirichlet(np.ones(k), n)).float()
+    result = EvalResult(0.5, float((labels == predictions).mean()), n)
+    result.labels, result.predictions = torch.from_numpy(labels), torch.from_numpy(predictions)
+    result.probabilities = probabilities
+    return result
+
+
+@pytest.mark.parametrize("task_class", [Classification, ClipClassification])
+def test_report_per_class_is_the_accuracy_of_each_class_by_hand(task_class):
+    k, n = 5, 60
+    result = _labelled_result(k, n)
+    cm, rows = task_class(SimpleNamespace(), _labelled_data(k, n)).report_per_class(result)
+    labels, predictions = result.labels.numpy(), result.predictions.numpy()
+    assert np.array_equal(cm.numpy(), confusion_matrix(labels, predictions, labels=range(k)))
+    assert [name for name, _, _ in rows] == [f"c{i}" for i in range(k)]
+    for c, (_, count, value) in enumerate(rows):
+        mine = labels == c
+        assert count == int(mine.sum())
+        right = sum(1 for t, p in zip(labels, predictions) if t == c and p == c)
+        assert value == (pytest.approx(right / count, abs=1e-12) if count else 0.0)
+    assert rows[k - 1][1] == 0 and rows[k - 1][2] == 0.0  # no test sample of the class: 0, as the page has it
+
+
+def test_report_per_class_of_segmentation_is_pixels_and_iou():
+    k = 4
+    model, loader = _fixed_seg_problem(k)
+    task = _seg_task(k)
+    cm, rows = task.report_per_class(task.evaluate(model, loader, keep=True))
+    with torch.no_grad():
+        pred = torch.cat([model(x).argmax(1).flatten() for x, _ in loader]).numpy()
+    true = torch.cat([y.flatten() for _, y in loader]).numpy().astype(np.int64)
+    valid = true != IGNORE
+    assert np.array_equal(cm.numpy(), confusion_matrix(true[valid], pred[valid], labels=range(k)))
+    iou = jaccard_score(true[valid], pred[valid], labels=[0, 1, 2], average=None)
+    for c, (name, count, value) in enumerate(rows):
+        assert name == f"c{c}" and count == int((true[valid] == c).sum())
+        assert value == (None if c == 3 else pytest.approx(iou[c], abs=1e-6))  # class 3 occurs nowhere
+
+
+def test_report_figures_of_each_task():
+    from convolab.plotting import plt
+
+    k, n = 3, 12
+    result = _labelled_result(k, n)
+    figures = Classification(SimpleNamespace(), _labelled_data(k, n)).report_figures(result)
+    assert list(figures) == ["confusion", "predictions"]
+    clip_figures = ClipClassification(SimpleNamespace(), _labelled_data(k, n, "clips")).report_figures(result)
+    assert list(clip_figures) == ["confusion"]  # a clip has no one picture to show
+
+    model, loader = _fixed_seg_problem(4)
+    task = _seg_task(4)
+    task.data.test = SimpleNamespace(images=torch.randint(0, 256, (8, 1, 5, 6), dtype=torch.uint8))
+    seg = task.evaluate(model, loader, keep=True)
+    seg_figures = task.report_figures(seg)
+    assert list(seg_figures) == ["iou", "masks"]
+    bars = [p.get_width() for p in seg_figures["iou"].axes[0].patches]
+    assert bars == [pytest.approx(v or 0.0, abs=1e-6) for v in seg.metrics["per_class_iou"].values()]
+    assert len(seg_figures["masks"].axes) == 4 * 3  # image | true | predicted, for the first 4 test images
+    for fig in (*figures.values(), *clip_figures.values(), *seg_figures.values()):
+        plt.close(fig)
+
+
+def test_each_tasks_report_sections():
+    from convolab.report.html import SECTIONS
+
+    assert Classification.report_skipped == {} and Classification.one_class_images
+    assert set(Segmentation.report_skipped) == {"gradcam", "sanity"} and not Segmentation.report_confused_pairs
+    assert set(ClipClassification.report_skipped) == {"kernels", "features", "gradcam", "sanity"}
+    assert not Segmentation.one_class_images and not ClipClassification.one_class_images
+    for cls in tasks_mod.TASKS.values():
+        for anchor, why in cls.report_skipped.items():
+            assert anchor in dict(SECTIONS), (cls.name, anchor)
+            assert "left out" in why and why.endswith(".") and "\n" not in why, (cls.name, anchor)
+
+
+def test_a_new_task_says_which_report_sections_it_skips(monkeypatch):
+    """A task registered here, with no edit to the report: the progress bar's stages follow its skipped sections
+    (the report of a run of it: tests/report/test_tasks.py)."""
+    from convolab.report.data import gather_stages
+
+    class Thumbnails(Classification):
+        name = "thumbnails"
+        report_skipped = {"sanity": "The attribution sanity checks are left out: thumbnails are too small."}
+
+    monkeypatch.setitem(tasks_mod.TASKS, "thumbnails", Thumbnails)  # (taken out afterwards)
+    stages = gather_stages("thumbnails")
+    assert stages == [s for s in gather_stages("classification") if not s.startswith(("randomization", "deletion"))
+                      and s not in ("completeness", "CAM")]
+    assert "Grad-CAM" in stages and "kernels" in stages and "feature maps" in stages
+    assert gather_stages("segmentation") == [s for s in stages if s != "Grad-CAM"]
+
+
 # -- the registry ----------------------------------------------------------------------------------------------
 def test_task_for_each_input_kind():
     assert task_for_model("image") is Classification
