@@ -133,6 +133,21 @@ COMMANDS: dict[str, How] = {
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0.example:29400 --rdzv-id fm1 "
     "-m convolab train --model resnet50 --data cifar10 --device cuda --batch-size 1024 --out runs/2x8":
         _skip("needs two machines with 8 GPUs each"),
+    "convolab train --model unet --data fashion-scenes-coarse --model-arg base_channels=16 depth=3 --epochs 12 "
+    "--batch-size 64 --label-smoothing 0 --monitor val_mean_iou --out runs/scenes":
+        _adapt("--epochs 1 --model-arg base_channels=4 depth=2", "12 epochs of a U-Net take minutes"),
+    "convolab train --model unet --data ~/pictures/roads --image-size 128x128 --dice-weight 1 --out runs/roads":
+        _skip("needs a folder of road photos with masks; tests/train/test_tasks.py trains on a segmentation folder"),
+    "convolab train --model c3d --data moving-fashion --model-arg widths=[8,16,32,64,64] fc_width=128 drop_rate=0.2 "
+    "--batch-size 64 --out runs/moving": _adapt("--epochs 1", "6 epochs of a 3D CNN take minutes"),
+    "convolab train --model r3d_18 --data ~/videos/actions --frames 16 --image-size 112x112 --out runs/actions":
+        _skip("needs a folder of videos; tests/train/test_tasks.py trains r3d_18 on a folder of written videos"),
+    "convolab train --data ~/pictures/huge --image-size 128x128 --max-memory 2GiB --out runs/huge":
+        _skip("needs a folder larger than memory; tests/train/test_streaming_train.py trains through the streaming "
+              "path"),
+    "torchrun --nproc-per-node 2 -m convolab train --model vgg11 --data cifar10 --pipeline-stages 2 --out runs/pipe":
+        _skip("torchrun with 2 processes and CIFAR-10 (downloaded); tests/train/test_pipeline*.py split models "
+              "across 2 processes on gloo"),
     "convolab train --model resnet20 --data cifar10 --epochs 30 --checkpoint-every 200 --out runs/c10":
         How("killed", "--data digits --epochs 3", _CIFAR),
     "convolab train --resume runs/c10": _run(),
