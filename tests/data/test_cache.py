@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import convolab.data.dataset as dataset_module
+import convolab.data.builtin as builtin_module
 import convolab.data.named as named_module
 from convolab.data import load_dataset
 from convolab.data.cache import fingerprint, load_cached, save_cached
@@ -25,7 +25,7 @@ def count_decodes(monkeypatch):
             raise RuntimeError("decode called although the cache should have answered")
         return real(spec, folder)
 
-    monkeypatch.setattr(dataset_module, "decode", counting)  # the name load_dataset calls
+    monkeypatch.setattr(builtin_module, "decode", counting)  # the name load_builtin calls
     monkeypatch.setattr(named_module, "decode", counting)
     return calls
 

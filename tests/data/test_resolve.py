@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import convolab.data.dataset as dataset_module
+import convolab.data.builtin as builtin_module
 from convolab.data import load_dataset
 from convolab.data.named import DATASETS, find_files
 from convolab.data.resolve import search_places, user_cache_dir
@@ -47,7 +47,7 @@ def no_download(monkeypatch):
     def fail(spec, root):
         pytest.fail(f"download of {spec.name} attempted although the data is on disk")  # BaseException: not caught
 
-    monkeypatch.setattr(dataset_module, "download", fail)
+    monkeypatch.setattr(builtin_module, "download", fail)
 
 
 def test_user_cache_dir_follows_xdg(monkeypatch, tmp_path):
@@ -119,7 +119,7 @@ def test_val_fraction_and_seed_are_applied(tmp_path, mnist_system_dir, write_mni
 
 
 def test_missing_without_download_names_every_place(places, monkeypatch):
-    monkeypatch.setattr(dataset_module, "download", lambda spec, root: pytest.fail("download=False was ignored"))
+    monkeypatch.setattr(builtin_module, "download", lambda spec, root: pytest.fail("download=False was ignored"))
     with pytest.raises(DataNotFoundError) as info:
         load_dataset("mnist", data_dir=places["data_dir"], download=False)
     msg = str(info.value)
@@ -160,7 +160,7 @@ def test_failed_download_is_reported(places, monkeypatch):
         calls.append((spec.name, root))
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(dataset_module, "download", failing)
+    monkeypatch.setattr(builtin_module, "download", failing)
     with pytest.raises(DataNotFoundError) as info:
         load_dataset("mnist", data_dir=places["data_dir"])
     assert calls == [("mnist", places["cache"])]
@@ -176,11 +176,11 @@ def test_successful_download_goes_into_the_user_cache(places, monkeypatch, write
         written.update(write_mnist(root / "MNIST" / "raw", seed=9))  # where torchvision puts MNIST
         return find_files(spec, root)
 
-    monkeypatch.setattr(dataset_module, "download", fake_download)
+    monkeypatch.setattr(builtin_module, "download", fake_download)
     ds = load_dataset("mnist", data_dir=places["data_dir"])
     assert_loaded(ds, written, places["cache"] / "MNIST" / "raw")
     # Next time the data is found in the user cache: no download.
-    monkeypatch.setattr(dataset_module, "download", lambda spec, root: pytest.fail("downloaded twice"))
+    monkeypatch.setattr(builtin_module, "download", lambda spec, root: pytest.fail("downloaded twice"))
     assert_loaded(load_dataset("mnist", data_dir=places["data_dir"]), written, places["cache"] / "MNIST" / "raw")
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from convolab.data import builtin as builtin_module
 from convolab.data import dataset as dataset_module
 from convolab.data import scenes
-from convolab.data.dataset import ImageDataset, Split
 
 
 def _items(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +74,10 @@ def _fake_fashion(monkeypatch):
     def square(values):
         return torch.from_numpy(np.repeat(np.asarray(values, np.uint8), 28 * 28).reshape(-1, 1, 28, 28))
 
-    train = Split(square(range(1, 101)), torch.arange(100) % 10)  # values 1..100
-    test = Split(square(range(101, 141)), torch.arange(40) % 10)  # values 101..140
-    fake = ImageDataset("fashion-mnist", list(scenes.FINE_CLASSES[1:]), train, Split(train.images[:0],
-                        train.labels[:0]), test, (0.5,), (0.5,), "fake")
-    monkeypatch.setattr(dataset_module, "load_dataset", lambda *a, **k: fake)
+    # values 1..100 for train, 101..140 for test: load_builtin's (train_x, train_y, test_x, test_y, classes, source)
+    fake = (square(range(1, 101)).numpy(), (np.arange(100) % 10), square(range(101, 141)).numpy(),
+            (np.arange(40) % 10), list(scenes.FINE_CLASSES[1:]), "fake")
+    monkeypatch.setattr(builtin_module, "load_builtin", lambda *a, **k: fake)
 
 
 def test_no_item_shared_between_train_val_and_test(monkeypatch):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from convolab.data import cache as decode_cache
-from convolab.data.dataset import ImageDataset, Split, normalization_stats
+from convolab.data.base import ImageDataset, Split, normalization_stats
 from convolab.data.folder import _check_size, list_class_folders
 from convolab.data.limits import format_bytes, max_data_bytes
 from convolab.data.resolve import search_places

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from convolab.data import cache
+from convolab.data import cache, clips, segmentation
+from convolab.data.base import ImageDataset, Split, normalization_stats
+from convolab.data.builtin import _canonical, canonical_name, load_builtin, locate_dataset
 from convolab.data.folder import FolderScan, check_memory, decode_folder, scan_folder
 from convolab.data.limits import format_bytes, max_data_bytes
-from convolab.data.named import DATASETS, DatasetSpec, decode, download, find_files, source_files
-from convolab.data.resolve import search_places, user_cache_dir
+from convolab.data.named import DATASETS
 from convolab.data.split import stratified_split
-from convolab.errors import DataNotFoundError, UnknownNameError
+from convolab.data.stream import FileImages, default_workers, measure, streamed_stats
+from convolab.errors import UnknownNameError
 
 __all__ = ["Split", "ImageDataset", "load_dataset", "list_datasets", "locate_dataset", "normalization_stats",
            "canonical_name"]
@@ -28,174 +29,17 @@ __all__ = ["Split", "ImageDataset", "load_dataset", "list_datasets", "locate_dat
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Split:
-    """One split: uint8 inputs and their targets.
-
-    ``images``: (N, C, H, W) images, or (N, C, T, H, W) clips of T frames. ``labels``: int64 class labels
-    (N,), or uint8 class-index masks (N, H, W) for segmentation. ``groups``: for clips cut from longer
-    videos, the video each clip came from (N,) int64, so that predictions can be averaged per video.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    groups: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class ImageDataset:
-    """A loaded dataset (the dataset contract)."""
-
-    name: str  # "fashion-mnist", or the folder's path
-    classes: list[str]
-    train: Split
-    val: Split  # carved from train (may be empty when val_fraction == 0)
-    test: Split
-    mean: tuple[float, ...]  # per-channel mean of the training split, on the 0..1 scale
-    std: tuple[float, ...]  # per-channel standard deviation, same scale
-    source: str  # where the data came from (a folder, "scikit-learn", ...)
-    # what the targets are: "classification" (a label per image), "segmentation" (a mask per image) or
-    # "clips" (a label per clip of frames)
-    task: str = "classification"
-    ignore_index: int | None = None  # segmentation: the mask value that marks pixels without a class
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.train.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of the images (or of each frame of a clip)."""
-        return int(self.train.images.shape[-2]), int(self.train.images.shape[-1])
-
-    @property
-    def frames(self) -> int | None:
-        """Frames per clip (clips only), else None."""
-        return int(self.train.images.shape[2]) if self.train.images.ndim == 5 else None
-
-    @property
-    def input_size(self) -> tuple[int, ...]:
-        """(C, H, W), or (C, T, H, W) for clips: what a model of this data takes per sample."""
-        return tuple(int(v) for v in self.train.images.shape[1:])
-
-    def describe(self) -> str:
-        shape = "x".join(str(v) for v in self.input_size)
-        what = {"clips": "clips", "segmentation": "images with masks"}.get(self.task, "images")
-        return (f"{self.name}: {len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test {what}, "
-                f"{shape}, {self.num_classes} classes (from {self.source})")
-
-
 def list_datasets() -> list[str]:
     """Names of the built-in datasets (any folder of class subfolders works too)."""
     return sorted(DATASETS)
-
-
-def normalization_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), on the 0..1 scale.
-
-    Exact and fast: a 256-bin histogram per channel gives the mean and variance without a float
-    copy of the dataset.
-    """
-    if len(images) == 0:
-        raise ValueError("cannot compute normalisation statistics of an empty split")
-    values = torch.arange(256, dtype=torch.float64)
-    means, stds = [], []
-    for c in range(images.shape[1]):
-        channel = images[:, c].reshape(-1)
-        if channel.dtype != torch.uint8:
-            channel = channel.to(torch.int64)
-        hist = torch.bincount(channel, minlength=256).to(torch.float64)  # uint8 counts directly: no int64 copy
-        n = hist.sum()
-        mean = (hist * values).sum() / n
-        var = (hist * (values - mean) ** 2).sum() / n
-        std = var.sqrt().item() if var > 0 else 255.0  # a constant channel: leave it unscaled
-        means.append(mean.item() / 255)
-        stds.append(std / 255)
-    return tuple(means), tuple(stds)
 
 
 def _square(size) -> tuple[int, ...]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def canonical_name(name: str) -> str | None:
-    """The built-in dataset ``name`` stands for (aliases, case and ``_`` allowed), or None."""
-    return _canonical(name)
-
-
-def _canonical(name: str) -> str | None:
-    key = name.strip().lower().replace("_", "-")
-    aliases = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10",
-               "cifar-100": "cifar100", "k-mnist": "kmnist"}
-    key = aliases.get(key, key)
-    return key if key in DATASETS else None
-
-
 def _looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.startswith(".") or name.startswith("~") or Path(name).exists()
-
-
-def locate_dataset(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
-    """The folder holding ``spec``'s files (or None) and the places searched, in order, as text.
-
-    Raises:
-        DataNotFoundError: ``data_dir`` is given but is no folder (a typo would otherwise be searched past).
-    """
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
-    looked = []
-    for place in search_places(data_dir, spec.system_dirs):
-        looked.append(place.describe())
-        if place.path is not None:
-            found = find_files(spec, place.path)
-            if found is not None:
-                return found, looked
-    return None, looked
-
-
-def _not_found(spec: DatasetSpec, looked: list[str], download_error: str | None) -> DataNotFoundError:
-    files = ", ".join(f"{f}[.gz]" if spec.kind == "idx" else f for f in spec.files)
-    ways = list(spec.how_to_get)
-    ways.append(f"download: `convolab datasets --download {spec.name}` (needs internet; torchvision fetches it)")
-    ways.append(f"--data-dir DIR (or $CONVOLAB_DATA) pointing to a folder with {files}")
-    dl = f"download failed ({download_error})" if download_error else "download not attempted"
-    return DataNotFoundError(
-        f"dataset {spec.name!r} not found. Looked in: {'; '.join(looked)}; {dl}. To get it: " + "; or ".join(ways)
-    )
-
-
-def _load_named(spec: DatasetSpec, data_dir, download_ok: bool, use_cache: bool):
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo, even where it is not needed
-        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
-    if spec.kind == "digits":
-        tr_x, tr_y, te_x, te_y = decode(spec, None)
-        return tr_x, tr_y, te_x, te_y, list(spec.classes), "scikit-learn (sklearn.datasets.load_digits)"
-    folder, looked = locate_dataset(spec, data_dir)
-    if folder is None:
-        if not download_ok:
-            raise _not_found(spec, looked, None)
-        try:
-            folder = download(spec, user_cache_dir())
-        except Exception as e:  # download() says why in one line (e.reason); anything else is passed on briefly
-            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            raise _not_found(spec, looked, reason) from None
-    key = cache.fingerprint(spec.name, source_files(spec, folder)) if use_cache else None
-    hit = cache.load_cached(spec.name, key) if key else None
-    if hit is not None:
-        a, _ = hit
-        return a["train_x"], a["train_y"], a["test_x"], a["test_y"], list(spec.classes), str(folder)
-    log.info("decoding %s from %s", spec.name, folder)
-    tr_x, tr_y, te_x, te_y = decode(spec, folder)
-    if key:
-        cache.save_cached(spec.name, key, dict(train_x=tr_x, train_y=tr_y, test_x=te_x, test_y=te_y), {})
-    return tr_x, tr_y, te_x, te_y, list(spec.classes), str(folder)
 
 
 def _describe_scan(scan: FolderScan) -> None:
@@ -270,7 +114,6 @@ def _load_streamed(scan: FolderScan, display: str, val_fraction: float, test_fra
     splits — and to record each image's pixel sums, from which the training split's statistics are exact.
     The decode cache is not used: it would hold the very tensors that do not fit.
     """
-    from convolab.data.stream import FileImages, default_workers, measure, streamed_stats  # (builds on this module)
 
     h, w = scan.size
     log.info("image folder %s: %d images of %dx%dx%d take %s decoded, more than the in-memory limit of %s "
@@ -380,7 +223,6 @@ def load_dataset(
     name = os.fspath(name_or_path)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
-    from convolab.data import clips, segmentation  # (they build on this module)
 
     common = dict(data_dir=data_dir, val_fraction=val_fraction, seed=seed, download=download, cache=cache,
                   test_fraction=test_fraction, image_size=image_size, max_bytes=max_bytes)
@@ -396,7 +238,7 @@ def load_dataset(
             h, w = spec.image_size
             raise ValueError(f"image_size {image_size!r}: the {canonical} images are {h}x{w}; resizing applies to "
                              f"image folders only")
-        tr_x, tr_y, te_x, te_y, classes, source = _load_named(spec, data_dir, download, cache)
+        tr_x, tr_y, te_x, te_y, classes, source = load_builtin(spec, data_dir, download, cache)
         display = canonical
     elif _looks_like_path(name):
         display = str(Path(name).expanduser())

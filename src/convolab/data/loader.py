@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from convolab.data.dataset import Split
+from convolab.data.base import Split
 
 __all__ = ["DeviceLoader", "Normalizer", "memory_format"]
 

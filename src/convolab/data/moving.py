@@ -33,6 +33,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -134,10 +135,11 @@ def make_moving_clips(items: torch.Tensor, n: int, *, frames: int = DEFAULT_FRAM
 
 def _fashion_items(data_dir, download: bool, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST's train and test images (N, 28, 28) uint8, from wherever convolab finds them."""
-    from convolab.data.dataset import load_dataset
+    from convolab.data.builtin import load_builtin
+    from convolab.data.named import DATASETS
 
-    ds = load_dataset("fashion-mnist", data_dir=data_dir, val_fraction=0.0, download=download, cache=cache)
-    return ds.train.images[:, 0], ds.test.images[:, 0]
+    tr_x, _, te_x, _, _, _ = load_builtin(DATASETS["fashion-mnist"], data_dir, download, cache)
+    return torch.from_numpy(np.asarray(tr_x)[:, 0]), torch.from_numpy(np.asarray(te_x)[:, 0])
 
 
 def load_moving_fashion(*, frames: int = DEFAULT_FRAMES, n_train: int = DEFAULT_TRAIN, n_test: int = DEFAULT_TEST,

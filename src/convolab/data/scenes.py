@@ -139,13 +139,15 @@ def load_fashion_scenes(*, coarse: bool = False, seed: int = 0, val_fraction: fl
     Returns:
         An :class:`~convolab.data.dataset.ImageDataset` with ``task="segmentation"``.
     """
-    from convolab.data.dataset import ImageDataset, Split, load_dataset, normalization_stats
+    from convolab.data.base import ImageDataset, Split, normalization_stats
+    from convolab.data.builtin import load_builtin
+    from convolab.data.named import DATASETS
 
     if n_train < 1 or n_test < 1:
         raise ValueError(f"fashion-scenes needs at least one train and one test scene; got {n_train} and {n_test}")
-    fm = load_dataset("fashion-mnist", data_dir=data_dir, val_fraction=0.0, download=download, cache=cache)
-    tr_items, tr_labels = fm.train.images[:, 0].numpy(), fm.train.labels.numpy()  # (60000, 28, 28), (60000,)
-    te_items, te_labels = fm.test.images[:, 0].numpy(), fm.test.labels.numpy()
+    tr_x, tr_y, te_x, te_y, _, source = load_builtin(DATASETS["fashion-mnist"], data_dir, download, cache)
+    tr_items, tr_labels = np.asarray(tr_x)[:, 0], np.asarray(tr_y, np.int64)  # (60000, 28, 28), (60000,)
+    te_items, te_labels = np.asarray(te_x)[:, 0], np.asarray(te_y, np.int64)
     # Disjoint item pools for train and validation scenes, drawn by seed.
     perm = np.random.default_rng((seed, 1)).permutation(len(tr_items))
     n_val = int(round(val_fraction * n_train))
@@ -160,5 +162,5 @@ def load_fashion_scenes(*, coarse: bool = False, seed: int = 0, val_fraction: fl
     train, val, test = (Split(torch.from_numpy(x), torch.from_numpy(y)) for x, y in (tr, va, te))
     mean, std = normalization_stats(train.images)
     classes = list(COARSE_CLASSES if coarse else FINE_CLASSES)
-    return ImageDataset(name, classes, train, val, test, mean, std, f"{fm.source}, Fashion-MNIST items composited",
+    return ImageDataset(name, classes, train, val, test, mean, std, f"{source}, Fashion-MNIST items composited",
                         task="segmentation", ignore_index=None)

@@ -307,7 +307,7 @@ def _read_classes(path: Path) -> list[str]:
 def _assemble(where: str, source: str, classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
               val_fraction: float, test_fraction: float, seed: int):
     """Split (test held out by seed when missing, val carved from train), check and wrap the arrays."""
-    from convolab.data.dataset import ImageDataset, Split, normalization_stats
+    from convolab.data.base import ImageDataset, Split, normalization_stats
 
     rng = np.random.default_rng((seed, 7))
     train = splits["train"] if "train" in splits else splits["all"]

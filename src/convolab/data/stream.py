@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from convolab.data.dataset import Split
+from convolab.data.base import Split
 from convolab.data.folder import _decode_one, decode_file
 from convolab.data.loader import DeviceLoader, Normalizer, memory_format
 

@@ -132,7 +132,7 @@ def run_dataset(run: RunLike, *, name: str | None = None, data_dir: str | os.Pat
     name = name or ds_cfg.get("name")
     if not name:
         raise ValueError(f"{run.path}: config.json does not say which dataset the run used")
-    from convolab.data.dataset import canonical_name
+    from convolab.data.builtin import canonical_name
 
     data_dir = data_dir or recorded_data_dir(ds_cfg.get("data_dir"))
     c, h, w = run.input_size
