@@ -221,3 +221,31 @@ def test_compile(digits_config, tmp_path):
     state = torch.load(sorted((r.run_dir / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
     assert not any(k.startswith("_orig_mod.") for k in state["model"]), "the checkpoint holds the plain model's keys"
     assert r.summary["test_accuracy"] > 0.3
+
+
+def test_3d_convolutions_are_kept_out_of_cpu_bf16():
+    from convolab.models import create_model
+    from convolab.train.step import cpu_bf16_training_problem
+
+    assert cpu_bf16_training_problem(create_model("c3d", num_classes=2, in_chans=1, input_size=(8, 32, 32),
+                                                  widths=[4, 4, 4, 4, 4], fc_width=8))
+    assert cpu_bf16_training_problem(create_model("r3d_18", num_classes=2, in_chans=1, widths=[4, 4, 4, 4]))
+    for name in ("lenet5", "tutorial_cnn", "unet"):
+        assert cpu_bf16_training_problem(create_model(name, num_classes=2, in_chans=1)) is None
+
+
+def test_auto_precision_trains_a_3d_cnn_in_float32_on_a_bf16_cpu(tmp_path, monkeypatch, caplog):
+    """The 3D CNN diverged at step 2 in bf16 (wrong Conv3d weight gradients of torch's CPU kernel): auto says
+    why it stays at float32, and the run is the float32 run step for step."""
+    import logging
+
+    from tests.train.test_tasks import clip_config, write_video_folder
+
+    monkeypatch.setattr(step_module, "cpu_has_native_bf16", lambda: True)
+    root = write_video_folder(tmp_path / "videos", per_class=4, per_class_test=1)
+    with caplog.at_level(logging.INFO, logger="convolab"):
+        a = convolab.train(clip_config(root, tmp_path / "a", epochs=1, plots=False, precision="auto"))
+    assert a.summary["precision"] == "32"
+    assert "float32 (--precision auto: not bf16, torch's bf16 Conv3d weight gradient on CPU" in caplog.text
+    b = convolab.train(clip_config(root, tmp_path / "b", epochs=1, plots=False, precision="32"))
+    assert read_jsonl(a.run_dir / "steps.jsonl") == read_jsonl(b.run_dir / "steps.jsonl")

@@ -46,7 +46,7 @@ from convolab.train.pipeline_step import PipelineStep, build_runner, check_pipel
 from convolab.train.record import run_record, weights_metadata
 from convolab.train.schedule import LRSchedule
 from convolab.train.sink import NullSink, RunSink
-from convolab.train.step import StandardStep, check_precision, resolve_precision
+from convolab.train.step import StandardStep, check_precision, cpu_bf16_training_problem, resolve_precision
 from convolab.train.tasks import Task, task_for_model
 
 __all__ = ["Trainer", "TrainResult", "seed_everything", "deterministic_algorithms", "make_loader"]
@@ -172,6 +172,13 @@ class Trainer:
             for note in load_initial_weights(self.model, cfg.init_from):
                 log.info("--init-from: %s", note)
             log.info("initialised %s from %s", cfg.model, cfg.init_from)
+        self._bf16_off = None  # why --precision auto stayed at float32 on a bf16 CPU
+        problem = (cpu_bf16_training_problem(self.model)
+                   if self.device.type == "cpu" and self.precision == "bf16" else None)
+        if problem and cfg.precision == "auto":
+            self.precision, self._bf16_off = "32", problem
+        elif problem:
+            log.warning("--precision bf16: %s; if the loss turns NaN, train with --precision 32", problem)
         self.channels_last = cfg.channels_last and self.device.type != "mps"
         ndim = self.data.train.images.ndim
         self.model.to(self.device, memory_format=self.memory_format(ndim) if self.channels_last
@@ -255,6 +262,8 @@ class Trainer:
         text = {"32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast, loss scaling"}[self.precision]
         if self.config.precision == "auto" and self.precision == "bf16":
             text += " (--precision auto: this CPU has bfloat16 instructions; --precision 32 for float32)"
+        elif self.config.precision == "auto" and getattr(self, "_bf16_off", None):
+            text += f" (--precision auto: not bf16, {self._bf16_off})"
         return text
 
     # -- state ---------------------------------------------------------------------------------
