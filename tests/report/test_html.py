@@ -229,3 +229,30 @@ def test_cli_refuses_an_existing_out(digits_run, tmp_path, capsys, no_work):
     code, _, err = cli(["report", digits_run.run_dir, "--out", out], capsys)
     assert_one_line_error(code, err, str(out), "exists")
     assert out.read_text() == "the user's page"
+
+
+def test_a_tasks_own_figures_reach_the_header_and_the_test_section():
+    """A task the page was never written for: its headline, unit, note, columns and figures come from its layout."""
+    import torch
+
+    from convolab.report.data import ClassRow, TaskLayout, TestResults
+    from convolab.report.figures import Figure
+
+    tiny = Figure(b"\x89PNG")
+    fields = {"test_accuracy": 0.5, "test_loss": 1.25, "test_dice": 0.123456, "test_recall": None}
+    test = TestResults(n=7, loss=1.25, accuracy=0.5, fields=fields, describe="", confusion=torch.zeros(2, 2),
+                       per_class=[ClassRow("a", 3, 0.25), ClassRow("b", 4, None)], figures={"bars": tiny,
+                       "outlines": tiny}, confused_pairs=None)
+    layout = TaskLayout(unit="volumes", headline=(("dice", "test_dice", ""), ("voxel accuracy", "test_accuracy", "%"),
+                                                   ("recall", "test_recall", "%")),
+                        note="dice over all voxels <of the split>", columns=("voxels", "dice"), one_class_images=False)
+    data = ReportData(path=None, title="t", task="volumes", config={}, summary={}, metrics=[], classes=["a", "b"],
+                      input_size=(1, 4, 4, 4), test=test, layout=layout)
+    assert html_module._headline(data) == " · dice 0.1235 · voxel accuracy 50.00%"  # recall is None: left out
+    section = html_module._test_section(data)
+    assert "<p>dice <b>0.1235</b> on 7 volumes (loss 1.2500); voxel accuracy <b>50.00%</b>.</p>" in section
+    assert "dice over all voxels &lt;of the split&gt;" in section
+    assert "<h3>per-class dice</h3>" in section and '<th class="">voxels</th>' in section
+    assert "25.0%" in section and "n/a" in section
+    assert "most-confused pairs" not in section  # the task has none
+    assert section.count("<img") == 2 and "<h3>outlines</h3>" in section  # the first figure by the table

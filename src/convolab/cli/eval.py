@@ -98,29 +98,18 @@ def _run_task(args: argparse.Namespace, run) -> int:
     loader = make_loader(split, args.batch_size or config.eval_batch_size, mean=run.mean, std=run.std,
                          device=run.device, channels_last=channels_last)
     res = task.evaluate(task.eval_model(run.model, config.tta), loader)
-    fields = {"accuracy": res.accuracy, "loss": res.loss}
-    recorded_keys = {"accuracy": "test_accuracy", "loss": "test_loss"}
-    if run.task == "segmentation":
-        fields.update(pixel_accuracy=res.accuracy, mean_iou=res.metrics["mean_iou"],
-                      per_class_iou=res.metrics["per_class_iou"])
-        recorded_keys.update(pixel_accuracy="test_pixel_accuracy", mean_iou="test_mean_iou",
-                             per_class_iou="test_per_class_iou")
-        unit = "images"
-    else:
-        fields.update(clip_accuracy=res.accuracy, video_accuracy=res.metrics.get("video_accuracy"))
-        recorded_keys.update(clip_accuracy="test_clip_accuracy", video_accuracy="test_video_accuracy")
-        unit = "clips"
-    recorded = ({k: run.summary.get(v) for k, v in recorded_keys.items()} if args.split == "test" else None)
+    # summary.json's test_* figures of the task, without the prefix: accuracy, loss and the task's own
+    fields = {key.removeprefix("test_"): value for key, value in
+              {"test_accuracy": res.accuracy, "test_loss": res.loss, **task.summary_fields(res)}.items()}
+    recorded = {key: run.summary.get(f"test_{key}") for key in fields} if args.split == "test" else None
     if args.json:
         print_json({"run": str(run.path), "task": run.task, "dataset": data.name, "split": args.split,
                     "samples": res.n, **fields, "recorded": recorded})
         return 0
-    if run.task == "segmentation":
-        shown = (("pixel accuracy", "pixel_accuracy"), ("mean IoU", "mean_iou"), ("loss", "loss"))
-    else:
-        shown = (("clip accuracy", "clip_accuracy"), ("video accuracy", "video_accuracy"), ("loss", "loss"))
+    shown = [(label.removeprefix("test "), key.removeprefix("test_")) for label, key, _ in task.headline]
+    shown.append(("loss", "loss"))
     figures = ", ".join(f"{label} {_fmt(fields[key])}" for label, key in shown)
-    line = f"{args.split} {figures} on {res.n:,} {data.name} {unit}"
+    line = f"{args.split} {figures} on {res.n:,} {data.name} {task.unit}"
     if recorded and any(recorded[key] is not None for _, key in shown):
         line += " (summary.json recorded " + ", ".join(f"{label} {_fmt(recorded[key])}" for label, key in shown) + ")"
     print(line)

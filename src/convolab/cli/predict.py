@@ -89,17 +89,20 @@ def run(args: argparse.Namespace) -> int:
     others go on (exit 2 if any failed)."""
     from convolab.device import resolve_device
     from convolab.runs import load_run
+    from convolab.train.tasks import TASKS
 
     run = load_run(args.run, device=resolve_device(args.device))
-    if run.task == "segmentation":
+    writes_masks = run.task in TASKS and TASKS[run.task].predicts_masks
+    if writes_masks:
         masks = _mask_paths(args)
     elif args.out or args.overwrite:
-        raise ValueError(f"--out and --overwrite are for segmentation runs; {args.run} is a {run.task} run "
+        raise ValueError(f"--out and --overwrite are for runs that write masks (segmentation); {args.run} is a "
+                         f"{run.task} run "
                          "(its predictions are printed)")
     results, failed = [], 0
     for i, image in enumerate(args.images):
         try:
-            if run.task == "segmentation":
+            if writes_masks:
                 mask = run.predict([image])[0]  # (H, W) uint8
                 write_mask(masks[i], mask.numpy())
                 counts = np.bincount(mask.numpy().ravel(), minlength=len(run.classes))

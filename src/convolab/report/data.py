@@ -23,7 +23,7 @@ import torch
 from convolab.report.figures import Figure, png
 from convolab.runs.reader import Run, load_run
 
-__all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "SanityData", "gather",
+__all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "TaskLayout", "SanityData", "gather",
            "gather_stages", "run_config", "load_data"]
 
 log = logging.getLogger("convolab")
@@ -72,6 +72,22 @@ class TestResults:
 
 
 @dataclass
+class TaskLayout:
+    """How the run's task words and orders its figures (the ``Task`` attributes of the same names)."""
+
+    unit: str = "images"  # what one test sample is called
+    headline: tuple[tuple[str, str, str], ...] = (("test accuracy", "test_accuracy", "%"),)  # (label, key, "%"|"")
+    note: str = ""  # how the figures are computed
+    columns: tuple[str, str] = ("images", "accuracy")  # the per-class table: what it counts, what it measures
+    one_class_images: bool = True  # a test sample is one image of one class
+
+    @classmethod
+    def of(cls, task) -> TaskLayout:
+        return cls(task.unit, tuple(task.headline), task.report_note, tuple(task.report_columns),
+                   task.one_class_images)
+
+
+@dataclass
 class ModelTable:
     """``convolab summary`` of the model: totals and one row per layer."""
 
@@ -109,6 +125,7 @@ class ReportData:
     gradcam: dict | None = None  # {"layer", "right", "wrong"}: a Figure each, or a note
     sanity: SanityData | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # section anchor -> why it is left out
+    layout: TaskLayout = field(default_factory=TaskLayout)  # how the task words its figures
 
     def shows(self, anchor: str) -> bool:
         """Whether the section ``anchor`` applies to this run's task."""
@@ -159,7 +176,7 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
     ds = run.config.get("dataset", {})
     out = ReportData(run.path, f"{run.config.get('model', type(run.model).__name__)} on {ds.get('name', '?')}",
                      run.task, run.config, run.summary, run.metrics(), list(run.classes), tuple(run.input_size),
-                     skipped=dict(task.report_skipped))
+                     skipped=dict(task.report_skipped), layout=TaskLayout.of(task))
     step("config")
     out.curves = _curves(run, out.metrics)
     step("curves")

@@ -110,17 +110,16 @@ def render(data: ReportData) -> str:
             f"<main><nav>{nav}</nav>{''.join(parts[a] for a, _ in shown)}</main></body></html>")
 
 
+def _figure(value, kind: str) -> str:
+    """A headline figure: a percentage ("%") or a ratio to 4 decimals ("")."""
+    return "-" if value is None else f"{100 * value:.2f}%" if kind == "%" else f"{value:.4f}"
+
+
 def _headline(data: ReportData) -> str:
-    """The header's figures: the task's main test figures."""
+    """The header's figures: the task's main test figures (``Task.headline``)."""
     s = data.test.fields if data.test is not None else data.summary
-    if data.task == "segmentation" and s.get("test_mean_iou") is not None:
-        return f" · pixel accuracy {100 * s['test_accuracy']:.2f}% · mean IoU {s['test_mean_iou']:.4f}"
-    if data.task == "clips" and s.get("test_accuracy") is not None:
-        video = s.get("test_video_accuracy")
-        return f" · clip accuracy {100 * s['test_accuracy']:.2f}%" + (
-            f" · video accuracy {100 * video:.2f}%" if video is not None else "")
-    acc = s.get("test_accuracy")
-    return f" · test accuracy {100 * acc:.2f}%" if acc is not None else ""
+    return "".join(f" · {label} {_figure(s[key], kind)}" for label, key, kind in data.layout.headline
+                   if s.get(key) is not None)
 
 
 def _destination(run, out: str | Path | None, overwrite: bool) -> Path:
@@ -225,48 +224,33 @@ def _tta_note(test: TestResults) -> str:
             if test.tta else "")
 
 
+# the captions of the task's test figures (``Task.report_figures``) after the first, which stands beside the table
+_CAPTIONS = {"predictions": "predictions (mistakes in red, with the true class)",
+             "masks": "masks: image | true | predicted"}
+
+
 def _test_section(data: ReportData) -> str:
-    test = data.test
+    """The task's figures (``Task.headline``), its first figure beside the per-class table, the most-confused pairs
+    (for tasks that have them) and the task's other figures."""
+    test, layout = data.test, data.layout
     if test is None:
         return ""
-    render = {"segmentation": _segmentation_test, "clips": _clips_test}.get(data.task, _classification_test)
-    return _section("test", "Test results", render(test))
-
-
-def _classification_test(test: TestResults) -> str:
-    body = (f"<p>test accuracy <b>{100 * test.accuracy:.2f}%</b> on {test.n:,} images (loss {test.loss:.4f})."
-            f"{_tta_note(test)}</p>"
-            f'<div class="grid"><figure>{_img(test.figures["confusion"])}</figure><figure><h3>per-class accuracy</h3>'
-            f'{_class_table(test.per_class, "images", "accuracy")}</figure></div>')
-    body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
-    body += f"<h3>predictions (mistakes in red, with the true class)</h3>{_img(test.figures['predictions'])}"
-    return body
-
-
-def _segmentation_test(test: TestResults) -> str:
+    (label, key, kind), *more = layout.headline
     f = test.fields
-    body = (f"<p>pixel accuracy <b>{100 * f['test_pixel_accuracy']:.2f}%</b>, mean IoU "
-            f"<b>{f['test_mean_iou']:.4f}</b> on {test.n:,} test images (loss {test.loss:.4f}).</p>"
-            '<p class="note">IoU of a class = TP / (TP + FP + FN) over all test pixels (not averaged per image); '
-            "pixels marked ignore count nowhere; the mean is over the classes that occur in the masks or the "
-            "predictions.</p>"
-            f'<div class="grid"><figure>{_img(test.figures["iou"])}</figure><figure><h3>per-class IoU</h3>'
-            f'{_class_table(test.per_class, "pixels", "IoU")}</figure></div>'
-            "<h3>masks: image | true | predicted</h3>" + _img(test.figures["masks"]))
-    return body
-
-
-def _clips_test(test: TestResults) -> str:
-    f = test.fields
-    video = f.get("test_video_accuracy")
-    body = (f"<p>clip accuracy <b>{100 * f['test_clip_accuracy']:.2f}%</b> on {test.n:,} clips (loss "
-            f"{test.loss:.4f})"
-            + (f"; video accuracy <b>{100 * video:.2f}%</b> (each video's clip probabilities averaged)"
-               if video is not None else "") + ".</p>"
-            f'<div class="grid"><figure>{_img(test.figures["confusion"])}</figure><figure><h3>per-class clip '
-            f'accuracy</h3>{_class_table(test.per_class, "clips", "accuracy")}</figure></div>')
-    body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
-    return body
+    body = (f"<p>{label} <b>{_figure(f[key], kind)}</b> on {test.n:,} {layout.unit} (loss {test.loss:.4f})"
+            + "".join(f"; {label} <b>{_figure(f[key], kind)}</b>" for label, key, kind in more
+                      if f.get(key) is not None) + f".{_tta_note(test)}</p>")
+    if layout.note:
+        body += f'<p class="note">{html.escape(layout.note)}</p>'
+    (_, first), *others = test.figures.items()
+    count, measure = layout.columns
+    body += (f'<div class="grid"><figure>{_img(first)}</figure><figure><h3>per-class {html.escape(measure)}</h3>'
+             f'{_class_table(test.per_class, count, measure)}</figure></div>')
+    if test.confused_pairs is not None:
+        body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
+    for name, fig in others:
+        body += f"<h3>{html.escape(_CAPTIONS.get(name, name))}</h3>{_img(fig)}"
+    return _section("test", "Test results", body)
 
 
 def _confused_pairs(test: TestResults) -> str:
@@ -312,7 +296,7 @@ def _feature_maps_section(data: ReportData) -> str:
         return ""
     parts = "".join(f"<h3>{html.escape(caption)}</h3>{_img(fig)}" for caption, fig in data.feature_maps)
     note = f'<p class="note">{html.escape(data.feature_maps_note)}</p>' if data.feature_maps_note else ""
-    title = "Feature maps, one test image per class" if data.task == "classification" else "Feature maps"
+    title = "Feature maps, one test image per class" if data.layout.one_class_images else "Feature maps"
     return _section("features", title, parts + note)
 
 

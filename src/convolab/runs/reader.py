@@ -164,10 +164,11 @@ class Run:
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Inputs -> the normalised float batch the model was trained on, on the model's device: images
         (N, C, H, W), or for a clip run videos (N, C, T, H, W) (see :meth:`to_clip`)."""
-        convert = self.to_clip if self.task == "clips" else self.to_array
+        clips = len(self.input_size) == 4  # the model takes (C, T, H, W) clips, decoded from videos
+        convert = self.to_clip if clips else self.to_array
         if isinstance(images, (list, tuple)):
             arrays = [convert(im) for im in images]
-        elif isinstance(images, torch.Tensor) and images.dim() == len(self.input_size) + 1 and self.task != "clips":
+        elif isinstance(images, torch.Tensor) and images.dim() == len(self.input_size) + 1 and not clips:
             arrays = [convert(im) for im in images]
         else:
             arrays = [convert(images)]
@@ -176,15 +177,15 @@ class Run:
 
     @torch.inference_mode()
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[list[dict]] | torch.Tensor:
-        """What the run's task predicts for each input.
+        """What the run's model predicts for each input (told apart by shapes, so the reader names no task).
 
         Classification and clips (inputs are videos): the top-k classes per input,
         ``[[{"class", "index", "probability"}, ...], ...]``. Segmentation: the class-index masks, uint8
         (N, H, W) at the model's input size (``run.predict([image])[0]`` is one image's (H, W) mask).
         """
         x = self.preprocess(images)
-        out = self.model(x).float()
-        if self.task == "segmentation":
+        out = self.model(x).float()  # (N, K) class scores, or (N, K, H, W) per pixel
+        if out.dim() == 4:  # scores per pixel (segmentation)
             return out.max(1).indices.to(torch.uint8).cpu()  # (N, K, H, W) logits -> (N, H, W) classes
         probs = out.softmax(1)
         k = max(1, min(top_k, probs.shape[1]))

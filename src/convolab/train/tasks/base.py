@@ -42,12 +42,19 @@ class Task:
     input_kind = "image"  # models of this registry input kind train with this task
     data_task = "classification"  # the dataset's ``task`` this task reads
     monitors = {"val_accuracy": "max", "val_loss": "min"}  # what --monitor may watch, and which way is better
+    unit = "images"  # what the printed figures call one sample
+    # the main test figures, in order: (label, summary.json key, "%" for a percentage or "" for a 4-decimal
+    # ratio); the report's header and test section, and `convolab eval`, show these
+    headline: tuple[tuple[str, str, str], ...] = (("test accuracy", "test_accuracy", "%"),)
+    predicts_masks = False  # `convolab predict` writes a mask per image instead of printing the top classes
     # -- what `convolab report` shows (its sections are anchored "kernels", "features", "gradcam", "sanity" ...)
     report_skipped: dict[str, str] = {}  # section anchor -> one sentence why it does not apply (shown instead)
     one_class_images = True  # a test sample is one image of one class: the report shows the predictions grid, the
     # images of the most-confused pairs and the feature maps of one test image per class
     report_first_images = "the first test images."  # else: the note under the feature maps of the first test images
     report_confused_pairs = True  # the test section lists the most-confused pairs of classes
+    report_note = ""  # how the test section's figures are computed, shown under them
+    report_columns = ("images", "accuracy")  # the per-class table's columns: what it counts, what it measures
 
     def __init__(self, config, data):
         self.config, self.data = config, data

@@ -31,6 +31,10 @@ class ClipClassification(Task):
     input_kind = "clip"
     data_task = "clips"
     monitors = {"val_accuracy": "max", "val_loss": "min", "val_video_accuracy": "max"}
+    unit = "clips"
+    headline = (("clip accuracy", "test_clip_accuracy", "%"), ("video accuracy", "test_video_accuracy", "%"))
+    report_note = "video accuracy: each video's clip probabilities averaged, then the top class."
+    report_columns = ("clips", "clip accuracy")
     report_skipped = {
         "kernels": "First-layer kernels are left out: a clip model's first convolution is 3-D (time x height x "
                    "width) and the kernel mosaic draws 2-D filters.",

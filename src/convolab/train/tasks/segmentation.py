@@ -48,6 +48,8 @@ class Segmentation(Task):
     input_kind = "segmentation"
     data_task = "segmentation"
     monitors = {"val_mean_iou": "max", "val_accuracy": "max", "val_loss": "min"}
+    headline = (("pixel accuracy", "test_pixel_accuracy", "%"), ("mean IoU", "test_mean_iou", ""))
+    predicts_masks = True
     report_skipped = {
         "gradcam": f"Grad-CAM is left out: {NOT_AN_IMAGE_CLASSIFIER}; a segmentation model scores every pixel.",
         "sanity": f"The attribution sanity checks are left out: {NOT_AN_IMAGE_CLASSIFIER}; a segmentation model "
@@ -57,6 +59,9 @@ class Segmentation(Task):
     report_first_images = ("one image per class does not fit masks (an image holds several classes): the first test "
                            "images.")
     report_confused_pairs = False  # the confusion counts pixels
+    report_note = ("IoU of a class = TP / (TP + FP + FN) over all test pixels (not averaged per image); pixels marked "
+                   "ignore count nowhere; the mean is over the classes that occur in the masks or the predictions.")
+    report_columns = ("pixels", "IoU")
 
     @property
     def ignore_index(self) -> int:
