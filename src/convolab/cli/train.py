@@ -59,17 +59,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**s, "run_dir": str(path)})
     else:
-        task = s.get("task", "classification")
-        if task == "segmentation":
-            figures, what = (f"test mean IoU {s['test_mean_iou']:.4f}, pixel accuracy {s['test_accuracy']:.4f} "
-                             f"(loss {s['test_loss']:.4f})"), "test images"
-        elif task == "clips":
-            figures, what = (f"test clip accuracy {s['test_accuracy']:.4f}, video accuracy "
-                             f"{s['test_video_accuracy']:.4f} (loss {s['test_loss']:.4f})"), "test clips"
-        else:
-            figures, what = f"test accuracy {s['test_accuracy']:.4f} (loss {s['test_loss']:.4f})", "test images"
-        print(f"{figures} on {s['test_samples']:,} {s['dataset']} {what} after {s['epochs']} epochs "
-              f"({s['train_seconds']:.1f}s of training)")
+        from convolab.train.tasks import TASKS
+
+        task = TASKS[s.get("task", "classification")]
+        figures = ", ".join(f"{label.removeprefix('test ')} {'-' if s.get(key) is None else format(s[key], '.4f')}"
+                            for label, key, _ in task.headline)
+        print(f"test {figures} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} {s['dataset']} test {task.unit} "
+              f"after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
         pictures = sorted(p.stem for p in (path / "plots").glob("*.png"))
         if "loss" in pictures:
