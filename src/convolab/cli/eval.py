@@ -1,6 +1,7 @@
 """``convolab eval``: recompute a run's metrics from its saved weights, through the run's task (classification:
-accuracy and loss; segmentation: pixel accuracy and mean IoU, per-class IoU with --json; clips: clip and video
-accuracy)."""
+accuracy and loss, with --json also macro precision, recall and F1, top-5 accuracy and the per-class figures;
+segmentation: pixel accuracy and mean IoU, per-class IoU with --json; clips: clip and video accuracy, with --json
+the per-clip precision, recall, F1 and top-5 accuracy)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from convolab.explain.inputs import run_dataset
     from convolab.runs import load_run
     from convolab.train import evaluate
+    from convolab.train.metrics import class_summary
 
     device = resolve_device(args.device)
     run = load_run(args.run, device=device)
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     out = {"run": str(run.path), "dataset": data.name, "split": args.split, "samples": res.n,
            "accuracy": res.accuracy, "loss": res.loss}
     recorded = run.summary.get("test_accuracy") if args.split == "test" else None
-    if args.json:
-        print_json({**out, "recorded_accuracy": recorded})
+    if args.json:  # summary.json's test_macro_f1 ... without the prefix (run_dataset refused other classes)
+        print_json({**out, **class_summary(res, list(run.classes), prefix=""), "recorded_accuracy": recorded})
     else:
         note = f" (summary.json recorded {recorded:.4f})" if recorded is not None else ""
         print(f"{args.split} accuracy {res.accuracy:.4f}, loss {res.loss:.4f} on {res.n:,} {data.name} images{note}")

@@ -1,4 +1,5 @@
-"""Image classification: one label per image, cross-entropy on the logits, accuracy, confusion matrix."""
+"""Image classification: one label per image, cross-entropy on the logits; accuracy, the confusion matrix, precision,
+recall and F1 per class and macro, top-5 accuracy with more than 5 classes (``convolab.train.metrics``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
-from convolab.train.metrics import FlipAverage, confusion_matrix, evaluate
+from convolab.train.metrics import FlipAverage, class_summary, confusion_matrix, evaluate
 from convolab.train.tasks.base import EvalResult, Task
 
 __all__ = ["Classification"]
@@ -47,6 +48,9 @@ class Classification(Task):
 
     def evaluate(self, model: nn.Module, loader, keep: bool = False) -> EvalResult:
         return evaluate(model, loader, keep_predictions=keep)
+
+    def summary_fields(self, test: EvalResult) -> dict:
+        return class_summary(test, self.data.classes)
 
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
         from convolab.plotting import plot_confusion, plot_curves, plot_predictions

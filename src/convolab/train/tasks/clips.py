@@ -1,5 +1,6 @@
 """Clip classification: a label per clip of T frames (``[N, C, T, H, W]``), cross-entropy; clip accuracy and video
-accuracy (the softmax of a video's clips averaged, as torchvision's ``references/video_classification`` does)."""
+accuracy (the softmax of a video's clips averaged, as torchvision's ``references/video_classification`` does);
+precision, recall, F1 and top-5 accuracy per clip (``convolab.train.metrics.class_summary``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from convolab.data.augment import AugmentSpec
-from convolab.train.metrics import confusion_matrix, evaluate
+from convolab.train.metrics import class_summary, confusion_matrix, evaluate
 from convolab.train.tasks.base import NOT_AN_IMAGE_CLASSIFIER, EvalResult, Task
 
 __all__ = ["ClipClassification", "video_accuracy"]
@@ -72,7 +73,8 @@ class ClipClassification(Task):
         return {"val_video_accuracy": val.metrics.get("video_accuracy") if val is not None else None}
 
     def summary_fields(self, test: EvalResult) -> dict:
-        return {"test_clip_accuracy": test.accuracy, "test_video_accuracy": test.metrics.get("video_accuracy")}
+        return {"test_clip_accuracy": test.accuracy, "test_video_accuracy": test.metrics.get("video_accuracy"),
+                **class_summary(test, self.data.classes)}
 
     def describe(self, result: EvalResult) -> str:
         return (f"loss {result.loss:.4f} clip acc {result.accuracy:.4f} video acc "
