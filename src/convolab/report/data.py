@@ -38,6 +38,11 @@ class ClassRow:
     name: str
     count: int  # test images (clips) of the class, or its test pixels (segmentation)
     value: float | None  # accuracy, or IoU for segmentation (None: the class occurs nowhere)
+    # where the task writes summary.json's test_per_class_precision/recall/f1 (classification, clips): the class's
+    # figures from there (None: undefined, see convolab.train.metrics); all three None for the other tasks
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
 
 
 @dataclass
@@ -290,12 +295,14 @@ def _test_results(task, data, ev, tta: bool) -> TestResults:
     """The evaluation's figures, tables and plots for the test section, as the run's task breaks them down."""
     fields_ = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, **task.summary_fields(ev)}
     cm, rows = task.report_per_class(ev)
+    scores = {s: fields_[f"test_per_class_{s}"] for s in ("precision", "recall", "f1") if f"test_per_class_{s}" in
+              fields_}  # (classification and clips: the class's precision, recall and F1 beside its accuracy)
+    per_class = [ClassRow(*r, **{s: by_class[r[0]] for s, by_class in scores.items()}) for r in rows]
     figures = {name: png(fig) for name, fig in task.report_figures(ev).items()}
     pairs = None
     if task.report_confused_pairs:
         pairs = _confused_pairs(list(data.classes), data.test.images if task.one_class_images else None, ev, cm)
-    return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, [ClassRow(*r) for r in rows],
-                       figures, pairs, tta)
+    return TestResults(ev.n, ev.loss, ev.accuracy, fields_, task.describe(ev), cm, per_class, figures, pairs, tta)
 
 
 def _confused_pairs(classes: list[str], images: torch.Tensor | None, ev, cm: torch.Tensor, pairs: int = 5,

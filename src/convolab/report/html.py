@@ -190,8 +190,8 @@ def _config_section(data: ReportData) -> str:
     rows += [[html.escape(k), html.escape(json.dumps(v))] for k, v in recipe.items()]
     s = data.summary
     for key in ("test_accuracy", "test_loss", "test_pixel_accuracy", "test_mean_iou", "test_clip_accuracy",
-                "test_video_accuracy", "best_val_accuracy", "epochs", "train_seconds", "samples_per_second",
-                "params"):
+                "test_video_accuracy", "test_macro_f1", "test_top5_accuracy", "best_val_accuracy", "epochs",
+                "train_seconds", "samples_per_second", "params"):
         if key in s:
             v = s[key]
             rows.append([key, f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))])
@@ -211,12 +211,32 @@ def _curves_section(data: ReportData) -> str:
     return _section("curves", "Learning curves", f'<div class="grid">{imgs}</div>')
 
 
-def _class_table(rows: list[ClassRow], count: str, value: str) -> str:
-    """Per-class table with a bar per class (a class that occurs nowhere: n/a)."""
-    cells = [[html.escape(r.name), f"{r.count:,}", "n/a" if r.value is None else f"{100 * r.value:.1f}%",
+def _class_table(rows: list[ClassRow], count: str, value: str, scores: bool = False) -> str:
+    """Per-class table with a bar per class (a class that occurs nowhere: n/a); with ``scores``, the class's
+    precision, recall and F1 too (n/a where undefined)."""
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    cells = [[html.escape(r.name), f"{r.count:,}", pct(r.value),
               "" if r.value is None else f'<span class="bar" style="width:{int(150 * r.value)}px"></span>']
-             for r in rows]
-    return _table(["class", count, value, ""], cells)
+             + ([pct(r.precision), pct(r.recall), pct(r.f1)] if scores else []) for r in rows]
+    return _table(["class", count, value, "", *(("precision", "recall", "F1") if scores else ())], cells)
+
+
+# how the precision, recall and F1 figures are defined (convolab.train.metrics), under the per-class table
+_SCORES_NOTE = ("precision = TP / (TP + FP), recall = TP / (TP + FN) (a class's accuracy; n/a without test "
+                "samples), F1 = 2 TP / (2 TP + FP + FN); n/a: undefined (a class never predicted has no precision) "
+                "and left out of the macro means, as scikit-learn's zero_division=nan.")
+
+
+def _macro_scores(f: dict) -> str:
+    """The macro precision, recall and F1 and the top-5 accuracy where the task wrote them ("" otherwise)."""
+    if "test_macro_f1" not in f:
+        return ""
+    text = ", ".join(f"{name} <b>{_figure(f.get(key), '')}</b>" for name, key in (
+        ("precision", "test_macro_precision"), ("recall", "test_macro_recall"), ("F1", "test_macro_f1")))
+    top5 = f.get("test_top5_accuracy")
+    return f"<p>macro {text}" + (f"; top-5 accuracy <b>{_figure(top5, '%')}</b>" if top5 is not None else "") + ".</p>"
 
 
 def _tta_note(test: TestResults) -> str:
@@ -240,12 +260,15 @@ def _test_section(data: ReportData) -> str:
     body = (f"<p>{label} <b>{_figure(f[key], kind)}</b> on {test.n:,} {layout.unit} (loss {test.loss:.4f})"
             + "".join(f"; {label} <b>{_figure(f[key], kind)}</b>" for label, key, kind in more
                       if f.get(key) is not None) + f".{_tta_note(test)}</p>")
+    body += _macro_scores(f)
     if layout.note:
         body += f'<p class="note">{html.escape(layout.note)}</p>'
     (_, first), *others = test.figures.items()
     count, measure = layout.columns
+    scores = "test_per_class_f1" in f
     body += (f'<div class="grid"><figure>{_img(first)}</figure><figure><h3>per-class {html.escape(measure)}</h3>'
-             f'{_class_table(test.per_class, count, measure)}</figure></div>')
+             f'{_class_table(test.per_class, count, measure, scores)}'
+             + (f'<p class="note">{html.escape(_SCORES_NOTE)}</p>' if scores else "") + '</figure></div>')
     if test.confused_pairs is not None:
         body += "<h3>most-confused pairs</h3>" + _confused_pairs(test)
     for name, fig in others:
