@@ -15,7 +15,7 @@ import numpy as np
 from convolab.glass.module import Module, check_float_input
 from convolab.glass.precision import accumulate_dtype
 
-__all__ = ["ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax"]
+__all__ = ["ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish", "GELU", "Softmax", "LogSoftmax"]
 
 
 class _Elementwise(Module):
@@ -144,6 +144,102 @@ class SiLU(_Elementwise):
         x, s = self._saved
         return dout * s * (1 + x * (1 - s))
 
+
+class Swish(_Elementwise):
+    """``y = x * sigmoid(beta * x)`` (Ramachandran et al., 2017), ``convolab.layers.Swish``.
+
+    With ``s = sigmoid(beta * x)``, ``ds/dx = beta * s * (1 - s)`` and ``ds/dbeta = x * s * (1 - s)``, so::
+
+        dx    = dy * (s + beta * x * s * (1 - s))
+        dbeta = sum(dy * x^2 * s * (1 - s))          (over every element: beta is one shared scalar)
+
+    ``trainable=True`` registers ``beta`` as a parameter of shape ``()``; otherwise it is a constant.
+    """
+
+    def __init__(self, beta: float = 1.0, trainable: bool = False):
+        super().__init__()
+        beta = float(beta)
+        if not np.isfinite(beta):
+            raise ValueError(f"Swish: beta must be a finite number; got {beta}")
+        self.trainable = bool(trainable)
+        self.beta = beta
+        if self.trainable:
+            self._new_param("beta", np.array(beta, dtype=np.float32))
+
+    def extra_repr(self) -> str:
+        return f"beta={self._beta(np.dtype(np.float64)):g}, trainable={self.trainable}"
+
+    def _beta(self, dtype: np.dtype) -> np.ndarray | float:
+        return self._param("beta", dtype) if self.trainable else self.beta
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = check_float_input(self, x)
+        beta = self._beta(x.dtype)
+        s = _sigmoid(beta * x)
+        self._saved = (x, s, beta)
+        return self._remember_output((x * s).astype(x.dtype, copy=False))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dout = self._check_dout(dout)
+        x, s, beta = self._saved
+        ds = s * (1 - s)                                   # sigmoid'(beta x)
+        if self.trainable:
+            acc = accumulate_dtype(dout.dtype)
+            self._accumulate("beta", np.sum(dout * x * x * ds, dtype=acc))
+        return (dout * (s + beta * x * ds)).astype(dout.dtype, copy=False)
+
+
+_SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_CUBIC = 0.044715
+
+
+class GELU(_Elementwise):
+    """Gaussian error linear unit (Hendrycks & Gimpel, 2016), torch's ``nn.GELU``.
+
+    ``approximate="none"``: ``y = x * Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt(2))) / 2`` the standard
+    normal CDF; ``dx = dy * (Phi(x) + x * phi(x))``, ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``.
+
+    ``approximate="tanh"``: ``y = x * (1 + t) / 2`` with ``t = tanh(u)``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``;
+    ``dx = dy * ((1 + t) / 2 + x / 2 * (1 - t^2) * sqrt(2/pi) (1 + 3 * 0.044715 x^2))``.
+
+    NumPy has no ``erf``; the exact form takes it from SciPy (imported when first used), the tanh form
+    needs NumPy only.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh'; got {approximate!r}")
+        self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = check_float_input(self, x)
+        if self.approximate == "tanh":
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+            self._saved = (x, t)
+            out = 0.5 * x * (1 + t)
+        else:
+            from scipy.special import ndtr  # Phi(x), accurate in both tails (1 + erf cancels for x << 0)
+
+            cdf = ndtr(x).astype(x.dtype, copy=False)
+            self._saved = (x, cdf)
+            out = x * cdf
+        return self._remember_output(out.astype(x.dtype, copy=False))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dout = self._check_dout(dout)
+        x, saved = self._saved
+        if self.approximate == "tanh":
+            t = saved
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+            local = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+        else:
+            pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+            local = saved + x * pdf
+        return (dout * local).astype(dout.dtype, copy=False)
 
 class Softmax(_Elementwise):
     """``y_i = exp(x_i - max x) / sum_j exp(x_j - max x)`` along ``dim``.
