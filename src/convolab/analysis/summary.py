@@ -423,6 +423,11 @@ def _si(n: float) -> str:
     return f"{n:g}"
 
 
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` to three significant figures, as ``2.59x`` (``n/a`` when ``b`` is 0)."""
+    return f"{a / b:.3g}x" if b else "n/a"
+
+
 def _bytes(n: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
@@ -431,7 +436,8 @@ def _bytes(n: float) -> str:
 
 
 def format_side_by_side(summaries: list[ModelSummary]) -> str:
-    """The totals of several models in columns (the tutorials' comparisons: 5x5 against two 3x3 ...)."""
+    """The totals of several models in columns (the tutorials' comparisons: 5x5 against two 3x3 ...), then one
+    line per later model: the first model's parameters and MACs as a multiple of that model's."""
     labels = ["input", "parameters", "MACs", "FLOPs", "peak activations", "output", "receptive field",
               "effective stride"]
     cols = []
@@ -448,6 +454,12 @@ def format_side_by_side(summaries: list[ModelSummary]) -> str:
     lines = ["".ljust(width0) + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
     for i, label in enumerate(labels):
         lines.append(label.ljust(width0) + "  " + "  ".join(col[i].rjust(w) for col, w in zip(cols, widths)))
+    first = summaries[0].totals()
+    for s in summaries[1:]:  # the comparison the tutorials make: how many times the first model's cost
+        t = s.totals()
+        lines.append(f"{names[0]} / {s.name}: parameters {_ratio(first['params'], t['params'])} "
+                     f"({first['params']:,} / {t['params']:,}), MACs {_ratio(first['macs'], t['macs'])} "
+                     f"({_si(first['macs'])} / {_si(t['macs'])})")
     if any(s.totals()["global_context"] for s in summaries):
         lines.append("+g: the field also has global context (squeeze-excitation or global pooling on the path)")
     return "\n".join(lines)
