@@ -17,14 +17,15 @@ argument and parameter names, and are checked against PyTorch and finite differe
     opt.step()
 
 Modules: ``module`` (the layer contract), ``im2col``, ``conv``, ``pool``, ``activation``, ``norm``,
-``dropout``, ``linear``, ``blocks`` (residual add, channel concat), ``loss``, ``optim``, ``amp``
-(dynamic loss scaling), ``precision``, ``naive`` (the loop reference), ``interop`` (torch), ``train``
-(the NumPy training loop) and ``trainer`` (``convolab train --engine numpy``; imports torch, and is not
-imported here).
+``dropout``, ``linear``, ``blocks`` (residual add, channel concat), ``attention`` (SE, CBAM, non-local),
+``loss``, ``optim``, ``amp`` (dynamic loss scaling), ``precision``, ``naive`` (the loop reference),
+``interop`` (torch), ``train`` (the NumPy training loop) and ``trainer`` (``convolab train --engine numpy``;
+imports torch, and is not imported here).
 """
 
-from convolab.glass.activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from convolab.glass.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
 from convolab.glass.amp import LossScaler
+from convolab.glass.attention import CBAM, ChannelAttention, NonLocalBlock, SpatialAttention, SqueezeExcite
 from convolab.glass.blocks import BasicBlock, DenseBlock, DenseLayer, ZeroPadShortcut
 from convolab.glass.conv import Conv2d
 from convolab.glass.dropout import Dropout, Dropout2d
@@ -32,7 +33,7 @@ from convolab.glass.interop import check_convertible, from_torch, to_torch
 from convolab.glass.linear import Flatten, Linear
 from convolab.glass.loss import CrossEntropyLoss, MSELoss
 from convolab.glass.module import Identity, Module, Sequential
-from convolab.glass.norm import BatchNorm2d
+from convolab.glass.norm import BatchNorm2d, GroupNorm, GroupNorm1, LayerNorm, LocalResponseNorm
 from convolab.glass.optim import SGD, Adam, AdamW, RMSprop, StepLR, clip_grad_norm
 from convolab.glass.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from convolab.glass.rng import get_generator, manual_seed
@@ -40,8 +41,10 @@ from convolab.glass.rng import get_generator, manual_seed
 __all__ = [
     "Module", "Sequential", "Identity",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax",
-    "BatchNorm2d", "Dropout", "Dropout2d", "Linear", "Flatten",
+    "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish", "GELU", "Softmax", "LogSoftmax",
+    "BatchNorm2d", "LayerNorm", "GroupNorm", "GroupNorm1", "LocalResponseNorm",
+    "SqueezeExcite", "ChannelAttention", "SpatialAttention", "CBAM", "NonLocalBlock",
+    "Dropout", "Dropout2d", "Linear", "Flatten",
     "BasicBlock", "ZeroPadShortcut", "DenseLayer", "DenseBlock",
     "CrossEntropyLoss", "MSELoss",
     "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "clip_grad_norm",
