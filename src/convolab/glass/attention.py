@@ -125,7 +125,7 @@ class ChannelAttention(Module):
         super().__init__()
         _check_positive("ChannelAttention", channels=channels, reduction=reduction)
         hidden = max(1, channels // reduction)
-        self.channels = channels
+        self.channels, self.reduction = channels, reduction
         self.fc1 = Conv2d(channels, hidden, 1)
         self.act = ReLU()
         self.fc2 = Conv2d(hidden, channels, 1)
@@ -172,6 +172,7 @@ class SpatialAttention(Module):
         _check_positive("SpatialAttention", kernel_size=kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"SpatialAttention: kernel_size must be odd (same-size output); got {kernel_size}")
+        self.kernel_size = kernel_size
         self.conv = Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.gate = Sigmoid()
         self._cache: tuple | None = None
@@ -232,6 +233,10 @@ class NonLocalBlock(Module):
         dY = w_z'(dz)                       dA = dY @ G^T        dG = A^T @ dY
         dF = softmax'(dA)                   dT = dF @ Ph^T       dPh = T^T @ dF
         dx = dz + theta'(dT) + phi'(pool'(dPh)) + g'(pool'(dG))        (x feeds four paths)
+
+    ``phi.bias`` gets a zero gradient (up to rounding): a bias b adds ``T_i . b`` to the whole row i of
+    scores, a shift the softmax cancels. In the sums: ``dL/db = sum_{n,j} dPh[:, :, j] =
+    sum_{n,i} T[n, i] * sum_j dF[n, i, j]``, and every row of the softmax's backward ``dF`` sums to zero.
     """
 
     def __init__(self, in_channels: int, inter_channels: int | None = None, sub_sample: bool = False,

@@ -34,6 +34,7 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         _check_positive("ChannelAttention", channels=channels, reduction=reduction)
+        self.channels, self.reduction = channels, reduction
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU()
@@ -61,6 +62,7 @@ class SpatialAttention(nn.Module):
         _check_positive("SpatialAttention", kernel_size=kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"SpatialAttention: kernel_size must be odd (same-size output); got {kernel_size}")
+        self.kernel_size = kernel_size
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +100,8 @@ class NonLocalBlock(nn.Module):
     ``phi`` and ``g`` maps 2x2 (the paper's trick: a quarter of the pairs, same output size).
     ``zero_init=True`` zeroes ``w_z`` so the block starts as the identity (the paper zero-initialises
     the BatchNorm after W_z for the same reason: it can be inserted into a pretrained network).
+    ``phi``'s bias never receives a gradient: it adds ``theta(x_i)^T b`` to every score of row i,
+    and the softmax over j ignores a shift shared by the whole row.
     """
 
     def __init__(self, in_channels: int, inter_channels: int | None = None, sub_sample: bool = False,
