@@ -17,12 +17,13 @@ from collections import OrderedDict
 import numpy as np
 
 from convolab.glass import activation as act
+from convolab.glass import attention
 from convolab.glass.blocks import BasicBlock, DenseBlock, DenseLayer, ZeroPadShortcut
 from convolab.glass.conv import Conv2d
 from convolab.glass.dropout import Dropout, Dropout2d
 from convolab.glass.linear import Flatten, Linear
 from convolab.glass.module import Identity, Module, Sequential
-from convolab.glass.norm import BatchNorm2d
+from convolab.glass.norm import BatchNorm2d, GroupNorm, GroupNorm1, LayerNorm, LocalResponseNorm
 from convolab.glass.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = ["from_torch", "to_torch", "check_convertible"]
@@ -30,6 +31,8 @@ __all__ = ["from_torch", "to_torch", "check_convertible"]
 
 def _leaf_converters(nn) -> dict:
     """torch layer class -> function building the glass layer with the same hyper-parameters."""
+    from convolab import layers
+
     return {
         nn.Conv2d: lambda m: Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                                     m.groups, m.bias is not None, m.padding_mode),
@@ -46,6 +49,16 @@ def _leaf_converters(nn) -> dict:
         nn.Sigmoid: lambda m: act.Sigmoid(),
         nn.Tanh: lambda m: act.Tanh(),
         nn.SiLU: lambda m: act.SiLU(),
+        nn.GELU: lambda m: act.GELU(m.approximate),
+        layers.Swish: lambda m: act.Swish(float(getattr(m.beta, "data", m.beta)), m.trainable),
+        nn.LayerNorm: lambda m: LayerNorm(m.normalized_shape, m.eps, m.elementwise_affine, m.bias is not None),
+        nn.GroupNorm: lambda m: GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine),
+        layers.GroupNorm1: lambda m: GroupNorm1(m.num_channels, m.eps, m.affine),
+        nn.LocalResponseNorm: lambda m: LocalResponseNorm(m.size, m.alpha, m.beta, m.k),
+        layers.ChannelAttention: lambda m: attention.ChannelAttention(m.channels, m.reduction),
+        layers.SpatialAttention: lambda m: attention.SpatialAttention(m.kernel_size),
+        layers.CBAM: lambda m: attention.CBAM(m.channel.channels, m.channel.reduction, m.spatial.kernel_size),
+        layers.NonLocalBlock: lambda m: attention.NonLocalBlock(m.in_channels, m.inter_channels, m.sub_sample),
         nn.Softmax: lambda m: act.Softmax(-1 if m.dim is None else m.dim),
         nn.LogSoftmax: lambda m: act.LogSoftmax(-1 if m.dim is None else m.dim),
         nn.Dropout: lambda m: Dropout(m.p),
@@ -124,6 +137,13 @@ class _Converter:
             for name in ("norm1", "relu1", "conv1", "norm2", "relu2", "conv2"):
                 setattr(layer, name, self(getattr(m, name), sub(name)))
             return layer
+        from convolab.layers import SqueezeExcite
+
+        if kind is SqueezeExcite:  # its activation and gate are whatever the torch block was given
+            se = attention.SqueezeExcite(m.fc1.in_channels, m.fc1.out_channels)
+            se.activation = self(m.activation, sub("activation"))
+            se.scale_activation = self(m.scale_activation, sub("scale_activation"))
+            return se
         raise self.unsupported(m, path)
 
 
