@@ -210,6 +210,25 @@ def test_eval_reproduces_the_recorded_test_accuracy(cli_run, capsys):
     assert res["samples"] == summary["test_samples"] == 359  # scikit-learn's 1,797 digits, 20 % per class
     assert res["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
     assert (res["split"], res["dataset"]) == ("test", "digits")
+    # precision, recall, F1 and top-5 (issue 17): summary.json's, and scikit-learn's on the model's own outputs
+    for key in ("macro_precision", "macro_recall", "macro_f1", "top5_accuracy", "per_class_precision",
+                "per_class_recall", "per_class_f1"):
+        assert res[key] == pytest.approx(summary[f"test_{key}"], rel=1e-12), key
+    import torch
+    from sklearn.metrics import precision_recall_fscore_support, top_k_accuracy_score
+
+    run, test = convolab.load_run(out), load_dataset("digits").test
+    x = (test.images.float() / 255 - torch.tensor(run.mean).view(1, -1, 1, 1)) / torch.tensor(run.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = run.model(x)
+    y, pred = test.labels.numpy(), logits.argmax(1).numpy()
+    assert (pred == y).mean() == pytest.approx(res["accuracy"], abs=1e-12)  # (the same predictions as eval's)
+    macro = precision_recall_fscore_support(y, pred, labels=range(10), average="macro", zero_division=np.nan)
+    assert [res["macro_precision"], res["macro_recall"], res["macro_f1"]] == pytest.approx(list(macro[:3]), abs=1e-12)
+    f1 = precision_recall_fscore_support(y, pred, labels=range(10), zero_division=np.nan)[2]
+    assert [np.nan if v is None else v for v in res["per_class_f1"].values()] == pytest.approx(f1, abs=1e-12,
+                                                                                            nan_ok=True)
+    assert res["top5_accuracy"] == pytest.approx(top_k_accuracy_score(y, logits.numpy(), k=5), abs=1e-12)
 
     code, stdout, _ = cli(["eval", out], capsys)
     assert code == 0

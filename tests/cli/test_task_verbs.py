@@ -91,6 +91,12 @@ def test_eval_clips_equals_summary(clip_run, capsys):
     assert r["clip_accuracy"] == s["test_clip_accuracy"]
     assert r["video_accuracy"] == s["test_video_accuracy"]
     assert r["loss"] == pytest.approx(s["test_loss"], rel=1e-6)
+    # per clip (issue 17): precision, recall and F1 as summary.json has them; no top-5 with 2 classes
+    for key in ("macro_precision", "macro_recall", "macro_f1", "per_class_precision", "per_class_recall",
+                "per_class_f1"):
+        assert r[key] == s[f"test_{key}"] and r["recorded"][key] == s[f"test_{key}"], key
+    assert set(r["per_class_f1"]) == set(CLIP_CLASSES)
+    assert r["top5_accuracy"] is None and s["test_top5_accuracy"] is None
     code, stdout, _ = cli(["eval", out], capsys)
     assert code == 0 and f"video accuracy {s['test_video_accuracy']:.4f}" in stdout
 

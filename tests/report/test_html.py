@@ -68,12 +68,33 @@ def test_the_test_split_is_evaluated_once_and_agrees_with_the_summary(built, dig
     figures are summary.json's exactly, and the confusion matrix gives the accuracy it claims."""
     _, data, calls = built
     assert calls == 1
-    assert data.test.fields == {k: digits_run.summary[k] for k in ("test_accuracy", "test_loss")}
+    keys = ("test_accuracy", "test_loss", "test_macro_precision", "test_macro_recall", "test_macro_f1",
+            "test_top5_accuracy", "test_per_class_precision", "test_per_class_recall", "test_per_class_f1")
+    assert data.test.fields == {k: digits_run.summary[k] for k in keys}
     cm = data.test.confusion
     assert int(cm.sum()) == data.test.n == digits_run.summary["test_samples"]
     assert int(cm.trace()) / int(cm.sum()) == digits_run.summary["test_accuracy"]
     assert [r.count for r in data.test.per_class] == cm.sum(1).tolist()
     assert data.skipped == {} and data.sanity is not None
+    # precision, recall and F1 of each class again from the confusion matrix, by the textbook formulas (issue 17)
+    for k, row in enumerate(data.test.per_class):
+        tp, predicted, present = int(cm[k, k]), int(cm[:, k].sum()), int(cm[k].sum())
+        assert row.precision == (tp / predicted if predicted else None)
+        assert row.recall == (tp / present if present else None)
+        assert row.f1 == pytest.approx(2 * tp / (predicted + present)) if predicted + present else row.f1 is None
+
+
+def test_the_per_class_table_has_precision_recall_and_f1(report, built, digits_run):
+    page, s = report.read_text(), digits_run.summary
+    _, data, _ = built
+    assert (f"macro precision <b>{s['test_macro_precision']:.4f}</b>, recall <b>{s['test_macro_recall']:.4f}</b>, "
+            f"F1 <b>{s['test_macro_f1']:.4f}</b>; top-5 accuracy <b>{100 * s['test_top5_accuracy']:.2f}%</b>") in page
+    assert '<th class="">precision</th><th class="">recall</th><th class="">F1</th>' in page
+    for row in data.test.per_class:
+        cells = "".join(f'<td class="">{"n/a" if v is None else f"{100 * v:.1f}%"}</td>'
+                        for v in (row.precision, row.recall, row.f1))
+        assert cells + "</tr>" in page, row.name
+    assert "zero_division=nan" in page
 
 
 def test_self_contained(report):
@@ -254,5 +275,6 @@ def test_a_tasks_own_figures_reach_the_header_and_the_test_section():
     assert "dice over all voxels &lt;of the split&gt;" in section
     assert "<h3>per-class dice</h3>" in section and '<th class="">voxels</th>' in section
     assert "25.0%" in section and "n/a" in section
+    assert "precision" not in section and "macro" not in section  # the task wrote no per-class precision, recall, F1
     assert "most-confused pairs" not in section  # the task has none
     assert section.count("<img") == 2 and "<h3>outlines</h3>" in section  # the first figure by the table

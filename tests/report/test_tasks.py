@@ -170,8 +170,10 @@ def test_clips_are_evaluated_once_and_the_numbers_are_the_summarys(clip_run, cli
     page, data, calls = clip_report
     s = clip_run.summary
     assert calls == 1
-    for key in ("test_accuracy", "test_loss", "test_clip_accuracy", "test_video_accuracy"):
+    for key in ("test_accuracy", "test_loss", "test_clip_accuracy", "test_video_accuracy", "test_macro_f1",
+                "test_per_class_precision", "test_per_class_recall", "test_per_class_f1"):
         assert data.test.fields[key] == s[key], key
+    assert [r.f1 for r in data.test.per_class] == list(s["test_per_class_f1"].values())  # per clip (issue 17)
     cm = data.test.confusion
     assert int(cm.sum()) == data.test.n == s["test_samples"]
     assert data.test.n == 2 * len(list((clip_run.run_dir / "..").resolve().glob("data/test/*/*.mkv")))
@@ -180,6 +182,8 @@ def test_clips_are_evaluated_once_and_the_numbers_are_the_summarys(clip_run, cli
     test = _section(page, "test")
     assert f"clip accuracy <b>{100 * s['test_clip_accuracy']:.2f}%</b> on {data.test.n:,} clips" in test
     assert f"video accuracy <b>{100 * s['test_video_accuracy']:.2f}%</b>" in test
+    assert f"F1 <b>{s['test_macro_f1']:.4f}</b>." in test and "top-5" not in test  # 2 classes: no top-5
+    assert '<th class="">precision</th><th class="">recall</th><th class="">F1</th>' in test
     assert f"clip accuracy {100 * s['test_clip_accuracy']:.2f}%" in page[:page.index("</header>")]
 
 
@@ -242,7 +246,8 @@ def test_a_new_task_gets_its_sections_skipped_without_editing_the_report(digits_
     assert data.kernels is None and data.sanity is None
     assert data.gradcam is not None and len(data.feature_maps) == len(data.classes)  # one test image per class
     assert list(data.test.figures) == ["confusion", "predictions"] and data.test.confused_pairs is not None
-    assert data.test.fields == {k: digits_run.summary[k] for k in ("test_accuracy", "test_loss")}
+    assert data.test.fields == {k: v for k, v in digits_run.summary.items() if k in data.test.fields}
+    assert {"test_accuracy", "test_loss", "test_macro_f1", "test_per_class_f1"} <= set(data.test.fields)
     page = render(data)
     for anchor, why in Thumbnails.report_skipped.items():
         body = _section(page, anchor)
