@@ -267,10 +267,10 @@ class NonLocalBlock(Module):
         x = _check_map(self, x, self.in_channels)
         n, _, h, w = x.shape
         ci = self.inter_channels
+        if self.sub_sample and (h < 2 or w < 2):
+            raise ValueError(f"{self.label}: sub_sample needs maps of at least 2x2, got {h}x{w}")
         phi, g = self.phi(x), self.g(x)                                             # (N, C_i, H, W)
         if self.sub_sample:
-            if h < 2 or w < 2:
-                raise ValueError(f"{self.label}: sub_sample needs maps of at least 2x2, got {h}x{w}")
             phi, g = self.pool_phi(phi), self.pool_g(g)                             # (N, C_i, H/2, W/2)
         pooled_shape = phi.shape
         t = self.theta(x).reshape(n, ci, h * w).transpose(0, 2, 1)                 # (N, P, C_i)

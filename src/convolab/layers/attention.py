@@ -123,10 +123,10 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         ci = self.inter_channels
+        if self.pool is not None and (h < 2 or w < 2):
+            raise ValueError(f"NonLocalBlock: sub_sample needs maps of at least 2x2, got {h}x{w}")
         phi, g = self.phi(x), self.g(x)                           # (N, C_i, H, W)
         if self.pool is not None:
-            if h < 2 or w < 2:
-                raise ValueError(f"NonLocalBlock: sub_sample needs maps of at least 2x2, got {h}x{w}")
             phi, g = self.pool(phi), self.pool(g)                 # (N, C_i, H/2, W/2)
         theta = self.theta(x).reshape(n, ci, h * w).transpose(1, 2)  # (N, HW, C_i)
         phi = phi.reshape(n, ci, -1)                               # (N, C_i, M)
