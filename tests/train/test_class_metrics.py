@@ -201,3 +201,42 @@ def test_clip_runs_get_the_figures_per_clip():
     assert _same([fields["test_macro_f1"]], [_sk(labels.numpy(), pred.numpy(), k, average="macro")[2]])
     top5 = top_k_accuracy_score(labels.numpy(), logits.numpy(), k=5, labels=list(range(k)))
     assert fields["test_top5_accuracy"] == pytest.approx(top5, abs=1e-12)
+
+
+# -- data parallelism ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # two processes through torchrun, one epoch of digits (10-30 s on a shared CPU)
+def test_a_two_process_ddp_run_counts_the_whole_test_split(tmp_path):
+    """Every process evaluates the whole test split (its loader is not sharded), so rank 0's summary.json has the
+    figures of all 359 test images: scikit-learn's on the saved model's outputs."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import convolab
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                           str(port), "-m", "convolab", "train", "--data", "digits", "--device", "cpu", "--epochs",
+                           "1", "--precision", "32", "--quiet", "--no-plots", "--no-checkpoints", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["test_samples"] == 359
+    run, test = convolab.load_run(out), load_dataset("digits").test
+    mean, std = torch.tensor(run.mean).view(1, -1, 1, 1), torch.tensor(run.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = run.model((test.images.float() / 255 - mean) / std)
+    y, pred = test.labels.numpy(), logits.argmax(1).numpy()
+    assert summary["test_accuracy"] == pytest.approx((y == pred).mean(), abs=1e-12)
+    macro = _sk(y, pred, 10, average="macro")
+    assert _same([summary["test_macro_precision"], summary["test_macro_recall"], summary["test_macro_f1"]], macro[:3])
+    assert _same(summary["test_per_class_recall"].values(), _sk(y, pred, 10)[1])
+    top5 = top_k_accuracy_score(y, logits.numpy(), k=5, labels=list(range(10)))
+    assert summary["test_top5_accuracy"] == pytest.approx(top5, abs=1e-12)
