@@ -7,9 +7,9 @@ import re
 
 from torch import nn
 
-from convolab.models._registry import ModelEntry, get_model_entry
+from convolab.models._registry import ModelEntry, get_model_entry, model_entries
 
-__all__ = ["create_model", "normalize_input_size", "model_options"]
+__all__ = ["create_model", "normalize_input_size", "model_options", "act_families", "check_takes_act"]
 
 _FACTORY_ARGS = ("num_classes", "in_chans", "input_size")  # create_model's own arguments
 
@@ -78,6 +78,25 @@ def _bad_argument(entry: ModelEntry, arg: str, problem: str) -> ValueError:
                       f"(and create_model's num_classes, in_chans, input_size)")
 
 
+def act_families() -> dict[str, list[str]]:
+    """The model families whose builders take ``act`` (an activation name), each with its models that do."""
+    out: dict[str, list[str]] = {}
+    for entry in model_entries():
+        if "act" in (model_options(entry.name) or ()):
+            out.setdefault(entry.family, []).append(entry.name)
+    return out
+
+
+def check_takes_act(name: str) -> None:
+    """``ValueError`` (one line, naming the families that take it) unless model ``name`` takes ``act``."""
+    options = model_options(name)
+    if options is None or "act" in options:  # an open-ended builder is left to say it itself
+        return
+    listed = [f"{family} ({', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+              for family, names in sorted(act_families().items())]
+    raise ValueError(f"{name} has no activation choice (act / --act); the families that take one: {'; '.join(listed)}")
+
+
 def create_model(
     name: str,
     *,
@@ -96,18 +115,22 @@ def create_model(
             stem would collapse a small image adapt to it (each model's docstring says how).
             Clip models take ``(T, H, W)``, or ``H`` / ``(H, W)`` with their native clip length.
             ``None``: the model's native size.
-        **kwargs: model-specific options (``drop_rate`` ...; :func:`model_options` lists them).
+        **kwargs: model-specific options (``drop_rate`` ...; :func:`model_options` lists them); ``act``
+            (an activation name, ``convolab.models._activations``) where the family takes it.
 
     Raises:
         UnknownNameError: no model has that name (the message lists close matches).
         ValueError: a bad argument: an option the model does not have (the message names it and
-            lists the model's options), a bad value, an input too small for the model.
+            lists the model's options; for ``act``, the families that take it), a bad value, an input too
+            small for the model.
     """
     entry = get_model_entry(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     if in_chans < 1:
         raise ValueError(f"in_chans must be >= 1; got {in_chans}")
+    if "act" in kwargs:
+        check_takes_act(name)
     options = model_options(name)
     if options is not None:
         for arg in kwargs:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.layers import ConvNormAct, checkpoint_seq
+from convolab.models._activations import act_layer
 from convolab.models._base import check_drop_rate
 from convolab.models._registry import register_model
 
@@ -40,6 +41,11 @@ __all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "WideBasicBl
 SMALL_INPUT_THRESHOLD = 64
 
 AttnLayer = Callable[[int], nn.Module]  # channels -> a shape-preserving module (e.g. squeeze-and-excitation)
+ActLayer = Callable[[], nn.Module]  # () -> a fresh activation layer
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -56,19 +62,20 @@ class BasicBlock(nn.Module):
     ``relu(bn2(conv2(relu(bn1(conv1(x))))) [-> se] + shortcut(x))``. ``downsample`` maps ``x`` to the
     branch's shape when the stride or the width changes (``None``: identity). ``attn_layer``, when
     given, is applied to the branch before the addition (SE-ResNet puts squeeze-and-excitation there).
+    ``act_layer`` builds the activation (torchvision's name ``relu`` is kept whatever it is).
     """
 
     expansion = 1  # output channels = planes * expansion
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None,
-                 dilation: int = 1):
+                 dilation: int = 1, act_layer: ActLayer = _relu):
         super().__init__()
         if dilation != 1:  # torchvision's BasicBlock has none either
             raise ValueError("dilated stages need bottleneck blocks (ResNet-50 and deeper); BasicBlock has no dilation")
         self.conv1 = _conv3x3(in_channels, planes, stride)   # the block's stride sits here
         self.bn1 = norm_layer(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act_layer()
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         # Only registered when used, so a plain ResNet's state dict is torchvision's.
@@ -92,13 +99,14 @@ class Bottleneck(nn.Module):
     The stride is on the 3x3 convolution (torchvision's ResNet v1.5; the paper strides the first 1x1,
     which skips three quarters of its input). ``attn_layer`` as in :class:`BasicBlock`. ``dilation``
     spaces the 3x3 taps (padding = dilation keeps the size): the dilated stages of FCN / DeepLab.
+    ``act_layer`` as in :class:`BasicBlock`.
     """
 
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, attn_layer: AttnLayer | None = None,
-                 dilation: int = 1):
+                 dilation: int = 1, act_layer: ActLayer = _relu):
         super().__init__()
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, planes, kernel_size=1, bias=False)
@@ -107,7 +115,7 @@ class Bottleneck(nn.Module):
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm_layer(out_channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act_layer()
         self.se = attn_layer(out_channels) if attn_layer is not None else None
         self.downsample = downsample
         self.stride = stride
@@ -150,13 +158,14 @@ class WideBasicBlock(nn.Module):
     ``conv2(drop(relu(bn2(conv1(relu(bn1(x))))))) + shortcut``. Where the width or the stride changes,
     the shortcut is a 1x1 convolution of the pre-activated input ``relu(bn1(x))`` (the authors' code),
     otherwise ``x`` itself. ``drop_rate`` is the dropout between the two convolutions (the paper: 0.3).
+    ``act_layer`` as in :class:`BasicBlock`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, drop_rate: float = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, act_layer: ActLayer = _relu):
         super().__init__()
         self.bn1 = norm_layer(in_channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act_layer()
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
         self.bn2 = norm_layer(out_channels)
         self.drop = nn.Dropout(drop_rate)
@@ -260,6 +269,9 @@ class ResNet(_ResNetBase):
     before. As in torchvision, the stage's first block keeps the previous dilation and the others
     take the new one (x2 per flagged stage); only bottleneck blocks can dilate. ``num_classes=0``
     builds no ``fc`` (an identity), for use as a backbone.
+
+    ``act`` (a ``convolab.models._activations`` name, default ReLU) is the activation of the stem and of
+    every block; the modules keep torchvision's name ``relu`` whatever it is.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], num_classes: int = 1000,
@@ -267,7 +279,7 @@ class ResNet(_ResNetBase):
                  widths: Sequence[int] = (64, 128, 256, 512), small_stem: bool | None = None,
                  shortcut: str = "B", drop_rate: float = 0.0, attn_layer: AttnLayer | None = None,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-                 replace_stride_with_dilation: Sequence[bool] | None = None):
+                 replace_stride_with_dilation: Sequence[bool] | None = None, act: str = "relu"):
         super().__init__()
         if len(layers) != len(widths) or min(layers) < 1:
             raise ValueError(f"layers must give >= 1 block for each of the {len(widths)} stages; got {tuple(layers)}")
@@ -290,8 +302,9 @@ class ResNet(_ResNetBase):
         else:           # (N, C, H, W) -> (N, 64, H/2, W/2) -> max-pool -> (N, 64, H/4, W/4)
             self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        make_act = act_layer(act)
         self.bn1 = norm_layer(stem_width)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_act()
         stem_stride = 1 if small_stem else 2
         self.feature_info = [dict(module="relu", num_chs=stem_width, reduction=stem_stride)]
 
@@ -312,9 +325,9 @@ class ResNet(_ResNetBase):
                     downsample = ConvNormAct(in_channels, out_channels, kernel_size=1, stride=stride,
                                              norm_layer=norm_layer, act_layer=None)
             stage = [block(in_channels, planes, stride, downsample, norm_layer=norm_layer, attn_layer=attn_layer,
-                           dilation=first_dilation)]
-            stage += [block(out_channels, planes, norm_layer=norm_layer, attn_layer=attn_layer, dilation=dilation)
-                      for _ in range(1, blocks)]
+                           dilation=first_dilation, act_layer=make_act)]
+            stage += [block(out_channels, planes, norm_layer=norm_layer, attn_layer=attn_layer, dilation=dilation,
+                            act_layer=make_act) for _ in range(1, blocks)]
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*stage))        # (N, out_channels, H/reduction, W/reduction)
             names.append(name)
@@ -342,18 +355,20 @@ class WideResNet(_ResNetBase):
     It is a CIFAR network at every size: total stride 4, a 32x32 image leaves an 8x8 map, an 8x8
     image a 2x2 one, and every input from 1x1 up runs, so there is no small-input adaptation.
     ``drop_rate`` is the dropout inside each block (the paper uses 0.3; default 0). ``feature_info``:
-    ``layer1``, ``layer2`` and the final ``relu`` (the pre-activated output of ``layer3``).
+    ``layer1``, ``layer2`` and the final ``relu`` (the pre-activated output of ``layer3``). ``act`` as in
+    :class:`ResNet`.
     """
 
     def __init__(self, depth: int, widen_factor: int, num_classes: int = 10, in_chans: int = 3,
                  input_size: tuple[int, int] = (32, 32), *, drop_rate: float = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, act: str = "relu"):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28 ...); got {depth}")
         if widen_factor < 1:
             raise ValueError(f"widen_factor must be >= 1; got {widen_factor}")
         drop_rate = check_drop_rate(drop_rate)
+        make_act = act_layer(act)
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         n = (depth - 4) // 6
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
@@ -365,7 +380,7 @@ class WideResNet(_ResNetBase):
             stride = 1 if i == 0 else 2
             reduction *= stride
             stage = [WideBasicBlock(in_channels if j == 0 else width, width, stride if j == 0 else 1, drop_rate,
-                                    norm_layer=norm_layer) for j in range(n)]
+                                    norm_layer=norm_layer, act_layer=make_act) for j in range(n)]
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*stage))        # (N, width, H/reduction, W/reduction)
             names.append(name)
@@ -374,7 +389,7 @@ class WideResNet(_ResNetBase):
                 self.feature_info.append(dict(module=name, num_chs=width, reduction=reduction))
         self.stage_names = tuple(names)
         self.bn = norm_layer(in_channels)                        # pre-activation: the last block ends unnormalised
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_act()
         self.feature_info.append(dict(module="relu", num_chs=in_channels, reduction=reduction))
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

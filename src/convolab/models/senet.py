@@ -11,9 +11,12 @@ module"): ``relu(se(branch(x)) + shortcut(x))``. Everything else is ``convolab.m
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from convolab.layers import SqueezeExcite
+from convolab.models._activations import act_layer
 from convolab.models._registry import register_model
 from convolab.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -24,14 +27,16 @@ SE_REDUCTION = 16  # the paper's reduction ratio r (its section 6.1 ablation pic
 _IMAGENET_CFG = dict(num_classes=1000, in_chans=3, input_size=(224, 224))
 
 
-def se_layer(channels: int) -> nn.Module:
-    """The SE block for a branch of ``channels`` outputs: C -> C / 16 -> C, ReLU then sigmoid gate."""
-    return SqueezeExcite(channels, max(1, channels // SE_REDUCTION))
+def se_layer(channels: int, act: str = "relu") -> nn.Module:
+    """The SE block for a branch of ``channels`` outputs: C -> C / 16 -> C, ReLU (or ``act``) then sigmoid gate."""
+    return SqueezeExcite(channels, max(1, channels // SE_REDUCTION), act_layer=act_layer(act))
 
 
 def _se_resnet(block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...], num_classes: int, in_chans: int,
-               input_size: tuple[int, int] | None, **kwargs) -> ResNet:
-    return ResNet(block, layers, num_classes, in_chans, input_size or (224, 224), attn_layer=se_layer, **kwargs)
+               input_size: tuple[int, int] | None, act: str = "relu", **kwargs) -> ResNet:
+    # --act reaches the excitation's hidden layer too (the gate stays a sigmoid: it is a weight in (0, 1))
+    return ResNet(block, layers, num_classes, in_chans, input_size or (224, 224),
+                  attn_layer=functools.partial(se_layer, act=act), act=act, **kwargs)
 
 
 @register_model(year=2018, default_cfg=_IMAGENET_CFG)

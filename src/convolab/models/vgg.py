@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from convolab.layers import checkpoint_seq
+from convolab.models._activations import act_layer
 from convolab.models._base import PooledClassifier, check_drop_rate, fitting_pools, init_vgg_style
 from convolab.models._registry import register_model
 
@@ -46,15 +47,19 @@ class VGG(PooledClassifier):
     ``batch_norm=True`` (the ``_bn`` builders, torchvision's variants; BatchNorm is Ioffe & Szegedy, 2015, later
     than the paper) puts a BatchNorm2d between each convolution and its ReLU.
 
+    ``act`` (a ``convolab.models._activations`` name, default ReLU) replaces every ReLU, in the features
+    and in the classifier; the indices stay torchvision's (one module per activation).
+
     ``set_grad_checkpointing()`` recomputes each stage (the layers up to and including its pool) in
     the backward pass instead of storing its activations.
     """
 
     def __init__(self, cfg: list[int | str], batch_norm: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                 input_size: tuple[int, int] = (224, 224), drop_rate: float = 0.5):
+                 input_size: tuple[int, int] = (224, 224), drop_rate: float = 0.5, act: str = "relu"):
         super().__init__()
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         drop_rate = check_drop_rate(drop_rate)
+        make_act = act_layer(act)
         keep = iter(fitting_pools(self.input_size, cfg.count("M"), kernel_size=2, stride=2))
         layers: list[nn.Module] = []
         self.feature_info: list[dict] = []
@@ -75,16 +80,16 @@ class VGG(PooledClassifier):
             layers.append(nn.Conv2d(channels, int(v), kernel_size=3, padding=1))  # (N, v, H, W)
             if batch_norm:
                 layers.append(nn.BatchNorm2d(int(v)))
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(make_act())
             channels = int(v)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))  # (N, 512, 7, 7) whatever the map size
         self.classifier = nn.Sequential(
             nn.Linear(channels * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
+            make_act(),
             nn.Dropout(drop_rate),
             nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
+            make_act(),
             nn.Dropout(drop_rate),
             nn.Linear(4096, num_classes),
         )

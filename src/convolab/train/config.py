@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, replace
 
 from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.device import DEVICE_CHOICES
+from convolab.models import ACTIVATIONS, INIT_SCHEMES, get_model_entry, list_models
+from convolab.models._factory import check_takes_act
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.options import (
     byte_size,
@@ -212,6 +214,14 @@ class TrainConfig:
                                 metavar="KEY=VALUE",
                                 help="extra create_model arguments, e.g. --model-arg base_channels=16 depth=3 (a "
                                      "narrower U-Net) or widths=[8,16,32,64]; `convolab models NAME` lists them")
+    act: str | None = option(group="data", choices=ACTIVATIONS,
+                             help="the activation of every layer, for the model families that take one (tutorial_cnn, "
+                                  "mnist_cnn, lenet5, mlp, vgg, resnet ...; default: the model's own); swish is "
+                                  "silu (x sigmoid(x)), gelu the erf form")
+    init: str = option("default", group="data", choices=INIT_SCHEMES,
+                       help="re-draw every convolution and linear weight, biases to zero: he = kaiming_normal_ "
+                            "(fan_in, ReLU gain: std sqrt(2/fan_in)); xavier = xavier_uniform_ (U(-a, a), a = "
+                            "sqrt(6/(fan_in+fan_out))); normal = N(0, 0.01^2); default: the model's own")
     init_from: str | None = option(group="data", metavar="FILE",
                                    help="start from the weights in a .safetensors or .pth file (e.g. a run's "
                                         "model.safetensors or torchvision weights on disk); the classifier is "
@@ -291,10 +301,23 @@ class TrainConfig:
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"),
             (self.engine != "numpy" or self.device in ("auto", "cpu"),
              f"--engine numpy runs on the CPU; drop --device {self.device}"),
+            (self.act is None or self.act in ACTIVATIONS,
+             f"unknown activation {self.act!r}; choose one of {', '.join(ACTIVATIONS)}"),
+            (self.act is None or "act" not in self.model_kwargs,
+             "--act and --model-arg act=... both set the activation; give one"),
+            (self.init in INIT_SCHEMES, f"unknown --init {self.init!r}; choose one of {', '.join(INIT_SCHEMES)}"),
+            (self.init == "default" or not self.init_from,
+             f"--init {self.init} draws weights that --init-from then replaces; give one"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.act is not None and self.model in list_models():  # refused before any data loads
+            check_takes_act(self.model)
+            # glass's BasicBlock (convolab.glass.blocks) has its ReLUs built in: it would train another network
+            if self.engine == "numpy" and self.act != "relu" and get_model_entry(self.model).family == "resnet":
+                raise ValueError(f"--engine numpy builds ResNet blocks with ReLU; --act {self.act} needs --engine "
+                                 "torch")
         if self.pipeline_stages > 1:  # what the pipelined loop (convolab.train.pipeline_step) does not do
             refused = [("--accum-steps > 1", self.accum_steps > 1), ("--ema", self.ema is not None),
                        ("--cuda-graphs", self.cuda_graphs), ("--compile", self.compile),
@@ -322,6 +345,10 @@ class TrainConfig:
                           gamma=self.gamma, decay_epochs=self.decay_epochs, milestones=self.milestones,
                           pct_start=self.pct_start, cycle_epochs=self.cycle_epochs,
                           restart_epochs=self.restart_epochs, restart_mult=self.restart_mult)
+
+    def model_args(self) -> dict:
+        """``create_model``'s model-specific arguments: ``--model-arg``'s, and ``act`` when ``--act`` is given."""
+        return {**self.model_kwargs, **({"act": self.act} if self.act is not None else {})}
 
     def to_dict(self) -> dict:
         return asdict(self)

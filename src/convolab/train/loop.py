@@ -30,7 +30,7 @@ from convolab.data.loader import memory_format
 from convolab.data.stream import close_loaders
 from convolab.data.stream import make_loader as data_loader
 from convolab.device import resolve_device
-from convolab.models import create_model, get_model_entry, list_models
+from convolab.models import create_model, get_model_entry, init_weights, list_models
 from convolab.train import state as state_io
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.callbacks import Callback, CallbackList, Checkpointing, check_tensorboard, default_callbacks
@@ -167,7 +167,9 @@ class Trainer:
         self.task.check()
         self.model = given["model"] or create_model(cfg.model, num_classes=self.data.num_classes,
                                                     in_chans=self.data.in_chans, input_size=self.data.input_size[1:],
-                                                    **cfg.model_kwargs)
+                                                    **cfg.model_args())
+        if given["model"] is None and self.resume_state is None:  # --init, drawn after the seed like the model's own
+            init_weights(self.model, cfg.init)
         if cfg.init_from and self.resume_state is None:
             for note in load_initial_weights(self.model, cfg.init_from):
                 log.info("--init-from: %s", note)
