@@ -220,3 +220,19 @@ def test_reflect_padding_larger_than_the_input_is_one_clear_line():
     with pytest.raises(ValueError, match=r"^PaddedConv2d: input of shape \(1, 1, 3, 8\): padding_mode='reflect' "
                                          r"needs padding < input size; got padding 3 for a size of 3$"):
         layer.forward(np.zeros((1, 1, 3, 8)))
+
+
+def test_from_torch_converts_the_conv_variants_and_padding_modes():
+    torch.manual_seed(21)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), torch.nn.ReLU(),
+        layers.TrueConv2d(4, 4, 3, padding=2, dilation=2, groups=2, padding_mode="circular"),
+        layers.SeparableConv2d(4, 6, 3, stride=2, padding="valid", padding_mode="replicate", depth_multiplier=2),
+        layers.SpatiallySeparableConv2d(6, 5, (3, 2), stride=(1, 2), padding=(1, 0), mid_channels=3),
+    ).double()
+    converted = glass.from_torch(model)
+    assert isinstance(converted[0], PaddedConv2d) and isinstance(converted[2], TrueConv2d)
+    assert isinstance(converted[3], SeparableConv2d) and isinstance(converted[4], SpatiallySeparableConv2d)
+    assert type(glass.from_torch(torch.nn.Conv2d(1, 1, 3))) is glass.Conv2d  # zeros: the plain layer
+    errors = compare_with_torch(converted, model, _input((2, 3, 12, 11), 22))
+    assert max(errors.values()) <= TIGHT, errors

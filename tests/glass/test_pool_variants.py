@@ -223,3 +223,22 @@ def test_bad_input_is_one_line():
         FractionalMaxPool2d(output_size=3, kernel_size=3).forward(np.zeros((1, 1, 4, 4)))
     with pytest.raises(ValueError, match="smaller than the"):
         StochasticPool2d(3).forward(np.zeros((1, 1, 2, 2)))
+
+
+def test_from_torch_converts_the_poolings():
+    """In evaluation the converted model computes what the torch model computes (fixed fractional sequence)."""
+    torch.manual_seed(20)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3), torch.nn.ReLU(),
+        layers.FractionalMaxPool2d(output_ratio=0.75, sequence="random", overlapping=True, seed=4),
+        layers.StochasticPool2d(2), layers.FractionalMaxPool2d(output_size=2, kernel_size=2),
+        layers.GlobalMaxPool2d(flatten=True),
+    ).double().eval()
+    converted = glass.from_torch(model)
+    assert [type(m).__name__ for m in converted][2:] == ["FractionalMaxPool2d", "StochasticPool2d",
+                                                         "FractionalMaxPool2d", "GlobalMaxPool2d"]
+    x = np.random.default_rng(21).standard_normal((2, 2, 13, 12))
+    errors = compare_with_torch(converted, model, x)
+    assert max(errors.values()) <= TIGHT, errors
+    avg = glass.from_torch(torch.nn.Sequential(layers.GlobalAvgPool2d()))
+    assert isinstance(avg[0], GlobalAvgPool2d) and not avg[0].flatten

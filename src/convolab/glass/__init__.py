@@ -16,8 +16,9 @@ argument and parameter names, and are checked against PyTorch and finite differe
     dx = model.backward(criterion.backward())  # backward: fills model's grads, returns dL/dx
     opt.step()
 
-Modules: ``module`` (the layer contract), ``im2col``, ``conv``, ``pool``, ``activation``, ``norm``,
-``dropout``, ``linear``, ``blocks`` (residual add, channel concat), ``attention`` (SE, CBAM, non-local),
+Modules: ``module`` (the layer contract), ``im2col``, ``conv``, ``conv_variants`` (padding modes, true,
+separable), ``pool``, ``activation``, ``norm``, ``dropout``, ``linear``, ``blocks`` (residual add, channel
+concat), ``attention`` (SE, CBAM, non-local),
 ``loss``, ``optim``, ``amp`` (dynamic loss scaling), ``precision``, ``naive`` (the loop reference),
 ``interop`` (torch), ``train`` (the NumPy training loop) and ``trainer`` (``convolab train --engine numpy``;
 imports torch, and is not imported here).
@@ -28,6 +29,7 @@ from convolab.glass.amp import LossScaler
 from convolab.glass.attention import CBAM, ChannelAttention, NonLocalBlock, SpatialAttention, SqueezeExcite
 from convolab.glass.blocks import BasicBlock, DenseBlock, DenseLayer, ZeroPadShortcut
 from convolab.glass.conv import Conv2d
+from convolab.glass.conv_variants import PaddedConv2d, SeparableConv2d, SpatiallySeparableConv2d, TrueConv2d
 from convolab.glass.dropout import Dropout, Dropout2d
 from convolab.glass.interop import check_convertible, from_torch, to_torch
 from convolab.glass.linear import Flatten, Linear
@@ -35,12 +37,22 @@ from convolab.glass.loss import CrossEntropyLoss, MSELoss
 from convolab.glass.module import Identity, Module, Sequential
 from convolab.glass.norm import BatchNorm2d, GroupNorm, GroupNorm1, LayerNorm, LocalResponseNorm
 from convolab.glass.optim import SGD, Adam, AdamW, RMSprop, StepLR, clip_grad_norm
-from convolab.glass.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from convolab.glass.pool import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    FractionalMaxPool2d,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    MaxPool2d,
+    StochasticPool2d,
+)
 from convolab.glass.rng import get_generator, manual_seed
 
 __all__ = [
     "Module", "Sequential", "Identity",
-    "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "Conv2d", "PaddedConv2d", "TrueConv2d", "SeparableConv2d", "SpatiallySeparableConv2d",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "FractionalMaxPool2d",
+    "StochasticPool2d",
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish", "GELU", "Softmax", "LogSoftmax",
     "BatchNorm2d", "LayerNorm", "GroupNorm", "GroupNorm1", "LocalResponseNorm",
     "SqueezeExcite", "ChannelAttention", "SpatialAttention", "CBAM", "NonLocalBlock",

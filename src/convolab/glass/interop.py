@@ -20,11 +20,20 @@ from convolab.glass import activation as act
 from convolab.glass import attention
 from convolab.glass.blocks import BasicBlock, DenseBlock, DenseLayer, ZeroPadShortcut
 from convolab.glass.conv import Conv2d
+from convolab.glass.conv_variants import PaddedConv2d, SeparableConv2d, SpatiallySeparableConv2d, TrueConv2d
 from convolab.glass.dropout import Dropout, Dropout2d
 from convolab.glass.linear import Flatten, Linear
 from convolab.glass.module import Identity, Module, Sequential
 from convolab.glass.norm import BatchNorm2d, GroupNorm, GroupNorm1, LayerNorm, LocalResponseNorm
-from convolab.glass.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from convolab.glass.pool import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    FractionalMaxPool2d,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    MaxPool2d,
+    StochasticPool2d,
+)
 
 __all__ = ["from_torch", "to_torch", "check_convertible"]
 
@@ -34,8 +43,22 @@ def _leaf_converters(nn) -> dict:
     from convolab import layers
 
     return {
-        nn.Conv2d: lambda m: Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                                    m.groups, m.bias is not None, m.padding_mode),
+        nn.Conv2d: lambda m: (Conv2d if m.padding_mode == "zeros" else PaddedConv2d)(
+            m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+            m.bias is not None, m.padding_mode),
+        layers.TrueConv2d: lambda m: TrueConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                                m.dilation, m.groups, m.bias is not None, m.padding_mode),
+        layers.SeparableConv2d: lambda m: SeparableConv2d(
+            m.depthwise.in_channels, m.pointwise.out_channels, m.depthwise.kernel_size, m.depthwise.stride,
+            m.depthwise.padding, m.depthwise.dilation, m.pointwise.bias is not None, m.depthwise.padding_mode,
+            m.depthwise.out_channels // m.depthwise.in_channels),
+        layers.SpatiallySeparableConv2d: lambda m: SpatiallySeparableConv2d(
+            m.vertical.in_channels, m.horizontal.out_channels, (m.vertical.kernel_size[0], m.horizontal.kernel_size[1]),
+            (m.vertical.stride[0], m.horizontal.stride[1]),
+            m.vertical.padding if isinstance(m.vertical.padding, str) else (m.vertical.padding[0],
+                                                                            m.horizontal.padding[1]),
+            (m.vertical.dilation[0], m.horizontal.dilation[1]), m.horizontal.bias is not None, m.vertical.padding_mode,
+            m.vertical.out_channels),
         nn.Linear: lambda m: Linear(m.in_features, m.out_features, m.bias is not None),
         nn.BatchNorm2d: lambda m: BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats),
         nn.MaxPool2d: lambda m: MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices,
@@ -43,6 +66,11 @@ def _leaf_converters(nn) -> dict:
         nn.AvgPool2d: lambda m: AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
                                           m.divisor_override),
         nn.AdaptiveAvgPool2d: lambda m: AdaptiveAvgPool2d(m.output_size),
+        layers.GlobalAvgPool2d: lambda m: GlobalAvgPool2d(m.flatten),
+        layers.GlobalMaxPool2d: lambda m: GlobalMaxPool2d(m.flatten),
+        layers.FractionalMaxPool2d: lambda m: FractionalMaxPool2d(m.output_size, m.output_ratio, m.kernel_size,
+                                                                  m.sequence, m.overlapping, m.seed),
+        layers.StochasticPool2d: lambda m: StochasticPool2d(m.kernel_size, m.stride),
         nn.ReLU: lambda m: act.ReLU(),
         nn.LeakyReLU: lambda m: act.LeakyReLU(m.negative_slope),
         nn.ELU: lambda m: act.ELU(m.alpha),
