@@ -165,7 +165,7 @@ class FractionalMaxPool2d(nn.Module):
         if self.overlapping:
             end = torch.clamp(end + 1, max=size)
         length = end - start
-        kmax = int(length.max())
+        kmax = min(-(-size // out) + int(self.overlapping), size)  # longest region, known without a device sync
         return start[..., None] + torch.minimum(torch.arange(kmax, device=device), length[..., None] - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
