@@ -165,3 +165,19 @@ def test_bad_arguments_and_inputs_raise_one_line():
                             (layers.NonLocalBlock(4, sub_sample=True), torch.as_tensor)):
         with pytest.raises(ValueError, match="sub_sample needs maps of at least 2x2"):
             block(to_input(np.zeros((1, 4, 1, 5))))
+
+
+def test_a_small_network_of_the_new_blocks_trains():
+    """The blocks compose with the glass training step: a float32 net with every new layer fits 16 images."""
+    from convolab.glass.train import train_step
+
+    glass.manual_seed(0)
+    model = glass.Sequential(glass.Conv2d(1, 8, 3, padding=1), glass.GroupNorm(2, 8), glass.Swish(1.0, trainable=True),
+                             glass.SqueezeExcite(8, 4), glass.CBAM(8, 2, 3), glass.NonLocalBlock(8, zero_init=False),
+                             glass.LocalResponseNorm(3), glass.GELU(), glass.LayerNorm((8, 6, 6)),
+                             glass.AdaptiveAvgPool2d(1), glass.Flatten(), glass.Linear(8, 3))
+    crit, opt = glass.CrossEntropyLoss(), glass.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 1, 6, 6)).astype(np.float32), np.arange(16) % 3
+    losses = [train_step(model, crit, opt, x, y).loss for _ in range(80)]
+    assert losses[-1] < losses[0] / 4, losses[::10]
