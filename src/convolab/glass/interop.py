@@ -7,7 +7,9 @@ functions run: the rest of ``convolab.glass`` works without it.
 
 Supported: convolab's ``tutorial_cnn``, ``mnist_cnn``, ``lenet5``/``lenet5_classic``, the ResNets
 built from basic blocks (``resnet20`` ... ``resnet110``, ``resnet18``/``34``) without SE, DenseNets
-and their blocks, and any ``nn.Sequential`` of the layers glass implements.
+and their blocks, and any ``nn.Sequential`` of the layers glass implements -- among them GELU,
+``convolab.layers.Swish``, LayerNorm, GroupNorm (and ``GroupNorm1``), LocalResponseNorm, and the
+attention blocks ``SqueezeExcite``, ``CBAM`` (and its two parts) and ``NonLocalBlock``.
 """
 
 from __future__ import annotations
