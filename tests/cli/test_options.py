@@ -29,7 +29,7 @@ DEFAULTS = dict(
     on_nan="stop", nan_patience=3, early_stopping=None, monitor="val_accuracy", min_delta=0.0, seed=0,
     device="auto", engine="torch", val_fraction=0.1, image_size=None, download=True, channels_last=True,
     max_memory=None, frames=None, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
-    init_from=None, progress=True, plots=True)
+    act=None, init="default", init_from=None, progress=True, plots=True)
 
 # one non-default value per option: (argv, field, value the config must hold), values worked out by hand
 FLAG_CASES = [
@@ -99,6 +99,8 @@ FLAG_CASES = [
     (["--dice-weight", "0.5"], "dice_weight", 0.5),
     (["--ignore-index", "0"], "ignore_index", 0),
     (["--pipeline-stages", "2"], "pipeline_stages", 2),
+    (["--act", "gelu"], "act", "gelu"),
+    (["--init", "xavier"], "init", "xavier"),
     (["--init-from", "w.safetensors"], "init_from", "w.safetensors"),
     (["--quiet"], "progress", False),
     (["--no-plots"], "plots", False),

@@ -153,3 +153,33 @@ def test_numpy_engine_trains_mlp_on_digits_as_torch_does(tmp_path):
     run = load_run(tmp_path / "numpy")
     assert run.config["config"]["init"] == "xavier" and run.config["model_kwargs"]["act"] == "tanh"
     assert type(run.model.classifier.act1) is nn.Tanh
+
+
+def test_explain_and_verified_summary_work_on_mlp():
+    """Gradient attributions and Grad-CAM at ``features`` (the input: an MLP has no other map) run; the summary's
+    shapes, MACs and receptive fields agree with execution."""
+    from convolab.explain.attribution import attribute
+
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=10, in_chans=1, input_size=8, widths=[16]).eval()
+    x = torch.randn(2, 1, 8, 8)
+    for method in ("gradcam", "saliency", "integrated-gradients"):
+        maps = attribute(model, x, method, torch.tensor([3, 4]))
+        assert maps.shape[0] == 2 and maps.shape[-2:] == (8, 8) and torch.isfinite(maps).all()
+    s = summarize(model, (1, 8, 8), verify=True)
+    assert s.verification.ok and s.totals()["macs"] == 64 * 16 + 16 * 10
+
+
+@pytest.mark.slow
+def test_report_of_an_mlp_run(tmp_path):
+    """An mlp run's report: every section is gathered (the kernels section says there is no convolution)."""
+    from convolab import train
+    from convolab.report.data import gather
+    from convolab.train import TrainConfig
+
+    run = train(TrainConfig(model="mlp", data="digits", epochs=1, device="cpu", out=str(tmp_path / "run"),
+                            progress=False, plots=False, checkpoints=False))
+    data = gather(run.run_dir, samples=8)
+    assert data.model.totals["params"] == (64 * 512 + 512) + (512 * 256 + 256) + (256 * 10 + 10)
+    assert isinstance(data.kernels, str) and "no convolutional layer" in data.kernels
+    assert data.gradcam["layer"] == "features" and data.sanity is not None
