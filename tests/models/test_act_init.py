@@ -22,16 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ACT_CLASSES = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
                "swish": nn.SiLU, "silu": nn.SiLU, "gelu": nn.GELU}
 # One model per family (and per block kind) that takes --act; built on the meta device: structure only.
-ACT_MODELS = ["tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic", "mlp", "vgg11_bn", "resnet20", "resnet50",
-              "wrn16_8", "se_resnet18"]
+ACT_MODELS = ["tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic", "mlp", "alexnet", "alexnet_lrn", "vgg11_bn",
+              "resnet20", "resnet50", "wrn16_8", "se_resnet18"]
 
 
 def test_the_families_that_take_act():
     assert ACT_CLASSES.keys() == set(ACTIVATIONS)
     families = act_families()
-    assert {"tutorial", "lenet", "mlp", "vgg", "resnet", "senet"} <= set(families)
+    assert {"tutorial", "lenet", "mlp", "alexnet", "vgg", "resnet", "senet"} <= set(families)
     assert {get_model_entry(m).family for m in ACT_MODELS} <= set(families)
-    assert "perceptron" not in families["mlp"] and "alexnet" not in sum(families.values(), [])
+    assert "perceptron" not in families["mlp"] and "nin" not in sum(families.values(), [])
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -109,17 +109,17 @@ def test_defaults_are_unchanged():
 
 def test_act_refused_in_one_line_naming_the_families():
     with pytest.raises(ValueError) as e:
-        create_model("alexnet", act="gelu")
+        create_model("nin", act="gelu")
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("alexnet has no activation choice")
-    for family in ("lenet", "mlp", "resnet", "tutorial", "vgg"):
+    assert "\n" not in msg and msg.startswith("nin has no activation choice")
+    for family in ("alexnet", "lenet", "mlp", "resnet", "tutorial", "vgg"):
         assert f"{family} (" in msg
     with pytest.raises(ValueError, match="unknown activation 'relu6'; choose one of relu, leaky_relu"):
         create_model("tutorial_cnn", act="relu6")
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(model="alexnet", act="gelu"), "alexnet has no activation choice"),
+    (dict(model="nin", act="gelu"), "nin has no activation choice"),
     (dict(act="gelu", model_kwargs={"act": "elu"}), "--act and --model-arg act=... both set the activation"),
     (dict(init="he", init_from="weights.safetensors"), "--init he draws weights that --init-from then replaces"),
     (dict(model="resnet20", engine="numpy", act="tanh"), "--engine numpy builds ResNet blocks with ReLU"),
@@ -139,9 +139,9 @@ def test_model_args_carry_act():
 def test_cli_refuses_act_with_exit_code_2(capsys, tmp_path):
     from tests.cli.test_cli import assert_one_line_error, cli
 
-    code, _, err = cli(["train", "--model", "alexnet", "--act", "gelu", "--data", "digits", "--out", tmp_path / "r"],
+    code, _, err = cli(["train", "--model", "nin", "--act", "gelu", "--data", "digits", "--out", tmp_path / "r"],
                        capsys)
-    assert_one_line_error(code, err, "alexnet has no activation choice", "tutorial (")
+    assert_one_line_error(code, err, "nin has no activation choice", "tutorial (")
     assert not (tmp_path / "r").exists()  # refused before a run directory (or any data) exists
     code, _, err = cli(["train", "--act", "relu6"], capsys)
     assert code == 2 and "invalid choice: 'relu6'" in err

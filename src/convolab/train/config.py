@@ -216,8 +216,8 @@ class TrainConfig:
                                      "narrower U-Net) or widths=[8,16,32,64]; `convolab models NAME` lists them")
     act: str | None = option(group="data", choices=ACTIVATIONS,
                              help="the activation of every layer, for the model families that take one (tutorial_cnn, "
-                                  "mnist_cnn, lenet5, mlp, vgg, resnet ...; default: the model's own); swish is "
-                                  "silu (x sigmoid(x)), gelu the erf form")
+                                  "mnist_cnn, lenet5, mlp, alexnet, vgg, resnet ...; default: the model's own); "
+                                  "swish is silu (x sigmoid(x)), gelu the erf form")
     init: str = option("default", group="data", choices=INIT_SCHEMES,
                        help="re-draw every convolution and linear weight, biases to zero: he = kaiming_normal_ "
                             "(fan_in, ReLU gain: std sqrt(2/fan_in)); xavier = xavier_uniform_ (U(-a, a), a = "
