@@ -123,6 +123,8 @@ def test_act_refused_in_one_line_naming_the_families():
     (dict(act="gelu", model_kwargs={"act": "elu"}), "--act and --model-arg act=... both set the activation"),
     (dict(init="he", init_from="weights.safetensors"), "--init he draws weights that --init-from then replaces"),
     (dict(model="resnet20", engine="numpy", act="tanh"), "--engine numpy builds ResNet blocks with ReLU"),
+    (dict(model="resnet20", engine="numpy", model_kwargs={"act": "elu"}), "--act elu needs --engine torch"),
+    (dict(model="nin", model_kwargs={"act": "elu"}), "nin has no activation choice"),
     (dict(init="lecun"), "unknown --init 'lecun'"),
 ])
 def test_config_refusals(kwargs, needle):

@@ -312,12 +312,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if self.act is not None and self.model in list_models():  # refused before any data loads
+        act = self.model_args().get("act")  # --act, or --model-arg act=...
+        if act is not None and self.model in list_models():  # refused before any data loads
             check_takes_act(self.model)
             # glass's BasicBlock (convolab.glass.blocks) has its ReLUs built in: it would train another network
-            if self.engine == "numpy" and self.act != "relu" and get_model_entry(self.model).family == "resnet":
-                raise ValueError(f"--engine numpy builds ResNet blocks with ReLU; --act {self.act} needs --engine "
-                                 "torch")
+            if self.engine == "numpy" and act != "relu" and get_model_entry(self.model).family == "resnet":
+                raise ValueError(f"--engine numpy builds ResNet blocks with ReLU; --act {act} needs --engine torch")
         if self.pipeline_stages > 1:  # what the pipelined loop (convolab.train.pipeline_step) does not do
             refused = [("--accum-steps > 1", self.accum_steps > 1), ("--ema", self.ema is not None),
                        ("--cuda-graphs", self.cuda_graphs), ("--compile", self.compile),
