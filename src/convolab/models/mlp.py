@@ -2,7 +2,7 @@
 
 Both flatten the image and never look at its spatial structure: every pixel has its own weight into
 every hidden unit, so the first layer alone has ``C * H * W * width`` weights (401,408 for a 28x28
-image into 512 units, where ``tutorial_cnn``'s two convolutions have 4,640). ``convolab summary mlp
+image into 512 units, where ``tutorial_cnn``'s two convolutions have 4,752). ``convolab summary mlp
 tutorial_cnn`` prints the contrast.
 
 The classifier contract, for a network with no feature extractor: ``features`` is the identity
