@@ -17,7 +17,7 @@ import random
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from convolab.data.stream import close_loaders
 from convolab.data.stream import make_loader as data_loader
 from convolab.device import resolve_device
 from convolab.models import create_model, get_model_entry, init_weights, list_models
+from convolab.models.spec import resolve_model_name
 from convolab.train import state as state_io
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.callbacks import Callback, CallbackList, Checkpointing, check_tensorboard, default_callbacks
@@ -46,7 +47,7 @@ from convolab.train.pipeline_step import PipelineStep, build_runner, check_pipel
 from convolab.train.record import run_record, weights_metadata
 from convolab.train.schedule import LRSchedule
 from convolab.train.sink import NullSink, RunSink
-from convolab.train.step import StandardStep, check_precision, cpu_bf16_training_problem, resolve_precision
+from convolab.train.step import StandardStep, check_precision, resolve_precision, settle_precision
 from convolab.train.tasks import Task, task_for_model
 
 __all__ = ["Trainer", "TrainResult", "seed_everything", "deterministic_algorithms", "make_loader"]
@@ -119,6 +120,8 @@ class Trainer:
                  resume_state: dict | None = None, resume_file: Path | None = None, model: nn.Module | None = None,
                  data=None, task: type[Task] | None = None, optimizers: Callable | None = None,
                  step_rule: Callable | None = None, callbacks: list[Callback] | None = None):
+        if model is None:  # a spec file, or spec text, as the run records it
+            config = replace(config, model=resolve_model_name(config.model))
         config.validate()
         self.config = config
         self.engine = create_engine(config.engine)
@@ -174,13 +177,7 @@ class Trainer:
             for note in load_initial_weights(self.model, cfg.init_from):
                 log.info("--init-from: %s", note)
             log.info("initialised %s from %s", cfg.model, cfg.init_from)
-        self._bf16_off = None  # why --precision auto stayed at float32 on a bf16 CPU
-        problem = (cpu_bf16_training_problem(self.model)
-                   if self.device.type == "cpu" and self.precision == "bf16" else None)
-        if problem and cfg.precision == "auto":
-            self.precision, self._bf16_off = "32", problem
-        elif problem:
-            log.warning("--precision bf16: %s; if the loss turns NaN, train with --precision 32", problem)
+        self.precision, self.precision_text = settle_precision(self.precision, cfg.precision, self.device, self.model)
         self.channels_last = cfg.channels_last and self.device.type != "mps"
         ndim = self.data.train.images.ndim
         self.model.to(self.device, memory_format=self.memory_format(ndim) if self.channels_last
@@ -249,7 +246,8 @@ class Trainer:
         self.run.write_config(self.run_record(kind))
         log.info("model %s: %s parameters; %s on %s in %s, %d steps per epoch; augmentation: %s; run directory %s",
                  cfg.model, f"{self.params:,}", "training" if kind == "train" else kind, self.device,
-                 self._describe_precision(), len(self.train_loader), self.augment_spec.describe(), self.run.path)
+                 self.precision_text, len(self.train_loader),
+                 self.augment_spec.describe(), self.run.path)
 
     def _default_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
         cfg = self.config
@@ -259,14 +257,6 @@ class Trainer:
     def run_record(self, kind: str) -> dict:
         """What config.json records of this run (the sink adds the format's own fields)."""
         return run_record(self, kind)
-
-    def _describe_precision(self) -> str:
-        text = {"32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast, loss scaling"}[self.precision]
-        if self.config.precision == "auto" and self.precision == "bf16":
-            text += " (--precision auto: this CPU has bfloat16 instructions; --precision 32 for float32)"
-        elif self.config.precision == "auto" and getattr(self, "_bf16_off", None):
-            text += f" (--precision auto: not bf16, {self._bf16_off})"
-        return text
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self, epoch_sums: dict | None = None) -> dict | None:

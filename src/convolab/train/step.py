@@ -21,7 +21,7 @@ from convolab.train.cuda_graphs import GraphedForward, StepGraph
 from convolab.train.distributed import all_min, all_min_on_device
 
 __all__ = ["StandardStep", "AlternatingStep", "cpu_has_native_bf16", "resolve_precision", "check_precision",
-           "cpu_bf16_training_problem"]
+           "cpu_bf16_training_problem", "settle_precision", "describe_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,30 @@ def cpu_bf16_training_problem(model: torch.nn.Module) -> str | None:
     if any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
         return "torch's bf16 Conv3d weight gradient on CPU is wrong for 2-frame-deep maps"
     return None
+
+
+def settle_precision(precision: str, asked: str, device: torch.device,
+                     model: torch.nn.Module) -> tuple[str, str]:
+    """The precision ``model`` trains in, once built, and the log's words for it: ``precision`` (what ``asked``
+    resolved to on ``device``) unless bf16 on a CPU would compute wrong gradients for it
+    (:func:`cpu_bf16_training_problem`): then float32 under ``--precision auto``, saying why; an explicit bf16
+    stays, with a warning."""
+    problem = cpu_bf16_training_problem(model) if device.type == "cpu" and precision == "bf16" else None
+    if problem and asked == "auto":
+        return "32", describe_precision("32", asked, problem)
+    if problem:
+        log.warning("--precision bf16: %s; if the loss turns NaN, train with --precision 32", problem)
+    return precision, describe_precision(precision, asked)
+
+
+def describe_precision(precision: str, asked: str, bf16_off: str | None = None) -> str:
+    """The first log line's words for the precision a run trains in (and why, where ``auto`` chose)."""
+    text = {"32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast, loss scaling"}[precision]
+    if asked == "auto" and precision == "bf16":
+        text += " (--precision auto: this CPU has bfloat16 instructions; --precision 32 for float32)"
+    elif asked == "auto" and bf16_off:
+        text += f" (--precision auto: not bf16, {bf16_off})"
+    return text
 
 
 def check_precision(precision: str, device: torch.device) -> None:
