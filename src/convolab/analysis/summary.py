@@ -94,6 +94,8 @@ def build_stack(spec: str, in_chans: int) -> nn.Sequential:
 
 def _looks_like_stack(name: str) -> bool:
     """A layer-stack spec, or an attempt at one ("conv3,conv" gets the spec's error, not "unknown model")."""
+    if name.startswith("spec:"):  # a network from the spec grammar: a model, not a layer stack
+        return False
     first = name.replace(" ", "").split(",")[0]
     return bool(re.match(r"^(conv|pool|maxpool|avgpool)\d|^relu$", first)) or "," in name
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from convolab.glass import activation as act
 from convolab.glass import attention
+from convolab.glass import branches as glass_branches
 from convolab.glass.blocks import BasicBlock, DenseBlock, DenseLayer, ZeroPadShortcut
 from convolab.glass.conv import Conv2d
 from convolab.glass.conv_variants import PaddedConv2d, SeparableConv2d, SpatiallySeparableConv2d, TrueConv2d
@@ -104,13 +105,15 @@ class _Converter:
     def __init__(self, check_only: bool = False):
         import torch.nn as nn
 
-        from convolab.models import densenet, lenet, resnet, tutorial
+        from convolab.layers import branches
+        from convolab.models import densenet, lenet, resnet, spec, tutorial
         from convolab.models._base import ConvClassifier
 
         self.nn = nn
         self.leaves = _leaf_converters(nn)
         self.ConvClassifier = ConvClassifier
-        self.classifiers = (tutorial.TutorialCNN, tutorial.MnistCNN, lenet.LeNet5)
+        self.classifiers = (tutorial.TutorialCNN, tutorial.MnistCNN, lenet.LeNet5, spec.SpecNet)
+        self.branches = branches
         self.resnet, self.densenet = resnet, densenet
         self.check_only = check_only  # walk the tree without allocating the (possibly huge) leaf layers
 
@@ -118,8 +121,8 @@ class _Converter:
         where = f" at {path!r}" if path else ""
         return ValueError(f"from_torch: convolab.glass has no equivalent of {type(m).__module__}.{type(m).__name__}"
                           f"{where}; supported: tutorial_cnn, mnist_cnn, lenet5, basic-block ResNets (resnet20 ...), "
-                          "DenseNets, and nn.Sequential of Conv2d, Linear, BatchNorm2d, pooling, activations, "
-                          "Dropout, Flatten")
+                          "DenseNets, spec: networks, and nn.Sequential of Conv2d, Linear, BatchNorm2d, pooling, "
+                          "activations, Dropout, Flatten")
 
     def __call__(self, m, path: str = "") -> Module:
         nn = self.nn
@@ -134,6 +137,13 @@ class _Converter:
         if kind in self.classifiers:  # features -> classifier, the ConvClassifier forward
             return Sequential(OrderedDict(features=self(m.features, sub("features")),
                                           classifier=self(m.classifier, sub("classifier"))))
+        b = self.branches  # the spec grammar's res(...), cat(...), dense(...)
+        if kind is b.Residual:
+            return glass_branches.Residual(self(m.body, sub("body")), self(m.shortcut, sub("shortcut")))
+        if kind is b.Concat:
+            return glass_branches.Concat([self(child, sub(name)) for name, child in m.named_children()])
+        if kind is b.DenseConcat:
+            return glass_branches.DenseConcat(self(m.body, sub("body")))
         r, d = self.resnet, self.densenet
         if kind is r.ResNet:
             stem = [("conv1", m.conv1), ("bn1", m.bn1), ("relu", m.relu), ("maxpool", m.maxpool)]

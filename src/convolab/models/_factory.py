@@ -148,6 +148,6 @@ def create_model(
         arg = fixed.group(1)
         raise _bad_argument(entry, arg, f"{name} sets {arg!r} itself (it is part of the variant)") from None
     # Remember how the model was built so a run directory can rebuild it from its weights file.
-    model.convolab_cfg = dict(name=name, num_classes=num_classes, in_chans=in_chans,
+    model.convolab_cfg = dict(name=entry.name, num_classes=num_classes, in_chans=in_chans,
                               input_size=list(model.input_size), **kwargs)
     return model

@@ -95,7 +95,29 @@ def get_model_entry(name: str) -> ModelEntry:
     """The entry for ``name``; an ``UnknownNameError`` with close matches when there is none."""
     from convolab.errors import UnknownNameError
 
+    if isinstance(name, str) and name.startswith("spec:"):
+        return _spec_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownNameError("model", name, _REGISTRY, hint="`convolab models` lists them") from None
+
+
+def _spec_entry(name: str) -> ModelEntry:
+    """The entry of a ``spec:...`` network (``convolab.models.spec``): built on demand, never registered; its name is
+    the spec's canonical text. Shown by default at 1x28x28 with the classes its last ``fc(N)`` gives (else 10)."""
+    import functools
+
+    from convolab.models import spec
+
+    nodes = spec.parse_spec(name)
+    text = spec.PREFIX + spec.format_spec(nodes)
+    flat = spec._expand(nodes)
+    last = flat[-1]
+    classes = (last.args[0] if isinstance(last, spec.Layer) and last.name in ("fc", "linear") and last.args
+               and isinstance(last.args[0], int) else last.kwargs.get("out", 10) if isinstance(last, spec.Layer)
+               else 10)
+    return ModelEntry(name=text, fn=functools.partial(spec.build_spec, text), family="spec",
+                      description="a network from a spec", input_kind="image",
+                      default_cfg=dict(num_classes=classes if isinstance(classes, int) else 10, in_chans=1,
+                                       input_size=(28, 28)))

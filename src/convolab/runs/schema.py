@@ -48,6 +48,7 @@ FORMAT = 2  # config.json's "format": 2 adds "task" and "build"; a config.json w
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more would be a classifier of gigabytes
 MAX_CHANS = 64  # image channels (RGB 3, multispectral a dozen)
 MAX_SIDE = 8192  # pixels per side (or frames per clip)
+MAX_MODEL_NAME = 20_000  # a registry name, or a network's one-line spec (convolab.models.spec.MAX_SPEC_CHARS)
 MAX_VALUES = 2**26  # values in one input image or clip (64 Mi: a 8192 x 8192 RGB image is 192 Mi)
 
 _SIZE = ListOf(Int(1, MAX_SIDE), 1, 3)  # (H, W), (T, H, W) or one side
@@ -60,7 +61,7 @@ MODEL_KWARGS_SCHEMA = Obj({"num_classes": Int(1, MAX_CLASSES), "in_chans": Int(1
 WEIGHTS_META_SCHEMA = Obj(
     fields={
         "format": Int(1, 1),
-        "model": Str(200),
+        "model": Str(MAX_MODEL_NAME),
         "model_kwargs": MODEL_KWARGS_SCHEMA,
         "classes": _NAMES,
         "mean": ListOf(Num(-1e3, 1e3), 1, MAX_CHANS),
@@ -74,14 +75,14 @@ TASKS = ("classification", "segmentation", "clips")  # what config.json's "task"
 
 # How the model is rebuilt: {"kind": "registry", "name": ..., "kwargs": {...}}; other kinds ("pruned", "quantized")
 # carry their own fields, checked by their builder (convolab.runs.build).
-BUILD_SCHEMA = Obj({"kind": Str(100), "name": Str(200), "kwargs": MODEL_KWARGS_SCHEMA}, required=("kind",))
+BUILD_SCHEMA = Obj({"kind": Str(100), "name": Str(MAX_MODEL_NAME), "kwargs": MODEL_KWARGS_SCHEMA}, required=("kind",))
 
 CONFIG_SCHEMA = Obj({
     "format": Int(1, FORMAT),
     "task": AnyOf(tuple(Const(t) for t in TASKS)),
     "build": BUILD_SCHEMA,
     "kind": maybe(Str(100)),
-    "model": maybe(Str(200)),
+    "model": maybe(Str(MAX_MODEL_NAME)),
     "model_kwargs": maybe(Obj()),
     "dataset": maybe(Obj({"name": maybe(Str(1000)), "source": maybe(Str()), "data_dir": maybe(Str()),
                           "val_fraction": Num(0, 1), "classes": _NAMES,
@@ -99,7 +100,7 @@ CONFIG_SCHEMA = Obj({
 
 _RATE = maybe(Num(0, 1))
 SUMMARY_SCHEMA = Obj({
-    "model": Str(200), "dataset": Str(1000), "device": Str(100), "precision": Str(100),
+    "model": Str(MAX_MODEL_NAME), "dataset": Str(1000), "device": Str(100), "precision": Str(100),
     "test_accuracy": _RATE, "best_val_accuracy": _RATE, "final_val_accuracy": _RATE,
     "test_loss": maybe(Num()), "best_epoch": maybe(Int(0)), "stopped_early": Bool(),
     "epochs": Int(0), "steps": Int(0), "skipped_steps": Int(0), "test_samples": Int(0), "resumes": Int(0),
