@@ -331,3 +331,24 @@ def test_spec_model_module_tree_is_plain_torch():
     model = build_spec("conv(4,3),relu,flatten,fc", num_classes=2, in_chans=1, input_size=(6, 6))
     assert isinstance(model.features, nn.Sequential) and isinstance(model.classifier, nn.Sequential)
     assert OrderedDict(model.named_children()).keys() == {"features", "classifier"}
+
+
+def test_models_spec_help_lists_every_layer(capsys):
+    code, out, _ = cli(["models", "--spec-help"], capsys)
+    assert code == 0 and 'cat" "(" spec ("|" spec)+ ")"' in out
+    for name in LAYERS:
+        assert f"\n  {name}" in out, name
+
+
+def test_the_benchmark_compares_the_same_network(capsys):
+    """benchmarks/spec_speed.py: the hand-written module gets the spec model's weights, so both lose the same."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "spec_speed.py"
+    spec = importlib.util.spec_from_file_location("spec_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--steps", "2", "--rounds", "1", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("round 0's losses differ by at most 0.00e+00") == 2 and "spec / nn.Module:" in out

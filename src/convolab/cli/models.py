@@ -13,8 +13,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("models", help=HELP, formatter_class=HelpFormatter,
                        description="List the registered models: family, parameters at their usual input, input "
                                    "kind, year and description.",
-                       epilog="example: convolab models lenet")
+                       epilog="example: convolab models lenet; your own network: --model 'spec:conv(6,5),relu,"
+                              "maxpool(2),flatten,fc' (convolab models --spec-help)")
     p.add_argument("pattern", nargs="?", help="filter: substring or shell pattern (lenet*, *cnn)")
+    p.add_argument("--spec-help", action="store_true",
+                   help="print the grammar of spec: networks and every layer it knows, with its arguments")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
     return p
@@ -26,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     from convolab.models import create_model, list_models, model_entries
 
+    if args.spec_help:
+        from convolab.models.spec import spec_help
+
+        print(spec_help())
+        return 0
     names = set(list_models(args.pattern))
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}; `convolab models` lists them all")

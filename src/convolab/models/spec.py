@@ -573,7 +573,8 @@ _HEAD_STARTERS = ("flatten", "gap", "gmp")
 
 def spec_help() -> str:
     """The grammar and every layer with its arguments and defaults, as ``convolab models --spec-help`` prints."""
-    lines = [__doc__.split("\n\n")[1], "", "Layers:"]
+    grammar = "\n\n".join(__doc__.split("\n\n")[1:5]).replace("``", "").replace("::", ":")
+    lines = [grammar, "", "Layers (arguments by position in this order, or by name; defaults after =):"]
     for name, kind in LAYERS.items():
         if name == "linear":
             continue
