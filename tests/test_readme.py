@@ -164,6 +164,15 @@ COMMANDS: dict[str, How] = {
     "convolab predict runs/fm photos/*.jpg --json": _run(),
     "convolab models": _run(),  # builds every model: ~20 s on the shared 2 cores
     "convolab models lenet --json": _fast(),
+    "convolab train --model spec:conv(6,5),relu,maxpool(2),conv(16,5),relu,maxpool(2),flatten,fc(120),relu,fc(84),"
+    "relu,fc --data fashion-mnist --out runs/simplecnn": _adapt("--epochs 1", _LONG),
+    "convolab train --model spec:conv(6,5,p=2),tanh,avgpool(2),conv(16,5),tanh,avgpool(2),flatten,fc(120),tanh,"
+    "fc(84),tanh,fc --data fashion-mnist --engine numpy --out runs/lenet-glass":
+        _skip("the NumPy engine on Fashion-MNIST for minutes; tests/models/test_spec.py trains a spec with both "
+              "engines"),
+    "convolab summary spec:2*(conv(32,3,p=same),bn,relu),res(conv(32,3,p=same),bn,relu,conv(32,3,p=same),bn),"
+    "cat(conv(16,1)|sepconv(16,3,p=1)|maxpool(3,s=1,p=1)),cbam(8),gap,fc(10) --input 3,32,32": _fast(),
+    "convolab models --spec-help": _fast(),
     "convolab summary resnet18 --input 3,32,32 --depth 1": _fast(),
     "convolab summary conv5 conv3,conv3 --input 64,32,32": _fast(),
     "convolab summary runs/demo --verify": _run(),

@@ -352,3 +352,15 @@ def test_the_benchmark_compares_the_same_network(capsys):
     assert bench.main(["--steps", "2", "--rounds", "1", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert out.count("round 0's losses differ by at most 0.00e+00") == 2 and "spec / nn.Module:" in out
+
+
+def test_the_readmes_yaml_spec_builds(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    (tmp_path / "net.yaml").write_text(block)
+    text = read_spec_file(tmp_path / "net.yaml")
+    assert text == "spec:2*(conv(32,3,p=same),bn,relu),res(conv(32,3,p=same),bn),gap,fc"
+    assert create_model(text, num_classes=10, in_chans=3, input_size=32)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
