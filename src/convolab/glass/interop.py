@@ -159,6 +159,8 @@ class _Converter:
             block = BasicBlock(m.conv1.in_channels, m.conv1.out_channels, m.stride, down)
             for name in ("conv1", "bn1", "conv2", "bn2"):  # the torch block's own layers, whatever their settings
                 setattr(block, name, self(getattr(m, name), sub(name)))
+            # its activation (--act), used twice: two glass layers, each remembering its own input
+            block.relu, block.relu_out = self(m.relu, sub("relu")), self(m.relu, sub("relu"))
             return block
         if kind is r.ZeroPadShortcut:
             return ZeroPadShortcut(m.in_channels, m.out_channels, m.stride)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 
 from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.device import DEVICE_CHOICES
-from convolab.models import ACTIVATIONS, INIT_SCHEMES, get_model_entry, list_models
+from convolab.models import ACTIVATIONS, INIT_SCHEMES, list_models
 from convolab.models._factory import check_takes_act
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.options import (
@@ -315,9 +315,6 @@ class TrainConfig:
         act = self.model_args().get("act")  # --act, or --model-arg act=...
         if act is not None and self.model in list_models():  # refused before any data loads
             check_takes_act(self.model)
-            # glass's BasicBlock (convolab.glass.blocks) has its ReLUs built in: it would train another network
-            if self.engine == "numpy" and act != "relu" and get_model_entry(self.model).family == "resnet":
-                raise ValueError(f"--engine numpy builds ResNet blocks with ReLU; --act {act} needs --engine torch")
         if self.pipeline_stages > 1:  # what the pipelined loop (convolab.train.pipeline_step) does not do
             refused = [("--accum-steps > 1", self.accum_steps > 1), ("--ema", self.ema is not None),
                        ("--cuda-graphs", self.cuda_graphs), ("--compile", self.compile),

@@ -141,7 +141,7 @@ class NumpyEngine(Engine):
             raise ValueError(f"--engine numpy trains image classifiers; {config.model} is a {entry.input_kind} "
                              "model: use --engine torch")
         with torch.device("meta"):  # the structure only: nothing is allocated
-            probe = create_model(config.model, **{**entry.default_cfg, **config.model_kwargs})
+            probe = create_model(config.model, **{**entry.default_cfg, **config.model_args()})  # with --act
         try:
             check_convertible(probe)
         except ValueError as e:
