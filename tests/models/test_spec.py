@@ -364,3 +364,21 @@ def test_the_readmes_yaml_spec_builds(tmp_path):
     text = read_spec_file(tmp_path / "net.yaml")
     assert text == "spec:2*(conv(32,3,p=same),bn,relu),res(conv(32,3,p=same),bn),gap,fc"
     assert create_model(text, num_classes=10, in_chans=3, input_size=32)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_explain_viz_and_report_take_a_spec_run(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    code, _, err = cli(["train", "--model", "spec:conv(8,3,p=same),relu,conv(8,3,p=same),relu,maxpool(2),flatten,fc",
+                        "--data", "digits", "--epochs", "1", "--out", run, "--quiet"], capsys)
+    assert code == 0, err
+    data = convolab.load_dataset("digits")
+    Image.fromarray(data.test.images[0, 0].numpy()).save(tmp_path / "d.png")
+    code, out, err = cli(["explain", run, tmp_path / "d.png", "--method", "gradcam", "--out", tmp_path / "x"], capsys)
+    assert code == 0 and (tmp_path / "x" / "d_gradcam.png").stat().st_size > 0, err
+    code, out, err = cli(["viz", run, "--kernels", "--out", tmp_path / "v"], capsys)
+    assert code == 0 and "features.conv1: 8 filters of 1x3x3" in out, err
+    code, out, err = cli(["report", run], capsys)
+    assert code == 0 and (run / "report.html").stat().st_size > 0, err
