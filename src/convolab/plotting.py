@@ -25,7 +25,7 @@ from convolab.atomic import atomic_path  # noqa: E402
 
 __all__ = ["plt", "plot_curves", "curve_figures", "loss_labels", "smoothed_loss_floor", "plot_predictions",
            "predictions_figure", "plot_confusion", "confusion_figure", "iou_figure", "save_figure", "plot_lr_find",
-           "plot_lr_steps", "lr_steps_figure"]
+           "plot_lr_steps", "lr_steps_figure", "reliability_figure"]
 
 _WRONG = "#d62728"
 _RIGHT = "#2ca02c"
@@ -262,4 +262,40 @@ def lr_steps_figure(steps: Sequence[dict]):
     ax.set_ylabel("learning rate")
     ax.set_title("learning-rate schedule, per step")
     ax.grid(alpha=0.3)
+    return fig
+
+
+def reliability_figure(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float], Sequence[float],
+                                                                      Sequence[int], float]]):
+    """Reliability diagrams side by side, one column per set of predictions (e.g. plain and MC dropout).
+
+    ``edges``: the (M + 1,) bin edges of the confidence; each series is ``(label, accuracy, confidence, counts,
+    ece)`` with (M,) per-bin accuracy and mean confidence (NaN for an empty bin) and prediction counts. Top row:
+    accuracy per bin as bars, the bin's mean confidence as a dot, and the diagonal of perfect calibration (a bar
+    below it: over-confident); bottom row: the predictions per bin (log scale).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    left, width = edges[:-1], np.diff(edges)
+    fig, axes = plt.subplots(2, len(series), figsize=(4.2 * len(series), 5.6), squeeze=False,
+                             gridspec_kw=dict(height_ratios=(3, 1)), sharex=True)
+    for (label, acc, conf, counts, ece), top, bottom in zip(series, axes[0], axes[1]):
+        acc, conf = np.asarray(acc, dtype=np.float64), np.asarray(conf, dtype=np.float64)
+        counts = np.asarray(counts, dtype=np.int64)
+        top.bar(left, np.nan_to_num(acc), width=width, align="edge", color="#4a90d9", edgecolor="white",
+                label="accuracy in the bin")
+        top.plot(conf, acc, "o", color=_WRONG, markersize=3.5, label="(mean confidence, accuracy)")
+        top.plot([0, 1], [0, 1], "--", color="0.3", linewidth=1, label="perfect calibration")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        top.set_title(f"{label}\nECE {ece:.4f} ({len(left)} bins)", fontsize=10)
+        top.grid(alpha=0.3)
+        top.legend(fontsize=7, loc="upper left")
+        bottom.bar(left, counts, width=width, align="edge", color="0.55", edgecolor="white")
+        if counts.max(initial=0) > 0:
+            bottom.set_yscale("log")
+        bottom.set_xlabel("confidence (top probability)")
+        bottom.set_ylabel("predictions")
+        bottom.grid(alpha=0.3)
+    fig.tight_layout()
     return fig

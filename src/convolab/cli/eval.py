@@ -1,5 +1,6 @@
 """``convolab eval``: recompute a run's metrics from its saved weights, through the run's task (classification:
-accuracy and loss, with --json also macro precision, recall and F1, top-5 accuracy and the per-class figures;
+accuracy, loss and expected calibration error (with --mc-samples also of MC-dropout predictions), with --json also
+macro precision, recall and F1, top-5 accuracy and the per-class figures;
 segmentation: pixel accuracy and mean IoU, per-class IoU with --json; clips: clip and video accuracy, with --json
 the per-clip precision, recall, F1 and top-5 accuracy)."""
 
@@ -25,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="evaluation batch size (default: 1000 for classification, else the run's own)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device")
     p.add_argument("--no-download", action="store_true", help="never download")
+    p.add_argument("--mc-samples", type=positive_int, metavar="N",
+                   help="classification: also N MC-dropout passes (N >= 2, dropout on, BatchNorm in evaluation "
+                        "mode): their accuracy and expected calibration error (ece_mc) beside the plain ones")
+    p.add_argument("--seed", type=int, default=0, help="with --mc-samples: seed of the dropout masks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
     return p
@@ -35,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from convolab.data import DeviceLoader
     from convolab.device import resolve_device
     from convolab.explain.inputs import run_dataset
+    from convolab.explain.uncertainty import ECE_BINS, check_dropout, expected_calibration_error, mc_dropout_batches
     from convolab.runs import load_run
     from convolab.train import evaluate
     from convolab.train.metrics import class_summary
@@ -44,19 +50,33 @@ def run(args: argparse.Namespace) -> int:
     if not (args.data or (run.config.get("dataset") or {}).get("name")):
         raise ValueError(f"{args.run}: config.json does not say which dataset the run used; pass --data")
     if run.task != "classification":
+        if args.mc_samples is not None:
+            raise ValueError(f"--mc-samples is for classification runs; {args.run} is a {run.task} run")
         return _run_task(args, run)
+    if args.mc_samples is not None:
+        check_dropout(run.model, args.mc_samples)  # before the data loads
     data = run_dataset(run, name=args.data, data_dir=args.data_dir, download=not args.no_download)
     split = getattr(data, args.split)
     loader = DeviceLoader(split, args.batch_size or 1000, mean=run.mean, std=run.std, device=device)
-    res = evaluate(run.model, loader)
+    res = evaluate(run.model, loader, keep_predictions=True)
     out = {"run": str(run.path), "dataset": data.name, "split": args.split, "samples": res.n,
-           "accuracy": res.accuracy, "loss": res.loss}
+           "accuracy": res.accuracy, "loss": res.loss, "ece": expected_calibration_error(res.probabilities, res.labels),
+           "ece_bins": ECE_BINS}
+    if args.mc_samples is not None:  # the same batches again, N passes each with the dropout layers on
+        mc, labels = mc_dropout_batches(run.model, loader, args.mc_samples, args.seed)
+        out.update(ece_mc=expected_calibration_error(mc.probabilities, labels), mc_samples=mc.samples,
+                   accuracy_mc=float((mc.probabilities.argmax(1) == labels).double().mean()),
+                   mean_std_mc=float(mc.top_std.mean()))
     recorded = run.summary.get("test_accuracy") if args.split == "test" else None
     if args.json:  # summary.json's test_macro_f1 ... without the prefix (run_dataset refused other classes)
         print_json({**out, **class_summary(res, list(run.classes), prefix=""), "recorded_accuracy": recorded})
     else:
         note = f" (summary.json recorded {recorded:.4f})" if recorded is not None else ""
-        print(f"{args.split} accuracy {res.accuracy:.4f}, loss {res.loss:.4f} on {res.n:,} {data.name} images{note}")
+        print(f"{args.split} accuracy {res.accuracy:.4f}, loss {res.loss:.4f}, ECE {out['ece']:.4f} ({ECE_BINS} bins) "
+              f"on {res.n:,} {data.name} images{note}")
+        if args.mc_samples is not None:
+            print(f"MC dropout ({out['mc_samples']} passes, seed {args.seed}): accuracy {out['accuracy_mc']:.4f}, "
+                  f"ECE {out['ece_mc']:.4f}")
     return 0
 
 

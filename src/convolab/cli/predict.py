@@ -1,5 +1,7 @@
 """``convolab predict``: what a run's model says about input files — the top-k classes of images (classification) or
-videos (clip runs), or one class-index mask per image (segmentation, written as palette PNGs)."""
+videos (clip runs), or one class-index mask per image (segmentation, written as palette PNGs). With
+``--mc-samples N`` a classifier's top classes come from N MC-dropout passes, with their spread
+(:mod:`convolab.explain.uncertainty`)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "files (their first T frames); a segmentation run writes one palette PNG mask "
                                    "per image into --out and prints each class's share of the pixels.",
                        epilog="example: convolab predict runs/demo shoe.png shirt.jpg --top-k 3\n"
+                              "         convolab predict runs/mlp shoe.png --mc-samples 30\n"
                               "         convolab predict runs/unet street.jpg --out masks/")
     p.add_argument("run", help="run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (video files for a clip run)")
     p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per input")
+    p.add_argument("--mc-samples", type=positive_int, metavar="N",
+                   help="MC dropout: N passes (N >= 2) with the dropout layers on (everything else, BatchNorm too, "
+                        "in evaluation mode); shows the mean probabilities, each one's standard deviation over the "
+                        "passes, the predictive entropy and the mutual information (nats)")
+    p.add_argument("--seed", type=int, default=0, help="with --mc-samples: seed of the dropout masks")
     p.add_argument("--out", metavar="DIR", help="segmentation: folder for the masks (<image stem>.png)")
     p.add_argument("--overwrite", action="store_true", help="segmentation: replace masks already in --out")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="compute device")
@@ -99,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out and --overwrite are for runs that write masks (segmentation); {args.run} is a "
                          f"{run.task} run "
                          "(its predictions are printed)")
+    if args.mc_samples is not None:
+        if writes_masks:
+            raise ValueError(f"--mc-samples is for classifiers; {args.run} is a {run.task} run (it writes masks)")
+        from convolab.explain.uncertainty import check_dropout
+
+        check_dropout(run.model, args.mc_samples)  # before any input: one line, not one per image
     results, failed = [], 0
     for i, image in enumerate(args.images):
         try:
@@ -112,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
                     ranked = sorted(shares.items(), key=lambda kv: -kv[1])
                     text = ", ".join(f"{c} {100 * s:.1f}%" for c, s in ranked if s > 0)
                     print(f"{image}: {text} -> {masks[i]}")
+                continue
+            if args.mc_samples is not None:
+                mc = run.predict([image], top_k=args.top_k, mc_samples=args.mc_samples, seed=args.seed)[0]
+                results.append({"image": image, **mc})
+                if not args.json:
+                    ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f}% ± {100 * t['std']:.1f}%"
+                                       for t in mc["top_k"])
+                    print(f"{image}: {ranked} (MC dropout, {mc['mc_samples']} passes: entropy {mc['entropy']:.3f}, "
+                          f"mutual information {mc['mutual_information']:.3f} nats)")
                 continue
             top = run.predict([image], top_k=args.top_k)[0]
         except USER_ERRORS as e:

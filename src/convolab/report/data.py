@@ -5,7 +5,8 @@ test split ONCE through the run's task (``convolab.train.tasks``) and computes a
 needs; :mod:`convolab.report.html` then only renders the resulting :class:`ReportData`. What a section shows
 is the task's to say (``Task.report_*``): classification gets the confusion matrix, the prediction grid, Grad-CAM
 and the attribution sanity checks; segmentation pixel accuracy, (mean) IoU and mask overlays; clips clip and video
-accuracy. A section that does not apply to the task (``Task.report_skipped``) is listed in
+accuracy. The calibration section (:func:`convolab.explain.uncertainty.calibration`) bins the plain test predictions
+and those of MC-dropout passes over the same batches, for a model with dropout layers. A section that does not apply to the task (``Task.report_skipped``) is listed in
 :attr:`ReportData.skipped` with the reason. Nothing here names a task.
 """
 
@@ -23,12 +24,14 @@ import torch
 from convolab.report.figures import Figure, png
 from convolab.runs.reader import Run, load_run
 
-__all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "TaskLayout", "SanityData", "gather",
-           "gather_stages", "run_config", "load_data"]
+__all__ = ["ReportData", "TestResults", "ClassRow", "ConfusedPair", "ModelTable", "TaskLayout", "SanityData",
+           "CalibrationData", "MC_SAMPLES", "gather", "gather_stages", "run_config", "load_data"]
 
 log = logging.getLogger("convolab")
 
 Step = Callable[[str], None]
+
+MC_SAMPLES = 30  # MC-dropout passes over the test split for the calibration section (seed 0)
 
 # -- the data ------------------------------------------------------------------------------------
 @dataclass
@@ -110,6 +113,20 @@ class SanityData:
 
 
 @dataclass
+class CalibrationData:
+    """The test split's calibration (``convolab.explain.uncertainty``): the plain predictions (the test section's)
+    and the MC-dropout ones, binned by confidence, and their reliability diagrams."""
+
+    plain: Any  # convolab.explain.uncertainty.Calibration of the plain predictions
+    mc: Any  # ... of the mean probabilities of the MC-dropout passes
+    samples: int  # MC-dropout passes
+    seed: int  # their seed
+    mean_std: float  # mean over the test split of the top class's standard deviation over the passes
+    mean_mutual_information: float  # mean over the test split of the mutual information (nats)
+    diagram: Figure  # the reliability diagrams, plain beside MC dropout
+
+
+@dataclass
 class ReportData:
     """Everything a report shows; :func:`convolab.report.html.render` turns it into the page."""
 
@@ -129,6 +146,7 @@ class ReportData:
     feature_maps_note: str = ""
     gradcam: dict | None = None  # {"layer", "right", "wrong"}: a Figure each, or a note
     sanity: SanityData | None = None
+    calibration: CalibrationData | str | None = None  # or the one sentence why the run has none
     skipped: dict[str, str] = field(default_factory=dict)  # section anchor -> why it is left out
     layout: TaskLayout = field(default_factory=TaskLayout)  # how the task words its figures
 
@@ -146,7 +164,7 @@ def gather_stages(task: str) -> list[str]:
 
     skipped = TASKS[task].report_skipped if task in TASKS else {a: "" for cls in TASKS.values()
                                                                 for a in cls.report_skipped}
-    stages = ["data", "config", "curves", "test", "model"]
+    stages = ["data", "config", "curves", "test", "calibration", "model"]
     stages += [s for a, s in (("kernels", "kernels"), ("features", "feature maps"), ("gradcam", "Grad-CAM"))
                if a not in skipped]
     if "sanity" not in skipped:
@@ -188,6 +206,8 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
     ev = _evaluate_test(run, task, config, data)
     out.test = _test_results(task, data, ev, config.tta)
     step("test")
+    out.calibration = _calibration(run, task, config, data, ev)
+    step("calibration")
     out.model = _model_table(run)
     step("model")
     if out.shows("kernels"):
@@ -254,18 +274,47 @@ def load_data(run: Run, config, data_dir: str | os.PathLike | None = None):
     return data
 
 
-def _evaluate_test(run: Run, task, config, data):
-    """The test split through ``task.evaluate``, as the training loop evaluated it (its batch size, memory format
-    and --tta), predictions kept."""
+def _test_loader(run: Run, config, data):
+    """The test split's batches as the training loop evaluated it (its batch size and memory format)."""
     from convolab.data.loader import memory_format
     from convolab.train.loop import make_loader
 
     channels_last = config.channels_last and run.device.type != "mps"
     # The weights' layout too: it picks the convolution kernels, so the loss agrees with summary.json to the bit.
     run.model.to(memory_format=memory_format(channels_last, data.test.images.ndim))
-    loader = make_loader(data.test, config.eval_batch_size, mean=run.mean, std=run.std, device=run.device,
-                         channels_last=channels_last)
-    return task.evaluate(task.eval_model(run.model, config.tta), loader, keep=True)
+    return make_loader(data.test, config.eval_batch_size, mean=run.mean, std=run.std, device=run.device,
+                       channels_last=channels_last)
+
+
+def _evaluate_test(run: Run, task, config, data):
+    """The test split through ``task.evaluate``, as the training loop evaluated it (its batch size, memory format
+    and --tta), predictions kept."""
+    return task.evaluate(task.eval_model(run.model, config.tta), _test_loader(run, config, data), keep=True)
+
+
+def _calibration(run: Run, task, config, data, ev, samples: int = MC_SAMPLES, seed: int = 0) -> CalibrationData | str:
+    """Calibration of the plain test predictions (``ev``'s) and of ``samples`` MC-dropout passes over the same
+    batches (through the same --tta wrapper), or the sentence why the run has none: its evaluation has no class
+    probabilities per test sample, or its model no dropout layers."""
+    from convolab.explain.uncertainty import calibration, dropout_layers, mc_dropout_batches
+    from convolab.plotting import reliability_figure
+
+    if ev.probabilities is None or ev.probabilities.dim() != 2 or ev.labels is None or ev.labels.dim() != 1:
+        return (f"Calibration is left out: it compares each test sample's class probabilities with its label, and "
+                f"a {run.task} run's evaluation has no such probabilities per sample.")
+    if not dropout_layers(run.model):
+        return (f"Calibration with MC dropout is left out: this {type(run.model).__name__} has no dropout layers "
+                "(MC dropout needs them; mnist_cnn, mlp or a spec with dropout have them).")
+    plain = calibration(ev.probabilities, ev.labels)
+    mc, labels = mc_dropout_batches(task.eval_model(run.model, config.tta), _test_loader(run, config, data), samples,
+                                    seed)
+    mc_cal = calibration(mc.probabilities, labels)
+    diagram = reliability_figure(plain.edges.tolist(), [
+        ("plain predictions", plain.accuracy.tolist(), plain.confidence.tolist(), plain.counts.tolist(), plain.ece),
+        (f"MC dropout, {mc.samples} passes", mc_cal.accuracy.tolist(), mc_cal.confidence.tolist(),
+         mc_cal.counts.tolist(), mc_cal.ece)])
+    return CalibrationData(plain, mc_cal, mc.samples, seed, float(mc.top_std.mean()),
+                           float(mc.mutual_information.mean()), png(diagram))
 
 
 def _curves(run: Run, rows: list[dict]) -> list[Figure]:

@@ -7,7 +7,8 @@ run's task, the figures) and then renders it here; nothing in this module loads 
 
 Sections: the configuration, learning curves, test results (classification: confusion matrix, per-class
 accuracy, the most-confused pairs with examples, the prediction grid; segmentation: pixel accuracy, mean and
-per-class IoU, mask overlays; clips: clip and video accuracy, confusion matrix), the model summary
+per-class IoU, mask overlays; clips: clip and video accuracy, confusion matrix), calibration (ECE and reliability
+diagrams of the plain and the MC-dropout predictions, for a model with dropout), the model summary
 (``convolab.analysis``), first-layer kernels, feature maps, Grad-CAM for right and wrong predictions, and the
 sanity checks of the attributions (``convolab.explain.sanity``). A section that does not apply to the run's
 task says so in one sentence.
@@ -50,10 +51,12 @@ nav a{margin-right:12px;color:#1f3b57}pre{font-size:12px;background:#f6f8fa;padd
 
 # (anchor, title) of every section, in page order
 SECTIONS = (("trust", "Summary: which attribution methods to trust on this model"), ("config", "Configuration"),
-            ("curves", "Learning curves"), ("test", "Test results"), ("model", "Model summary"),
+            ("curves", "Learning curves"), ("test", "Test results"),
+            ("calibration", "Calibration: plain and MC-dropout predictions"), ("model", "Model summary"),
             ("kernels", "First-layer kernels"), ("features", "Feature maps"), ("gradcam", "Grad-CAM"),
             ("sanity", "Sanity checks of the attributions"))
-_NAV = {"trust": "summary", "config": "config", "curves": "curves", "test": "test results", "model": "model",
+_NAV = {"trust": "summary", "config": "config", "curves": "curves", "test": "test results",
+        "calibration": "calibration", "model": "model",
         "kernels": "kernels", "features": "feature maps", "gradcam": "Grad-CAM", "sanity": "sanity checks"}
 
 
@@ -97,7 +100,8 @@ def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: 
 def render(data: ReportData) -> str:
     """The self-contained page of a gathered report (no loading, evaluating or drawing here)."""
     parts = {"trust": _trust_section(data), "config": _config_section(data), "curves": _curves_section(data),
-             "test": _test_section(data), "model": _summary_section(data), "kernels": _kernels_section(data),
+             "test": _test_section(data), "calibration": _calibration_section(data),
+             "model": _summary_section(data), "kernels": _kernels_section(data),
              "features": _feature_maps_section(data), "gradcam": _gradcam_section(data),
              "sanity": _sanity_section(data)}
     shown = [(a, t) for a, t in SECTIONS if parts[a]]
@@ -274,6 +278,33 @@ def _test_section(data: ReportData) -> str:
     for name, fig in others:
         body += f"<h3>{html.escape(_CAPTIONS.get(name, name))}</h3>{_img(fig)}"
     return _section("test", "Test results", body)
+
+
+def _calibration_section(data: ReportData) -> str:
+    """ECE and reliability diagrams of the plain and the MC-dropout test predictions (or why there are none)."""
+    title = dict(SECTIONS)["calibration"]
+    c = data.calibration
+    if c is None:
+        return ""
+    if isinstance(c, str):
+        return _section("calibration", title, f'<p class="note">{html.escape(c)}</p>')
+    rows = [[name, f"{100 * cal.accuracy_all:.2f}%", f"{100 * cal.confidence_all:.2f}%", f"<b>{cal.ece:.4f}</b>"]
+            for name, cal in (("plain (dropout off)", c.plain), (f"MC dropout ({c.samples} passes, seed {c.seed})",
+                                                                   c.mc))]
+    lower = "MC dropout" if c.mc.ece < c.plain.ece else "the plain predictions" if c.plain.ece < c.mc.ece else None
+    verdict = (f"Here {lower} {'are' if lower.startswith('the') else 'is'} better calibrated (lower ECE)."
+               if lower else "Both have the same ECE here.")
+    bins = len(c.plain.counts)
+    body = (f"<p>{verdict} MC dropout's spread: the top class's probability varies by "
+            f"<b>{100 * c.mean_std:.2f}</b> percentage points (standard deviation over the passes, mean over the "
+            f"test split); mutual information {c.mean_mutual_information:.4f} nats on average.</p>"
+            + _table(["predictions", "accuracy", "mean confidence", f"ECE ({bins} bins)"], rows)
+            + _img(c.diagram, "reliability diagrams")
+            + '<p class="note">confidence: the top class probability; ECE = Σ_m (|B_m| / n) |acc(B_m) − conf(B_m)| '
+            f"over {bins} equal-width confidence bins (Guo et al. 2017); MC dropout (Gal &amp; Ghahramani 2016): "
+            "the mean of the class probabilities of passes with the dropout layers on and everything else, "
+            "BatchNorm included, in evaluation mode. A bar below the diagonal: over-confident in that bin.</p>")
+    return _section("calibration", title, body)
 
 
 def _confused_pairs(test: TestResults) -> str:

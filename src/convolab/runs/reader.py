@@ -176,22 +176,50 @@ class Run:
         return Normalizer(self.mean, self.std, self.device)(batch)
 
     @torch.inference_mode()
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[list[dict]] | torch.Tensor:
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5, *, mc_samples: int | None = None,
+                seed: int = 0) -> list[list[dict]] | list[dict] | torch.Tensor:
         """What the run's model predicts for each input (told apart by shapes, so the reader names no task).
 
         Classification and clips (inputs are videos): the top-k classes per input,
         ``[[{"class", "index", "probability"}, ...], ...]``. Segmentation: the class-index masks, uint8
         (N, H, W) at the model's input size (``run.predict([image])[0]`` is one image's (H, W) mask).
+
+        With ``mc_samples=S`` (classification and clips; MC dropout, :mod:`convolab.explain.uncertainty`): ``S``
+        passes with the dropout layers on, seeded with ``seed``; per input ``{"top_k": [{"class", "index",
+        "probability", "std"}, ...], "std", "entropy", "mutual_information", "mc_samples"}``: the top-k classes of
+        the mean probabilities with each one's standard deviation over the passes, the top class's spread again as
+        ``std``, the predictive entropy and the mutual information (nats).
+
+        Raises:
+            ValueError: ``mc_samples`` below 2, a model without dropout layers, or one that is not a classifier
+                (segmentation).
         """
         x = self.preprocess(images)
+        if mc_samples is not None:
+            return self._predict_mc(x, top_k, mc_samples, seed)
         out = self.model(x).float()  # (N, K) class scores, or (N, K, H, W) per pixel
         if out.dim() == 4:  # scores per pixel (segmentation)
             return out.max(1).indices.to(torch.uint8).cpu()  # (N, K, H, W) logits -> (N, H, W) classes
-        probs = out.softmax(1)
+        return self._top_k(out.softmax(1), top_k)
+
+    def _top_k(self, probs: torch.Tensor, top_k: int, std: torch.Tensor | None = None) -> list[list[dict]]:
+        """``[[{"class", "index", "probability"(, "std")}, ...], ...]``: the ``top_k`` of each row of ``probs``."""
         k = max(1, min(top_k, probs.shape[1]))
         p, idx = probs.topk(k, dim=1)
-        return [[{"class": self.classes[int(i)], "index": int(i), "probability": float(q)}
-                 for q, i in zip(pr.tolist(), ir.tolist())] for pr, ir in zip(p, idx)]
+        spread = std.gather(1, idx).tolist() if std is not None else [[None] * k] * len(idx)
+        return [[{"class": self.classes[int(i)], "index": int(i), "probability": float(q),
+                  **({"std": float(s)} if s is not None else {})}
+                 for q, i, s in zip(pr, ir, sr)] for pr, ir, sr in zip(p.tolist(), idx.tolist(), spread)]
+
+    def _predict_mc(self, x: torch.Tensor, top_k: int, samples: int, seed: int) -> list[dict]:
+        from convolab.explain.uncertainty import mc_dropout
+
+        mc = mc_dropout(self.model, x, samples, seed)
+        tops = self._top_k(mc.probabilities, top_k, mc.std)
+        return [{"top_k": top, "std": float(s), "entropy": float(h), "mutual_information": float(i),
+                 "mc_samples": mc.samples}
+                for top, s, h, i in zip(tops, mc.top_std.tolist(), mc.entropy.tolist(),
+                                        mc.mutual_information.tolist())]
 
 
 def _read_config(path: Path) -> dict:
