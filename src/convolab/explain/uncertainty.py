@@ -95,11 +95,14 @@ def _summarise(stack: torch.Tensor) -> MCDropout:
 
 def _passes(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
     """(S, N, K) softmax probabilities of ``samples`` passes of ``x`` (dropout as the model's flags are set)."""
-    first = model(x).float()
+    def probs(out: torch.Tensor) -> torch.Tensor:  # float32 at least (a half-precision model's too), float64 kept
+        return out.to(torch.promote_types(out.dtype, torch.float32)).softmax(1)
+
+    first = model(x)
     if first.dim() != 2:
         raise ValueError(f"MC dropout is for classifiers (class scores (N, K)); this model gives scores of shape "
                          f"{tuple(first.shape)}")
-    return torch.stack([first.softmax(1), *(model(x).float().softmax(1) for _ in range(samples - 1))])
+    return torch.stack([probs(first), *(probs(model(x)) for _ in range(samples - 1))])
 
 
 class _DropoutOn:
@@ -207,7 +210,7 @@ def calibration(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = E
     acc = torch.where(filled, hits / counts.clamp_min(1), torch.nan)
     conf = torch.where(filled, conf_sum / counts.clamp_min(1), torch.nan)
     n = len(y)
-    ece = float((counts[filled] / n * (acc[filled] - conf[filled]).abs()).sum())
+    ece = float((counts[filled].double() / n * (acc[filled] - conf[filled]).abs()).sum())
     return Calibration(ece, edges, counts, acc, conf, n, float(right.mean()), float(confidence.mean()))
 
 
