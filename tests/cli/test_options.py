@@ -20,13 +20,15 @@ TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
 # since 65a2d7c): config.json must not change with the metadata
 DEFAULTS = dict(
     model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, epochs=6, batch_size=128,
-    eval_batch_size=1000, lr=3e-3, optimizer="adam", momentum=0.9, nesterov=False, weight_decay=0.0,
-    decay_norm_and_bias=False, clip_grad_norm=None, accum_steps=1, label_smoothing=0.1, schedule="onecycle",
+    eval_batch_size=1000, lr=3e-3, optimizer="adam", momentum=0.9, nesterov=False, weight_decay=0.0, l1=0.0,
+    decay_norm_and_bias=False, clip_grad_norm=None, accum_steps=1, label_smoothing=0.1, loss="cross_entropy",
+    schedule="onecycle",
     warmup_epochs=0.0, warmup_steps=0, min_lr=None, gamma=0.1, decay_epochs=None, milestones=None, pct_start=0.3,
     cycle_epochs=None, restart_epochs=None, restart_mult=1, augment="none", crop_pad=None, hflip=None, rotate=None,
-    cutout=None, mixup=0.0, cutmix=0.0, precision="auto", grad_checkpointing=False, ema=None, tta=False,
+    cutout=None, mixup=0.0, cutmix=0.0, jitter=0.0, precision="auto", grad_checkpointing=False, ema=None, tta=False,
     compile=False, cuda_graphs=False, tensorboard=False, checkpoints=True, checkpoint_every=0, deterministic=False,
-    on_nan="stop", nan_patience=3, early_stopping=None, monitor="val_accuracy", min_delta=0.0, seed=0,
+    on_nan="stop", nan_patience=3, early_stopping=None, monitor="val_accuracy", min_delta=0.0,
+    stop_at_loss=None, stop_at_accuracy=None, seed=0,
     device="auto", engine="torch", val_fraction=0.1, image_size=None, download=True, channels_last=True,
     max_memory=None, frames=None, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
     act=None, init="default", init_from=None, progress=True, plots=True)
@@ -46,10 +48,12 @@ FLAG_CASES = [
     (["--momentum", "0.5"], "momentum", 0.5),
     (["--nesterov"], "nesterov", True),
     (["--weight-decay", "5e-4"], "weight_decay", 5e-4),
+    (["--l1", "1e-5"], "l1", 1e-5),
     (["--decay-norm-and-bias"], "decay_norm_and_bias", True),
     (["--clip-grad-norm", "2"], "clip_grad_norm", 2.0),
     (["--accum-steps", "4"], "accum_steps", 4),
     (["--label-smoothing", "0"], "label_smoothing", 0.0),
+    (["--loss", "hinge"], "loss", "hinge"),
     (["--schedule", "cosine"], "schedule", "cosine"),
     (["--warmup-epochs", "0.5"], "warmup_epochs", 0.5),
     (["--warmup-steps", "7"], "warmup_steps", 7),
@@ -69,6 +73,7 @@ FLAG_CASES = [
     (["--cutout", "0.25"], "cutout", 0.25),
     (["--mixup", "0.2"], "mixup", 0.2),
     (["--cutmix", "1"], "cutmix", 1.0),
+    (["--jitter", "0.4"], "jitter", 0.4),
     (["--precision", "bf16"], "precision", "bf16"),
     (["--grad-checkpointing"], "grad_checkpointing", True),
     (["--ema", "0.999"], "ema", 0.999),
@@ -84,6 +89,8 @@ FLAG_CASES = [
     (["--early-stopping", "3"], "early_stopping", 3),
     (["--monitor", "val_loss"], "monitor", "val_loss"),
     (["--min-delta", "0.01"], "min_delta", 0.01),
+    (["--stop-at-loss", "0.05"], "stop_at_loss", 0.05),
+    (["--stop-at-accuracy", "0.9"], "stop_at_accuracy", 0.9),
     (["--seed", "-3"], "seed", -3),
     (["--device", "cpu"], "device", "cpu"),
     (["--engine", "numpy"], "engine", "numpy"),
@@ -146,6 +153,11 @@ def test_every_option_has_a_case():
     (["--seed", "x"], ["--seed", "expected an integer, got 'x'"]),
     (["--epochs", "two"], ["--epochs", "expected a positive integer, got 'two'"]),
     (["--hflip", "yes"], ["unrecognized arguments: yes"]),
+    (["--l1=-1e-4"], ["--l1", "must be >= 0, got -1e-4"]),
+    (["--jitter", "1.5"], ["--jitter", "must be in [0, 1], got 1.5"]),
+    (["--stop-at-loss=-0.1"], ["--stop-at-loss", "must be >= 0"]),
+    (["--stop-at-accuracy", "0"], ["--stop-at-accuracy", "must be in (0, 1], got 0"]),
+    (["--stop-at-accuracy", "95"], ["--stop-at-accuracy", "must be in (0, 1], got 95"]),
 ])
 def test_bad_values_are_one_line(args, needles, tmp_path, capsys):
     out = tmp_path / "run"
@@ -157,7 +169,9 @@ def test_bad_values_are_one_line(args, needles, tmp_path, capsys):
 @pytest.mark.parametrize("field,value,needle", [
     ("max_memory", 0, "--max-memory must be > 0"), ("frames", 0, "--frames must be from 1 to 1024"),
     ("ignore_index", -1, "--ignore-index must be a mask value"), ("dice_weight", -0.5, "--dice-weight must be >= 0"),
-    ("pipeline_stages", 0, "--pipeline-stages must be >= 1")])
+    ("pipeline_stages", 0, "--pipeline-stages must be >= 1"), ("l1", -1.0, "--l1 must be >= 0"),
+    ("loss", "l2", "unknown --loss 'l2'"), ("jitter", 2.0, r"--jitter must be in \[0, 1\]"),
+    ("stop_at_loss", -1.0, "--stop-at-loss must be >= 0"), ("stop_at_accuracy", 1.5, "--stop-at-accuracy must be in")])
 def test_validate_refuses_what_the_python_api_is_given(field, value, needle):
     with pytest.raises(ValueError, match=needle):
         TrainConfig(**{field: value}).validate()
@@ -190,7 +204,8 @@ def test_lr_find_shares_the_data_model_optimizer_and_augmentation_options(monkey
     config, kwargs = seen[0]
     assert config == TrainConfig(data="digits", lr=1e-6, optimizer="sgd", momentum=0.5, augment="light",
                                  max_memory=1024**3, progress=False, checkpoints=False)
-    assert kwargs == dict(start_lr=1e-6, end_lr=10.0, num_steps=100, beta=0.9, diverge=4.0, keep=False)
+    assert kwargs == dict(start_lr=1e-6, end_lr=10.0, num_steps=100, beta=0.9, diverge=4.0, keep=False,
+                          ramp="exponential")
     lr_find = build_parser().verbs["lr-find"]
     flags = {s for a in lr_find._actions for s in a.option_strings}
     for absent in ("--epochs", "--lr", "--schedule", "--no-plots", "--resume", "--ema", "--engine"):

@@ -159,7 +159,8 @@ def resume(path: str | os.PathLike, **overrides) -> TrainResult:
 
 
 def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-            beta: float = 0.9, diverge: float = 4.0, keep: bool = True) -> tuple[LRFindResult, Path | None]:
+            beta: float = 0.9, diverge: float = 4.0, keep: bool = True,
+            ramp: str = "exponential") -> tuple[LRFindResult, Path | None]:
     """The learning-rate range test with this config's model, optimizer, data and loss (see
     ``convolab.train.lr_finder``); writes ``lr_find.json`` and ``plots/lr_find.png`` into a new run folder and
     returns the result and that folder.
@@ -167,7 +168,7 @@ def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, n
     ``keep=False``: no folder is left at all (the test runs in a temporary one, removed; the returned path is None).
     A test that fails or is interrupted removes what this call made of the folder.
     """
-    check_range_test(start_lr, end_lr, num_steps, beta, diverge)  # before any data loads or folder is made
+    check_range_test(start_lr, end_lr, num_steps, beta, diverge, ramp)  # before any data loads or folder is made
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("lr-find runs in one process; start it without torchrun")
     scratch = Path(tempfile.mkdtemp(prefix="convolab-lr-find-")) if not keep else None
@@ -183,7 +184,7 @@ def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, n
             step = trainer.step
             result = lr_range_test(trainer.model, trainer.optimizers[0], trainer.train_loader,
                                    lambda b: step.augmented_forward(*b)[1], start_lr=start_lr, end_lr=end_lr,
-                                   num_steps=num_steps, beta=beta, diverge=diverge)
+                                   num_steps=num_steps, beta=beta, diverge=diverge, ramp=ramp)
         if scratch is not None:
             return result, None
         write_json(trainer.run.path / "lr_find.json", result.to_dict())

@@ -15,6 +15,7 @@ from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.device import DEVICE_CHOICES
 from convolab.models import ACTIVATIONS, INIT_SCHEMES, list_models
 from convolab.models._factory import check_takes_act
+from convolab.train.losses import LOSSES
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.options import (
     byte_size,
@@ -78,8 +79,12 @@ class TrainConfig:
     weight_decay: float = option(0.0, group="optimisation", type=nonneg_float,
                                  help="weight decay: L2 for sgd/adam/rmsprop, decoupled for adamw; biases and norm "
                                       "layers are left out")
+    l1: float = option(0.0, group="optimisation", type=nonneg_float, metavar="LAMBDA",
+                       help="L1 regularisation: LAMBDA x sign(w) added to the gradient of every weight, the gradient "
+                            "of LAMBDA x sum |w| (the weights --weight-decay decays: no biases or normalisation "
+                            "parameters); not part of the logged loss")
     decay_norm_and_bias: bool = option(False, group="optimisation",
-                                       help="apply --weight-decay to biases and normalisation parameters too")
+                                       help="apply --weight-decay and --l1 to biases and normalisation parameters too")
     clip_grad_norm: float | None = option(group="optimisation", type=positive_float, metavar="MAX",
                                           help="clip the gradients' global L2 norm to MAX (logged per step in "
                                                "steps.jsonl)")
@@ -88,7 +93,12 @@ class TrainConfig:
                                    "--batch-size)")
     label_smoothing: float = option(0.1, group="optimisation", type=fraction, metavar="EPS",
                                     help="cross-entropy against (1 - EPS) one-hot + EPS / classes (Szegedy et al. "
-                                         "2016)")
+                                         "2016); the targets of --loss kl, mse and mae too (not hinge)")
+    loss: str = option("cross_entropy", group="optimisation", choices=LOSSES,
+                       help="the training loss of classifiers and clips: cross_entropy; mse or mae between the "
+                            "softmax probabilities and the one-hot targets (mean over classes); hinge (multi-class, "
+                            "Weston-Watkins, on the logits); kl (KL divergence to the target distribution: "
+                            "cross-entropy minus its entropy). Validation and test losses stay cross-entropy")
     schedule: str = option("onecycle", group="schedule", choices=SCHEDULES,
                            help="constant; step (x gamma every --decay-epochs); multistep (x gamma at --milestones); "
                                 "cosine (to --min-lr); onecycle (up for --pct-start of the run, then down); cyclic "
@@ -136,6 +146,11 @@ class TrainConfig:
     cutmix: float = option(0.0, group="augmentation", type=nonneg_float, metavar="ALPHA",
                            help="cutmix with Beta(ALPHA, ALPHA) areas (1.0 is common; 0: off); with --mixup, each "
                                 "batch gets one of the two")
+    jitter: float = option(0.0, group="augmentation", type=number(lambda v: 0 <= v <= 1, "in [0, 1]"),
+                           metavar="STRENGTH",
+                           help="colour jitter: each image's brightness, contrast and saturation scaled by factors "
+                                "drawn from [1 - STRENGTH, 1 + STRENGTH] (0.4 is common; 0: off); grey images: "
+                                "brightness and contrast only")
     precision: str = option("auto", group="speed", choices=PRECISIONS,
                             help="auto: bf16 on a CPU with bfloat16 instructions, 32 elsewhere; 32: float32; bf16: "
                                  "bf16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs); fp16: autocast with a "
@@ -179,6 +194,13 @@ class TrainConfig:
                           help="validation figure that picks checkpoints/best.pt and the early-stopping epoch")
     min_delta: float = option(0.0, group="checkpoints", type=nonneg_float,
                               help="smallest change of --monitor that counts as an improvement")
+    stop_at_loss: float | None = option(group="checkpoints", type=nonneg_float, metavar="LOSS",
+                                        help="stop after the first epoch whose training loss (the mean of --loss "
+                                             "over the epoch) is <= LOSS")
+    stop_at_accuracy: float | None = option(group="checkpoints", type=number(lambda v: 0 < v <= 1, "in (0, 1]"),
+                                            metavar="ACCURACY",
+                                            help="stop after the first epoch whose validation accuracy is >= "
+                                                 "ACCURACY (e.g. 0.9)")
     seed: int = option(0, group="data", type=integer(), help="seed for weights, data order and the val split")
     device: str = option("auto", group="speed", choices=DEVICE_CHOICES, help="compute device")
     engine: str = option("torch", group="speed", choices=ENGINES,
@@ -256,6 +278,11 @@ class TrainConfig:
              f"--clip-grad-norm must be > 0; got {self.clip_grad_norm}"),
             (self.accum_steps >= 1, f"--accum-steps must be >= 1; got {self.accum_steps}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1); got {self.label_smoothing}"),
+            (self.loss in LOSSES, f"unknown --loss {self.loss!r}; choose one of {', '.join(LOSSES)}"),
+            (self.l1 >= 0, f"--l1 must be >= 0; got {self.l1}"),
+            (self.engine != "numpy" or (self.loss == "cross_entropy" and not self.l1),
+             "--engine numpy trains with cross-entropy and no --l1 (glass's hand-written backward pass); drop --loss "
+             "and --l1 or use --engine torch"),
             (self.schedule in SCHEDULES,
              f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
             (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
@@ -269,6 +296,7 @@ class TrainConfig:
             (self.rotate is None or 0 <= self.rotate <= 180, f"--rotate must be in [0, 180]; got {self.rotate}"),
             (self.cutout is None or 0 <= self.cutout < 1, f"--cutout must be in [0, 1); got {self.cutout}"),
             (self.mixup >= 0, f"--mixup must be >= 0; got {self.mixup}"),
+            (0 <= self.jitter <= 1, f"--jitter must be in [0, 1]; got {self.jitter}"),
             (self.cutmix >= 0, f"--cutmix must be >= 0; got {self.cutmix}"),
             (self.precision in PRECISIONS,
              f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
@@ -284,6 +312,12 @@ class TrainConfig:
              "--early-stopping watches the validation split; use --val-fraction > 0"),
             (self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}; got {self.monitor!r}"),
             (self.min_delta >= 0, f"--min-delta must be >= 0; got {self.min_delta}"),
+            (self.stop_at_loss is None or self.stop_at_loss >= 0,
+             f"--stop-at-loss must be >= 0; got {self.stop_at_loss}"),
+            (self.stop_at_accuracy is None or 0 < self.stop_at_accuracy <= 1,
+             f"--stop-at-accuracy must be in (0, 1]; got {self.stop_at_accuracy}"),
+            (self.stop_at_accuracy is None or self.val_fraction > 0,
+             "--stop-at-accuracy watches the validation split; use --val-fraction > 0"),
             (not (self.cuda_graphs and self.compile),
              "--cuda-graphs and --compile both take over the model's forward pass; choose one"),
             (not (self.cuda_graphs and self.grad_checkpointing),
@@ -312,6 +346,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        _check_spec_on_builtin(self)  # a spec that cannot fit a built-in dataset: refused before any data loads
         act = self.model_args().get("act")  # --act, or --model-arg act=...
         if act is not None and self.model in list_models():  # refused before any data loads
             check_takes_act(self.model)
@@ -349,3 +384,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_spec_on_builtin(config: TrainConfig) -> None:
+    """Build a ``spec:`` network on the meta device at a built-in dataset's size (known without loading it), so a
+    map that collapses or an ``fc`` on a map is one line before the data loads (folders are checked once read)."""
+    import torch
+
+    from convolab.data.builtin import canonical_name
+    from convolab.data.named import DATASETS
+    from convolab.models.spec import build_spec, is_spec
+
+    name = canonical_name(config.data) if isinstance(config.data, str) else None
+    if not is_spec(config.model) or name is None or config.image_size is not None:
+        return
+    spec = DATASETS[name]
+    with torch.device("meta"):
+        build_spec(config.model, num_classes=len(spec.classes), in_chans=spec.in_chans, input_size=spec.image_size)

@@ -378,7 +378,7 @@ class Trainer:
             "test_accuracy": test.accuracy, "test_loss": test.loss,
             "best_val_accuracy": max(val_accs) if val_accs else None,
             "final_val_accuracy": rows[-1]["val_accuracy"],
-            "best_epoch": best.get("epoch"), "stopped_early": stopped_early,
+            "best_epoch": best.get("epoch"), "stopped_early": stopped_early, "stop_reason": self.stop_reason,
             "epochs": len(rows), "steps": self.global_step, "skipped_steps": self.skipped_steps,
             "train_seconds": round(fit_seconds, 3),
             "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),

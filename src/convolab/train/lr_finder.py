@@ -1,8 +1,11 @@
 """The learning-rate range test (Smith 2017, "Cyclical Learning Rates", sec. 3.3; fastai's ``lr_find``).
 
-Train for a short while with a learning rate that grows exponentially from ``start_lr`` to
-``end_lr``, one step per batch, and watch the loss: it stays flat while the rate is too small,
-falls once the rate is useful, and shoots up once it is too large. The raw per-batch loss is noisy,
+Train for a short while with a learning rate that grows from ``start_lr`` to ``end_lr``, one step per
+batch, and watch the loss. The rates grow exponentially (``ramp="exponential"``, fastai's:
+``lr_i = start (end / start)^(i / (n - 1))``, evenly spaced on a log axis) or linearly (``ramp="linear"``, the
+ramp of Smith's paper and of the tutorials: ``lr_i = start + (end - start) i / (n - 1)``; it spends its steps
+evenly across one range, so give it a narrow one, e.g. 1e-4 to 0.1). The loss stays flat while the rate is too
+small, falls once the rate is useful, and shoots up once it is too large. The raw per-batch loss is noisy,
 so the test follows an exponential moving average of it, bias-corrected as Adam's moments are
 (``avg_i = beta avg_{i-1} + (1 - beta) loss_i``, ``smoothed_i = avg_i / (1 - beta^(i+1))``), and stops
 when the smoothed loss exceeds ``diverge`` times its minimum or a loss is not finite. The default
@@ -28,9 +31,10 @@ from torch import nn
 
 from convolab.train.checkpoint import rng_state, set_rng_state
 
-__all__ = ["LRFindResult", "lr_range_test", "check_range_test", "RULE"]
+__all__ = ["LRFindResult", "lr_range_test", "check_range_test", "ramp_rates", "RULE", "RAMPS"]
 
 RULE = "learning rate at the minimum of the smoothed loss / 10"
+RAMPS = ("exponential", "linear")
 
 
 @dataclass
@@ -53,8 +57,11 @@ class LRFindResult:
                 "settings": self.settings, "lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed}
 
 
-def check_range_test(start_lr: float, end_lr: float, num_steps: int, beta: float, diverge: float) -> None:
+def check_range_test(start_lr: float, end_lr: float, num_steps: int, beta: float, diverge: float,
+                     ramp: str = "exponential") -> None:
     """Raise ``ValueError`` with one line for settings the range test cannot run with."""
+    if ramp not in RAMPS:
+        raise ValueError(f"unknown --ramp {ramp!r}; choose one of {', '.join(RAMPS)}")
     if not 0 < start_lr < end_lr:
         raise ValueError(f"--start-lr must be > 0 and below --end-lr; got {start_lr} and {end_lr}")
     if num_steps < 5:
@@ -65,29 +72,39 @@ def check_range_test(start_lr: float, end_lr: float, num_steps: int, beta: float
         raise ValueError(f"--diverge must be > 1; got {diverge}")
 
 
+def ramp_rates(start_lr: float, end_lr: float, num_steps: int, ramp: str = "exponential") -> list[float]:
+    """The ``num_steps`` rates of the ramp from ``start_lr`` to ``end_lr`` (see the module docstring)."""
+    if ramp == "linear":
+        return [start_lr + (end_lr - start_lr) * i / (num_steps - 1) for i in range(num_steps)]
+    ratio = (end_lr / start_lr) ** (1 / (num_steps - 1))
+    return [start_lr * ratio ** i for i in range(num_steps)]
+
+
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
                   step: Callable[[object], torch.Tensor], *, start_lr: float = 1e-7, end_lr: float = 10.0,
-                  num_steps: int = 100, beta: float = 0.9, diverge: float = 4.0) -> LRFindResult:
+                  num_steps: int = 100, beta: float = 0.9, diverge: float = 4.0,
+                  ramp: str = "exponential") -> LRFindResult:
     """Run the range test with ``optimizer`` on ``model``; both are restored before returning.
 
     Args:
         batches: an iterable of batches, iterated again from the start when exhausted.
         step: ``step(batch) -> loss``: forward pass and loss of one batch (the backward pass and the
             optimizer step are done here).
-        start_lr, end_lr: the first and the last rate of the exponential ramp.
+        start_lr, end_lr: the first and the last rate of the ramp.
         num_steps: steps from ``start_lr`` to ``end_lr``.
         beta: smoothing of the loss (0: none).
         diverge: stop once the smoothed loss exceeds this multiple of its minimum.
+        ramp: ``exponential`` or ``linear`` (:func:`ramp_rates`).
 
     Raises:
         ValueError: bad settings, or too few steps before divergence to suggest anything.
     """
-    check_range_test(start_lr, end_lr, num_steps, beta, diverge)
+    check_range_test(start_lr, end_lr, num_steps, beta, diverge, ramp)
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     saved_rng = rng_state()
     was_training = model.training
-    ratio = (end_lr / start_lr) ** (1 / (num_steps - 1))
+    rates = ramp_rates(start_lr, end_lr, num_steps, ramp)
     lrs, losses, smoothed = [], [], []
     avg, best, diverged = 0.0, math.inf, False
     try:
@@ -99,7 +116,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
             except StopIteration:
                 data = iter(batches)
                 batch = next(data)
-            lr = start_lr * ratio ** i
+            lr = rates[i]
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
@@ -126,10 +143,12 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
     if len(lrs) < 3:
         raise ValueError(f"the loss diverged after {len(lrs)} step(s) of the range test; lower --start-lr")
     i_min = min(range(len(smoothed)), key=smoothed.__getitem__)
-    # d smoothed / d log(lr): the log-spacing is constant, so differences of neighbours are enough.
-    slopes = [smoothed[i + 1] - smoothed[i - 1] for i in range(1, i_min)] if i_min > 1 else []
+    # d smoothed / d log(lr), by central differences (the exponential ramp's log-spacing is constant; the linear
+    # ramp's is not, so each difference is divided by its own step in log lr)
+    log_lr = [math.log(lr) for lr in lrs]
+    slopes = [(smoothed[i + 1] - smoothed[i - 1]) / (log_lr[i + 1] - log_lr[i - 1]) for i in range(1, i_min)]
     i_steep = 1 + min(range(len(slopes)), key=slopes.__getitem__) if slopes else i_min
     return LRFindResult(lrs=lrs, losses=losses, smoothed=smoothed, suggested_lr=lrs[i_min] / 10,
                         min_loss_lr=lrs[i_min], steepest_lr=lrs[i_steep], diverged=diverged,
                         settings={"start_lr": start_lr, "end_lr": end_lr, "num_steps": num_steps, "beta": beta,
-                                  "diverge": diverge})
+                                  "diverge": diverge, "ramp": ramp})

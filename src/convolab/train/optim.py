@@ -5,9 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["create_optimizer", "param_groups", "OPTIMIZERS"]
+__all__ = ["create_optimizer", "param_groups", "OPTIMIZERS", "is_decayed", "l1_parameters", "add_l1_gradient"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def is_decayed(name: str, p: torch.Tensor) -> bool:
+    """Whether the parameter ``name`` gets weight decay (and L1) by default: a weight, not a bias or a
+    normalisation layer's scale/shift (those have fewer than two dimensions)."""
+    return p.ndim > 1 and not name.endswith(".bias")
+
+
+def l1_parameters(model: nn.Module, decay_norm_and_bias: bool = False) -> list[nn.Parameter]:
+    """The trainable parameters ``--l1`` regularises: those :func:`param_groups` decays (all with
+    ``decay_norm_and_bias``)."""
+    return [p for n, p in model.named_parameters() if p.requires_grad and (decay_norm_and_bias or is_decayed(n, p))]
+
+
+@torch.no_grad()
+def add_l1_gradient(params: list[torch.Tensor], lam: float) -> None:
+    """Add the gradient of the L1 penalty ``lam * sum_i |w_i|`` to each parameter's gradient: ``lam * sign(w)``
+    (the subgradient 0 at w = 0, as autograd takes it). Called after clipping, before the optimizer step, as the
+    optimizers add L2 weight decay; parameters without a gradient are left alone."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.add_(p.sign(), alpha=lam)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
@@ -23,8 +45,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if weight_decay == 0 or decay_norm_and_bias:
         return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
-    decay = [p for n, p in params if p.ndim > 1 and not n.endswith(".bias")]
-    no_decay = [p for n, p in params if not (p.ndim > 1 and not n.endswith(".bias"))]
+    decay = [p for n, p in params if is_decayed(n, p)]
+    no_decay = [p for n, p in params if not is_decayed(n, p)]
     return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
             if g["params"]]
 

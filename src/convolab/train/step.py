@@ -19,6 +19,7 @@ import torch
 
 from convolab.train.cuda_graphs import GraphedForward, StepGraph
 from convolab.train.distributed import all_min, all_min_on_device
+from convolab.train.optim import add_l1_gradient, l1_parameters
 
 __all__ = ["StandardStep", "AlternatingStep", "cpu_has_native_bf16", "resolve_precision", "check_precision",
            "cpu_bf16_training_problem", "settle_precision", "describe_precision"]
@@ -114,6 +115,10 @@ class StandardStep:
         self.step_graph: StepGraph | None = None  # --cuda-graphs: the whole step recorded ...
         self.graphed: GraphedForward | None = None  # ... or the model's passes only
         self.cuda_graphs = cfg.cuda_graphs
+        # --l1: the weights it regularises, among those this step's optimizer trains
+        trained = {id(p) for p in self.params()}
+        self.l1_params = [p for p in l1_parameters(trainer.model, cfg.decay_norm_and_bias)
+                          if id(p) in trained] if cfg.l1 else []
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -177,10 +182,12 @@ class StandardStep:
             finite = all_min(finite, t.device)
         if not finite:
             return False
-        if self.scaler is not None and cfg.clip_grad_norm is not None:
-            self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+        if self.scaler is not None and (cfg.clip_grad_norm is not None or self.l1_params):
+            self.scaler.unscale_(opt)  # clip (and add L1 to) the true gradients, not the scaled ones
         if cfg.clip_grad_norm is not None:
             row["grad_norm"] = t.engine.clip_grad_norm(self.params(), cfg.clip_grad_norm)
+        if self.l1_params:  # after clipping, as the optimizers add weight decay
+            add_l1_gradient(self.l1_params, cfg.l1)
         if self.scaler is None:
             opt.step()
         else:  # skips the step if a gradient overflowed, and adapts the scale
@@ -208,6 +215,8 @@ class StandardStep:
             ok = all_min_on_device(ok)
         if cfg.clip_grad_norm is not None:
             row["grad_norm"] = t.engine.clip_grad_norm(self.params(), cfg.clip_grad_norm)
+        if self.l1_params:
+            add_l1_gradient(self.l1_params, cfg.l1)
         opt = self.optimizer
         opt.found_inf = (~ok).float()
         try:

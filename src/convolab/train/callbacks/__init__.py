@@ -5,10 +5,11 @@ from convolab.train.callbacks.best import BestEpoch
 from convolab.train.callbacks.checkpoint import Checkpointing
 from convolab.train.callbacks.ema import EmaCallback
 from convolab.train.callbacks.plots import Plots
+from convolab.train.callbacks.stop import StopAt
 from convolab.train.callbacks.tensorboard import TensorBoardCallback, check_tensorboard
 
-__all__ = ["Callback", "CallbackList", "BestEpoch", "Checkpointing", "EmaCallback", "Plots", "TensorBoardCallback",
-           "check_tensorboard", "default_callbacks"]
+__all__ = ["Callback", "CallbackList", "BestEpoch", "Checkpointing", "EmaCallback", "Plots", "StopAt",
+           "TensorBoardCallback", "check_tensorboard", "default_callbacks"]
 
 
 def default_callbacks(config, monitors: dict[str, str]) -> list[Callback]:
@@ -19,6 +20,8 @@ def default_callbacks(config, monitors: dict[str, str]) -> list[Callback]:
         callbacks.append(EmaCallback(config.ema))
     callbacks.append(BestEpoch(config.monitor, monitors.get(config.monitor, "max"), config.min_delta,
                                config.early_stopping))
+    if config.stop_at_loss is not None or config.stop_at_accuracy is not None:  # decided before the checkpoint
+        callbacks.append(StopAt(config.stop_at_loss, config.stop_at_accuracy))
     if config.tensorboard:
         callbacks.append(TensorBoardCallback())
     if config.checkpoints:

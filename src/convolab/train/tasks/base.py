@@ -12,12 +12,13 @@ the loop that is the same for all.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from convolab.train.losses import classification_loss, takes_label_smoothing
 from convolab.train.metrics import EvalResult, confusion_matrix
 
 __all__ = ["Task", "EvalResult", "NOT_AN_IMAGE_CLASSIFIER"]
@@ -25,6 +26,8 @@ __all__ = ["Task", "EvalResult", "NOT_AN_IMAGE_CLASSIFIER"]
 PerClass = tuple[torch.Tensor, list[tuple[str, int, float | None]]]  # see Task.report_per_class
 
 # Why the report leaves out the attribution sections for a task whose model is not an image classifier.
+log = logging.getLogger(__name__)
+
 NOT_AN_IMAGE_CLASSIFIER = ("convolab.explain's attributions explain one class score per image of an image classifier "
                            "([N, C, H, W] -> [N, K])")
 
@@ -55,6 +58,8 @@ class Task:
     report_confused_pairs = True  # the test section lists the most-confused pairs of classes
     report_note = ""  # how the test section's figures are computed, shown under them
     report_columns = ("images", "accuracy")  # the per-class table's columns: what it counts, what it measures
+    losses: tuple[str, ...] = ("cross_entropy",)  # the --loss values it trains with (convolab.train.losses)
+    jitters = False  # whether its augmentation does --jitter (colour jitter)
 
     def __init__(self, config, data):
         self.config, self.data = config, data
@@ -70,6 +75,16 @@ class Task:
         if self.config.monitor not in self.monitors:
             raise ValueError(f"--monitor {self.config.monitor} is not measured for {self.name}; choose one of "
                              f"{', '.join(self.monitors)}")
+        cfg = self.config
+        if cfg.loss not in self.losses:
+            raise ValueError(f"--loss {cfg.loss} is not available for {self.name}, which trains with "
+                             f"{' or '.join(self.losses)}{'' if len(self.losses) > 1 else ' only'}; drop --loss")
+        if cfg.jitter and not self.jitters:
+            raise ValueError(f"--jitter is not available for {self.name} (colour jitter is in the image classifiers' "
+                             f"batch augmentation); drop it")
+        if cfg.label_smoothing and not takes_label_smoothing(cfg.loss):
+            log.warning("--loss %s scores class indices: --label-smoothing %g does not change it", cfg.loss,
+                        cfg.label_smoothing)
 
     # -- training ---------------------------------------------------------------------------
     def build_augment(self, device: torch.device, seed: int):
@@ -86,8 +101,10 @@ class Task:
         return x, y, None
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The mean training loss of a batch."""
-        return F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
+        """The mean training loss of a batch: ``--loss`` (``convolab.train.losses``) of the outputs (N, K) against
+        class indices (N,), label-smoothed, or against soft targets (N, K) given as they are (a teacher's
+        probabilities in distillation)."""
+        return classification_loss(self.config.loss, outputs, targets, self.config.label_smoothing)
 
     def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """A training batch's share of the epoch's figures other than the loss, as 0-d device tensors that add up

@@ -1,5 +1,6 @@
-"""Image classification: one label per image, cross-entropy on the logits; accuracy, the confusion matrix, precision,
-recall and F1 per class and macro, top-5 accuracy with more than 5 classes (``convolab.train.metrics``)."""
+"""Image classification: one label per image, ``--loss`` on the logits (cross-entropy by default); accuracy, the
+confusion matrix, precision, recall and F1 per class and macro, top-5 accuracy with more than 5 classes
+(``convolab.train.metrics``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from convolab.data.augment import BatchAugment, flips_keep_class, resolve_augment
+from convolab.train.losses import LOSSES
 from convolab.train.metrics import FlipAverage, class_summary, confusion_matrix, evaluate
 from convolab.train.tasks.base import EvalResult, Task
 
@@ -24,6 +26,8 @@ class Classification(Task):
     name = "classification"
     input_kind = "image"
     data_task = "classification"
+    losses = LOSSES
+    jitters = True
 
     def check(self) -> None:
         super().check()
@@ -34,9 +38,10 @@ class Classification(Task):
         cfg = self.config
         spec = resolve_augment(cfg.augment, self.data.name, self.data.image_size, crop_pad=cfg.crop_pad,
                                hflip=cfg.hflip, rotate=cfg.rotate, cutout=cfg.cutout, mixup=cfg.mixup,
-                               cutmix=cfg.cutmix)
+                               cutmix=cfg.cutmix, jitter=cfg.jitter)
         black = -torch.tensor(self.data.mean) / torch.tensor(self.data.std)  # a 0 pixel after normalisation
-        augment = BatchAugment(spec, black, device, seed=seed) if spec.active else None
+        augment = BatchAugment(spec, black, device, seed=seed, mean=self.data.mean,
+                               std=self.data.std) if spec.active else None
         return augment, spec
 
     def augment(self, augment, x, y):
@@ -56,7 +61,9 @@ class Classification(Task):
         from convolab.plotting import plot_confusion, plot_curves, plot_predictions
 
         cfg = self.config
-        plot_curves(rows, out, label_smoothing=cfg.label_smoothing, num_classes=self.data.num_classes,
+        # (another --loss than cross-entropy: the curve is named the training objective, with no smoothing floor)
+        smoothing = cfg.label_smoothing if cfg.loss == "cross_entropy" else None
+        plot_curves(rows, out, label_smoothing=smoothing, num_classes=self.data.num_classes,
                     mixed=bool(cfg.mixup or cfg.cutmix))
         plot_predictions(self.data.test.images, test.labels, test.predictions, test.probabilities,
                          self.data.classes, out / "predictions.png", seed=cfg.seed)

@@ -1,6 +1,7 @@
-"""Clip classification: a label per clip of T frames (``[N, C, T, H, W]``), cross-entropy; clip accuracy and video
-accuracy (the softmax of a video's clips averaged, as torchvision's ``references/video_classification`` does);
-precision, recall, F1 and top-5 accuracy per clip (``convolab.train.metrics.class_summary``)."""
+"""Clip classification: a label per clip of T frames (``[N, C, T, H, W]``), ``--loss`` (cross-entropy by default);
+clip accuracy and video accuracy (the softmax of a video's clips averaged, as torchvision's
+``references/video_classification`` does); precision, recall, F1 and top-5 accuracy per clip
+(``convolab.train.metrics.class_summary``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from convolab.data.augment import AugmentSpec
+from convolab.train.losses import LOSSES
 from convolab.train.metrics import class_summary, confusion_matrix, evaluate
 from convolab.train.tasks.base import NOT_AN_IMAGE_CLASSIFIER, EvalResult, Task
 
@@ -31,6 +33,7 @@ class ClipClassification(Task):
     name = "clips"
     input_kind = "clip"
     data_task = "clips"
+    losses = LOSSES
     monitors = {"val_accuracy": "max", "val_loss": "min", "val_video_accuracy": "max"}
     unit = "clips"
     headline = (("clip accuracy", "test_clip_accuracy", "%"), ("video accuracy", "test_video_accuracy", "%"))
@@ -83,6 +86,8 @@ class ClipClassification(Task):
     def plots(self, rows: list[dict], test: EvalResult, out: Path) -> None:
         from convolab.plotting import plot_confusion, plot_curves
 
-        plot_curves(rows, out, label_smoothing=self.config.label_smoothing, num_classes=self.data.num_classes)
+        cfg = self.config  # (another --loss than cross-entropy: the curve is named the training objective)
+        smoothing = cfg.label_smoothing if cfg.loss == "cross_entropy" else None
+        plot_curves(rows, out, label_smoothing=smoothing, num_classes=self.data.num_classes)
         cm = confusion_matrix(test.labels, test.predictions, self.data.num_classes)
         plot_confusion(cm, self.data.classes, out / "confusion.png")
