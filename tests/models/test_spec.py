@@ -322,7 +322,7 @@ def test_cli_summary_and_bad_specs(tmp_path, capsys):
                         "--quiet"], capsys)
     assert_one_line_error(code, err, "expected ',' or the end")
     code, _, err = cli(["train", "--model", "spec:conv(6,5),maxpool(2),conv(16,5),flatten,fc", "--data", "digits",
-                        "--out", str(tmp_path / "b"), "--quiet"], capsys)
+                        "--out", str(tmp_path / "b")], capsys)  # not --quiet: refused before the data loads
     assert_one_line_error(code, err, "layer 3 conv(16,5) does not fit its 6x2x2 input")
     assert not (tmp_path / "b" / "model.safetensors").exists()
 
