@@ -142,7 +142,7 @@ def mc_reference(net: nn.Module, x: torch.Tensor, samples: int, seed: int) -> di
             m.train()
     torch.manual_seed(seed)
     with torch.no_grad():
-        ps = np.stack([net(x).softmax(1).numpy() for _ in range(samples)])  # (S, N, K)
+        ps = np.stack([net(x).softmax(1).double().numpy() for _ in range(samples)])  # (S, N, K) float64
     net.eval()
     mean = ps.mean(0)
 
