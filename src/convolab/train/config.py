@@ -347,7 +347,6 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         _check_spec_on_builtin(self)  # a spec that cannot fit a built-in dataset: refused before any data loads
-        _check_spec_on_builtin(self)  # a spec that cannot fit a built-in dataset: refused before any data loads
         act = self.model_args().get("act")  # --act, or --model-arg act=...
         if act is not None and self.model in list_models():  # refused before any data loads
             check_takes_act(self.model)
@@ -403,19 +402,3 @@ def _check_spec_on_builtin(config: TrainConfig) -> None:
     with torch.device("meta"):
         build_spec(config.model, num_classes=len(spec.classes), in_chans=spec.in_chans, input_size=spec.image_size)
 
-
-def _check_spec_on_builtin(config: TrainConfig) -> None:
-    """Build a ``spec:`` network on the meta device at a built-in dataset's size (known without loading it), so a
-    map that collapses or an ``fc`` on a map is one line before the data loads (folders are checked once read)."""
-    import torch
-
-    from convolab.data.builtin import canonical_name
-    from convolab.data.named import DATASETS
-    from convolab.models.spec import build_spec, is_spec
-
-    name = canonical_name(config.data) if isinstance(config.data, str) else None
-    if not is_spec(config.model) or name is None or config.image_size is not None:
-        return
-    spec = DATASETS[name]
-    with torch.device("meta"):
-        build_spec(config.model, num_classes=len(spec.classes), in_chans=spec.in_chans, input_size=spec.image_size)
