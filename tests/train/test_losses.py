@@ -9,15 +9,15 @@ import math
 from types import SimpleNamespace
 
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 import torch
 import torch.nn.functional as F
-from tests.cli.test_cli import assert_one_line_error, cli
+from tests.cli.test_cli import cli
 
 from convolab.train.config import TrainConfig
 from convolab.train.losses import LOSSES, classification_loss, target_distribution
 from convolab.train.tasks import Classification, ClipClassification, Segmentation
+
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # float(loss) in asserts
 
 
 def _batch(seed: int = 0, n: int = 7, k: int = 5):
