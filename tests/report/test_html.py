@@ -278,3 +278,82 @@ def test_a_tasks_own_figures_reach_the_header_and_the_test_section():
     assert "precision" not in section and "macro" not in section  # the task wrote no per-class precision, recall, F1
     assert "most-confused pairs" not in section  # the task has none
     assert section.count("<img") == 2 and "<h3>outlines</h3>" in section  # the first figure by the table
+
+
+# -- calibration (issue 17: uncertainty with dropout) ----------------------------------------------------------
+def test_a_model_without_dropout_gets_a_one_line_calibration_note(report, built):
+    """tutorial_cnn has no dropout: the calibration section is one sentence saying so (and its stage is stepped)."""
+    _, data, _ = built
+    assert isinstance(data.calibration, str) and "has no dropout layers" in data.calibration
+    assert "calibration" in gather_stages("classification")
+    page = report.read_text()
+    section = page[page.index('id="calibration"'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<p") == 1 and "no dropout layers" in section and "<img" not in section
+    assert page.index('id="test"') < page.index('id="calibration"') < page.index('id="model"')
+
+
+@pytest.fixture(scope="module")
+def mlp_run_dir(tmp_path_factory, digits_config):
+    """mlp (dropout 0.2) trained 1 epoch on digits."""
+    import convolab
+
+    return convolab.train(digits_config(tmp_path_factory.mktemp("mlp-report") / "run", model="mlp", epochs=1)).run_dir
+
+
+def test_the_calibration_of_a_dropout_model_against_references(mlp_run_dir):
+    """The plain ECE from the test evaluation, the MC-dropout ECE from seeded passes over the same batch (6 here, 30
+    in the report): both
+    equal the ECE and the passes written out (tests/explain/test_uncertainty.py) on the model's own outputs; the
+    section shows both, says which is lower and embeds the reliability diagrams."""
+    import numpy as np
+    import torch
+    from tests.explain.test_uncertainty import ece_reference, mc_reference
+
+    from convolab.data import load_dataset
+    from convolab.train.tasks import TASKS
+
+    run = load_run(mlp_run_dir)
+    config = data_module.run_config(run)
+    data = data_module.load_data(run, config)
+    task = TASKS[run.task](config, data)
+    ev = data_module._evaluate_test(run, task, config, data)
+    cal = data_module._calibration(run, task, config, data, ev, samples=6)
+    assert (cal.samples, cal.seed, data_module.MC_SAMPLES) == (6, 0, 30)
+
+    test = load_dataset("digits").test
+    mean, std = torch.tensor(run.mean).view(1, -1, 1, 1), torch.tensor(run.std).view(1, -1, 1, 1)
+    x, y = (test.images.float() / 255 - mean) / std, test.labels.numpy()
+    with torch.no_grad():
+        plain = run.model.eval()(x).softmax(1).double().numpy()
+    ref, counts, _, _ = ece_reference(plain, y, 15)
+    assert cal.plain.ece == pytest.approx(ref, abs=1e-6) and cal.plain.counts.tolist() == counts
+    assert cal.plain.accuracy_all == run.summary["test_accuracy"]
+    mc = mc_reference(run.model, x, 6, seed=0)  # the test split is one evaluation batch (359 < eval batch size)
+    ref_mc, counts_mc, _, _ = ece_reference(mc["probabilities"], y, 15)
+    assert cal.mc.ece == pytest.approx(ref_mc, abs=1e-6) and cal.mc.counts.tolist() == counts_mc
+    top = mc["probabilities"].argmax(1)
+    assert cal.mean_std == pytest.approx(float(mc["std"][np.arange(len(y)), top].mean()), rel=1e-6)
+    assert cal.mean_mutual_information == pytest.approx(float(mc["mutual_information"].mean()), rel=1e-5)
+
+    page = ReportData(run.path, "t", run.task, run.config, run.summary, [], run.classes, run.input_size,
+                      calibration=cal)
+    section = html_module._calibration_section(page)
+    assert f"<b>{cal.plain.ece:.4f}</b>" in section and f"<b>{cal.mc.ece:.4f}</b>" in section
+    assert "MC dropout (6 passes, seed 0)" in section and "ECE (15 bins)" in section
+    lower = "MC dropout is better calibrated" if cal.mc.ece < cal.plain.ece else \
+        "the plain predictions are better calibrated"
+    assert lower in section
+    assert section.count("<img") == 1
+    Image.open(__import__("io").BytesIO(cal.diagram.png)).verify()
+
+
+@pytest.mark.slow
+def test_the_report_of_a_dropout_model_has_the_calibration_section(mlp_run_dir, tmp_path):
+    out = build_report(mlp_run_dir, out=tmp_path / "r.html", samples=4, progress=False)
+    page = out.read_text()
+    assert '<a href="#calibration">calibration</a>' in page
+    section = page[page.index('id="calibration"'):]
+    section = section[:section.index("</section>")]
+    assert "ECE (15 bins)" in section and 'alt="reliability diagrams"' in section
+    assert "MC dropout (30 passes, seed 0)" in section
