@@ -31,7 +31,8 @@ DEFAULTS = dict(
     stop_at_loss=None, stop_at_accuracy=None, seed=0,
     device="auto", engine="torch", val_fraction=0.1, image_size=None, download=True, channels_last=True,
     max_memory=None, frames=None, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
-    act=None, init="default", init_from=None, progress=True, plots=True)
+    act=None, init="default", init_from=None, freeze=None, lr_decay_per_stage=1.0, input_size=None, progress=True,
+    plots=True)
 
 # one non-default value per option: (argv, field, value the config must hold), values worked out by hand
 FLAG_CASES = [
@@ -109,6 +110,9 @@ FLAG_CASES = [
     (["--act", "gelu"], "act", "gelu"),
     (["--init", "xavier"], "init", "xavier"),
     (["--init-from", "w.safetensors"], "init_from", "w.safetensors"),
+    (["--freeze", "layer2"], "freeze", "layer2"),
+    (["--lr-decay-per-stage", "0.5"], "lr_decay_per_stage", 0.5),
+    (["--input-size", "224"], "input_size", [224, 224]),
     (["--quiet"], "progress", False),
     (["--no-plots"], "plots", False),
 ]

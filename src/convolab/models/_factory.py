@@ -116,7 +116,9 @@ def create_model(
             Clip models take ``(T, H, W)``, or ``H`` / ``(H, W)`` with their native clip length.
             ``None``: the model's native size.
         **kwargs: model-specific options (``drop_rate`` ...; :func:`model_options` lists them); ``act``
-            (an activation name, ``convolab.models._activations``) where the family takes it.
+            (an activation name, ``convolab.models._activations``) where the family takes it;
+            ``resize_inputs=True`` (any image model): inputs of another size are resized to ``input_size`` on
+            their device before the first layer (``--input-size``, :mod:`convolab.data.resize`).
 
     Raises:
         UnknownNameError: no model has that name (the message lists close matches).
@@ -125,6 +127,7 @@ def create_model(
             small for the model.
     """
     entry = get_model_entry(name)
+    resize_inputs = bool(kwargs.pop("resize_inputs", False))
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     if in_chans < 1:
@@ -147,6 +150,13 @@ def create_model(
             raise
         arg = fixed.group(1)
         raise _bad_argument(entry, arg, f"{name} sets {arg!r} itself (it is part of the variant)") from None
+    if resize_inputs:
+        if entry.input_kind != "image":
+            raise ValueError(f"resize_inputs resizes images; {name} takes {entry.input_kind} inputs")
+        from convolab.data.resize import attach_input_resize
+
+        attach_input_resize(model, model.input_size)
+        kwargs["resize_inputs"] = True
     # Remember how the model was built so a run directory can rebuild it from its weights file.
     model.convolab_cfg = dict(name=entry.name, num_classes=num_classes, in_chans=in_chans,
                               input_size=list(model.input_size), **kwargs)

@@ -119,14 +119,18 @@ def _check_optimizer(probe: torch.nn.Module, state: dict, path: Path) -> None:
     """Load the checkpoint's optimizer state into the run's optimizer over ``probe`` (meta tensors: nothing is
     allocated), so that a damaged one is one line here rather than a traceback in the trainer's restore or at its
     first step. (--engine numpy keeps its own optimizer's layout: not checked here.)"""
+    from convolab.train.freeze import freeze
     from convolab.train.optim import create_optimizer
 
     cfg = state["config"]
     if cfg.get("engine", "torch") != "torch":
         return
+    if cfg.get("freeze") is not None:  # frozen parameters are in no optimizer group
+        freeze(probe, cfg["freeze"])
     optimizer = create_optimizer(probe, cfg.get("optimizer", "adam"), cfg.get("lr", 1e-3), cfg.get("momentum", 0.9),
                                  cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False),
-                                 decay_norm_and_bias=cfg.get("decay_norm_and_bias", False))
+                                 decay_norm_and_bias=cfg.get("decay_norm_and_bias", False),
+                                 lr_decay_per_stage=cfg.get("lr_decay_per_stage", 1.0))
     name = type(optimizer).__name__
     try:
         optimizer.load_state_dict(state["optimizer"])

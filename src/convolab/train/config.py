@@ -15,6 +15,7 @@ from convolab.data.augment import PRESETS as AUGMENT_PRESETS
 from convolab.device import DEVICE_CHOICES
 from convolab.models import ACTIVATIONS, INIT_SCHEMES, list_models
 from convolab.models._factory import check_takes_act
+from convolab.train.freeze import check_transfer
 from convolab.train.losses import LOSSES
 from convolab.train.optim import OPTIMIZERS
 from convolab.train.options import (
@@ -248,6 +249,20 @@ class TrainConfig:
                                    help="start from the weights in a .safetensors or .pth file (e.g. a run's "
                                         "model.safetensors or torchvision weights on disk); the classifier is "
                                         "replaced when the class count differs")
+    freeze: str | None = option(group="data", metavar="SPEC",
+                                help="freeze every parameter up to and including layer SPEC, in module order "
+                                     "(layer2: a ResNet's conv1, bn1, layer1, layer2), or those matching an fnmatch "
+                                     "pattern ('features.*'): not trained, not in the optimizer, their BatchNorm "
+                                     "layers kept in eval mode (running statistics fixed)")
+    lr_decay_per_stage: float = option(1.0, group="optimisation", type=number(lambda v: 0 < v <= 1, "in (0, 1]"),
+                                       metavar="F",
+                                       help="discriminative rates: the classifier trains at --lr, the stage before "
+                                            "it at lr x F, the one before at lr x F^2 ... (stages: the model's "
+                                            "feature_info; 1: one rate)")
+    input_size: list[int] | None = option(group="data", type=hxw, metavar="HxW",
+                                          help="build the model at HxW (an ImageNet checkpoint's 224x224 stem) and "
+                                               "resize every batch to HxW on the device as the model's first step; "
+                                               "the data stays at its own size in memory (classifiers)")
     progress: bool = option(True, group="output", flag="--quiet", help="no progress bar or per-epoch lines")
     plots: bool = option(True, group="output", flag="--no-plots", help="write no plots/*.png")
 
@@ -347,6 +362,7 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         _check_spec_on_builtin(self)  # a spec that cannot fit a built-in dataset: refused before any data loads
+        check_transfer(self)  # --freeze naming no layer (close matches), --input-size on a non-classifier ...
         act = self.model_args().get("act")  # --act, or --model-arg act=...
         if act is not None and self.model in list_models():  # refused before any data loads
             check_takes_act(self.model)
@@ -379,8 +395,10 @@ class TrainConfig:
                           restart_epochs=self.restart_epochs, restart_mult=self.restart_mult)
 
     def model_args(self) -> dict:
-        """``create_model``'s model-specific arguments: ``--model-arg``'s, and ``act`` when ``--act`` is given."""
-        return {**self.model_kwargs, **({"act": self.act} if self.act is not None else {})}
+        """``create_model``'s model-specific arguments: ``--model-arg``'s, ``act`` when ``--act`` is given, and
+        ``resize_inputs`` with ``--input-size`` (:mod:`convolab.data.resize`)."""
+        return {**self.model_kwargs, **({"act": self.act} if self.act is not None else {}),
+                **({"resize_inputs": True} if self.input_size is not None else {})}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,7 +40,7 @@ from convolab.train.cuda_graphs import cuda_graph_conflicts
 from convolab.train.distributed import init_distributed
 from convolab.train.engines import create_engine
 from convolab.train.epoch import EpochRunner
-from convolab.train.init_from import load_initial_weights
+from convolab.train.freeze import prepare_transfer
 from convolab.train.metrics import EvalResult
 from convolab.train.optim import create_optimizer
 from convolab.train.pipeline_step import PipelineStep, build_runner, check_pipeline
@@ -169,14 +169,12 @@ class Trainer:
         self.task = self.task_class(cfg, self.data)
         self.task.check()
         self.model = given["model"] or create_model(cfg.model, num_classes=self.data.num_classes,
-                                                    in_chans=self.data.in_chans, input_size=self.data.input_size[1:],
-                                                    **cfg.model_args())
+                                                    in_chans=self.data.in_chans,
+                                                    input_size=cfg.input_size or self.data.input_size[1:],
+                                                    **cfg.model_args())  # --input-size: resized in the model
         if given["model"] is None and self.resume_state is None:  # --init, drawn after the seed like the model's own
             init_weights(self.model, cfg.init)
-        if cfg.init_from and self.resume_state is None:
-            for note in load_initial_weights(self.model, cfg.init_from):
-                log.info("--init-from: %s", note)
-            log.info("initialised %s from %s", cfg.model, cfg.init_from)
+        self.param_counts = prepare_transfer(self.model, cfg, fresh=self.resume_state is None)  # --init-from, --freeze
         self.precision, self.precision_text = settle_precision(self.precision, cfg.precision, self.device, self.model)
         self.channels_last = cfg.channels_last and self.device.type != "mps"
         ndim = self.data.train.images.ndim
@@ -251,8 +249,8 @@ class Trainer:
 
     def _default_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
         cfg = self.config
-        return [create_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, nesterov=cfg.nesterov,
-                                 decay_norm_and_bias=cfg.decay_norm_and_bias)]
+        return [create_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
+                                 cfg.decay_norm_and_bias, lr_decay_per_stage=cfg.lr_decay_per_stage)]
 
     def run_record(self, kind: str) -> dict:
         """What config.json records of this run (the sink adds the format's own fields)."""
@@ -267,13 +265,14 @@ class Trainer:
         state_io.restore_part(self, field, part, state)
 
     def set_lr(self, lr: float) -> None:
-        """Set the learning rate of the scheduled optimizer (the first)."""
+        """Set the learning rate of the scheduled optimizer (the first): ``lr`` x each group's ``lr_mult`` (1 unless
+        --lr-decay-per-stage)."""
         self.lr_now = lr
         for group in self.optimizers[0].param_groups:
             if isinstance(group["lr"], torch.Tensor):  # a recorded step reads it from the device (--cuda-graphs)
-                group["lr"].fill_(lr)
+                group["lr"].fill_(lr * group.get("lr_mult", 1.0))
             else:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
 
     def _use_deferred_nan_check(self) -> bool:
         return self.step.use_deferred_nan_check()
@@ -382,7 +381,7 @@ class Trainer:
             "epochs": len(rows), "steps": self.global_step, "skipped_steps": self.skipped_steps,
             "train_seconds": round(fit_seconds, 3),
             "samples_per_second": round(len(self.data.train) * len(rows) / max(self.train_seconds, 1e-9), 1),
-            "params": self.params, "device": str(self.device),
+            "params": self.params, **self.param_counts, "device": str(self.device),
             "test_samples": test.n, "resumes": self.resumes, "precision": self.precision,
             "world_size": self.dist.world_size, **self.task.summary_fields(test),
         }

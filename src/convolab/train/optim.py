@@ -32,8 +32,10 @@ def add_l1_gradient(params: list[torch.Tensor], lam: float) -> None:
             p.grad.add_(p.sign(), alpha=lam)
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
-    """The model's trainable parameters as optimizer groups: decayed, and not decayed.
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False,
+                 lr_decay_per_stage: float = 1.0) -> list[dict]:
+    """The model's trainable parameters as optimizer groups: decayed, and not decayed (frozen parameters,
+    ``requires_grad=False``, are in none).
 
     Biases and the scale/shift of normalisation layers (every parameter with fewer than two
     dimensions) get no weight decay unless ``decay_norm_and_bias``: shrinking a BatchNorm scale or a
@@ -41,8 +43,27 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     with BatchNorm after a layer the decay mostly changes the effective learning rate (Goyal et al.
     2017, "Accurate, Large Minibatch SGD", sec. 5; timm's ``param_groups_weight_decay``). With no
     weight decay, or ``decay_norm_and_bias``, there is one group.
+
+    ``lr_decay_per_stage`` F < 1 (discriminative fine-tuning): those groups per stage of the model, earliest first,
+    each with ``lr_mult = F ** (K - stage)`` (1 for the classifier; stages as
+    :func:`convolab.train.freeze.parameter_stages` defines them); the optimizer's rate is ``lr * lr_mult``.
     """
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if lr_decay_per_stage != 1.0:
+        from convolab.train.freeze import parameter_stages
+
+        stages, k = parameter_stages(model)
+        by_stage: dict[int, list] = {}
+        for n, p in params:
+            by_stage.setdefault(stages[n], []).append((n, p))
+        return [{**g, "lr_mult": lr_decay_per_stage ** (k - s)} for s in sorted(by_stage)
+                for g in _decay_groups(by_stage[s], weight_decay, decay_norm_and_bias)]
+    return _decay_groups(params, weight_decay, decay_norm_and_bias)
+
+
+def _decay_groups(params: list[tuple[str, nn.Parameter]], weight_decay: float,
+                  decay_norm_and_bias: bool) -> list[dict]:
+    """``params`` (name, parameter) as :func:`param_groups`' decayed and not-decayed groups."""
     if weight_decay == 0 or decay_norm_and_bias:
         return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
     decay = [p for n, p in params if is_decayed(n, p)]
@@ -52,11 +73,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 
 
 def create_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                     nesterov: bool = False, decay_norm_and_bias: bool = False) -> torch.optim.Optimizer:
+                     nesterov: bool = False, decay_norm_and_bias: bool = False,
+                     lr_decay_per_stage: float = 1.0) -> torch.optim.Optimizer:
     """``sgd`` (momentum, optionally Nesterov's), ``adam``, ``adamw`` or ``rmsprop`` over the trainable parameters.
 
     ``weight_decay`` is L2 added to the gradient for sgd, adam and rmsprop, and decoupled for adamw
-    (Loshchilov & Hutter 2019); see :func:`param_groups` for which parameters get it. ``momentum``
+    (Loshchilov & Hutter 2019); see :func:`param_groups` for which parameters get it, and for
+    ``lr_decay_per_stage`` (each group starts at ``lr * lr_mult``). ``momentum``
     is used by sgd and rmsprop. SGD, Adam and AdamW use torch's fused kernels where the device has
     them (one kernel for all parameters instead of several per parameter; same arithmetic).
 
@@ -67,7 +90,10 @@ def create_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if nesterov and (name != "sgd" or momentum <= 0):
         raise ValueError("--nesterov needs --optimizer sgd with --momentum > 0")
-    groups = param_groups(model, weight_decay, decay_norm_and_bias)
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, lr_decay_per_stage)
+    for g in groups:
+        if "lr_mult" in g:
+            g["lr"] = lr * g["lr_mult"]
     first = next((p for g in groups for p in g["params"]), None)
     device = first.device if first is not None else torch.device("cpu")
     fused = device.type in ("cpu", "cuda")
