@@ -12,7 +12,7 @@ from PIL import Image
 from tests.cli.test_cli import assert_one_line_error, cli
 from torch import nn
 
-from convolab.train.lr_finder import RULE, lr_range_test
+from convolab.train.lr_finder import RULE, lr_range_test, ramp_rates
 
 
 def _regression(seed: int = 0):
@@ -106,3 +106,49 @@ def test_cli_refuses_bad_settings_before_loading_data(flags, match, tmp_path, ca
     code, _, err = cli(["lr-find", "--data", "digits", "--quiet", "--out", tmp_path / "r", *flags], capsys)
     assert_one_line_error(code, err, match)
     assert not (tmp_path / "r").exists()
+
+
+# -- the linear ramp (--ramp linear) ------------------------------------------------------------------------------
+def test_ramp_rates_by_formula():
+    linear = ramp_rates(0.01, 0.5, 8, "linear")
+    assert linear == pytest.approx([0.01 + 0.07 * i for i in range(8)], rel=1e-12)
+    assert (linear[0], linear[-1]) == (0.01, pytest.approx(0.5, rel=1e-15))
+    assert all(b - a == pytest.approx(0.07, rel=1e-9) for a, b in zip(linear, linear[1:]))  # evenly spaced
+    exponential = ramp_rates(1e-4, 1.0, 5)
+    assert exponential == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0], rel=1e-12)  # a decade a step
+
+
+def test_linear_ramp_in_the_range_test():
+    model, batches, step = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = lr_range_test(model, opt, batches, step, start_lr=1e-3, end_lr=2.0, num_steps=50, beta=0.7, ramp="linear")
+    assert r.lrs == pytest.approx([1e-3 + (2.0 - 1e-3) * i / 49 for i in range(len(r.lrs))], rel=1e-12)
+    assert r.diverged and len(r.lrs) < 50, "plain SGD on the quadratic diverges below lr 2"
+    i_min = r.smoothed.index(min(r.smoothed))
+    assert (r.min_loss_lr, r.suggested_lr) == (r.lrs[i_min], r.lrs[i_min] / 10)
+    # the steepest descent against log(lr), by central differences over the uneven log steps, worked out here
+    slopes = {i: (r.smoothed[i + 1] - r.smoothed[i - 1]) / math.log(r.lrs[i + 1] / r.lrs[i - 1])
+              for i in range(1, i_min)}
+    assert r.steepest_lr == (r.lrs[min(slopes, key=slopes.get)] if slopes else r.min_loss_lr)
+    assert r.settings["ramp"] == "linear"
+    with pytest.raises(ValueError, match="unknown --ramp 'cubic'; choose one of exponential, linear"):
+        lr_range_test(model, opt, batches, step, ramp="cubic")
+
+
+def test_cli_lr_find_linear_ramp(tmp_path, capsys):
+    """--ramp linear with its own default range (1e-4 to 0.1): the rates, the suggestion and the plot."""
+    out = tmp_path / "lrf"
+    code, stdout, err = cli(["lr-find", "--data", "digits", "--device", "cpu", "--quiet", "--out", out, "--ramp",
+                             "linear", "--num-steps", "30", "--json"], capsys)
+    assert code == 0, err
+    printed = json.loads(stdout)
+    saved = json.loads((out / "lr_find.json").read_text())
+    n = len(saved["lrs"])
+    assert saved["lrs"] == pytest.approx([1e-4 + (0.1 - 1e-4) * i / 29 for i in range(n)], rel=1e-12)
+    assert saved["settings"]["ramp"] == "linear" and (saved["settings"]["start_lr"], saved["settings"]["end_lr"]) == (
+        1e-4, 0.1)
+    assert saved["suggested_lr"] == printed["suggested_lr"] == saved["min_loss_lr"] / 10
+    with Image.open(out / "plots" / "lr_find.png") as img:
+        assert img.format == "PNG" and img.width > 100
+    code, _, err = cli(["lr-find", "--data", "digits", "--quiet", "--ramp", "cubic"], capsys)
+    assert code == 2 and "invalid choice: 'cubic'" in err
