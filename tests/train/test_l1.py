@@ -7,8 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+import convolab
+from convolab.atomic import read_jsonl
 from convolab.runs.session import make_trainer
 from convolab.train.callbacks import Callback
+from convolab.train.loop import Trainer
 from convolab.train.optim import add_l1_gradient, is_decayed, l1_parameters, param_groups
 
 
@@ -101,3 +104,18 @@ def test_a_run_with_l1_has_smaller_weights(digits_config, tmp_path):
     plain, l1 = (_weight_l1(results[lam].model) for lam in (0.0, 1e-3))
     assert l1 < 0.7 * plain, (plain, l1)
     assert results[1e-3].summary["test_accuracy"] > 0.5
+
+
+def test_l1_on_the_deferred_path_is_the_per_step_path(digits_config, tmp_path, monkeypatch):
+    """GPUs take the step with the finiteness check on the device (take_deferred): switched on here, on the CPU,
+    the --l1 run is the same step for step and weight for weight as with the host check."""
+    recipe = dict(model="perceptron", lr=3e-2, epochs=1, plots=False, checkpoints=False)
+    runs = {}
+    for deferred in (False, True):
+        monkeypatch.setattr(Trainer, "_use_deferred_nan_check", lambda self, on=deferred: on)
+        runs[deferred] = convolab.train(digits_config(tmp_path / str(deferred), l1=1e-3, **recipe))
+    assert read_jsonl(runs[True].run_dir / "steps.jsonl") == read_jsonl(runs[False].run_dir / "steps.jsonl")
+    weights = {k: v for k, v in runs[True].model.state_dict().items()}
+    assert all(torch.equal(v, weights[k]) for k, v in runs[False].model.state_dict().items())
+    plain = convolab.train(digits_config(tmp_path / "plain", **recipe)).model.state_dict()
+    assert any(not torch.equal(v, weights[k]) for k, v in plain.items()), "--l1 changed the run"
