@@ -148,6 +148,15 @@ COMMANDS: dict[str, How] = {
     "torchrun --nproc-per-node 2 -m convolab train --model vgg11 --data cifar10 --pipeline-stages 2 --out runs/pipe":
         _skip("torchrun with 2 processes and CIFAR-10 (downloaded); tests/train/test_pipeline*.py split models "
               "across 2 processes on gloo"),
+    "convolab train --model resnet18 --init-from ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth --freeze layer2 "
+    "--lr-decay-per-stage 0.5 --input-size 64x64 --data fashion-mnist --schedule cosine --lr 1e-3 --epochs 3 "
+    "--out runs/ft":
+        _skip("needs torchvision's ImageNet weights file (internet); tests/train/test_transfer.py trains this way "
+              "from a seeded torchvision resnet18 file it writes"),
+    "convolab train --model vgg11_bn --init-from vgg11_bn.pth --freeze features.* --input-size 224 "
+    "--data ~/pictures/flowers --out runs/ft-vgg":
+        _skip("needs torchvision's ImageNet vgg11_bn weights (internet) and minutes at 224x224; "
+              "tests/train/test_freeze.py covers patterns"),
     "convolab train --model resnet20 --data cifar10 --epochs 30 --checkpoint-every 200 --out runs/c10":
         How("killed", "--data digits --epochs 3", _CIFAR),
     "convolab train --resume runs/c10": _run(),
