@@ -152,3 +152,38 @@ def test_cli_lr_find_linear_ramp(tmp_path, capsys):
         assert img.format == "PNG" and img.width > 100
     code, _, err = cli(["lr-find", "--data", "digits", "--quiet", "--ramp", "cubic"], capsys)
     assert code == 2 and "invalid choice: 'cubic'" in err
+
+
+def test_before_step_adds_l1_between_backward_and_step():
+    """``before_step`` (lr-find's --l1) acts between the backward pass and the step: plain SGD by hand, each step
+    w <- w - lr_i (grad + lambda sign(w)), gives the test's losses."""
+    from convolab.train.optim import add_l1_gradient
+
+    model, batches, step = _regression(2)
+    lam = 0.05
+    w, b = model.weight.detach().clone(), model.bias.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = lr_range_test(model, opt, batches, step, start_lr=1e-3, end_lr=0.1, num_steps=6, beta=0.0,
+                      before_step=lambda: add_l1_gradient([model.weight], lam))
+    expected = []
+    for i, lr in enumerate(r.lrs):
+        x, y = batches[i % len(batches)]
+        w_, b_ = w.clone().requires_grad_(), b.clone().requires_grad_()
+        loss = ((x @ w_.T + b_ - y) ** 2).mean()
+        expected.append(loss.item())
+        gw, gb = torch.autograd.grad(loss, (w_, b_))
+        w, b = w - lr * (gw + lam * w.sign()), b - lr * gb
+    assert r.losses == pytest.approx(expected, rel=1e-5)
+
+
+def test_cli_lr_find_honours_l1(tmp_path, capsys):
+    losses = {}
+    for name, extra in (("plain", []), ("l1", ["--l1", "0.05"])):
+        out = tmp_path / name
+        code, _, err = cli(["lr-find", "--data", "digits", "--model", "perceptron", "--device", "cpu", "--quiet",
+                            "--out", out, "--num-steps", "20", "--optimizer", "sgd", "--start-lr", "0.05", "--end-lr",
+                            "1", *extra], capsys)
+        assert code == 0, err
+        losses[name] = json.loads((out / "lr_find.json").read_text())["losses"]
+    assert losses["plain"][0] == losses["l1"][0], "the same first batch, before any step"
+    assert losses["plain"][1:5] != losses["l1"][1:5]

@@ -22,6 +22,7 @@ from convolab.train.checkpoint import CHECKPOINTS
 from convolab.train.config import RESUME_FREE, TrainConfig
 from convolab.train.loop import Trainer, TrainResult, deterministic_algorithms
 from convolab.train.lr_finder import LRFindResult, check_range_test, lr_range_test
+from convolab.train.optim import add_l1_gradient
 
 __all__ = ["train", "resume", "lr_find", "make_trainer", "RunFolder", "config_differences"]
 
@@ -182,9 +183,10 @@ def lr_find(config: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, n
         with deterministic_algorithms(config.deterministic):
             trainer._setup(kind="lr-find")
             step = trainer.step
+            l1 = (lambda: add_l1_gradient(step.l1_params, config.l1)) if step.l1_params else None  # --l1
             result = lr_range_test(trainer.model, trainer.optimizers[0], trainer.train_loader,
                                    lambda b: step.augmented_forward(*b)[1], start_lr=start_lr, end_lr=end_lr,
-                                   num_steps=num_steps, beta=beta, diverge=diverge, ramp=ramp)
+                                   num_steps=num_steps, beta=beta, diverge=diverge, ramp=ramp, before_step=l1)
         if scratch is not None:
             return result, None
         write_json(trainer.run.path / "lr_find.json", result.to_dict())

@@ -83,7 +83,7 @@ def ramp_rates(start_lr: float, end_lr: float, num_steps: int, ramp: str = "expo
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
                   step: Callable[[object], torch.Tensor], *, start_lr: float = 1e-7, end_lr: float = 10.0,
                   num_steps: int = 100, beta: float = 0.9, diverge: float = 4.0,
-                  ramp: str = "exponential") -> LRFindResult:
+                  ramp: str = "exponential", before_step: Callable[[], None] | None = None) -> LRFindResult:
     """Run the range test with ``optimizer`` on ``model``; both are restored before returning.
 
     Args:
@@ -95,6 +95,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
         beta: smoothing of the loss (0: none).
         diverge: stop once the smoothed loss exceeds this multiple of its minimum.
         ramp: ``exponential`` or ``linear`` (:func:`ramp_rates`).
+        before_step: called between the backward pass and the optimizer step (e.g. to add --l1's gradient).
 
     Raises:
         ValueError: bad settings, or too few steps before divergence to suggest anything.
@@ -126,6 +127,8 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
                 diverged = True
                 break
             loss.backward()
+            if before_step is not None:
+                before_step()
             optimizer.step()
             avg = beta * avg + (1 - beta) * value
             s = avg / (1 - beta ** (i + 1))
