@@ -62,10 +62,20 @@ def test_eval_json_has_the_ece_of_the_plain_and_the_mc_predictions(mlp_run, caps
     assert res["mean_std_mc"] == pytest.approx(float(top_std.mean()), rel=1e-6)  # (inputs normalised apart)
     assert res["ece_mc"] != res["ece"]
 
-    code, stdout, err = cli(["eval", mlp_run, "--device", "cpu", "--mc-samples", "12", "--seed", "3"], capsys)
+
+def test_eval_text_shows_both_eces(mlp_run, capsys):
+    code, stdout, err = cli(["eval", mlp_run, "--device", "cpu", "--mc-samples", "4", "--seed", "3"], capsys)
     assert code == 0, err
-    assert f"ECE {res['ece']:.4f} (15 bins)" in stdout
-    assert f"MC dropout (12 passes, seed 3): accuracy {res['accuracy_mc']:.4f}, ECE {res['ece_mc']:.4f}" in stdout
+    (line, mc_line) = stdout.strip().splitlines()
+    run = convolab.load_run(mlp_run)
+    x, y = _test_inputs(run)
+    with torch.no_grad():
+        plain = run.model.eval()(x).softmax(1).double().numpy()
+    ece = ece_reference(plain, y.numpy(), 15)[0]
+    assert f"ECE {ece:.4f} (15 bins) on 359 digits images" in line
+    mean = mc_reference(run.model, x, 4, seed=3)["probabilities"]
+    acc, ece_mc = float((mean.argmax(1) == y.numpy()).mean()), ece_reference(mean, y.numpy(), 15)[0]
+    assert mc_line == f"MC dropout (4 passes, seed 3): accuracy {acc:.4f}, ECE {ece_mc:.4f}"
 
 
 def test_predict_mc_json(mlp_run, digit, capsys):
