@@ -139,6 +139,9 @@ def test_bad_specs_are_one_line_with_close_matches(tmp_path, capsys):
     assert_one_line_error(code, err, "--freeze", "--engine torch")
     code, _, err = cli(["train", "--data", "digits", "--lr-decay-per-stage", "1.5"], capsys)
     assert code == 2 and "in (0, 1]" in err
+    with pytest.raises(ValueError, match="cannot be combined with --freeze, --input-size, --lr-decay-per-stage"):
+        TrainConfig(model="resnet18", pipeline_stages=2, freeze="layer2", input_size=[64, 64],
+                    lr_decay_per_stage=0.5).validate()
 
 
 def _tiny_config(out, **kw) -> TrainConfig:

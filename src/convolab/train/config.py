@@ -372,7 +372,9 @@ class TrainConfig:
                        ("--precision fp16", self.precision == "fp16"), ("--engine numpy", self.engine == "numpy"),
                        ("--early-stopping", self.early_stopping is not None),
                        ("--clip-grad-norm (each stage would clip its own norm)", self.clip_grad_norm is not None),
-                       ("--checkpoint-every (pipeline runs keep no checkpoints)", self.checkpoint_every > 0)]
+                       ("--checkpoint-every (pipeline runs keep no checkpoints)", self.checkpoint_every > 0),
+                       ("--freeze", self.freeze is not None), ("--input-size", self.input_size is not None),
+                       ("--lr-decay-per-stage", self.lr_decay_per_stage != 1.0)]  # (stages are traced pieces)
             names = [name for name, bad in refused if bad]
             if names:
                 raise ValueError(f"--pipeline-stages {self.pipeline_stages} cannot be combined with "
