@@ -6,8 +6,9 @@ needs; :mod:`convolab.report.html` then only renders the resulting :class:`Repor
 is the task's to say (``Task.report_*``): classification gets the confusion matrix, the prediction grid, Grad-CAM
 and the attribution sanity checks; segmentation pixel accuracy, (mean) IoU and mask overlays; clips clip and video
 accuracy. The calibration section (:func:`convolab.explain.uncertainty.calibration`) bins the plain test predictions
-and those of MC-dropout passes over the same batches, for a model with dropout layers. A section that does not apply to the task (``Task.report_skipped``) is listed in
-:attr:`ReportData.skipped` with the reason. Nothing here names a task.
+and those of MC-dropout passes over the same batches, for a model with dropout layers (else
+:attr:`ReportData.calibration` is the sentence why not). A section that does not apply to the task
+(``Task.report_skipped``) is listed in :attr:`ReportData.skipped` with the reason. Nothing here names a task.
 """
 
 from __future__ import annotations
