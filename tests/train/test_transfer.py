@@ -164,3 +164,11 @@ def test_input_size_refusals(tmp_path, capsys):
     assert_one_line_error(code, err, "--input-size", "--engine torch")
     with pytest.raises(ValueError, match="resize_inputs resizes images; unet takes segmentation inputs"):
         create_model("unet", num_classes=3, resize_inputs=True)
+
+
+def test_a_checkpoint_that_needs_another_stem_points_at_input_size(tmp_path):
+    ckpt = _write_checkpoint(tmp_path / "r18.pth")
+    small = create_model("resnet18", num_classes=10, in_chans=3, input_size=32)  # below 64: the CIFAR stem
+    with pytest.raises(ValueError, match=r"conv1.weight has shape \[64, 3, 7, 7\] in the file but \[64, 3, 3, 3\].*"
+                                         r"--input-size HxW builds the model at the checkpoint's size"):
+        load_initial_weights(small, ckpt)

@@ -137,7 +137,9 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike) -> list[str]
                 notes.append(f"{k}: {v.shape[1]} input channels summed to 1")
             else:
                 raise ValueError(f"--init-from {path}: {k} has shape {list(v.shape)} in the file but "
-                                 f"{list(target)} in {type(model).__name__} (a different architecture or input size?)")
+                                 f"{list(target)} in {type(model).__name__} (a different architecture or input size? "
+                                 "--input-size HxW builds the model at the checkpoint's size, e.g. 224x224, and "
+                                 "resizes the data to it)")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
