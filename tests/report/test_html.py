@@ -357,3 +357,24 @@ def test_the_report_of_a_dropout_model_has_the_calibration_section(mlp_run_dir, 
     section = section[:section.index("</section>")]
     assert "ECE (15 bins)" in section and 'alt="reliability diagrams"' in section
     assert "MC dropout (30 passes, seed 0)" in section
+
+
+@pytest.mark.parametrize("loss, smoothing", [("cross_entropy", 0.1), ("mse", None), (None, 0.1)])
+def test_the_reports_loss_curve_names_the_runs_loss(tmp_path, monkeypatch, loss, smoothing):
+    """Label smoothing (and its floor) belongs to a cross-entropy curve only; a run of another --loss gets its
+    curve named the training objective, as the run's own plot does (a config without 'loss' is cross-entropy)."""
+    import types
+
+    import convolab.plotting as plotting
+
+    seen = {}
+
+    def curve_figures(rows, **kw):
+        seen.update(kw)
+        return []
+
+    monkeypatch.setattr(plotting, "curve_figures", curve_figures)
+    config = {"recipe": {"label_smoothing": 0.1}, "config": {} if loss is None else {"loss": loss}}
+    run = types.SimpleNamespace(config=config, classes=["a", "b"], path=tmp_path)
+    data_module._curves(run, [{"epoch": 1, "train_loss": 1.0}])
+    assert seen["label_smoothing"] == smoothing

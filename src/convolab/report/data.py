@@ -327,7 +327,10 @@ def _curves(run: Run, rows: list[dict]) -> list[Figure]:
     if not rows:
         return []
     recipe, augment = run.config.get("recipe") or {}, run.config.get("augment") or {}
-    figs = [fig for _, fig in curve_figures(rows, label_smoothing=recipe.get("label_smoothing"),
+    # another --loss than cross-entropy: the curve is named the training objective (as the run's own plot is)
+    cross_entropy = (run.config.get("config") or {}).get("loss", "cross_entropy") == "cross_entropy"
+    figs = [fig for _, fig in curve_figures(rows, label_smoothing=recipe.get("label_smoothing") if cross_entropy
+                                            else None,
                                             num_classes=len(run.classes),
                                             mixed=bool(augment.get("mixup") or augment.get("cutmix")))]
     for key, label in (("val_mean_iou", "val mean IoU"), ("val_video_accuracy", "val video accuracy")):
