@@ -125,7 +125,8 @@ def freeze(model: nn.Module, spec: str) -> FreezeResult:
     for name in frozen:
         params[name].requires_grad_(False)
     pattern = any(c in spec for c in _PATTERN_CHARS)
-    order, end = _module_order(model), None if pattern else _end(_module_order(model), spec.strip())
+    order = _module_order(model)
+    end = None if pattern else _end(order, spec.strip())
     batchnorms = []
     for name, module in model.named_modules():
         if not isinstance(module, _BatchNorm):
