@@ -44,10 +44,12 @@ def test_a_model_is_summarised_at_its_own_input_and_classes_by_default(capsys, n
 def test_side_by_side(capsys):
     code, out, _ = cli(["summary", "conv5", "conv3,conv3", "--input", "64,32,32"], capsys)
     assert code == 0
-    last = out.strip().splitlines()[-9:]
+    last = out.strip().splitlines()[-10:]
     assert last[0].split() == ["conv5", "conv3,conv3"]
     assert last[2].split() == ["parameters", "102,464", "73,856"]
     assert last[7].split() == ["receptive", "field", "5", "5"]
+    # the ratio line: 5*5*64*64 + 64 = 102,464 against 2 * (3*3*64*64 + 64) = 73,856
+    assert last[9] == "conv5 / conv3,conv3: parameters 1.39x (102,464 / 73,856), MACs 1.39x (104.86 M / 75.50 M)"
 
 
 def test_several_models_as_json_list(capsys):

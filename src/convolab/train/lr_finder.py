@@ -119,7 +119,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
                 batch = next(data)
             lr = rates[i]
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)  # --lr-decay-per-stage: the stages keep their ratios
             optimizer.zero_grad(set_to_none=True)
             loss = step(batch)
             value = float(loss.detach())
