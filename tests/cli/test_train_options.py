@@ -19,7 +19,8 @@ def test_recipe_flags_reach_the_config_and_the_steps(tmp_path, capsys):
                         "--augment", "standard", "--hflip", "--rotate", "5", "--cutmix", "1"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["augment"] == dict(
-        crop_pad=1, hflip=True, rotate=5.0, cutout=0.5, mixup=0.0, cutmix=1.0)  # digits' standard, overridden
+        crop_pad=1, hflip=True, rotate=5.0, cutout=0.5, mixup=0.0, cutmix=1.0,  # digits' standard, overridden
+        brightness=0.0, contrast=0.0, saturation=0.0)  # no --jitter
     config = json.loads((out / "config.json").read_text())["config"]
     assert {k: config[k] for k in ("optimizer", "nesterov", "lr", "weight_decay", "clip_grad_norm", "accum_steps",
                                    "label_smoothing", "schedule", "milestones", "gamma", "warmup_steps")} == dict(
