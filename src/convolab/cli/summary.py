@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "fields against gradient impulses; exit code 1 on any mismatch")
     p.add_argument("--verify-all", action="store_true",
                    help="with --verify: measure the receptive field of every layer, not only each stage's last")
+    p.add_argument("--hardware", action="store_true",
+                   help="also each conv/linear layer as a matrix product (M x K) @ (K x N): its cycles and utilisation "
+                        "on a systolic array (SCALE-Sim's model) and its roofline bound on this CPU (measured)")
+    p.add_argument("--array", metavar="RxC", default="16x16", help="with --hardware: the array's rows x columns")
+    p.add_argument("--dataflow", choices=("ws", "os"), default="ws",
+                   help="with --hardware: weight- or output-stationary")
     p.set_defaults(func=run)
     return p
 
@@ -48,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from convolab.analysis.summary import looks_like_run
     from convolab.runs import load_run
 
-    refuse_unused(args, {"verify_all": "verify"})
+    refuse_unused(args, {"verify_all": "verify", "array": "hardware", "dataflow": "hardware"})
+    hardware = _hardware(args) if args.hardware else None
     input_shape = parse_input(args.input) if args.input else None
     summaries = []
     for target in args.models:
@@ -58,12 +65,37 @@ def run(args: argparse.Namespace) -> int:
                                    rf_rows="all" if args.verify_all else "stages"))
     if args.json:
         docs = [s.to_dict(depth=args.depth) for s in summaries]
+        for doc, s in zip(docs, summaries):
+            if hardware:
+                doc["hardware"] = hardware(s, as_json=True)
         print_json(docs[0] if len(docs) == 1 else docs)
     elif len(summaries) == 1:
         print(summaries[0].format(depth=args.depth))
+        if hardware:
+            print("\n" + hardware(summaries[0]))
     else:
         for s in summaries:
             print(s.format(depth=args.depth))
+            if hardware:
+                print("\n" + hardware(s))
             print()
         print(format_side_by_side(summaries))
     return 1 if any(s.verification is not None and not s.verification.ok for s in summaries) else 0
+
+
+def _hardware(args: argparse.Namespace):
+    """A function of a summary giving its --hardware table (or dict); the machine is measured once."""
+    from convolab.analysis import systolic
+
+    rows, cols = systolic.parse_array(args.array)
+    machine = systolic.measure_machine()
+
+    def report(summary, as_json: bool = False):
+        shapes, skipped = systolic.layer_matmuls(summary)
+        layers = systolic.hardware_rows(shapes, rows, cols, args.dataflow, machine)
+        if as_json:
+            return {"array": [rows, cols], "dataflow": args.dataflow, "peak_flops": machine.peak_flops,
+                    "bandwidth": machine.bandwidth, "layers": [h.to_dict() for h in layers], "skipped": skipped}
+        return systolic.format_hardware(layers, rows, cols, args.dataflow, machine, skipped)
+
+    return report
