@@ -20,8 +20,8 @@ Modules: ``module`` (the layer contract), ``im2col``, ``conv``, ``conv_variants`
 separable), ``pool``, ``activation``, ``norm``, ``dropout``, ``linear``, ``blocks`` (residual add, channel
 concat), ``attention`` (SE, CBAM, non-local),
 ``loss``, ``optim``, ``amp`` (dynamic loss scaling), ``precision``, ``naive`` (the loop reference),
-``interop`` (torch), ``train`` (the NumPy training loop) and ``trainer`` (``convolab train --engine numpy``;
-imports torch, and is not imported here).
+``quant`` (uniform quantization, int8 forward), ``interop`` (torch), ``train`` (the NumPy training loop)
+and ``trainer`` (``convolab train --engine numpy``; imports torch, and is not imported here).
 """
 
 from convolab.glass.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
@@ -46,6 +46,18 @@ from convolab.glass.pool import (
     MaxPool2d,
     StochasticPool2d,
 )
+from convolab.glass.quant import (
+    Int8Conv2d,
+    Int8Linear,
+    binarize,
+    dequantize,
+    error_vs_bits,
+    fake_quant_forward,
+    fake_quantize,
+    int8_layer,
+    quant_params,
+    quantize,
+)
 from convolab.glass.rng import get_generator, manual_seed
 
 __all__ = [
@@ -63,4 +75,6 @@ __all__ = [
     "LossScaler",
     "from_torch", "to_torch", "check_convertible",
     "manual_seed", "get_generator",
+    "quant_params", "quantize", "dequantize", "fake_quantize", "binarize", "fake_quant_forward", "error_vs_bits",
+    "Int8Linear", "Int8Conv2d", "int8_layer",
 ]
