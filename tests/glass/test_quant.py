@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 
 from convolab import glass
 from convolab.glass import quant
@@ -60,6 +61,22 @@ def test_per_channel_equals_per_tensor_channel_by_channel(axis, bits, symmetric)
         # max and min are exact; the mean of 1 bit may differ in the last bit with the summation order
         assert s == pytest.approx(scale[ch], rel=1e-14 if bits == 1 else 0) and z == zp[ch]
         np.testing.assert_array_equal(np.take(q, ch, axis=axis), quant.quantize(xc, s, z, bits, signed=symmetric))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_fake_quantize_matches_torch(bits, symmetric):
+    x = np.random.default_rng(bits).standard_normal((6, 50)).astype(np.float32) * np.arange(1, 7)[:, None]
+    qmin, qmax = quant.qrange(bits, symmetric)
+    xt = torch.tensor(x)
+    scale, zp = quant.quant_params(x, bits, symmetric)
+    want = torch.fake_quantize_per_tensor_affine(xt, float(scale), int(zp), qmin, qmax).numpy()
+    np.testing.assert_allclose(quant.fake_quantize(x, scale, zp, bits, signed=symmetric), want, rtol=0, atol=1e-5)
+    scale, zp = quant.quant_params(x, bits, symmetric, axis=0)
+    want = torch.fake_quantize_per_channel_affine(xt, torch.tensor(scale, dtype=torch.float32),
+                                                  torch.tensor(zp, dtype=torch.int32), 0, qmin, qmax).numpy()
+    got = quant.fake_quantize(x, scale, zp, bits, signed=symmetric, axis=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(x).max())  # a wrong rounding is a whole step
 
 
 def test_one_bit_is_sign_times_mean_abs():
@@ -223,8 +240,8 @@ def _reference_int8(layer, calib: np.ndarray, x: np.ndarray):
     qw = np.stack([np.vectorize(lambda v, s=s_w[j]: min(max(round(v / s), -127), 127))(w[j]) for j in range(o)])
     qb = ([round(float(b) / (s_x * s_w[j])) for j, b in enumerate(layer.params["bias"])]
           if "bias" in layer.params else [0] * o)
-    # output scale from the float64 layer's output on the calibration input
-    y = quant._float64_twin(layer).forward(calib)
+    # output scale from the float layer's output on the calibration input (float64: the weights are cast to it)
+    y = layer.forward(calib)
     ylo, yhi = min(y.min(), 0.0), max(y.max(), 0.0)
     s_y = (yhi - ylo) / 255 if yhi > ylo else 1.0
     z_y = min(max(round(-ylo / s_y), 0), 255)
@@ -286,7 +303,7 @@ def test_int8_forward_close_to_float():
     # stated bound: normwise relative error (max |y_int8 - y| / max |y|) below 3 % at 8 bits
     for seed in range(3):
         for layer, x in _random_layers(seed):
-            want = quant._float64_twin(layer).forward(x)
+            want = layer.forward(x)                                                   # float64
             got = quant.int8_layer(layer, x).forward(x)
             assert np.abs(got - want).max() / np.abs(want).max() < 0.03
 
