@@ -307,7 +307,46 @@ def fractional_output_size(size: int, output_size: int | None, output_ratio: flo
     return int(output_size) if output_size is not None else int(size * output_ratio)
 
 
-class FractionalMaxPool2d(Module):
+class FractionalSettings:
+    """The settings of fractional max pooling and what follows from them alone, shared by this engine's layer and
+    ``convolab.layers.FractionalMaxPool2d`` (the torch one): the checked arguments, ``extra_repr`` and the output
+    size. A subclass calls :meth:`_configure` from its ``__init__``, after its base class's."""
+
+    SEQUENCES = ("pseudo_random", "random")
+
+    def _configure(self, output_size, output_ratio, kernel_size, sequence: str, overlapping: bool, seed: int) -> None:
+        self.output_size, self.output_ratio = fractional_sizes(output_size, output_ratio)
+        self.kernel_size = None if kernel_size is None else pair(kernel_size, "kernel_size")
+        if sequence not in self.SEQUENCES:
+            raise ValueError(f"FractionalMaxPool2d: sequence must be 'pseudo_random' or 'random'; got {sequence!r}")
+        if self.kernel_size is not None and (sequence != "pseudo_random" or overlapping):
+            raise ValueError("FractionalMaxPool2d: kernel_size selects torch's fixed windows at pseudo-random "
+                             "starts; sequence='random' and overlapping=True apply to Graham's regions "
+                             "(kernel_size=None)")
+        if self.kernel_size is not None and min(self.kernel_size) < 1:
+            raise ValueError(f"FractionalMaxPool2d: kernel_size must be >= 1; got {kernel_size!r}")
+        self.sequence, self.overlapping, self.seed = sequence, bool(overlapping), int(seed)
+
+    def extra_repr(self) -> str:
+        size = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
+        kernel = f", kernel_size={self.kernel_size}" if self.kernel_size else ""
+        return f"{size}{kernel}, sequence={self.sequence!r}, overlapping={self.overlapping}, seed={self.seed}"
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H_out, W_out) for an (H, W) input; a ``ValueError`` when the regions do not fit."""
+        sizes = self.output_size or (None, None)
+        ratios = self.output_ratio or (None, None)
+        out = tuple(fractional_output_size(n, s, r) for n, s, r in zip((h, w), sizes, ratios))
+        for n, o, k in zip((h, w), out, self.kernel_size or (1, 1)):
+            if o < 1 or o + k - 1 > n:
+                label = getattr(self, "label", type(self).__name__)
+                raise ValueError(f"{label}: an output of {out[0]}x{out[1]} does not fit an input of {h}x{w}"
+                                 + (f" with {k}x{k} windows" if self.kernel_size else "")
+                                 + " (need 1 <= output <= input - kernel + 1)")
+        return out  # type: ignore[return-value]
+
+
+class FractionalMaxPool2d(FractionalSettings, Module):
     """Fractional max pooling (Graham, 2014, "Fractional Max-Pooling"): max over regions whose sizes
     are ``floor(alpha)`` or ``ceil(alpha)``, ``alpha = H_in / H_out`` (1 < alpha < 2 reduces the map by a
     non-integer factor such as sqrt(2)). Per axis, boundaries ``0 = a_0 < a_1 < ... < a_n = H_in``:
@@ -341,43 +380,14 @@ class FractionalMaxPool2d(Module):
         seed: the evaluation sample's seed.
     """
 
-    SEQUENCES = ("pseudo_random", "random")
-
     def __init__(self, output_size: int | tuple[int, int] | None = None,
                  output_ratio: float | tuple[float, float] | None = None,
                  kernel_size: int | tuple[int, int] | None = None, sequence: str = "pseudo_random",
                  overlapping: bool = False, seed: int = 0):
         super().__init__()
-        self.output_size, self.output_ratio = fractional_sizes(output_size, output_ratio)
-        self.kernel_size = None if kernel_size is None else pair(kernel_size, "kernel_size")
-        if sequence not in self.SEQUENCES:
-            raise ValueError(f"FractionalMaxPool2d: sequence must be 'pseudo_random' or 'random'; got {sequence!r}")
-        if self.kernel_size is not None and (sequence != "pseudo_random" or overlapping):
-            raise ValueError("FractionalMaxPool2d: kernel_size selects torch's fixed windows at pseudo-random "
-                             "starts; sequence='random' and overlapping=True apply to Graham's regions "
-                             "(kernel_size=None)")
-        if self.kernel_size is not None and min(self.kernel_size) < 1:
-            raise ValueError(f"FractionalMaxPool2d: kernel_size must be >= 1; got {kernel_size!r}")
-        self.sequence, self.overlapping, self.seed = sequence, bool(overlapping), int(seed)
+        self._configure(output_size, output_ratio, kernel_size, sequence, overlapping, seed)
         self.samples: np.ndarray | None = None
         self._cache: tuple | None = None
-
-    def extra_repr(self) -> str:
-        size = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
-        kernel = f", kernel_size={self.kernel_size}" if self.kernel_size else ""
-        return f"{size}{kernel}, sequence={self.sequence!r}, overlapping={self.overlapping}, seed={self.seed}"
-
-    def out_size(self, h: int, w: int) -> tuple[int, int]:
-        """(H_out, W_out) for an (H, W) input; a ``ValueError`` when the regions do not fit."""
-        sizes = self.output_size or (None, None)
-        ratios = self.output_ratio or (None, None)
-        out = tuple(fractional_output_size(n, s, r) for n, s, r in zip((h, w), sizes, ratios))
-        for n, o, k in zip((h, w), out, self.kernel_size or (1, 1)):
-            if o < 1 or o + k - 1 > n:
-                raise ValueError(f"{self.label}: an output of {out[0]}x{out[1]} does not fit an input of {h}x{w}"
-                                 + (f" with {k}x{k} windows" if self.kernel_size else "")
-                                 + " (need 1 <= output <= input - kernel + 1)")
-        return out  # type: ignore[return-value]
 
     def _sample(self, n: int, c: int, length: int) -> np.ndarray:
         """The uniform sample: set ``samples``, a fresh draw (training), or the fixed one (evaluation)."""

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.glass.pool import fractional_eval_samples, fractional_output_size, fractional_sizes
+from convolab.glass.im2col import pair
+from convolab.glass.pool import FractionalSettings, fractional_eval_samples
 
 __all__ = ["GlobalAvgPool2d", "GlobalMaxPool2d", "FractionalMaxPool2d", "StochasticPool2d"]
 
@@ -22,11 +23,8 @@ def _check_4d(module: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"{type(module).__name__}: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
 
 
-class GlobalAvgPool2d(nn.Module):
-    """Mean over the whole map (Lin et al., 2014): ``y[n, c] = (1 / HW) sum_{h,w} x[n, c, h, w]``.
-
-    Output (N, C, 1, 1), or (N, C) with ``flatten=True``.
-    """
+class _GlobalPool2d(nn.Module):
+    """One value per channel of the whole map: output (N, C, 1, 1), or (N, C) with ``flatten=True``."""
 
     def __init__(self, flatten: bool = False):
         super().__init__()
@@ -37,29 +35,25 @@ class GlobalAvgPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_4d(self, x)
-        return x.mean(dim=(2, 3), keepdim=not self.flatten)
-
-
-class GlobalMaxPool2d(nn.Module):
-    """Max over the whole map: ``y[n, c] = max_{h,w} x[n, c, h, w]`` (the gradient goes to the maximum).
-
-    Output (N, C, 1, 1), or (N, C) with ``flatten=True``.
-    """
-
-    def __init__(self, flatten: bool = False):
-        super().__init__()
-        self.flatten = bool(flatten)
-
-    def extra_repr(self) -> str:
-        return "flatten=True" if self.flatten else ""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_4d(self, x)
-        y = F.adaptive_max_pool2d(x, 1)  # (N, C, 1, 1)
+        y = self.pool(x)  # (N, C, 1, 1)
         return y.flatten(1) if self.flatten else y
 
 
-class FractionalMaxPool2d(nn.Module):
+class GlobalAvgPool2d(_GlobalPool2d):
+    """Mean over the whole map (Lin et al., 2014): ``y[n, c] = (1 / HW) sum_{h,w} x[n, c, h, w]``."""
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+class GlobalMaxPool2d(_GlobalPool2d):
+    """Max over the whole map: ``y[n, c] = max_{h,w} x[n, c, h, w]`` (the gradient goes to the maximum)."""
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_max_pool2d(x, 1)
+
+
+class FractionalMaxPool2d(FractionalSettings, nn.Module):
     """Fractional max pooling (Graham, 2014): max over regions of ``floor(alpha)`` or ``ceil(alpha)`` pixels,
     ``alpha = H_in / H_out``, which shrinks a map by a non-integer factor (sqrt(2) in the paper).
 
@@ -83,45 +77,14 @@ class FractionalMaxPool2d(nn.Module):
     the glass layer's. Setting ``samples`` fixes the sample in both modes.
     """
 
-    SEQUENCES = ("pseudo_random", "random")
-
     def __init__(self, output_size: int | tuple[int, int] | None = None,
                  output_ratio: float | tuple[float, float] | None = None,
                  kernel_size: int | tuple[int, int] | None = None, sequence: str = "pseudo_random",
                  overlapping: bool = False, seed: int = 0):
         super().__init__()
-        self.output_size, self.output_ratio = fractional_sizes(output_size, output_ratio)
-        if isinstance(kernel_size, int):
-            kernel_size = (kernel_size, kernel_size)
-        self.kernel_size = None if kernel_size is None else tuple(int(k) for k in kernel_size)
-        if sequence not in self.SEQUENCES:
-            raise ValueError(f"FractionalMaxPool2d: sequence must be 'pseudo_random' or 'random'; got {sequence!r}")
-        if self.kernel_size is not None and (sequence != "pseudo_random" or overlapping):
-            raise ValueError("FractionalMaxPool2d: kernel_size selects torch's fixed windows at pseudo-random "
-                             "starts; sequence='random' and overlapping=True apply to Graham's regions "
-                             "(kernel_size=None)")
-        if self.kernel_size is not None and (len(self.kernel_size) != 2 or min(self.kernel_size) < 1):
-            raise ValueError(f"FractionalMaxPool2d: kernel_size must be >= 1; got {kernel_size!r}")
-        self.sequence, self.overlapping, self.seed = sequence, bool(overlapping), int(seed)
+        self._configure(output_size, output_ratio, kernel_size, sequence, overlapping, seed)
         self.samples: torch.Tensor | None = None
         self.generator: torch.Generator | None = None
-
-    def extra_repr(self) -> str:
-        size = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
-        kernel = f", kernel_size={self.kernel_size}" if self.kernel_size else ""
-        return f"{size}{kernel}, sequence={self.sequence!r}, overlapping={self.overlapping}, seed={self.seed}"
-
-    def out_size(self, h: int, w: int) -> tuple[int, int]:
-        """(H_out, W_out) for an (H, W) input; a ``ValueError`` when the regions do not fit."""
-        sizes = self.output_size or (None, None)
-        ratios = self.output_ratio or (None, None)
-        out = tuple(fractional_output_size(n, s, r) for n, s, r in zip((h, w), sizes, ratios))
-        for n, o, k in zip((h, w), out, self.kernel_size or (1, 1)):
-            if o < 1 or o + k - 1 > n:
-                raise ValueError(f"FractionalMaxPool2d: an output of {out[0]}x{out[1]} does not fit an input of "
-                                 f"{h}x{w}" + (f" with {k}x{k} windows" if self.kernel_size else "")
-                                 + " (need 1 <= output <= input - kernel + 1)")
-        return out  # type: ignore[return-value]
 
     def _sample(self, x: torch.Tensor, length: int) -> torch.Tensor:
         n, c = x.shape[:2]
@@ -203,12 +166,8 @@ class StochasticPool2d(nn.Module):
 
     def __init__(self, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None):
         super().__init__()
-        if isinstance(kernel_size, int):
-            kernel_size = (kernel_size, kernel_size)
-        stride = kernel_size if stride is None else stride
-        if isinstance(stride, int):
-            stride = (stride, stride)
-        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(kernel_size if stride is None else stride, "stride")
         if min(self.kernel_size + self.stride) < 1:
             raise ValueError("StochasticPool2d: kernel_size and stride must be >= 1")
         self.samples: torch.Tensor | None = None
