@@ -133,9 +133,13 @@ def test_repeats_build_fresh_layers_named_in_order():
 
 
 def test_the_head_rules(caplog):
-    # no head: gap and fc are added on a map, fc on a vector
-    m = create_model("spec:conv(8,3)", num_classes=4, in_chans=1, input_size=8)
+    import logging
+
+    # no head: gap and fc are added on a map, fc on a vector, and the log says so
+    with caplog.at_level(logging.INFO, logger="convolab"):
+        m = create_model("spec:conv(8,3)", num_classes=4, in_chans=1, input_size=8)
     assert m.spec_added_head == ["gap", "fc"] and m(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+    assert "the spec ends in a map, not in fc: convolab added gap, fc (4 classes)" in caplog.text
     m = create_model("spec:flatten,fc(16),relu", num_classes=4, in_chans=1, input_size=8)
     assert m.spec_added_head == ["fc"] and [n for n, _ in m.classifier.named_children()][-1] == "fc2"
     assert len(m.features) == 0  # nothing before flatten: an MLP
@@ -183,6 +187,13 @@ def test_every_layer_builds_and_runs():
         model = create_model(f"spec:{before}{name}{args}", num_classes=3, in_chans=2, input_size=6)
         assert model(torch.randn(2, 2, 6, 6)).shape == (2, 3), name
     assert "conv(out, k=3, s=1, p=0, d=1, g=1, bias=true, mode=zeros)" in spec_help()
+
+
+@pytest.mark.parametrize("text, classes", [("flatten,fc(3)", 3), ("flatten,fc(out=7)", 7), ("flatten,fc", 10),
+                                           ("conv(out=8,k=3)", 10), ("flatten,fc(3),relu", 10),
+                                           ("2*(flatten,linear(5))", 5)])
+def test_the_registry_entry_shows_a_spec_at_the_classes_it_fixes(text, classes):
+    assert get_model_entry("spec:" + text).default_num_classes == classes
 
 
 def test_the_registry_entry_of_a_spec():

@@ -112,12 +112,7 @@ def _spec_entry(name: str) -> ModelEntry:
 
     nodes = spec.parse_spec(name)
     text = spec.PREFIX + spec.format_spec(nodes)
-    flat = spec._expand(nodes)
-    last = flat[-1]
-    classes = (last.args[0] if isinstance(last, spec.Layer) and last.name in ("fc", "linear") and last.args
-               and isinstance(last.args[0], int) else last.kwargs.get("out", 10) if isinstance(last, spec.Layer)
-               else 10)
     return ModelEntry(name=text, fn=functools.partial(spec.build_spec, text), family="spec",
                       description="a network from a spec", input_kind="image",
-                      default_cfg=dict(num_classes=classes if isinstance(classes, int) else 10, in_chans=1,
+                      default_cfg=dict(num_classes=spec.final_width(nodes) or 10, in_chans=1,
                                        input_size=(28, 28)))

@@ -40,6 +40,7 @@ the file again.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import OrderedDict
@@ -55,7 +56,9 @@ from convolab.layers.branches import Concat, DenseConcat, Residual
 from convolab.models._base import ConvClassifier
 
 __all__ = ["SpecNet", "parse_spec", "format_spec", "build_spec", "resolve_model_name", "is_spec", "read_spec_file",
-           "LAYERS", "SPEC_HELP", "PREFIX", "spec_help"]
+           "final_width", "LAYERS", "SPEC_HELP", "PREFIX", "spec_help"]
+
+log = logging.getLogger(__name__)
 
 PREFIX = "spec:"
 SPEC_FILE_SUFFIXES = (".json", ".yaml", ".yml", ".spec", ".txt")
@@ -729,6 +732,16 @@ def _expand(nodes: list) -> list:
     return out
 
 
+def final_width(nodes: list) -> int | None:
+    """The class count a spec fixes itself: N when it ends in ``fc(N)`` (``fc(out=N)``), else None."""
+    flat = _expand(nodes)
+    last = _canonical(flat[-1]) if flat and isinstance(flat[-1], Layer) else None
+    if last is None or last.name not in ("fc", "linear") or not last.args:
+        return None
+    width = last.args[0]
+    return width if isinstance(width, int) and not isinstance(width, bool) else None
+
+
 class SpecNet(ConvClassifier):
     """A classifier built from a spec: ``features`` (up to the first flatten/gap/gmp) then ``classifier`` (ending
     in the linear layer that gives the logits). ``spec`` is the canonical one-line text it was built from."""
@@ -779,4 +792,7 @@ def build_spec(spec: str, *, num_classes: int, in_chans: int, input_size: tuple[
         info.append(dict(module=f"features.{built[split - 1][0]}", num_chs=shape[0], reduction=reduction))
     model = SpecNet(text, features, classifier, num_classes, in_chans, size, info)
     model.spec_added_head = added  # what build_spec appended ([] when the spec had its own head)
+    if added and torch.get_default_device().type != "meta":  # (not for the shape checks before the data loads)
+        log.info("the spec ends in a %s, not in fc: convolab added %s (%d classes)",
+                 "vector" if added == ["fc"] else "map", ", ".join(added), num_classes)
     return model
