@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
         masks = _mask_paths(args)
     elif args.out or args.overwrite:
         raise ValueError(f"--out and --overwrite are for runs that write masks (segmentation); {args.run} is a "
-                         f"{run.task} run "
-                         "(its predictions are printed)")
+                         f"{run.task} run (its predictions are printed)")
     if args.mc_samples is not None:
         if writes_masks:
             raise ValueError(f"--mc-samples is for classifiers; {args.run} is a {run.task} run (it writes masks)")
