@@ -43,7 +43,8 @@ def run_record(trainer, kind: str) -> dict:
     return {
         "kind": kind, "task": self.task.name, "model": cfg.model, "model_kwargs": kwargs,
         "build": ({"kind": "registry", "name": cfg.model, "kwargs": kwargs} if self._given["model"] is None
-                  else {"kind": "given", "name": type(self.model).__name__}),
+                  else getattr(self._given["model"], "convolab_build", None)
+                  or {"kind": "given", "name": type(self.model).__name__}),
         "dataset": {"name": data.name, "source": data.source, "data_dir": cfg.data_dir,
                     "val_fraction": cfg.val_fraction, "classes": data.classes,
                     "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
