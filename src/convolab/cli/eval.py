@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def _load_task_data(args: argparse.Namespace, run, config):
     """The run's dataset with its recorded settings (frames, image size, split seed), or ``--data`` loaded alike."""
     from convolab.data import load_dataset
-    from convolab.report.data import load_data
+    from convolab.runs.recipe import load_data
 
     if not args.data:
         return load_data(run, config, args.data_dir)
@@ -104,7 +104,7 @@ def _run_task(args: argparse.Namespace, run) -> int:
     """Segmentation and clip runs: the split through ``TASKS[run.task].evaluate``, as the training loop evaluated
     the test split (its batch size, memory format and --tta), so the figures are summary.json's."""
     from convolab.data.loader import memory_format
-    from convolab.report.data import run_config
+    from convolab.runs.recipe import run_config
     from convolab.train.loop import make_loader
     from convolab.train.tasks import TASKS
 
