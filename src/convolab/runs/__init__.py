@@ -9,3 +9,5 @@ from convolab.runs.writer import NullRunWriter, RunWriter
 
 __all__ = ["Run", "load_run", "read_weights_metadata", "RunWriter", "NullRunWriter", "prepare_run_dir", "is_run_dir",
            "run_id", "register_builder"]
+
+from convolab.runs import pruned  # noqa: E402,F401  (registers the "pruned" build kind; here: after the package's names)
