@@ -2,6 +2,7 @@
 writer (:mod:`~convolab.runs.writer`), what the files must hold (:mod:`~convolab.runs.schema`), how a model is
 rebuilt (:mod:`~convolab.runs.build`) and the reader (:mod:`~convolab.runs.reader`: ``load_run``, ``Run``)."""
 
+from convolab.runs import quantized  # noqa: F401  (registers the "int8-pt2e" build kind)
 from convolab.runs.build import register_builder
 from convolab.runs.layout import is_run_dir, prepare_run_dir, run_id
 from convolab.runs.reader import Run, load_run, read_weights_metadata

@@ -36,6 +36,7 @@ _MARKER_KIND = "convolab-run"
 # these are ever deleted by --overwrite; `.NAME.*.tmp` are atomic writes interrupted by a kill.
 OWN_FILES = (
     MARKER, CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, "lr_find.json", "report.html",
+    "compress.txt", "model.int8.onnx", "plots/pareto.png",  # convolab compress's table, ORT int8 model, plot
     "checkpoints/step-*.pt", "checkpoints/best.pt",
     *(f"plots/{name}.png" for name in ("loss", "accuracy", "lr", "predictions", "confusion", "lr_find")),
     "tensorboard/events.out.tfevents.*",

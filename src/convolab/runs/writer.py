@@ -17,7 +17,7 @@ from convolab.atomic import append_jsonl, atomic_path, write_json
 from convolab.runs.layout import CONFIG, METRICS, PLOTS, STEPS, SUMMARY, WEIGHTS
 from convolab.runs.schema import FORMAT, default_build
 
-__all__ = ["RunWriter", "NullRunWriter", "save_weights"]
+__all__ = ["RunWriter", "NullRunWriter", "save_weights", "save_state"]
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict) -> None:
@@ -26,9 +26,19 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict) -> None:
     Raises:
         ValueError: a floating-point tensor holds NaN or inf (training diverged; such weights are never saved).
     """
+    save_state(model.state_dict(), path, metadata)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:
+    """Write named tensors as safetensors, atomically, with ``metadata`` as JSON (:func:`save_weights` for a state
+    dict that is not a module's: an int8 graph's stored tensors).
+
+    Raises:
+        ValueError: a floating-point tensor holds NaN or inf.
+    """
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     for k, v in state.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ValueError(f"refusing to save non-finite weights ({k} has NaN or inf); training diverged")

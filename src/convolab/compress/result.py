@@ -1,0 +1,111 @@
+"""One compression result: the variants measured side by side, and the run folder that holds the compressed model.
+
+Every method ends here: the baselines (the run's float32 model eager, compiled by inductor, and in ONNX Runtime) and
+the method's variants are measured on the run's own test images (:mod:`convolab.compress.measure`); the table goes
+to the console, to the new run's ``summary.json`` (``compress``), to ``compress.txt`` and, as a Pareto plot, to
+``plots/pareto.png``; ``convolab report`` shows all three.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convolab.compress.measure import BATCHES, Row, Variant, compile_for_batch, measure, pareto_figure, table
+from convolab.runs.layout import PLOTS, SUMMARY, WEIGHTS
+from convolab.runs.reader import Run
+
+__all__ = ["baseline_variants", "compiled_variant", "onnx_variant", "measure_and_record", "test_images",
+           "COMPRESS_TXT", "PARETO_PNG"]
+
+log = logging.getLogger(__name__)
+
+COMPRESS_TXT = "compress.txt"  # the table, as the console printed it
+PARETO_PNG = "pareto.png"  # under plots/
+
+
+def test_images(run: Run, data, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's test split (uint8 images and labels), its first ``limit`` images when given."""
+    images, targets = data.test.images, data.test.labels
+    if limit is not None:
+        images, targets = images[:limit], targets[:limit]
+    return images, targets
+
+
+def compiled_variant(name: str, model: nn.Module, example: torch.Tensor, file: Path | None, note: str = "",
+                     batches: Sequence[int] = BATCHES) -> Variant:
+    """``model`` compiled by inductor (freezing on) once per batch size (static shapes)."""
+    model.eval()
+    forwards = {b: compile_for_batch(model, _batch(example, b)) for b in batches}
+    return Variant(name, file, forwards, note)
+
+
+def onnx_variant(name: str, path: Path, note: str = "", batches: Sequence[int] = BATCHES) -> Variant:
+    """An ONNX file in ONNX Runtime on the CPU, with torch's thread count."""
+    from convolab.compress.onnx import ort_session, run_onnx
+
+    session = ort_session(path, threads=torch.get_num_threads())
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run_onnx(session, x.numpy()))
+    return Variant(name, path, {b: forward for b in batches}, note)
+
+
+def baseline_variants(run: Run, example: torch.Tensor, onnx_path: Path | None, check: torch.Tensor | None = None
+                      ) -> list[Variant]:
+    """The run's float32 model eager, compiled, and (when ``onnx_path`` is given: exported there, checked against
+    onnxruntime on ``check``) in ONNX Runtime."""
+    model = copy.deepcopy(run.model).float().cpu().eval()
+    weights = run.path / WEIGHTS
+    eager = Variant("fp32 eager", weights, {b: model for b in BATCHES}, "torch, no compilation")
+    out = [eager, compiled_variant("fp32 compiled", model, example, weights, "torch.compile (inductor, freezing)")]
+    if onnx_path is not None:
+        from convolab.compress.onnx import export_onnx
+
+        export_onnx(model, example, onnx_path, check=check if check is not None else example, overwrite=True)
+        out.append(onnx_variant("fp32 onnxruntime", onnx_path, "ONNX Runtime, CPU"))
+    return out
+
+
+def _batch(example: torch.Tensor, b: int) -> torch.Tensor:
+    """A batch of ``b`` images made from ``example`` (repeated when it has fewer)."""
+    reps = -(-b // len(example))
+    return example.repeat(reps, *([1] * (example.dim() - 1)))[:b].contiguous()
+
+
+def measure_and_record(run: Run, out: Path, variants: Sequence[Variant], images: torch.Tensor, targets: torch.Tensor,
+                       *, method: dict, main: str, repeats: int = 5, min_seconds: float = 0.2,
+                       say: Callable[[str], None] = print) -> list[Row]:
+    """Measure ``variants`` on ``images``, print the table, and record it in ``out`` (a run folder): summary.json's
+    ``compress`` (the method's settings, every row) and its ``test_accuracy`` (the ``main`` variant's), compress.txt
+    and plots/pareto.png."""
+    from convolab.atomic import write_text
+    from convolab.plotting import save_figure
+    from convolab.runs.schema import SUMMARY_SCHEMA
+    from convolab.runs.writer import RunWriter
+    from convolab.structure import read_json
+
+    rows = measure(variants, images, targets, run.mean, run.std, repeats=repeats, min_seconds=min_seconds,
+                   progress=lambda s: log.info(s))
+    text = table(rows)
+    threads = torch.get_num_threads()
+    header = (f"{method.get('method', 'compress')} of {run.path} -- {len(images):,} test images, latency in ms per "
+              f"batch (median of {repeats}), {threads} threads")
+    say(header)
+    say(text)
+    main_row = next(r for r in rows if r.name == main)
+    summary_path = out / SUMMARY
+    summary = read_json(summary_path, SUMMARY_SCHEMA) if summary_path.exists() else dict(run.summary)
+    summary.update(test_accuracy=main_row.accuracy, test_samples=len(images),
+                   compress={**method, "main": main, "threads": threads, "rows": [r.to_dict() for r in rows]})
+    writer = RunWriter(out)
+    writer.write_summary(summary)
+    write_text(out / COMPRESS_TXT, header + "\n" + text + "\n")
+    (out / PLOTS).mkdir(exist_ok=True)
+    save_figure(pareto_figure(rows, f"{method.get('method', '')}: {run.path.name}"), out / PLOTS / PARETO_PNG)
+    return rows

@@ -1,0 +1,195 @@
+"""How an int8 model quantized through torchao's PT2E flow is stored in a run and rebuilt (build kind ``int8-pt2e``).
+
+PT2E quantization is a graph transformation: the model is exported (``torch.export``, dynamic batch), observers are
+inserted (``prepare_pt2e``, or ``prepare_qat_pt2e`` for quantization-aware training), calibrated or trained, and
+``convert_pt2e`` replaces them with quantize/dequantize pairs and int8 weights, which inductor lowers to int8 oneDNN
+kernels. The graph itself is not a file format, so the run stores what makes it:
+
+- config.json's ``build``: ``{"kind": "int8-pt2e", "base": {"name", "kwargs"}, "input_shape": [C, H, W],
+  "keep_float": [...], "qat": bool}`` -- the registry model the graph was exported from and its input, the layers
+  left in float32, and which flow prepared it;
+- ``model.safetensors``: every quantized weight as int8 (the file is about 4x smaller than float32), the other
+  tensors as they are, and each observer's scale and zero point under ``quant.<observer>.scale``/``.zero_point``.
+
+Rebuilding exports a fresh base model the same way, prepares it with the same quantizer (the same graph, so the same
+observer names), loads the weights (int8 ones dequantized: ``q * scale`` quantizes back to ``q`` exactly), fixes
+every observer to its stored scale and zero point, and converts. The result equals the saved model bit for bit
+(a test checks it). Needs torchao; imported only when such a run is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convolab.runs.build import register_builder
+
+__all__ = ["KIND", "make_quantizer", "export_graph", "prepare", "stored_tensors", "rebuild", "convert"]
+
+KIND = "int8-pt2e"
+_Q = "quant."  # prefix of the observers' stored scales and zero points
+
+
+def make_quantizer(keep_float: list[str] | tuple[str, ...] = (), qat: bool = False):
+    """torchao's x86 inductor quantizer: int8 activations (per tensor, asymmetric) and weights (per channel,
+    symmetric) for every supported layer, except the modules named in ``keep_float``."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    q = xiq.X86InductorQuantizer()
+    q.set_global(xiq.get_default_x86_inductor_quantization_config(is_qat=qat))
+    for name in keep_float:
+        q.set_module_name_qconfig(name, None)
+    return q
+
+
+def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """``model`` exported for quantization with a dynamic batch dimension (the graph runs at any batch size; compile
+    it per shape: inductor's int8 lowering needs static shapes for some layers).
+
+    Raises:
+        ValueError: the model cannot be exported (one line naming the cause).
+    """
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    except Exception as e:  # torch.export raises many types; the first line names the op or the guard
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"{type(model).__name__} cannot be exported for int8 quantization: {first[:300]}") from None
+
+
+def prepare(model: nn.Module, example: torch.Tensor, keep_float=(), qat: bool = False) -> torch.fx.GraphModule:
+    """``model`` exported and prepared (observers inserted; fake quantizers when ``qat``)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    if qat:
+        return prepare_qat_pt2e(export_graph(model.train(), example), make_quantizer(keep_float, qat=True))
+    return prepare_pt2e(export_graph(model.eval(), example), make_quantizer(keep_float))
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
+    """Observer (or fake-quantize) modules of a prepared graph, by name."""
+    from torchao.quantization.pt2e import ObserverOrFakeQuantize
+
+    return {n: m for n, m in prepared.named_children() if isinstance(m, ObserverOrFakeQuantize)}
+
+
+def _weight_observers(prepared: torch.fx.GraphModule) -> dict[str, str]:
+    """Parameter name -> the observer its weight goes through (a ``get_attr`` feeding an observer module)."""
+    out, obs = {}, _observers(prepared)
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target in obs:
+            src = node.args[0]
+            if getattr(src, "op", None) == "get_attr":
+                out[str(src.target)] = str(node.target)
+    return out
+
+
+def _qparams(observer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    scale, zp = observer.calculate_qparams()
+    return torch.as_tensor(scale, dtype=torch.float32).reshape(-1), torch.as_tensor(zp, dtype=torch.int32).reshape(-1)
+
+
+def stored_tensors(prepared: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """What ``model.safetensors`` holds for a calibrated (or trained) prepared graph: quantized weights as int8,
+    the other parameters and buffers (not the observers' own) as they are, every observer's scale and zero point."""
+    obs = _observers(prepared)
+    weight_obs = _weight_observers(prepared)
+    out: dict[str, torch.Tensor] = {}
+    for name, observer in obs.items():
+        scale, zp = _qparams(observer)
+        out[f"{_Q}{name}.scale"], out[f"{_Q}{name}.zero_point"] = scale, zp
+    for name, t in [*prepared.named_parameters(), *prepared.named_buffers()]:
+        if name.split(".")[0] in obs:
+            continue
+        t = t.detach().cpu()
+        if name in weight_obs:
+            observer = obs[weight_obs[name]]
+            scale, zp = out[f"{_Q}{weight_obs[name]}.scale"], out[f"{_Q}{weight_obs[name]}.zero_point"]
+            shape = [-1] + [1] * (t.dim() - 1) if scale.numel() > 1 else [1] * t.dim()
+            q = torch.round(t * (1.0 / scale.reshape(shape))) + zp.reshape(shape)  # as quantize_per_channel does
+            t = q.clamp(observer.quant_min, observer.quant_max).to(torch.int8)
+        out[name] = t.contiguous()
+    return out
+
+
+def rebuild(prepared: torch.fx.GraphModule, tensors: dict[str, torch.Tensor], what: str) -> torch.fx.GraphModule:
+    """Load ``tensors`` (as :func:`stored_tensors` wrote them) into a freshly prepared graph of the same model: the
+    weights (int8 ones dequantized), and each observer fixed to its stored scale and zero point.
+
+    Raises:
+        ValueError: a tensor is missing, unexpected or of another shape (the file does not fit the graph).
+    """
+    obs = _observers(prepared)
+    weight_obs = _weight_observers(prepared)
+    own = {n: t for n, t in [*prepared.named_parameters(), *prepared.named_buffers()] if n.split(".")[0] not in obs}
+    expected = set(own) | {f"{_Q}{n}.{k}" for n in obs for k in ("scale", "zero_point")}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
+                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
+        raise ValueError(f"{what}: the int8 weights do not fit the model ({'; '.join(parts)})")
+    for name, observer in obs.items():
+        scale, zp = tensors[f"{_Q}{name}.scale"].float(), tensors[f"{_Q}{name}.zero_point"].to(torch.int32)
+        observer.calculate_qparams = (lambda s=scale, z=zp, o=observer:  # noqa: E731 -- a fixed observer
+                                      (s, z) if getattr(o, "qscheme", None) in _PER_CHANNEL else (s[0], z[0]))
+    with torch.no_grad():
+        for name, t in own.items():
+            value = tensors[name]
+            if name in weight_obs:
+                if value.dtype != torch.int8:
+                    raise ValueError(f"{what}: {name} is {value.dtype}; expected the int8 weights")
+                scale = tensors[f"{_Q}{weight_obs[name]}.scale"]
+                zp = tensors[f"{_Q}{weight_obs[name]}.zero_point"]
+                shape = [-1] + [1] * (value.dim() - 1) if scale.numel() > 1 else [1] * value.dim()
+                value = (value.float() - zp.reshape(shape).float()) * scale.reshape(shape)
+            if tuple(value.shape) != tuple(t.shape):
+                raise ValueError(f"{what}: {name} has shape {list(value.shape)}; the model's is {list(t.shape)}")
+            t.copy_(value.to(t.dtype))
+    return prepared
+
+
+_PER_CHANNEL = (torch.per_channel_symmetric, torch.per_channel_affine)
+
+
+def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The int8 graph of a calibrated (or trained) prepared graph, in eval mode."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(prepared)
+    move_exported_model_to_eval(converted)
+    allow_exported_model_train_eval(converted)  # .eval()/.train() (which every tool calls) switch dropout and norms
+    return converted
+
+
+def _builder(build: dict, weights: Path, what: str, field: str | None) -> nn.Module:
+    """The ``int8-pt2e`` builder: the base registry model exported, prepared, loaded and converted."""
+    from safetensors.torch import load_file
+
+    from convolab.models import create_model
+    from convolab.runs.schema import probe_model
+
+    base = build.get("base")
+    if not isinstance(base, dict) or not isinstance(base.get("name"), str) or not isinstance(base.get("kwargs"), dict):
+        raise ValueError(f"{what}: field '{field}.base' must be {{\"name\": ..., \"kwargs\": {{...}}}}, the registry "
+                         "model the int8 graph was made from")
+    keep = build.get("keep_float", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise ValueError(f"{what}: field '{field}.keep_float' must be a list of module names")
+    probe_model(base["name"], base["kwargs"], what, fields=f"'{field}.base'")  # absurd sizes refused before allocating
+    shape = build.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) in (3, 4) and all(isinstance(n, int) and 0 < n <= 4096
+                                                                      for n in shape)):
+        raise ValueError(f"{what}: field '{field}.input_shape' must be the model's input [C, H, W]; got {shape!r}")
+    model = create_model(base["name"], **base["kwargs"])
+    example = torch.zeros(2, *shape)
+    prepared = prepare(model, example, keep, qat=bool(build.get("qat", False)))
+    rebuild(prepared, load_file(str(weights)), str(weights))
+    converted = convert(prepared)
+    converted.convolab_cfg = {"name": base["name"], **base["kwargs"]}
+    return converted
+
+
+register_builder(KIND, _builder)
