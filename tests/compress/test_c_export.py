@@ -140,3 +140,30 @@ def test_bad_arguments(tmp_path):
     export_c(model, tmp_path / "d", mean=[0.5], std=[0.5])
     with pytest.raises(ValueError, match="no C compiler 'no-such-cc'"):
         compile_c(tmp_path / "d", cc="no-such-cc")
+
+
+@pytest.mark.parametrize("kind", ["strided-grouped", "no-linear-head"])
+def test_layer_geometry_both_dtypes(kind, tmp_path):
+    """Stride, padding, groups, dilation, padded max pool, avg pool, flattening order (channels-last in the C),
+    and a network whose output is a feature map (its logits in torch's (C, H, W) order)."""
+    torch.manual_seed(2)
+    if kind == "strided-grouped":
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.Conv2d(4, 6, 3, groups=2, dilation=2, padding=2), nn.MaxPool2d(3, 2, padding=1),
+                              nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(24, 5))
+        size = (3, 16, 16)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2))
+        size = (1, 10, 10)
+    model.eval()
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (24, *size), dtype=np.uint8)
+    mean, std = [0.5] * size[0], [0.3] * size[0]
+    export_c(model, tmp_path / "f", input_size=size, mean=mean, std=std)
+    logits = run_c(compile_c(tmp_path / "f", cc="gcc"), images)
+    ref = _torch_logits(model, images, mean, std).reshape(len(images), -1)
+    np.testing.assert_allclose(logits, ref, rtol=0, atol=1e-4)
+    ex = export_c(model, tmp_path / "q", input_size=size, mean=mean, std=std, dtype="int8", calibration=images)
+    q_logits = run_c(compile_c(tmp_path / "q", cc="gcc"), images)
+    np.testing.assert_array_equal(q_logits, ex.network.forward(normalise(images, mean, std)).reshape(len(images), -1))
+    assert np.abs(q_logits - ref).max() < 0.1 * np.abs(ref).max()

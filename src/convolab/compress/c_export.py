@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 
 import numpy as np
 
@@ -110,85 +111,49 @@ def _double_literal(v: float) -> str:
     return s if any(ch in s for ch in ".e") else s + ".0"
 
 
-# -- kernels (the generated file's fixed part) ------------------------------------------------------
-
-_COMMON = r"""
-static int conv_range_lo(int off, int S) { return off < 0 ? (-off + S - 1) / S : 0; }
-static int conv_range_hi(int off, int S, int W, int WO) {
-    int hi = W - 1 - off < 0 ? -1 : (W - 1 - off) / S;   /* last ow with ow*S + off < W */
-    return hi > WO - 1 ? WO - 1 : hi;
-}
-"""
+# -- kernels ---------------------------------------------------------------------------------------
+# Activations are stored channels last, (H, W, C): the inner loops of a convolution then run over the output
+# channels (a fixed count, contiguous), which the compiler vectorizes. Flattening for a linear layer follows
+# torch's (C, H, W) order: the export permutes that layer's weight columns instead of the data. Every conv and
+# linear node gets its own function with its sizes as compile-time constants and its tensors as the static
+# arrays they are (nothing to assume about aliasing). Linear weights are stored transposed, (K, O), so the
+# inner loop runs over outputs, not a reduction. Each float output still sums its terms in a fixed order.
 
 _FLOAT_KERNELS = r"""
-/* y[o] = b[o] + sum_{c,kh,kw} w[o,c,kh,kw] x[g*cg + c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW] (zero padding) */
-static void conv2d(const float *x, int C, int H, int W, const float *w, const float *b, int O, int G,
-                   int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int HO, int WO, int relu,
-                   float *y) {
-    int cg = C / G, og = O / G;
-    for (int o = 0; o < O; o++) {
-        float *yo = y + (long)o * HO * WO;
-        for (int i = 0; i < HO * WO; i++) yo[i] = b[o];
-        int g = o / og;
-        for (int c = 0; c < cg; c++) {
-            const float *xc = x + (long)(g * cg + c) * H * W;
+static void maxpool(const float *x, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                    int HO, int WO, float *y) {
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++) {
+            float *yp = y + ((long)oh * WO + ow) * C;
+            int first = 1;
             for (int kh = 0; kh < KH; kh++) {
+                int ih = oh * SH - PH + kh;
+                if (ih < 0 || ih >= H) continue;
                 for (int kw = 0; kw < KW; kw++) {
-                    float wv = w[((o * cg + c) * KH + kh) * KW + kw];
-                    int off = kw * DW - PW, lo = conv_range_lo(off, SW), hi = conv_range_hi(off, SW, W, WO);
-                    for (int oh = 0; oh < HO; oh++) {
-                        int ih = oh * SH - PH + kh * DH;
-                        if (ih < 0 || ih >= H) continue;
-                        const float *xr = xc + (long)ih * W + off;
-                        float *yr = yo + (long)oh * WO;
-                        for (int ow = lo; ow <= hi; ow++) yr[ow] += wv * xr[ow * SW];
-                    }
+                    int iw = ow * SW - PW + kw;
+                    if (iw < 0 || iw >= W) continue;
+                    const float *xp = x + ((long)ih * W + iw) * C;
+                    for (int c = 0; c < C; c++) yp[c] = first || xp[c] > yp[c] ? xp[c] : yp[c];
+                    first = 0;
                 }
             }
         }
-        if (relu) for (int i = 0; i < HO * WO; i++) yo[i] = yo[i] > 0.0f ? yo[i] : 0.0f;
-    }
-}
-
-static void linear(const float *x, int K, const float *w, const float *b, int O, int relu, float *y) {
-    for (int o = 0; o < O; o++) {
-        const float *wo = w + (long)o * K;
-        float acc = b[o];
-        for (int k = 0; k < K; k++) acc += wo[k] * x[k];
-        y[o] = relu && acc < 0.0f ? 0.0f : acc;
-    }
-}
-
-static void maxpool(const float *x, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
-                    int HO, int WO, float *y) {
-    for (int c = 0; c < C; c++)
-        for (int oh = 0; oh < HO; oh++)
-            for (int ow = 0; ow < WO; ow++) {
-                int seen = 0; float best = 0.0f;
-                for (int kh = 0; kh < KH; kh++) {
-                    int ih = oh * SH - PH + kh;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int kw = 0; kw < KW; kw++) {
-                        int iw = ow * SW - PW + kw;
-                        if (iw < 0 || iw >= W) continue;
-                        float v = x[((long)c * H + ih) * W + iw];
-                        if (!seen || v > best) { best = v; seen = 1; }
-                    }
-                }
-                y[((long)c * HO + oh) * WO + ow] = best;
-            }
 }
 
 static void avgpool(const float *x, int C, int H, int W, int KH, int KW, int SH, int SW, int HO, int WO,
                     float *y) {
-    for (int c = 0; c < C; c++)
-        for (int oh = 0; oh < HO; oh++)
-            for (int ow = 0; ow < WO; ow++) {
-                float s = 0.0f;
-                for (int kh = 0; kh < KH; kh++)
-                    for (int kw = 0; kw < KW; kw++) s += x[((long)c * H + oh * SH + kh) * W + ow * SW + kw];
-                y[((long)c * HO + oh) * WO + ow] = s / (float)(KH * KW);
-            }
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++) {
+            float *yp = y + ((long)oh * WO + ow) * C;
+            for (int c = 0; c < C; c++) yp[c] = 0.0f;
+            for (int kh = 0; kh < KH; kh++)
+                for (int kw = 0; kw < KW; kw++) {
+                    const float *xp = x + ((long)(oh * SH + kh) * W + ow * SW + kw) * C;
+                    for (int c = 0; c < C; c++) yp[c] += xp[c];
+                }
+            for (int c = 0; c < C; c++) yp[c] /= (float)(KH * KW);
+        }
+    (void)H;
 }
 
 static void relu_(const float *x, long n, float *y) { for (long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
@@ -199,10 +164,11 @@ static void add_relu(const float *a, const float *b, long n, int relu, float *y)
 
 /* the CIFAR ResNets' option-A shortcut: subsample by S, append zero channels */
 static void zeropad(const float *x, int C, int H, int W, int S, int O, int HO, int WO, float *y) {
-    for (int o = 0; o < O; o++)
-        for (int oh = 0; oh < HO; oh++)
-            for (int ow = 0; ow < WO; ow++)
-                y[((long)o * HO + oh) * WO + ow] = o < C ? x[((long)o * H + oh * S) * W + ow * S] : 0.0f;
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++)
+            for (int o = 0; o < O; o++)
+                y[((long)oh * WO + ow) * O + o] = o < C ? x[((long)oh * S * W + ow * S) * C + o] : 0.0f;
+    (void)H;
 }
 """
 
@@ -222,93 +188,118 @@ static int64_t requant(int64_t acc, int64_t m0, int shift) {
 
 static uint8_t clamp_u8(int64_t v, int lo) { return (uint8_t)(v < lo ? lo : v > 255 ? 255 : v); }
 
-static int16_t xs[XS_SIZE];      /* q_x - z_x of the layer being computed */
-static int32_t accbuf[ACC_SIZE]; /* int32 accumulators of one convolution */
-
-static void conv2d_q(const uint8_t *x, int zx, int C, int H, int W, const int8_t *w, const int32_t *b,
-                     const int32_t *m0, const int8_t *shift, int zy, int lo, int O, int G, int KH, int KW,
-                     int SH, int SW, int PH, int PW, int DH, int DW, int HO, int WO, uint8_t *y) {
-    int cg = C / G, og = O / G;
-    for (long i = 0; i < (long)C * H * W; i++) xs[i] = (int16_t)(x[i] - zx);
-    for (int o = 0; o < O; o++) {
-        int32_t *ao = accbuf;
-        for (int i = 0; i < HO * WO; i++) ao[i] = b[o];
-        int g = o / og;
-        for (int c = 0; c < cg; c++) {
-            const int16_t *xc = xs + (long)(g * cg + c) * H * W;
+static void maxpool(const uint8_t *x, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                    int HO, int WO, uint8_t *y) {
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++) {
+            uint8_t *yp = y + ((long)oh * WO + ow) * C;
+            for (int c = 0; c < C; c++) yp[c] = 0;
             for (int kh = 0; kh < KH; kh++) {
+                int ih = oh * SH - PH + kh;
+                if (ih < 0 || ih >= H) continue;
                 for (int kw = 0; kw < KW; kw++) {
-                    int32_t wv = w[((o * cg + c) * KH + kh) * KW + kw];
-                    int off = kw * DW - PW, lo_ = conv_range_lo(off, SW), hi = conv_range_hi(off, SW, W, WO);
-                    for (int oh = 0; oh < HO; oh++) {
-                        int ih = oh * SH - PH + kh * DH;
-                        if (ih < 0 || ih >= H) continue;
-                        const int16_t *xr = xc + (long)ih * W + off;
-                        int32_t *ar = ao + (long)oh * WO;
-                        for (int ow = lo_; ow <= hi; ow++) ar[ow] += wv * xr[ow * SW];
-                    }
+                    int iw = ow * SW - PW + kw;
+                    if (iw < 0 || iw >= W) continue;
+                    const uint8_t *xp = x + ((long)ih * W + iw) * C;
+                    for (int c = 0; c < C; c++) yp[c] = xp[c] > yp[c] ? xp[c] : yp[c];
                 }
             }
         }
-        uint8_t *yo = y + (long)o * HO * WO;
-        for (int i = 0; i < HO * WO; i++) yo[i] = clamp_u8(zy + requant(ao[i], m0[o], shift[o]), lo);
-    }
-}
-
-static void linear_acc(const uint8_t *x, int zx, int K, const int8_t *w, const int32_t *b, int O, int32_t *acc) {
-    for (int k = 0; k < K; k++) xs[k] = (int16_t)(x[k] - zx);
-    for (int o = 0; o < O; o++) {
-        const int8_t *wo = w + (long)o * K;
-        int32_t a = b[o];
-        for (int k = 0; k < K; k++) a += (int32_t)wo[k] * xs[k];
-        acc[o] = a;
-    }
-}
-
-static void linear_q(const uint8_t *x, int zx, int K, const int8_t *w, const int32_t *b, const int32_t *m0,
-                     const int8_t *shift, int zy, int lo, int O, uint8_t *y) {
-    linear_acc(x, zx, K, w, b, O, accbuf);
-    for (int o = 0; o < O; o++) y[o] = clamp_u8(zy + requant(accbuf[o], m0[o], shift[o]), lo);
-}
-
-static void maxpool(const uint8_t *x, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
-                    int HO, int WO, uint8_t *y) {
-    for (int c = 0; c < C; c++)
-        for (int oh = 0; oh < HO; oh++)
-            for (int ow = 0; ow < WO; ow++) {
-                int best = -1;
-                for (int kh = 0; kh < KH; kh++) {
-                    int ih = oh * SH - PH + kh;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int kw = 0; kw < KW; kw++) {
-                        int iw = ow * SW - PW + kw;
-                        if (iw < 0 || iw >= W) continue;
-                        int v = x[((long)c * H + ih) * W + iw];
-                        if (v > best) best = v;
-                    }
-                }
-                y[((long)c * HO + oh) * WO + ow] = (uint8_t)best;
-            }
 }
 
 /* the mean of n codes rounded half up: floor((2 sum + n) / (2 n)) */
 static void avgpool(const uint8_t *x, int C, int H, int W, int KH, int KW, int SH, int SW, int HO, int WO,
                     uint8_t *y) {
     long n = (long)KH * KW;
-    for (int c = 0; c < C; c++)
-        for (int oh = 0; oh < HO; oh++)
-            for (int ow = 0; ow < WO; ow++) {
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++)
+            for (int c = 0; c < C; c++) {
                 long s = 0;
                 for (int kh = 0; kh < KH; kh++)
-                    for (int kw = 0; kw < KW; kw++) s += x[((long)c * H + oh * SH + kh) * W + ow * SW + kw];
-                y[((long)c * HO + oh) * WO + ow] = (uint8_t)((2 * s + n) / (2 * n));
+                    for (int kw = 0; kw < KW; kw++) s += x[((long)(oh * SH + kh) * W + ow * SW + kw) * C + c];
+                y[((long)oh * WO + ow) * C + c] = (uint8_t)((2 * s + n) / (2 * n));
             }
+    (void)H;
 }
 
 static void relu_(const uint8_t *x, long n, int z, uint8_t *y) {
     for (long i = 0; i < n; i++) y[i] = x[i] > z ? x[i] : (uint8_t)z;
 }
 """
+
+_CONV = Template(r"""
+/* ${name}: ${what} */
+static void node_${n}(void) {
+    enum { C = ${C}, H = ${H}, W = ${W}, O = ${O}, KH = ${KH}, KW = ${KW}, SH = ${SH}, SW = ${SW}, PH = ${PH},
+           PW = ${PW}, DH = ${DH}, DW = ${DW}, HO = ${HO}, WO = ${WO}, G = ${G}, CG = C / G, OG = O / G };
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++) {
+            ${acc_t} acc[O];
+            for (int o = 0; o < O; o++) acc[o] = b${n}[o];
+            for (int kh = 0; kh < KH; kh++) {
+                const int ih = oh * SH - PH + kh * DH;
+                if (ih < 0 || ih >= H) continue;
+                for (int kw = 0; kw < KW; kw++) {
+                    const int iw = ow * SW - PW + kw * DW;
+                    if (iw < 0 || iw >= W) continue;
+                    const ${in_t} *xp = t${a} + ((long)ih * W + iw) * C;
+                    const ${w_t} *wp = w${n} + (long)(kh * KW + kw) * CG * O;     /* w[kh][kw][c][o] */
+                    for (int g = 0; g < G; g++)
+                        for (int c = 0; c < CG; c++) {
+                            const ${acc_t} xv = ${xv};
+                            const ${w_t} *wc = wp + (long)c * O + g * OG;
+                            for (int o = 0; o < OG; o++) acc[g * OG + o] += wc[o] * xv;
+                        }
+                }
+            }
+            ${out_t} *yp = t${n} + ((long)oh * WO + ow) * O;
+            for (int o = 0; o < O; o++) yp[o] = ${store};
+        }
+}
+""")
+
+_CONV_FIELDS = {  # what differs between the float32 and the int8 convolution
+    "float32": dict(what="y[o] = b[o] + sum_{kh,kw,c} w[o,c,kh,kw] x[oh*SH - PH + kh*DH, ow*SW - PW + kw*DW, g*CG + c]",
+                    acc_t="float", in_t="float", w_t="float", out_t="float", xv="xp[g * CG + c]",
+                    store="${relu} && acc[o] < 0.0f ? 0.0f : acc[o]"),
+    "int8": dict(what="acc[o] = q_b[o] + sum q_w[o,c,kh,kw] (q_x - ZX)[...]; q_y = clamp(ZY + requant(acc), LO, 255)",
+                 acc_t="int32_t", in_t="uint8_t", w_t="int8_t", out_t="uint8_t", xv="(int32_t)xp[g * CG + c] - ${ZX}",
+                 store="clamp_u8(${ZY} + requant(acc[o], m${n}[o], s${n}[o]), ${LO})"),
+}
+
+
+def _conv_function(dtype: str, fields: dict) -> str:
+    """The C function of one convolution node (its sizes and zero points as constants)."""
+    return Template(_CONV.safe_substitute(_CONV_FIELDS[dtype])).substitute(fields)
+
+
+_FLOAT_LINEAR = Template(r"""
+/* ${name}: y[o] = b[o] + sum_k w[k, o] x[k] */
+static void node_${n}(void) {
+    enum { K = ${K}, O = ${O} };
+    for (int o = 0; o < O; o++) t${n}[o] = b${n}[o];
+    for (int k = 0; k < K; k++) {
+        const float xv = t${a}[k];
+        const float *wk = w${n} + (long)k * O;
+        for (int o = 0; o < O; o++) t${n}[o] += wk[o] * xv;
+    }
+    if (${relu}) for (int o = 0; o < O; o++) t${n}[o] = t${n}[o] > 0.0f ? t${n}[o] : 0.0f;
+}
+""")
+
+_INT8_LINEAR = Template(r"""
+/* ${name}: acc[o] = q_b[o] + sum_k q_w[k, o] (q_x[k] - ZX)${what} */
+static void node_${n}(void) {
+    enum { K = ${K}, O = ${O}, ZX = ${ZX}, ZY = ${ZY}, LO = ${LO} };
+    int32_t acc[O];
+    for (int o = 0; o < O; o++) acc[o] = b${n}[o];
+    for (int k = 0; k < K; k++) {
+        const int32_t xv = (int32_t)t${a}[k] - ZX;
+        const int8_t *wk = w${n} + (long)k * O;
+        for (int o = 0; o < O; o++) acc[o] += wk[o] * xv;
+    }
+${store}}
+""")
 
 _MAIN = r"""
 #ifdef CONVOLAB_MAIN
@@ -359,39 +350,69 @@ def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], 1, 1) if len(shape) == 1 else shape
 
 
-def _conv_geometry(layer) -> list[int]:
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer._pad, layer.dilation
-    return [layer.out_channels, layer.groups, kh, kw, sh, sw, ph, pw, dh, dw]
+def _conv_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """(O, C/G, KH, KW) -> (KH, KW, C/G, O): the layout the channels-last kernel reads."""
+    return np.ascontiguousarray(np.asarray(w).transpose(2, 3, 1, 0))
+
+
+def _linear_weight(w: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+    """(O, K) with K in torch's (C, H, W) flattening order -> (K, O) with K in the (H, W, C) order of the data."""
+    w = np.asarray(w)
+    if len(in_shape) == 3:
+        c, h, wd = in_shape
+        w = w.reshape(len(w), c, h, wd).transpose(0, 2, 3, 1).reshape(len(w), -1)
+    return np.ascontiguousarray(w.T)
+
+
+def _conv_subs(node: Node, out: int, a: int, in_shape: tuple[int, ...]) -> dict:
+    """The template fields of a conv node: its name, tensors and geometry."""
+    m = node.layer
+    c, h, w = in_shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m._pad, m.dilation
+    return dict(name=node.name, n=out, a=a, C=c, H=h, W=w, O=m.out_channels, G=m.groups, KH=kh, KW=kw, SH=sh, SW=sw,
+                PH=ph, PW=pw, DH=dh, DW=dw, HO=node.shape[1], WO=node.shape[2], relu=int(node.relu))
+
+
+def _pool_call(node: Node, out: int, a: int, in_shape: tuple[int, ...]) -> str:
+    """The call of a max / average pool kernel (the same for both dtypes)."""
+    c, h, w = in_shape
+    if node.kind == "maxpool":
+        m = node.layer
+        return (f"    maxpool(t{a}, {c}, {h}, {w}, {m.kernel_size[0]}, {m.kernel_size[1]}, {m.stride[0]}, "
+                f"{m.stride[1]}, {m.padding[0]}, {m.padding[1]}, {node.shape[1]}, {node.shape[2]}, t{out});")
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    return f"    avgpool(t{a}, {c}, {h}, {w}, {kh}, {kw}, {sh}, {sw}, {node.shape[1]}, {node.shape[2]}, t{out});"
+
+
+def _logit_index(shape: tuple[int, ...]) -> str:
+    """The C expression of the channels-last position of logit ``k`` (torch's (C, H, W) order)."""
+    c, h, w = _chw(shape)
+    return "k" if h * w == 1 else f"(k % {h * w}) * {c} + k / {h * w}"
 
 
 def _float_body(nodes: list[Node], shapes: list[tuple[int, ...]]) -> tuple[str, str]:
-    """(weights and buffers, statements of the predict function) for the float32 network."""
-    decls, code = [], []
+    """(buffers, weights and node functions; statements of the predict function) for the float32 network."""
+    decls, funcs, code = [], [], []
     for t, shape in enumerate(shapes):
-        decls.append(f"static float t{t}[{_size(shape)}];   /* {shape} */\n")
+        decls.append(f"static float t{t}[{_size(shape)}];   /* {shape}, stored (H, W, C) */\n")
     for i, node in enumerate(nodes):
         out, a = i + 1, node.inputs[0]
         c, h, w = _chw(shapes[a])
         code.append(f"    /* {node.name}: {node.kind}{' + relu' if node.relu else ''} -> {node.shape} */")
         if node.kind in ("conv", "linear"):
-            decls.append(_array("float", f"w{out}", node.layer.params["weight"].astype(np.float32), _float_literal))
+            weight = node.layer.params["weight"]
+            weight = (_conv_weight(weight, node.layer.groups) if node.kind == "conv"
+                      else _linear_weight(weight, shapes[a]))
+            decls.append(_array("float", f"w{out}", weight.astype(np.float32), _float_literal))
             decls.append(_array("float", f"b{out}", node.layer.params["bias"].astype(np.float32), _float_literal))
-        if node.kind == "conv":
-            ho, wo = node.shape[1:]
-            geo = ", ".join(map(str, _conv_geometry(node.layer)))
-            code.append(f"    conv2d(t{a}, {c}, {h}, {w}, w{out}, b{out}, {geo}, {ho}, {wo}, {int(node.relu)}, "
-                        f"t{out});")
-        elif node.kind == "linear":
-            code.append(f"    linear(t{a}, {_size(shapes[a])}, w{out}, b{out}, {node.shape[0]}, {int(node.relu)}, "
-                        f"t{out});")
-        elif node.kind == "maxpool":
-            m = node.layer
-            code.append(f"    maxpool(t{a}, {c}, {h}, {w}, {m.kernel_size[0]}, {m.kernel_size[1]}, {m.stride[0]}, "
-                        f"{m.stride[1]}, {m.padding[0]}, {m.padding[1]}, {node.shape[1]}, {node.shape[2]}, t{out});")
-        elif node.kind == "avgpool":
-            (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-            code.append(f"    avgpool(t{a}, {c}, {h}, {w}, {kh}, {kw}, {sh}, {sw}, {node.shape[1]}, {node.shape[2]}, "
-                        f"t{out});")
+            if node.kind == "conv":
+                funcs.append(_conv_function("float32", _conv_subs(node, out, a, (c, h, w))))
+            else:
+                funcs.append(_FLOAT_LINEAR.substitute(name=node.name, n=out, a=a, K=_size(shapes[a]),
+                                                      O=node.shape[0], relu=int(node.relu)))
+            code.append(f"    node_{out}();")
+        elif node.kind in ("maxpool", "avgpool"):
+            code.append(_pool_call(node, out, a, (c, h, w)))
         elif node.kind == "relu":
             code.append(f"    relu_(t{a}, {_size(node.shape)}, t{out});")
         elif node.kind == "add":
@@ -399,58 +420,53 @@ def _float_body(nodes: list[Node], shapes: list[tuple[int, ...]]) -> tuple[str, 
         elif node.kind == "zeropad":
             code.append(f"    zeropad(t{a}, {c}, {h}, {w}, {node.layer.stride}, {node.shape[0]}, {node.shape[1]}, "
                         f"{node.shape[2]}, t{out});")
-    code.append(f"    for (int k = 0; k < {_size(shapes[-1])}; k++) logits[k] = t{len(nodes)}[k];")
-    return "".join(decls), "\n".join(code)
+    k = _size(shapes[-1])
+    code.append(f"    for (int k = 0; k < {k}; k++) logits[k] = t{len(nodes)}[{_logit_index(shapes[-1])}];")
+    return "".join(decls + funcs), "\n".join(code)
 
 
-def _int8_body(net: Int8Network, shapes: list[tuple[int, ...]]) -> tuple[str, str, int, int]:
-    """(weights and buffers, statements, int16 scratch size, int32 scratch size) for the int8 network."""
-    decls, code = [], []
+def _int8_body(net: Int8Network, shapes: list[tuple[int, ...]]) -> tuple[str, str]:
+    """(buffers, weights and node functions; statements of the predict function) for the int8 network."""
+    decls, funcs, code = [], [], []
     last = len(net.steps)
     for t, shape in enumerate(shapes):
         ctype = "int32_t" if t == last and net.returns_accumulator else "uint8_t"
-        decls.append(f"static {ctype} t{t}[{_size(shape)}];   /* {shape} */\n")
+        decls.append(f"static {ctype} t{t}[{_size(shape)}];   /* {shape}, stored (H, W, C) */\n")
     zp = [net.input_zero_point] + [s.zero_point for s in net.steps]
-    xs_size, acc_size = 1, 1
     for i, step in enumerate(net.steps):
         node, out, a = step.node, i + 1, step.node.inputs[0]
         c, h, w = _chw(shapes[a])
         code.append(f"    /* {node.name}: {node.kind}{' + relu' if node.relu else ''} -> {node.shape} */")
         if node.kind in ("conv", "linear"):
             ql = step.qlayer
-            xs_size = max(xs_size, _size(shapes[a]))
-            decls.append(_array("int8_t", f"w{out}", ql.weight_q))
+            weight = (_conv_weight(ql.weight_q, node.layer.groups) if node.kind == "conv"
+                      else _linear_weight(ql.weight_q, shapes[a]))
+            decls.append(_array("int8_t", f"w{out}", weight))
             decls.append(_array("int32_t", f"b{out}", ql.bias_q))
             decls.append(_array("int32_t", f"m{out}", ql.multiplier))
             decls.append(_array("int8_t", f"s{out}", ql.shift))
-        if node.kind == "conv":
-            ho, wo = node.shape[1:]
-            acc_size = max(acc_size, ho * wo)
-            geo = ", ".join(map(str, _conv_geometry(node.layer)))
-            code.append(f"    conv2d_q(t{a}, {zp[a]}, {c}, {h}, {w}, w{out}, b{out}, m{out}, s{out}, "
-                        f"{step.zero_point}, {step.lo}, {geo}, {ho}, {wo}, t{out});")
-        elif node.kind == "linear" and out == last:
-            code.append(f"    linear_acc(t{a}, {zp[a]}, {_size(shapes[a])}, w{out}, b{out}, {node.shape[0]}, t{out});")
-        elif node.kind == "linear":
-            acc_size = max(acc_size, node.shape[0])
-            code.append(f"    linear_q(t{a}, {zp[a]}, {_size(shapes[a])}, w{out}, b{out}, m{out}, s{out}, "
-                        f"{step.zero_point}, {step.lo}, {node.shape[0]}, t{out});")
-        elif node.kind == "maxpool":
-            m = node.layer
-            code.append(f"    maxpool(t{a}, {c}, {h}, {w}, {m.kernel_size[0]}, {m.kernel_size[1]}, {m.stride[0]}, "
-                        f"{m.stride[1]}, {m.padding[0]}, {m.padding[1]}, {node.shape[1]}, {node.shape[2]}, t{out});")
-        elif node.kind == "avgpool":
-            (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-            code.append(f"    avgpool(t{a}, {c}, {h}, {w}, {kh}, {kw}, {sh}, {sw}, {node.shape[1]}, {node.shape[2]}, "
-                        f"t{out});")
+            q = dict(ZX=zp[a], ZY=step.zero_point, LO=step.lo)
+            if node.kind == "conv":
+                funcs.append(_conv_function("int8", dict(_conv_subs(node, out, a, (c, h, w)), **q)))
+            else:
+                store = (f"    for (int o = 0; o < O; o++) t{out}[o] = acc[o];\n" if out == last else
+                         f"    for (int o = 0; o < O; o++) t{out}[o] = clamp_u8(ZY + requant(acc[o], m{out}[o], "
+                         f"s{out}[o]), LO);\n")
+                funcs.append(_INT8_LINEAR.substitute(
+                    name=node.name, n=out, a=a, K=_size(shapes[a]), O=node.shape[0], store=store,
+                    what=" (the logits' accumulators)" if out == last else "; q_y = clamp(ZY + requant(acc), LO, 255)",
+                    **q))
+            code.append(f"    node_{out}();")
+        elif node.kind in ("maxpool", "avgpool"):
+            code.append(_pool_call(node, out, a, (c, h, w)))
         elif node.kind == "relu":
             code.append(f"    relu_(t{a}, {_size(node.shape)}, {zp[a]}, t{out});")
     k = _size(shapes[-1])
     scale = np.broadcast_to(np.asarray(net.output_scale, dtype=np.float64), (k,))
     decls.append(_array("double", "out_scale", scale, _double_literal))
-    code.append(f"    for (int k = 0; k < {k}; k++) logits[k] = out_scale[k] * ((double)t{last}[k] - "
-                f"{net.output_zero_point});")
-    return "".join(decls), "\n".join(code), xs_size, acc_size
+    code.append(f"    for (int k = 0; k < {k}; k++) logits[k] = out_scale[k] * "
+                f"((double)t{last}[{_logit_index(shapes[-1])}] - {net.output_zero_point});")
+    return "".join(decls + funcs), "\n".join(code)
 
 
 def export_c(model, out_dir: str | os.PathLike, *, name: str = "model", input_size: Sequence[int] | None = None,
@@ -532,19 +548,19 @@ def export_c(model, out_dir: str | os.PathLike, *, name: str = "model", input_si
     shift = [np.float32(-m / s) for m, s in zip(mean, std)]
     if dtype == "float32":
         decls, body = _float_body(nodes, shapes)
-        kernels = _COMMON + _FLOAT_KERNELS
+        kernels = _FLOAT_KERNELS
         prologue = (_array("float", "in_scale", np.array(scale), _float_literal)
                     + _array("float", "in_shift", np.array(shift), _float_literal))
         load = (f"    for (int c = 0; c < {c}; c++)\n        for (int i = 0; i < {h * w}; i++)\n"
-                f"            t0[c * {h * w} + i] = (float)image[c * {h * w} + i] * in_scale[c] + in_shift[c];")
+                f"            t0[i * {c} + c] = (float)image[c * {h * w} + i] * in_scale[c] + in_shift[c];")
     else:
-        decls, body, xs_size, acc_size = _int8_body(network, shapes)
-        kernels = _COMMON + _INT8_KERNELS.replace("XS_SIZE", str(xs_size)).replace("ACC_SIZE", str(acc_size))
+        decls, body = _int8_body(network, shapes)
+        kernels = _INT8_KERNELS
         levels = normalise(np.arange(256, dtype=np.uint8).reshape(1, 1, 1, 256).repeat(c, axis=1), mean, std)
         lut = network.quantize_input(levels).reshape(c, 256)       # the codes of every pixel value, per channel
         prologue = _array("uint8_t", "in_lut", lut)
         load = (f"    for (int c = 0; c < {c}; c++)\n        for (int i = 0; i < {h * w}; i++)\n"
-                f"            t0[c * {h * w} + i] = in_lut[c * 256 + image[c * {h * w} + i]];")
+                f"            t0[i * {c} + c] = in_lut[c * 256 + image[c * {h * w} + i]];")
     class_list = ", ".join(_c_string(s) for s in classes)
     source = (f"/* {name}.c: generated by convolab.compress.c_export -- {dtype} network, input uint8 (C, H, W) = "
               f"{input_size}, normalised with mean {mean}, std {std}.\n"
