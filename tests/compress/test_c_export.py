@@ -67,7 +67,7 @@ def test_fashion_mnist_1000_images(digits_config, tmp_path):
 
 @pytest.mark.parametrize("name, chans, size", [("tutorial_cnn", 3, (12, 10)), ("lenet5", 1, (28, 28)),
                                                ("resnet20", 3, (16, 16)), ("mnist_cnn", 1, (10, 10))])
-def test_models_float32_match_torch(name, chans, size, tmp_path):
+def test_models_match_torch_and_glass_int8(name, chans, size, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=7, in_chans=chans, input_size=size).eval()
     for m in model.modules():  # non-trivial BatchNorm statistics, so that folding is tested
@@ -82,6 +82,9 @@ def test_models_float32_match_torch(name, chans, size, tmp_path):
     logits = run_c(compile_c(tmp_path / "out", cc="gcc", opt="-O1"), images)
     assert logits.shape == (20, 7)
     np.testing.assert_allclose(logits, _torch_logits(model, images, mean, std), rtol=0, atol=1e-4)
+    ex = export_c(model, tmp_path / "q", name="m", mean=mean, std=std, dtype="int8", calibration=images)
+    q_logits = run_c(compile_c(tmp_path / "q", cc="gcc", opt="-O1"), images)
+    np.testing.assert_array_equal(q_logits, ex.network.forward(normalise(images, mean, std)))
 
 
 def test_program_prints_class_names_and_rejects_wrong_sizes(tmp_path):
@@ -110,10 +113,12 @@ def test_unsupported_layer_is_named():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
     with pytest.raises(ValueError, match=r"^1 \(GELU\) is not supported by the C export; supported: Conv2d"):
         export_c(model, "unused", input_size=(1, 8, 8), mean=[0.5], std=[0.5])
-    resnet = create_model("resnet20", num_classes=2, in_chans=1, input_size=(8, 8)).eval()
-    with pytest.raises(ValueError, match=r"layer1\.0 \(add: residual block\) is not supported by the int8 network"):
-        export_c(resnet, "unused", mean=[0.5], std=[0.5], dtype="int8",
+    with pytest.raises(ValueError, match=r"^1 \(GELU\) is not supported by the int8 C export"):
+        export_c(model, "unused", input_size=(1, 8, 8), mean=[0.5], std=[0.5], dtype="int8",
                  calibration=np.zeros((2, 1, 8, 8), np.uint8))
+    bn_alone = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(64, 2))
+    with pytest.raises(ValueError, match=r"^0 \(BatchNorm2d\) must follow a convolution"):
+        export_c(bn_alone, "unused", input_size=(1, 8, 8), mean=[0.5], std=[0.5])
 
 
 def test_output_folder_is_not_overwritten(tmp_path):

@@ -68,8 +68,10 @@ def _conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups:
 def _simulate(net, qx: np.ndarray) -> np.ndarray:
     """The Int8Network's integer forward re-done from its parameters with independent code."""
     a = qx.astype(np.float64)
+    values = [a]
     for i, step in enumerate(net.steps):
         node, ql = step.node, step.qlayer
+        a = values[node.inputs[0]]
         if node.kind in ("conv", "linear"):
             xz = a - ql.input_zero_point
             w = ql.weight_q.astype(np.float64)
@@ -101,6 +103,18 @@ def _simulate(net, qx: np.ndarray) -> np.ndarray:
             a = np.floor(s / (k[0] * k[1]) + 0.5)               # the mean rounded half up
         elif node.kind == "relu":
             a = np.maximum(a, step.zero_point)
+        elif node.kind == "zeropad":
+            st = node.layer.stride
+            sub = a[:, :, ::st, ::st]
+            a = np.concatenate([sub, np.full((len(a), node.shape[0] - a.shape[1], *sub.shape[2:]),
+                                             float(step.zero_point))], axis=1)
+        elif node.kind == "add":
+            (ma, sa), (mb, sb), (mo, so) = step.add
+            za, zb = (net.zero_point(t) for t in node.inputs)
+            b = values[node.inputs[1]]
+            total = (_requant_reference((a - za) * 2 ** 20, ma, sa) + _requant_reference((b - zb) * 2 ** 20, mb, sb))
+            a = np.clip(_requant_reference(total, mo, so) + step.zero_point, step.lo, 255)
+        values.append(a)
     return a
 
 
@@ -153,18 +167,26 @@ def test_unsupported_layer_is_named():
         quantize_network(net.eval(), np.zeros((2, 1, 8, 8)))
 
 
-def test_residual_blocks_are_refused_for_int8():
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_residual_network_is_bit_exact_too(shortcut):
     import torch
 
     from convolab.glass.interop import from_torch
     from convolab.models import create_model
 
     torch.manual_seed(0)
-    glass = from_torch(create_model("resnet20", num_classes=3, in_chans=1, input_size=(8, 8)).eval())
-    nodes = fold_network(glass, (1, 8, 8), "the C export")
-    assert [n.kind for n in nodes].count("add") == 9 and [n.kind for n in nodes].count("zeropad") == 2
-    with pytest.raises(ValueError, match=r"layer1\.0 \(add: residual block\) is not supported by the int8 network"):
-        quantize_network(glass, np.zeros((2, 1, 8, 8)))
+    model = create_model("resnet20", num_classes=3, in_chans=1, input_size=(8, 8), shortcut=shortcut).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    glass = from_torch(model).eval()
+    kinds = [n.kind for n in fold_network(glass, (1, 8, 8))]
+    assert kinds.count("add") == 9 and kinds.count("zeropad") == (2 if shortcut == "A" else 0)
+    rng = np.random.default_rng(4)
+    qnet = quantize_network(glass, rng.standard_normal((32, 1, 8, 8)))
+    qx = qnet.quantize_input(rng.standard_normal((6, 1, 8, 8)))
+    np.testing.assert_array_equal(qnet.forward_int(qx).astype(np.float64), _simulate(qnet, qx))
 
 
 def test_int8_accuracy_on_digits_within_two_points(digits_run):

@@ -225,6 +225,25 @@ static void avgpool(const uint8_t *x, int C, int H, int W, int KH, int KW, int S
 static void relu_(const uint8_t *x, long n, int z, uint8_t *y) {
     for (long i = 0; i < n; i++) y[i] = x[i] > z ? x[i] : (uint8_t)z;
 }
+
+/* residual add: both inputs to a common fixed-point scale (2^20 headroom), summed, requantized */
+static void add_q(const uint8_t *a, int za, const uint8_t *b, int zb, long n, int64_t ma, int sa, int64_t mb, int sb,
+                  int64_t mo, int so, int zy, int lo, uint8_t *y) {
+    for (long i = 0; i < n; i++) {
+        int64_t qa = requant(((int64_t)a[i] - za) * ((int64_t)1 << 20), ma, sa);
+        int64_t qb = requant(((int64_t)b[i] - zb) * ((int64_t)1 << 20), mb, sb);
+        y[i] = clamp_u8(zy + requant(qa + qb, mo, so), lo);
+    }
+}
+
+/* the option-A shortcut: subsample by S, append channels holding the code z of 0 */
+static void zeropad(const uint8_t *x, int C, int H, int W, int S, int O, int HO, int WO, int z, uint8_t *y) {
+    for (int oh = 0; oh < HO; oh++)
+        for (int ow = 0; ow < WO; ow++)
+            for (int o = 0; o < O; o++)
+                y[((long)oh * WO + ow) * O + o] = o < C ? x[((long)oh * S * W + ow * S) * C + o] : (uint8_t)z;
+    (void)H;
+}
 """
 
 _CONV = Template(r"""
@@ -461,6 +480,14 @@ def _int8_body(net: Int8Network, shapes: list[tuple[int, ...]]) -> tuple[str, st
             code.append(_pool_call(node, out, a, (c, h, w)))
         elif node.kind == "relu":
             code.append(f"    relu_(t{a}, {_size(node.shape)}, {zp[a]}, t{out});")
+        elif node.kind == "zeropad":
+            code.append(f"    zeropad(t{a}, {c}, {h}, {w}, {node.layer.stride}, {node.shape[0]}, {node.shape[1]}, "
+                        f"{node.shape[2]}, {zp[a]}, t{out});")
+        elif node.kind == "add":
+            b = node.inputs[1]
+            (ma, sa), (mb, sb), (mo, so) = step.add
+            code.append(f"    add_q(t{a}, {zp[a]}, t{b}, {zp[b]}, {_size(node.shape)}, {ma}, {sa}, {mb}, {sb}, {mo}, "
+                        f"{so}, {step.zero_point}, {step.lo}, t{out});")
     k = _size(shapes[-1])
     scale = np.broadcast_to(np.asarray(net.output_scale, dtype=np.float64), (k,))
     decls.append(_array("double", "out_scale", scale, _double_literal))
@@ -476,7 +503,7 @@ def export_c(model, out_dir: str | os.PathLike, *, name: str = "model", input_si
 
     Args:
         model: a torch model :func:`convolab.glass.interop.from_torch` converts, sequential or with ResNet basic
-            blocks (int8: sequential only). Evaluation-mode statistics are used.
+            blocks (both dtypes). Evaluation-mode statistics are used.
         out_dir: the folder to write; refused when it exists and is not empty, unless ``overwrite``.
         name: a C identifier, the files' stem and the prefix of the C names.
         input_size: (C, H, W) of the images (default: the model's ``in_chans`` and ``input_size``).

@@ -31,9 +31,16 @@ its ReLU (so ``z_y = 0`` there and the clamp at ``z_y`` is the ReLU). Max poolin
 
     q_y = floor((2 * sum(q) + n) / (2 * n))      (the mean of the n codes, rounded half up; sum(q) >= 0)
 
-which keeps ``(s, z)`` because the mean of ``q`` is ``z`` plus the mean of ``q - z``. A network ending
-in a ``linear`` returns its int32 accumulator (no requantization; logits ``acc * s_x s_w[o]``).
-Residual ``add`` and ``zeropad`` are float-only for now (``ValueError``).
+which keeps ``(s, z)`` because the mean of ``q`` is ``z`` plus the mean of ``q - z``. The option-A
+shortcut (``zeropad``) subsamples the codes and fills the new channels with ``z`` (the value 0). A residual
+``add`` rescales both inputs to a common fixed-point scale first (TFLite's reference ``Add``, ``2^20``
+headroom, ``s_max = 2 max(s_a, s_b)``)::
+
+    A = requant((q_a - z_a) 2^20, s_a / s_max),   B = requant((q_b - z_b) 2^20, s_b / s_max)
+    q_y = clamp(z_y + requant(A + B, s_max / (2^20 s_y)), lo, 255)
+
+A network ending in a ``linear`` returns its int32 accumulator (no requantization; logits
+``acc * s_x s_w[o]``).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from convolab.glass.quant import (
 
 __all__ = ["Node", "fold_network", "run_float", "Int8Network", "quantize_network", "SUPPORTED"]
 
+ADD_SHIFT = 20   # headroom of the residual add's common fixed-point scale (TFLite's left_shift)
 SUPPORTED = ("Conv2d (zero padding, + BatchNorm2d), Linear, ReLU, MaxPool2d, AvgPool2d (no padding), "
              "AdaptiveAvgPool2d / GlobalAvgPool2d, Flatten(1), Dropout, Identity, ResNet BasicBlock")
 
@@ -315,6 +323,7 @@ class QStep:
     scale: float
     zero_point: int
     lo: int = 0          # lower clamp of the requantized output (z_y with a fused ReLU)
+    add: tuple[tuple[int, int], ...] = ()   # add: (M0, shift) of input a, input b and the output
 
 
 class Int8Network:
@@ -335,6 +344,10 @@ class Int8Network:
             self.output_zero_point = 0
         else:
             self.output_scale, self.output_zero_point = last.scale, last.zero_point
+
+    def zero_point(self, t: int) -> int:
+        """The zero point of tensor ``t`` (0: the input; ``i + 1``: step ``i``'s output)."""
+        return self.input_zero_point if t == 0 else self.steps[t - 1].zero_point
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float (normalised) input -> uint8 ``clamp(rint(x / s) + z, 0, 255)`` (float64 division)."""
@@ -368,6 +381,19 @@ class Int8Network:
                 values.append(((2 * _avgpool(a.astype(np.int64), node.attrs) + n) // (2 * n)).astype(np.uint8))
             elif node.kind == "relu":
                 values.append(np.maximum(a, step.zero_point).astype(np.uint8))
+            elif node.kind == "zeropad":
+                st = node.layer.stride
+                y = np.full((len(a), *node.shape), step.zero_point, dtype=np.uint8)
+                y[:, :a.shape[1]] = a[:, :, ::st, ::st]
+                values.append(y)
+            elif node.kind == "add":
+                (ma, sa), (mb, sb), (mo, so) = step.add
+                b = values[node.inputs[1]]
+                za, zb = (self.zero_point(t) for t in node.inputs)
+                qa = multiply_by_quantized_multiplier((a.astype(np.int64) - za) << ADD_SHIFT, ma, sa)
+                qb = multiply_by_quantized_multiplier((b.astype(np.int64) - zb) << ADD_SHIFT, mb, sb)
+                y = step.zero_point + multiply_by_quantized_multiplier(qa + qb, mo, so)
+                values.append(np.clip(y, step.lo, 255).astype(np.uint8))
             else:
                 raise ValueError(f"{node.name} ({node.kind}) has no integer version")
         return values[-1]
@@ -399,10 +425,6 @@ def quantize_network(model: Module, calibration: np.ndarray, input_shape: tuple[
     if calibration.ndim != 4 or not len(calibration) or not np.isfinite(calibration).all():
         raise ValueError(f"calibration must be a finite float (N, C, H, W) batch; got shape {calibration.shape}")
     nodes = fold_network(model, input_shape or calibration.shape[1:], "the int8 network")
-    for node in nodes:
-        if node.kind in ("add", "zeropad"):
-            raise ValueError(f"{node.name} ({node.kind}: residual block) is not supported by the int8 network yet; "
-                             "it runs sequential models")
     values = run_float(nodes, calibration)
     params = [tuple(quant_params(values[0], 8, symmetric=False))]                # per tensor (s, z)
     steps = []
@@ -417,7 +439,15 @@ def quantize_network(model: Module, calibration: np.ndarray, input_shape: tuple[
             ql = (Int8Conv2d if node.kind == "conv" else Int8Linear)(node.layer, cal)
             _requalify(ql, node.layer.params["bias"], s_x, z_x, s_y, z_y, node.name)
             steps.append(QStep(node, ql, s_y, z_y, z_y if node.relu else 0))
-        else:  # maxpool, avgpool, relu: the codes keep their (s, z)
+        elif node.kind == "add":
+            s_b, z_b = params[node.inputs[1]]
+            s_y, z_y = (float(v) for v in quant_params(y, 8, symmetric=False))
+            z_y = int(z_y)
+            s_max = 2 * max(s_x, float(s_b))
+            mults = tuple(quantize_multiplier(m) for m in (s_x / s_max, float(s_b) / s_max,
+                                                          s_max / (2 ** ADD_SHIFT * s_y)))
+            steps.append(QStep(node, None, s_y, z_y, z_y if node.relu else 0, mults))
+        else:  # maxpool, avgpool, relu, zeropad: the codes keep their (s, z)
             s_y, z_y = s_x, z_x
             steps.append(QStep(node, None, s_y, z_y))
         params.append((s_y, z_y))
