@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import re
 import sys
@@ -177,7 +178,7 @@ def _write(net: nn.Module, x: torch.Tensor, tmp: Path, opset: int | None) -> str
     # float32 weights alone over the limit cannot go in one file (the exporters would spill them as external data)
     _check_size(4 * sum(t.numel() for t in list(net.parameters()) + list(net.buffers())))
     failures = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_logging():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer warnings are not the user's concern
         try:
             program = torch.onnx.export(
@@ -212,6 +213,18 @@ class _TooLarge(ValueError):
 def _check_size(size: int) -> None:
     if size > PROTOBUF_LIMIT:
         raise _TooLarge(size)
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """Hold back log records up to WARNING while exporting: torch.export logs whole graphs when it gives up on a
+    model (the fallback exporter may still take it, and a failure is reported in one line)."""
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @contextlib.contextmanager
