@@ -16,7 +16,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from convolab.cli import datasets, explain, lr_find, models, predict, report, summary, tcav, train, viz
+from convolab.cli import (
+    compress,
+    datasets,
+    explain,
+    export,
+    lr_find,
+    models,
+    predict,
+    report,
+    summary,
+    tcav,
+    train,
+    viz,
+)
 from convolab.cli import eval as eval_  # (the verb's name; the alias keeps the builtin eval unshadowed)
 from convolab.cli._common import EXIT_USAGE, USER_ERRORS, Parser, error_line, one_line
 from convolab.cli._common import float_arg as _float_arg  # noqa: F401  (tests build types with it)
@@ -25,7 +38,7 @@ from convolab.cli.train import train_config
 __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
-VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets)
+VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export)
 
 
 def _silence_stdout() -> None:

@@ -150,13 +150,14 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-def table(rows: Sequence[Row], reference: str | None = None) -> str:
-    """The rows as a text table: accuracy (and its change against the first row), size (and how many times
-    smaller than the first row), latency per batch size, and the speed-up against each baseline present."""
+def table(rows: Sequence[Row]) -> str:
+    """The rows as a text table: accuracy (and its change against the first row, in points), size (and how many
+    times smaller than the first row), milliseconds per batch of 1 and of 256, and the speed-up against each
+    baseline present (``BASELINES``), at batch 1 / batch 256."""
     base = rows[0]
     ref = {b.name: b for b in rows if b.name in BASELINES}
     head = ["variant", "accuracy", "size", *[f"ms@{b}" for b in BATCHES],
-            *[f"x vs {n} @{b}" for n in ref for b in BATCHES]]
+            *[f"vs {n} ({'/'.join(f'b{b}' for b in BATCHES)})" for n in ref]]
     out = [head]
     for r in rows:
         acc = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
@@ -166,8 +167,8 @@ def table(rows: Sequence[Row], reference: str | None = None) -> str:
         if r.size_bytes and base.size_bytes and r is not base:
             size += f" ({base.size_bytes / r.size_bytes:.2f}x smaller)"
         lat = [f"{r.ms[b]:.3f}" if b in r.ms else "-" for b in BATCHES]
-        ratios = [f"{ref[n].ms[b] / r.ms[b]:.2f}x" if b in r.ms and b in ref[n].ms else "-"
-                  for n in ref for b in BATCHES]
+        ratios = [" / ".join(f"{ref[n].ms[b] / r.ms[b]:.2f}x" if b in r.ms and b in ref[n].ms else "-"
+                             for b in BATCHES) for n in ref]
         out.append([r.name, acc, size, *lat, *ratios])
     widths = [max(len(row[i]) for row in out) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in out]
