@@ -21,6 +21,8 @@ from convolab.models import create_model
 if shutil.which("gcc") is None:  # the project's CI image has gcc; say so rather than skip
     raise RuntimeError("tests/compress/test_c_export.py needs gcc on the PATH")
 
+STRICT = "-O1 -pedantic -Wall -Wextra -Werror"  # the generated C is warning-free C99
+
 
 def _torch_logits(model: nn.Module, images: np.ndarray, mean, std) -> np.ndarray:
     with torch.inference_mode():
@@ -79,11 +81,11 @@ def test_models_match_torch_and_glass_int8(name, chans, size, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (20, chans, *size), dtype=np.uint8)
     mean, std = [0.3, 0.5, 0.4][:chans], [0.2, 0.3, 0.25][:chans]
     export_c(model, tmp_path / "out", name="m", mean=mean, std=std)
-    logits = run_c(compile_c(tmp_path / "out", cc="gcc", opt="-O1"), images)
+    logits = run_c(compile_c(tmp_path / "out", cc="gcc", opt=STRICT), images)
     assert logits.shape == (20, 7)
     np.testing.assert_allclose(logits, _torch_logits(model, images, mean, std), rtol=0, atol=1e-4)
     ex = export_c(model, tmp_path / "q", name="m", mean=mean, std=std, dtype="int8", calibration=images)
-    q_logits = run_c(compile_c(tmp_path / "q", cc="gcc", opt="-O1"), images)
+    q_logits = run_c(compile_c(tmp_path / "q", cc="gcc", opt=STRICT), images)
     np.testing.assert_array_equal(q_logits, ex.network.forward(normalise(images, mean, std)))
 
 

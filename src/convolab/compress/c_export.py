@@ -361,6 +361,19 @@ int main(int argc, char **argv) {
 """
 
 
+def _used_kernels(kernels: str, code: str) -> str:
+    """The kernel functions that ``code`` calls, directly or through each other (no unused-function warnings)."""
+    chunks = [c for c in kernels.strip("\n").split("\n\n") if c.strip()]
+    names = [re.search(r"static \w+ (\w+)\(", c).group(1) for c in chunks]
+    keep: set[int] = set()
+    while True:
+        text = code + "".join(chunks[i] for i in keep)
+        more = {i for i, n in enumerate(names) if i not in keep and re.search(rf"\b{n}\(", text)}
+        if not more:
+            return "\n" + "\n\n".join(c for i, c in enumerate(chunks) if i in keep) + "\n"
+        keep |= more
+
+
 def _size(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape))
 
@@ -462,8 +475,9 @@ def _int8_body(net: Int8Network, shapes: list[tuple[int, ...]]) -> tuple[str, st
                       else _linear_weight(ql.weight_q, shapes[a]))
             decls.append(_array("int8_t", f"w{out}", weight))
             decls.append(_array("int32_t", f"b{out}", ql.bias_q))
-            decls.append(_array("int32_t", f"m{out}", ql.multiplier))
-            decls.append(_array("int8_t", f"s{out}", ql.shift))
+            if out != last or node.kind == "conv":              # the final linear layer is not requantized
+                decls.append(_array("int32_t", f"m{out}", ql.multiplier))
+                decls.append(_array("int8_t", f"s{out}", ql.shift))
             q = dict(ZX=zp[a], ZY=step.zero_point, LO=step.lo)
             if node.kind == "conv":
                 funcs.append(_conv_function("int8", dict(_conv_subs(node, out, a, (c, h, w)), **q)))
@@ -595,7 +609,7 @@ def export_c(model, out_dir: str | os.PathLike, *, name: str = "model", input_si
               f"   Layers: {', '.join(n.name + ('(' + n.kind + ')') for n in nodes)} */\n"
               f"#include <stdint.h>\n#include \"{name}.h\"\n\n"
               f"const char *const {name}_class_names[{p}_NUM_CLASSES] = {{{class_list}}};\n\n"
-              + kernels + "\n" + prologue + decls
+              + _used_kernels(kernels, decls + body) + "\n" + prologue + decls
               + f"\nint {name}_predict(const unsigned char *image, double *logits) {{\n{load}\n{body}\n"
               f"    int best = 0;\n    for (int k = 1; k < {k}; k++) if (logits[k] > logits[best]) best = k;\n"
               "    return best;\n}\n"
