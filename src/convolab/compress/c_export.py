@@ -16,8 +16,9 @@ weights, int32 accumulators, gemmlowp requantization) and matches its logits bit
 *raw image format* of :func:`write_raw_image`). It is normalised as in training,
 ``x = (p / 255 - mean[c]) / std[c]`` (float32: ``p * (1 / (255 std)) + (-mean / std)``; int8: a
 256-entry table per channel holding ``clamp(rint(x / s) + z, 0, 255)`` with ``x`` in float64).
-Logits are doubles (the float32 network's values, or the int8 network's dequantized ones). The
-activations live in static buffers: one call at a time (not thread-safe).
+Logits are doubles (the float32 network's values, or the int8 network's dequantized ones), in torch's
+order. The activations live in static buffers, stored channels last (H, W, C) -- the kernels' comment
+says why: one call at a time (not thread-safe).
 
 **The program.** The same ``.c`` compiled with ``-DCONVOLAB_MAIN`` (what :func:`compile_c` does) has a
 ``main``: ``./NAME [--logits] FILE...`` prints ``FILE<TAB>index<TAB>class`` per file (and
