@@ -189,3 +189,21 @@ def test_unstructured_layers_and_bad_amounts():
             prune_unstructured(m, bad)
     with pytest.raises(ValueError, match="no Conv3d layer"):
         prune_unstructured(m, 0.5, layers=(nn.Conv3d,))
+
+
+@pytest.mark.slow
+def test_prune_run_prunes_and_fine_tunes_into_a_new_run(digits_run, tmp_path):
+    from convolab.compress.prune import prune_run
+    from convolab.runs import load_run
+
+    res = prune_run(digits_run.run_dir, tmp_path / "pruned", macs_fraction=0.4, epochs=1, progress=False,
+                    plots=False)
+    run = load_run(res.path)
+    assert res.path == tmp_path / "pruned" and run.build["kind"] == "pruned"
+    assert run.model.features.conv2.out_channels == res.prune.channels_after["features.conv2"] < 32
+    assert abs(res.prune.macs_removed - 0.4) <= 0.05
+    assert res.accuracy_before == digits_run.summary["test_accuracy"]
+    assert res.accuracy_after == run.summary["test_accuracy"] and 0 <= res.accuracy_after <= 1
+    assert res.to_dict()["path"] == str(res.path)
+    with pytest.raises(FileExistsError, match="already exists"):  # a run folder is never overwritten silently
+        prune_run(digits_run.run_dir, tmp_path / "pruned", macs_fraction=0.4, epochs=1, progress=False)
