@@ -149,6 +149,8 @@ class ReportData:
     gradcam: dict | None = None  # {"layer", "right", "wrong"}: a Figure each, or a note
     sanity: SanityData | None = None
     calibration: CalibrationData | str | None = None  # or the one sentence why the run has none
+    compress: dict | None = None  # summary.json's "compress" (convolab compress's table), if any
+    pareto: bytes | None = None  # plots/pareto.png beside it
     skipped: dict[str, str] = field(default_factory=dict)  # section anchor -> why it is left out
     layout: TaskLayout = field(default_factory=TaskLayout)  # how the task words its figures
 
@@ -202,6 +204,13 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
     out = ReportData(run.path, f"{run.config.get('model', type(run.model).__name__)} on {ds.get('name', '?')}",
                      run.task, run.config, run.summary, run.metrics(), list(run.classes), tuple(run.input_size),
                      skipped=dict(task.report_skipped), layout=TaskLayout.of(task))
+    if run.build.get("kind") == "int8-pt2e":  # layers are graph nodes, not modules: no hooks, no kernels to draw
+        why = ("an int8 graph (convolab compress): its layers are graph nodes, not modules, so this section is in the "
+               f"report of the float run it came from ({(run.config.get('compress') or {}).get('from', '?')})")
+        out.skipped.update({a: why for a in ("kernels", "features", "gradcam", "sanity", "model")})
+    out.compress = run.summary.get("compress")
+    pareto = run.path / "plots" / "pareto.png"
+    out.pareto = pareto.read_bytes() if out.compress and pareto.is_file() else None
     step("config")
     out.curves = _curves(run, out.metrics)
     step("curves")
@@ -210,7 +219,7 @@ def gather(run: str | os.PathLike | Run, *, data_dir: str | os.PathLike | None =
     step("test")
     out.calibration = _calibration(run, task, config, data, ev)
     step("calibration")
-    out.model = _model_table(run)
+    out.model = _model_table(run) if out.shows("model") else None
     step("model")
     if out.shows("kernels"):
         out.kernels = _kernels(run.model)

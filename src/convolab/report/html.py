@@ -51,11 +51,12 @@ nav a{margin-right:12px;color:#1f3b57}pre{font-size:12px;background:#f6f8fa;padd
 
 # (anchor, title) of every section, in page order
 SECTIONS = (("trust", "Summary: which attribution methods to trust on this model"), ("config", "Configuration"),
-            ("curves", "Learning curves"), ("test", "Test results"),
+            ("compress", "Compression: what it gained and lost"), ("curves", "Learning curves"),
+            ("test", "Test results"),
             ("calibration", "Calibration: plain and MC-dropout predictions"), ("model", "Model summary"),
             ("kernels", "First-layer kernels"), ("features", "Feature maps"), ("gradcam", "Grad-CAM"),
             ("sanity", "Sanity checks of the attributions"))
-_NAV = {"trust": "summary", "config": "config", "curves": "curves", "test": "test results",
+_NAV = {"trust": "summary", "config": "config", "compress": "compression", "curves": "curves", "test": "test results",
         "calibration": "calibration", "model": "model",
         "kernels": "kernels", "features": "feature maps", "gradcam": "Grad-CAM", "sanity": "sanity checks"}
 
@@ -99,7 +100,8 @@ def build_report(run_path: str | Path, *, data_dir: str | None = None, samples: 
 
 def render(data: ReportData) -> str:
     """The self-contained page of a gathered report (no loading, evaluating or drawing here)."""
-    parts = {"trust": _trust_section(data), "config": _config_section(data), "curves": _curves_section(data),
+    parts = {"trust": _trust_section(data), "config": _config_section(data), "compress": _compress_section(data),
+             "curves": _curves_section(data),
              "test": _test_section(data), "calibration": _calibration_section(data),
              "model": _summary_section(data), "kernels": _kernels_section(data),
              "features": _feature_maps_section(data), "gradcam": _gradcam_section(data),
@@ -313,6 +315,41 @@ def _confused_pairs(test: TestResults) -> str:
     return "".join(f"<p><b>{html.escape(p.true)}</b> taken for <b>{html.escape(p.predicted)}</b>: {p.count} times "
                    f"({100 * p.count / max(p.of_true, 1):.1f}% of {html.escape(p.true)})</p>"
                    + (_img(p.examples) if p.examples is not None else "") for p in test.confused_pairs)
+
+
+def _compress_section(data: ReportData) -> str:
+    """convolab compress's table (summary.json's ``compress``) and its Pareto plot."""
+    c = data.compress
+    if not c or not isinstance(c.get("rows"), list):
+        return ""
+    rows = [r for r in c["rows"] if isinstance(r, dict)]
+    ref = {r.get("name"): r for r in rows if r.get("name") in ("fp32 compiled", "fp32 onnxruntime")}
+    base = rows[0] if rows else {}
+
+    def ms(r, b):
+        v = (r.get("ms") or {}).get(str(b))
+        return v if isinstance(v, (int, float)) else None
+
+    body = []
+    for r in rows:
+        acc, size = r.get("accuracy"), r.get("size_bytes")
+        line = [html.escape(str(r.get("name"))), "-" if acc is None else f"{acc:.4f}",
+                "-" if not size else f"{size / 1e3:,.1f} kB",
+                "-" if not (size and base.get("size_bytes")) else f"{base['size_bytes'] / size:.2f}x",
+                *["-" if ms(r, b) is None else f"{ms(r, b):.3f}" for b in (1, 256)]]
+        for name in ref:
+            line += ["-" if not (ms(r, b) and ms(ref[name], b)) else f"{ms(ref[name], b) / ms(r, b):.2f}x"
+                     for b in (1, 256)]
+        body.append(line)
+    head = ["variant", "test accuracy", "size", "smaller", "ms @1", "ms @256",
+            *[f"vs {n} @{b}" for n in ref for b in (1, 256)]]
+    settings = ", ".join(f"{k} {html.escape(json.dumps(v))}" for k, v in c.items()
+                         if k not in ("rows", "main") and v is not None)
+    note = (f'<p class="note">{settings}. Latency: milliseconds per batch (median), the speed-ups are the '
+            "baseline's time over the variant's; the baselines are float32 compiled by inductor and float32 in "
+            "ONNX Runtime, not eager float32.</p>")
+    return _section("compress", dict(SECTIONS)["compress"], note + _table(head, body)
+                    + (_img(data.pareto, "accuracy against latency and size") if data.pareto else ""))
 
 
 def _summary_section(data: ReportData) -> str:
