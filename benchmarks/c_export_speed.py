@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import convolab
-from convolab.compress.c_export import compile_c, export_c
+from convolab.compress.c_export import compile_c, export_c, normalise, run_c
 from convolab.data import load_dataset
 from convolab.data.loader import Normalizer
 
@@ -64,7 +64,7 @@ def main() -> None:
     images = data.test.images[:args.n].contiguous()
     labels = data.test.labels[:args.n].numpy()
     kw = dict(mean=run.mean, std=run.std, classes=run.classes, input_size=run.input_size)
-    rows = []
+    rows, checks = [], []
     with tempfile.TemporaryDirectory(prefix="c-export-speed-") as tmp:
         tmp = Path(tmp)
         files = []
@@ -80,15 +80,24 @@ def main() -> None:
             cal = data.train.images[:500].numpy() if dtype == "int8" else None
             for opt in ("-O2", "-O3 -march=native"):
                 out = tmp / f"{dtype}{opt.replace(' ', '').replace('=', '')}"
-                export_c(run.model, out, name="net", dtype=dtype, calibration=cal, **kw)
+                ex = export_c(run.model, out, name="net", dtype=dtype, calibration=cal, **kw)
                 exe = compile_c(out, opt=opt)
                 rows.append((f"C {dtype} {opt}", *time_c(exe, files, str(tmp), args.repeats)))
+                logits = run_c(exe, images.numpy())
+                if dtype == "float32":
+                    with torch.inference_mode():
+                        ref = run.model(norm(images)).double().numpy()
+                    checks.append(f"C float32 {opt}: max |C - torch| = {np.abs(logits - ref).max():.2e}")
+                else:
+                    same = np.array_equal(logits, ex.network.forward(normalise(images.numpy(), run.mean, run.std)))
+                    checks.append(f"C int8 {opt}: logits equal to the glass int8 network's: {same}")
     print(f"{args.run}: {run.config.get('model')} on {args.n} {data.name} test images, batch 1, "
           f"torch threads {args.threads}, best of {args.repeats}")
     print(f"{'path':28s} {'images/s':>10s} {'vs eager':>9s} {'accuracy':>9s} {'agrees':>7s}")
     for name, ips, pred in rows:
         print(f"{name:28s} {ips:10.0f} {ips / eager_ips:8.2f}x {(pred == labels).mean():9.4f} "
               f"{(pred == eager_pred).mean():7.4f}")
+    print("\n".join(checks))
 
 
 if __name__ == "__main__":
