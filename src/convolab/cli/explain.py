@@ -40,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from convolab.explain.attribution import CAM_METHODS
     from convolab.explain.images import explain_images
     from convolab.runs import load_run
+    from convolab.runs.quantized import refuse_graph
 
     methods = list(dict.fromkeys(args.method))
     if args.layer is not None and not set(methods) & set(CAM_METHODS):
         raise ValueError(f"--layer picks the layer of {', '.join(CAM_METHODS)}; --method {' '.join(methods)} does "
                          "not use one (drop --layer)")
     run = load_run(args.run)
+    refuse_graph(run, "explain")
     records = explain_images(run, args.images, methods, args.out, target=args.target, layer=args.layer,
                              overwrite=args.overwrite, progress=not args.quiet)
     failed = 0

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from convolab.analysis import format_side_by_side, parse_input, summarize
     from convolab.analysis.summary import looks_like_run
     from convolab.runs import load_run
+    from convolab.runs.quantized import refuse_graph
 
     refuse_unused(args, {"verify_all": "verify", "array": "hardware", "dataflow": "hardware"})
     hardware = _hardware(args) if args.hardware else None
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for target in args.models:
         # analysis sits below the run format: a run directory or weights file is loaded here and passed as a run
         model = load_run(target) if looks_like_run(target) else target
+        if looks_like_run(target):
+            refuse_graph(model, "summary")
         summaries.append(summarize(model, input_shape, num_classes=args.num_classes, verify=args.verify,
                                    rf_rows="all" if args.verify_all else "stages"))
     if args.json:

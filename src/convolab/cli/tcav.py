@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the test and print each concept and layer's score, its random baseline and the verdict."""
     from convolab.explain.tcav import tcav_run
     from convolab.runs import load_run
+    from convolab.runs.quantized import refuse_graph
 
     run = load_run(args.run)
+    refuse_graph(run, "tcav")
     result = tcav_run(run, args.concept, args.random, args.target, args.layer, inputs=args.inputs,
                       max_inputs=args.max_inputs, alpha=args.alpha, seed=args.seed, progress=not args.quiet)
     if args.json:

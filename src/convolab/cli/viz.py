@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Draw what was asked for and print one line per file."""
     from convolab.explain.viz import viz_run
     from convolab.runs import load_run
+    from convolab.runs.quantized import refuse_graph
 
     if not (args.kernels or args.feature_maps or args.filters):
         raise ValueError("nothing to draw: choose --kernels, --feature-maps IMAGE or --filters")
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                          "layer": "filters", "units": "filters", "steps": "filters", "lr": "filters",
                          "seed": "filters"})
     run = load_run(args.run)
+    refuse_graph(run, "viz")
     records = viz_run(run, args.out, kernels=args.kernels, diverging=args.diverging,
                       feature_map_images=args.feature_maps or (), layers=args.layers,
                       max_channels=args.max_channels, filters=args.filters, layer=args.layer, units=args.units,

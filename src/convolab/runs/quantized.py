@@ -19,6 +19,7 @@ every observer to its stored scale and zero point, and converts. The result equa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,9 +33,24 @@ KIND = "int8-pt2e"
 _Q = "quant."  # prefix of the observers' stored scales and zero points
 
 
+def _quiet_torchao() -> None:
+    """Import torchao with torch's pytree logger held at errors: the import logs a deprecation note for its own enum
+    (a torch/torchao version detail a user can do nothing about)."""
+    import logging
+
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e  # noqa: F401
+    finally:
+        log.setLevel(level)
+
+
 def make_quantizer(keep_float: list[str] | tuple[str, ...] = (), qat: bool = False):
     """torchao's x86 inductor quantizer: int8 activations (per tensor, asymmetric) and weights (per channel,
     symmetric) for every supported layer, except the modules named in ``keep_float``."""
+    _quiet_torchao()
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
     q = xiq.X86InductorQuantizer()
@@ -61,11 +77,14 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
 
 def prepare(model: nn.Module, example: torch.Tensor, keep_float=(), qat: bool = False) -> torch.fx.GraphModule:
     """``model`` exported and prepared (observers inserted; fake quantizers when ``qat``)."""
+    _quiet_torchao()
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    if qat:
-        return prepare_qat_pt2e(export_graph(model.train(), example), make_quantizer(keep_float, qat=True))
-    return prepare_pt2e(export_graph(model.eval(), example), make_quantizer(keep_float))
+    with warnings.catch_warnings():  # torchao notes every layer it leaves unannotated (a float first conv's pool)
+        warnings.simplefilter("ignore", UserWarning)
+        if qat:
+            return prepare_qat_pt2e(export_graph(model.train(), example), make_quantizer(keep_float, qat=True))
+        return prepare_pt2e(export_graph(model.eval(), example), make_quantizer(keep_float))
 
 
 def _observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
@@ -158,7 +177,9 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    converted = convert_pt2e(prepared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
     allow_exported_model_train_eval(converted)  # .eval()/.train() (which every tool calls) switch dropout and norms
     return converted
@@ -193,3 +214,13 @@ def _builder(build: dict, weights: Path, what: str, field: str | None) -> nn.Mod
 
 
 register_builder(KIND, _builder)
+
+
+def refuse_graph(run, verb: str) -> None:
+    """One line instead of a traceback when ``verb`` (a tool that hooks or walks the model's layers) is given an int8
+    graph: its layers are graph nodes, not modules; the float run it came from has them."""
+    if (getattr(run, "build", None) or {}).get("kind") == KIND:
+        origin = ((getattr(run, "config", None) or {}).get("compress") or {}).get("from")
+        raise ValueError(f"{run.path}: an int8 graph (made by convolab compress); `convolab {verb}` needs the layers "
+                         "as modules, which the graph does not keep; use the float run it came from"
+                         + (f" ({origin})" if origin else ""))
