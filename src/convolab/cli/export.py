@@ -123,7 +123,9 @@ def _c(run_, args, data, images, labels, say) -> dict:
                              f"images, over the tolerance {args.atol:g}; the export was removed")
         out["checked"] = f"{len(images)} test images: max |C - torch| = {diff:.3g} (tolerance {args.atol:g})"
     else:
-        want = done.network.forward(x.numpy())
+        from convolab.compress.c_export import normalise as normalise64  # (float64: as the C quantizes its input)
+
+        want = done.network.forward(normalise64(images.numpy(), run_.mean, run_.std))
         if not np.array_equal(got, np.asarray(want, dtype=got.dtype)):
             _discard(done)
             raise ValueError(f"the int8 C export differs from the NumPy engine's int8 forward on {len(images)} test "
