@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -139,29 +140,26 @@ def _as_run(run: Run | str | os.PathLike) -> Run:
 
 def recipe_config(run: Run, out, *, model: str, epochs: int, seed: int | None = None, overwrite: bool = False,
                   progress: bool = True, **overrides) -> TrainConfig:
-    """The ``TrainConfig`` that trains ``model`` with ``run``'s recipe (its dataset, split, optimizer, schedule,
-    batch size, augmentation ...) for ``epochs`` epochs into ``out``; the run's model-specific settings
-    (``--model-arg``, ``--init-from``, ``--freeze`` ...) are left at their defaults. ``overrides``: any other
-    ``TrainConfig`` field.
+    """The ``TrainConfig`` that trains ``model`` from scratch with ``run``'s recipe (its dataset, split, optimizer,
+    rate, schedule, batch size, augmentation: :func:`convolab.runs.recipe.run_config`) for ``epochs`` epochs into
+    ``out``; the run's model-specific settings (``--model-arg``, ``--init-from``, ``--freeze`` ...) are left at
+    their defaults. ``overrides``: any other ``TrainConfig`` field.
 
     Raises:
-        ValueError: the run's config.json does not record its recipe (a weights file alone), or an unknown field.
+        ValueError: an unknown field.
     """
-    saved = run.config.get("config")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{run.path}: config.json records no training config; train with a run folder written by "
-                         "`convolab train`, not a weights file alone")
+    from convolab.runs.recipe import run_config
+
+    base = run_config(run)
     defaults = TrainConfig().to_dict()
-    fields = {k: v for k, v in saved.items() if k in defaults}
-    fields.update({k: defaults[k] for k in _MODEL_SETTINGS})
-    fields["data_dir"] = recorded_data_dir(fields.get("data_dir"))
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; use TrainConfig's field names "
                          "(lr, batch_size, schedule ...)")
-    fields.update(model=model, out=None if out is None else str(out), overwrite=overwrite, epochs=epochs,
-                  progress=progress, **({"seed": seed} if seed is not None else {}), **overrides)
-    return TrainConfig(**fields)
+    reset = {k: defaults[k] for k in _MODEL_SETTINGS}
+    return replace(base, **{**reset, "data_dir": recorded_data_dir(base.data_dir), "model": model,
+                            "out": None if out is None else str(out), "overwrite": overwrite, "epochs": epochs,
+                            "progress": progress, **({"seed": seed} if seed is not None else {}), **overrides})
 
 
 def _student(student: str | nn.Module, student_kwargs: dict | None) -> tuple[str, nn.Module | None, dict]:
