@@ -80,11 +80,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
         ExportCheckError: onnxruntime's outputs differ from torch's by more than ``atol``; nothing is written.
     """
     dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it, or choose another path")
     if dest.is_dir():
         raise ValueError(f"{dest} is a folder; give a file name such as {dest / 'model.onnx'}")
-    if not (isinstance(atol, (int, float)) and atol >= 0):
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it, or choose another path")
+    if isinstance(atol, bool) or not (isinstance(atol, (int, float)) and atol >= 0):
         raise ValueError(f"atol must be a number >= 0; got {atol!r}")
     example = _as_batch(example, "example")
     check = example if check is None else _as_batch(check, "check")
