@@ -84,15 +84,26 @@ def prepare_for_qat(run: Run, keep_float: list[str] | None = None) -> tuple[torc
     example = torch.zeros(2, *run.input_size)  # two: a batch of one would make batch norm refuse to train
     try:
         prepared = prepare(model, example, keep, qat=True)
-    except ValueError:
-        raise
-    except Exception as e:  # the quantizer's annotation or prepare failing on an op it does not handle
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    except Exception as e:
+        if isinstance(e, ValueError) and str(e).startswith(f"{type(model).__name__} cannot be exported"):
+            raise  # (torch.export's refusal, already one line naming the op)
         raise ValueError(f"{type(model).__name__} cannot be prepared for quantization-aware training: "
-                         f"{first[:300]}") from None
+                         f"{_failure(e)}") from None
     prepared.convolab_cfg = dict(run.model.convolab_cfg)
     prepared.convolab_build = {**build, "keep_float": keep}
     return _trains_and_evaluates(prepared).train(), keep
+
+
+def _failure(e: BaseException) -> str:
+    """One line on a failure inside torchao's quantizer: the pattern it was annotating (its ``_annotate_<pattern>``
+    frame, e.g. ``qat_conv2d_bn_binary_unary``: conv2d -> batch norm -> add -> ReLU) and its message."""
+    import traceback
+
+    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    pattern = next((n.removeprefix("_annotate_") for n in reversed(frames) if n.startswith("_annotate_")), None)
+    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    where = f"torchao's x86 quantizer failed on the {pattern} pattern" if pattern else "torchao failed"
+    return f"{where} ({first[:200]})"
 
 
 class _Int8Stored(nn.Module):
