@@ -104,3 +104,15 @@ def test_alpha_zero_is_the_control_exactly(tmp_path, digits_run):
 def test_bad_settings_are_one_line(tmp_path, digits_run, kw, match):
     with pytest.raises(ValueError, match=match):
         distill(digits_run.run_dir, "tutorial_cnn", tmp_path / "x", epochs=1, progress=False, **kw)
+
+
+def test_a_student_given_as_a_module_reloads(tmp_path, digits_run):
+    student = convolab.create_model("mlp", num_classes=10, in_chans=1, input_size=(8, 8), widths=[16])
+    result = distill(digits_run.run_dir, student, tmp_path / "s", epochs=1, progress=False, plots=False,
+                     checkpoints=False)
+    run = convolab.load_run(result.run_dir)
+    assert run.build["kind"] == "registry" and run.build["name"] == "mlp"
+    assert list(run.build["kwargs"]["widths"]) == [16]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(run.model(x), student.eval()(x))

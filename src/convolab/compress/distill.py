@@ -169,6 +169,9 @@ def _student(student: str | nn.Module, student_kwargs: dict | None) -> tuple[str
         if not isinstance(cfg, dict) or "name" not in cfg:
             raise ValueError("a student given as a module must come from convolab.create_model (it carries "
                              "convolab_cfg); or give its registry name")
+        if getattr(student, "convolab_build", None) is None:  # a registry model as built: load_run rebuilds it so
+            kwargs = {k: v for k, v in cfg.items() if k != "name"}
+            student.convolab_build = {"kind": "registry", "name": cfg["name"], "kwargs": kwargs}
         return cfg["name"], student, {}
     if not isinstance(student, str) or not student:
         raise ValueError(f"student must be a model name (see `convolab models`) or a module; got {student!r}")
