@@ -207,3 +207,22 @@ def test_prune_run_prunes_and_fine_tunes_into_a_new_run(digits_run, tmp_path):
     assert res.to_dict()["path"] == str(res.path)
     with pytest.raises(FileExistsError, match="already exists"):  # a run folder is never overwritten silently
         prune_run(digits_run.run_dir, tmp_path / "pruned", macs_fraction=0.4, epochs=1, progress=False)
+
+
+@pytest.mark.slow
+def test_the_target_is_found_where_large_ratios_stop_pruning():
+    """LeNet-5's 6-channel conv1: at a channel ratio of 0.95 torch-pruning leaves the convolutions whole (their MACs
+    go back up), so the search brackets the target from below instead of from the largest ratio."""
+    torch.manual_seed(0)
+    m = create_model("lenet5", num_classes=10, in_chans=1, input_size=(28, 28))
+    r = prune_structured(m, torch.randn(2, 1, 28, 28), macs_fraction=0.5)
+    assert abs(r.macs_removed - 0.5) <= 0.05 and r.macs_after == r.analysis_macs_after
+    assert r.channels_after["features.conv1"] < 6
+
+
+@pytest.mark.slow
+def test_a_channel_shuffle_is_refused_in_one_line():
+    m = create_model("shufflenet_v2_x0_5", num_classes=10, in_chans=3, input_size=(64, 64))
+    with pytest.raises(ValueError, match=r"torch-pruning cannot follow this model's graph \(ZeroDivisionError") as e:
+        prune_structured(m, torch.randn(1, 3, 64, 64))
+    assert "\n" not in str(e.value)

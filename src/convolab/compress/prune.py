@@ -16,6 +16,8 @@ trained from it reloads (:mod:`convolab.runs.pruned`).
 from __future__ import annotations
 
 import copy
+import math
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ __all__ = ["PruneResult", "prune_structured", "prune_unstructured", "count_macs"
 
 IMPORTANCES = ("l2", "l1", "taylor")  # channel importance: group L2 / L1 norm of the weights, first-order Taylor
 _MAX_RATIO = 0.95  # the largest channel ratio the search tries (a layer keeps at least 5 % of its channels)
-_SEARCH_STEPS = 12  # bisection steps on the channel ratio (0.95 / 2^12: finer than one channel in 2,000)
+_SEARCH_STEPS = 12  # at most this many bisection steps (they stop at half a channel of the widest layer)
 _CLOSE_ENOUGH = 0.0025  # the search stops once the MACs are this close to the target (as a fraction of the total)
 _SHAPE_TYPES = (int, float)  # module attributes recorded when pruning changed them (sizes, and their tuples)
 
@@ -223,14 +225,20 @@ def _prune_copy(model: nn.Module, example: torch.Tensor, ratio: float, *, import
     m = copy.deepcopy(model).eval()
     head = _classifier(m)
     ignored = [m.get_submodule(n) for n in ignore] + ([head] if head is not None else [])
-    pruner = tp.pruner.BasePruner(m, example[:1], importance=_importance(importance), pruning_ratio=ratio,
-                                  iterative_steps=steps, ignored_layers=ignored, global_pruning=global_pruning,
-                                  round_to=round_to)
-    for _ in range(steps):
-        if importance == "taylor":  # first-order Taylor needs the loss's gradients on real images
-            m.zero_grad()
-            nn.functional.cross_entropy(m(example), targets).backward()
-        pruner.step()
+    try:
+        pruner = tp.pruner.BasePruner(m, example[:1], importance=_importance(importance), pruning_ratio=ratio,
+                                      iterative_steps=steps, ignored_layers=ignored, global_pruning=global_pruning,
+                                      round_to=round_to)
+        for _ in range(steps):
+            if importance == "taylor":  # first-order Taylor needs the loss's gradients on real images
+                m.zero_grad()
+                nn.functional.cross_entropy(m(example), targets).backward()
+            pruner.step()
+    except (ArithmeticError, IndexError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        raise ValueError(f"torch-pruning cannot follow this model's graph ({type(e).__name__} in its "
+                         f"{frame.name}: {(str(e).splitlines() or [''])[0]}); channel shuffles and other reshapes "
+                         "of the channel dimension are beyond it") from None
     m.zero_grad(set_to_none=True)
     return m
 
@@ -245,7 +253,8 @@ def prune_structured(model: nn.Module, example: torch.Tensor, *, macs_fraction: 
     concatenation's parts, a flattened map and the linear layer it feeds) and removed together, so every tensor
     shrinks and the network really does less work. A channel ratio is searched by bisection so that the MACs
     removed come closest to ``macs_fraction`` (channels are whole, so the figure is reached to within a channel
-    of a layer). The classifier (``model.get_classifier()``) keeps all its outputs.
+    of a layer). Each trial prunes a fresh copy; a small network takes a few seconds, a DenseNet minutes. The
+    classifier (``model.get_classifier()``) keeps all its outputs.
 
     Args:
         model: the network (left unchanged; a pruned copy is returned). A model built by ``create_model`` (with
@@ -297,24 +306,35 @@ def prune_structured(model: nn.Module, example: torch.Tensor, *, macs_fraction: 
         target = macs0 * (1 - macs_fraction)
         kw = dict(importance=importance, steps=iterative_steps, ignore=ignore, targets=targets,
                   global_pruning=global_pruning, round_to=round_to)
-        best: tuple[float, float, nn.Module, int] | None = None  # (distance, ratio, model, macs)
-        lo, hi = 0.0, _MAX_RATIO
-        for step in range(_SEARCH_STEPS + 1):
-            ratio = hi if step == 0 else (lo + hi) / 2  # first the largest ratio: is the target reachable?
+        best: list = []  # [distance, ratio, model, macs] of the trial closest to the target
+
+        def trial(ratio: float) -> int:
             pruned = _prune_copy(model, example, ratio, **kw)
             _check_forward(pruned, example[:1], shape)
             macs = count_macs(pruned, example)
-            if step == 0 and macs > target:
-                raise ValueError(f"at most {1 - macs / macs0:.1%} of the MACs can be removed from this model "
+            if not best or abs(macs - target) < best[0]:
+                best[:] = [abs(macs - target), ratio, pruned, macs]
+            return macs
+
+        # Bracket the target, starting from the ratio that removes it from a chain of layers pruned alike
+        # ((1 - r)^2 of each layer's MACs stay), then bisect until the ratio is finer than half a channel of
+        # the widest layer. (Past the bracket the MACs need not fall with the ratio: torch-pruning leaves a
+        # layer whole rather than empty.)
+        lo, hi = 0.0, 1 - math.sqrt(1 - macs_fraction)
+        while trial(hi) > target and abs(best[0]) > _CLOSE_ENOUGH * macs0:
+            if hi >= _MAX_RATIO:
+                raise ValueError(f"at most {1 - best[3] / macs0:.1%} of the MACs can be removed from this model "
                                  f"(its ignored layers and classifier keep the rest); asked {macs_fraction:.1%}")
-            if best is None or abs(macs - target) < best[0]:
-                best = (abs(macs - target), ratio, pruned, macs)
-            if abs(macs - target) <= _CLOSE_ENOUGH * macs0:
+            lo, hi = hi, min(_MAX_RATIO, hi + (1 - hi) / 2)
+        resolution = 0.5 / max(_channels(model).values() or [1])
+        for _ in range(_SEARCH_STEPS):
+            if best[0] <= _CLOSE_ENOUGH * macs0 or hi - lo < resolution:
                 break
-            if macs > target:
-                lo = ratio
+            mid = (lo + hi) / 2
+            if trial(mid) > target:
+                lo = mid
             else:
-                hi = ratio
+                hi = mid
     finally:
         model.train(was_training)
     _, ratio, pruned, macs1 = best
