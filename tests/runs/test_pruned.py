@@ -150,3 +150,41 @@ def test_a_file_and_config_that_agree_but_do_not_chain_are_refused(copy):
     with pytest.raises(ValueError, match=r"field 'build' records do not make a working tutorial_cnn \(.*channel") as e:
         load_run(copy)
     assert "\n" not in str(e.value)
+
+
+def _save_as_run(result, name: str, in_chans: int, size: int, folder) -> None:
+    """The pruned model as a run folder holds it: weights with convolab's metadata, config.json's build."""
+    from safetensors.torch import save_file
+
+    from convolab.runs.schema import FORMAT
+
+    kwargs = {k: v for k, v in result.model.convolab_cfg.items() if k != "name"}
+    meta = {"format": 1, "model": name, "model_kwargs": kwargs, "classes": [str(i) for i in range(10)],
+            "mean": [0.5] * in_chans, "std": [0.25] * in_chans, "input_size": [in_chans, size, size]}
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(folder / "model.safetensors"),
+              metadata={"convolab": json.dumps(meta)})
+    config = {"format": FORMAT, "task": "classification", "build": result.model.convolab_build, "recipe": {},
+              "seed": 0}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, in_chans, size", [("mobilenet_v2", 3, 32), ("se_resnet18", 3, 32),
+                                                  ("mnist_cnn", 1, 28), ("convnext_tiny", 3, 32)])
+def test_other_architectures_prune_and_reload(name, in_chans, size, tmp_path):
+    """Depthwise convolutions (groups pruned with their channels), squeeze-excitation, dropout, ConvNeXt's
+    channels-last permutes, LayerNorm and layer scale: the pruned model's MACs are convolab.analysis's, and
+    load_run rebuilds it with the same logits."""
+    from convolab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_chans=in_chans, input_size=(size, size))
+    x = torch.randn(2, in_chans, size, size)
+    result = prune_structured(model, x, macs_fraction=0.4)
+    assert abs(result.macs_removed - 0.4) <= 0.05 and result.macs_after == result.analysis_macs_after
+    _save_as_run(result, name, in_chans, size, tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert sum(p.numel() for p in run.model.parameters()) == result.params_after < result.params_before
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(x), result.model.eval()(x), rtol=0, atol=0)

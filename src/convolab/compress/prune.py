@@ -164,10 +164,10 @@ def _refuse_channel_changers(model: nn.Module, example: torch.Tensor) -> torch.T
         m = model.get_submodule(name)
         if isinstance(m, nn.Flatten) or len(i) != len(o) or len(i) < 3:
             continue  # flattening is a reshape torch-pruning follows
-        if i[1] != o[1]:
+        if i[1] != o[1] and sorted(i[1:]) != sorted(o[1:]):  # (a permutation to channels-last is followed too)
+            hint = " (build resnet20..110 with shortcut='B', 1x1 projections)" if "ZeroPad" in type(m).__name__ else ""
             raise ValueError(f"layer {name} ({type(m).__name__}) turns {i[1]} channels into {o[1]} without weights; "
-                             "torch-pruning cannot follow such a layer (for resnet20..110 build the model with "
-                             "shortcut='B', 1x1 projections)")
+                             f"torch-pruning cannot follow such a layer{hint}")
     return out
 
 
