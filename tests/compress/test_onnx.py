@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import warnings
 
 import numpy as np
 import onnx
@@ -25,6 +26,7 @@ from convolab.compress.onnx import (
     ExportCheckError,
     OnnxExport,
     export_onnx,
+    float64_errors,
     ort_session,
     run_onnx,
 )
@@ -128,11 +130,27 @@ def test_every_classifier_exports_and_matches_onnxruntime(name, tmp_path):
     model = realistic(create_model(name, num_classes=10, in_chans=1, input_size=(28, 28)), x)
     with torch.no_grad():
         assert model(x).std().item() == pytest.approx(1, rel=1e-3)
-    result = export_onnx(model, x[:2], tmp_path / f"{name}.onnx", check=x)
-    assert result.path == tmp_path / f"{name}.onnx" and result.checked_images == 7
-    assert result.max_abs_diff <= ATOL
+    path = tmp_path / f"{name}.onnx"
+    try:
+        result = export_onnx(model, x[:2], path, check=x)
+    except ExportCheckError as err:
+        # Over 1e-4 (resnet101 and resnet152 here): accepted only where float32 rounding explains it, and reported
+        # (a warning here, and in the issue), never by a quietly larger tolerance: onnxruntime is within 1e-4 of the
+        # model's float64 forward, or at least as close to it as torch's own float32 forward.
+        assert "float32 rounding" in str(err)
+        result = export_onnx(model, x[:2], path, check=x, atol=1e-3)
+        with torch.no_grad():
+            torch_out = model(x).numpy()
+        ort_out = run_onnx(ort_session(path, threads=1), x.numpy())
+        torch_err, ort_err = float64_errors(model, x, torch_out, ort_out)
+        assert ort_err <= max(ATOL, torch_err), f"onnxruntime {ort_err:.3g}, torch {torch_err:.3g} from float64"
+        warnings.warn(f"{name}: onnxruntime and torch (float32) differ by {result.max_abs_diff:.3g} > {ATOL}; "
+                      f"from the float64 forward: onnxruntime {ort_err:.3g}, torch {torch_err:.3g}", stacklevel=1)
+    else:
+        assert result.max_abs_diff <= ATOL
+        assert assert_matches_onnxruntime(model, result, x) <= ATOL
+    assert result.path == path and result.checked_images == 7
     assert_single_file(result)
-    assert assert_matches_onnxruntime(model, result, x) <= ATOL
 
 
 def test_fast_list_names_registered_classifiers_only():
@@ -171,6 +189,7 @@ def test_a_failed_check_raises_and_writes_nothing(tmp_path):
     msg = str(err.value)
     assert isinstance(err.value, ValueError) and "\n" not in msg
     assert "by up to 1 " in msg and "tolerance 0.0001" in msg
+    assert "not float rounding" in msg  # the float64 forward tells a wrong export from rounding
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
 
 

@@ -27,7 +27,8 @@ from torch import nn
 
 from convolab.atomic import atomic_path
 
-__all__ = ["OnnxExport", "ExportCheckError", "export_onnx", "ort_session", "run_onnx", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["OnnxExport", "ExportCheckError", "export_onnx", "ort_session", "run_onnx", "float64_errors", "INPUT_NAME",
+           "OUTPUT_NAME"]
 
 INPUT_NAME = "input"  # the graph's input: a normalised float32 batch (N, C, H, W)
 OUTPUT_NAME = "logits"  # the graph's output: (N, num_classes)
@@ -103,7 +104,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
             exporter = _write(net, traced, tmp, opset)
             size = tmp.stat().st_size
             found_opset = _opset(tmp)
-            diff = _check(tmp, check, expected.float().numpy(), atol)
+            diff = _check(tmp, check, expected.float().numpy(), atol, net)
     return OnnxExport(path=dest, max_abs_diff=diff, checked_images=int(check.shape[0]), opset=found_opset,
                       size_bytes=size, input_name=INPUT_NAME, output_name=OUTPUT_NAME, exporter=exporter,
                       atol=float(atol))
@@ -330,9 +331,9 @@ def _opset(path: Path) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _check(path: Path, check: torch.Tensor, expected: np.ndarray, atol: float) -> float:
+def _check(path: Path, check: torch.Tensor, expected: np.ndarray, atol: float, net: nn.Module) -> float:
     """Largest |onnxruntime - torch| over the check batch and its first image alone; ``ExportCheckError`` above
-    ``atol``."""
+    ``atol``, saying whether float32 rounding explains the difference (see :func:`_rounding_note`)."""
     try:
         session = ort_session(path)
         got = run_onnx(session, check.numpy())
@@ -346,8 +347,30 @@ def _check(path: Path, check: torch.Tensor, expected: np.ndarray, atol: float) -
     if not np.isfinite(diff) or diff > atol:
         raise ExportCheckError(f"ONNX export check failed: onnxruntime's outputs differ from torch's by up to "
                                f"{diff:.3g} on {len(check)} images, over the tolerance {atol:.3g}; the file was not "
-                               "written")
+                               f"written{_rounding_note(net, check, expected, got)}")
     return diff
+
+
+def float64_errors(net: nn.Module, x: torch.Tensor, torch_out: np.ndarray, ort_out: np.ndarray) -> tuple[float, float]:
+    """(max |torch float32 - float64 forward|, max |onnxruntime - float64 forward|) on ``x``: how far each float32
+    runtime is from the model's exact arithmetic (a float64 copy of ``net``)."""
+    with torch.no_grad():
+        exact = copy.deepcopy(net).double()(x.double()).numpy()
+    return float(np.abs(torch_out - exact).max()), float(np.abs(ort_out - exact).max())
+
+
+def _rounding_note(net: nn.Module, check: torch.Tensor, expected: np.ndarray, got: np.ndarray) -> str:
+    """Deep networks' logits can differ by more than 1e-4 between two correct float32 runtimes that sum in different
+    orders; a float64 forward tells that apart from a wrong export."""
+    try:
+        torch_err, ort_err = float64_errors(net, check, expected, got)
+    except Exception:  # a model that cannot run in float64: no diagnosis, the failure stands
+        return ""
+    if not np.isfinite(ort_err) or ort_err > 4 * torch_err:  # 4x: rounding noise of two float32 runtimes
+        return (f" (onnxruntime is far further from a float64 forward, {ort_err:.3g}, than torch's float32 forward "
+                f"is, {torch_err:.3g}: not float rounding)")
+    return (f" (float32 rounding: torch's float32 forward differs from a float64 forward by {torch_err:.3g}, "
+            f"onnxruntime's by {ort_err:.3g}; pass a larger atol to accept it)")
 
 
 def _first_line(e: BaseException) -> str:
