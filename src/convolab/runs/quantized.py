@@ -69,10 +69,42 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
     """
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
-        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
     except Exception as e:  # torch.export raises many types; the first line names the op or the guard
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ValueError(f"{type(model).__name__} cannot be exported for int8 quantization: {first[:300]}") from None
+    _split_reused_modules(graph)
+    return graph
+
+
+# Stateless one-op modules a forward may call more than once (torchvision's BasicBlock calls its ReLU twice).
+_ONE_OP_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU, nn.Sigmoid,
+                   nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_ONE_OP_NAMES = {f"{c.__module__}.{c.__qualname__}" for c in _ONE_OP_MODULES}
+
+
+def _split_reused_modules(graph: torch.fx.GraphModule) -> None:
+    """Give each call of a reused stateless module its own source partition.
+
+    The quantizer matches fusion patterns (conv -> add -> relu) on partitions keyed by the module a node came from;
+    a ReLU module called twice (after the first convolution and after the residual add) makes one partition with two
+    outputs, which torchao's x86 quantizer refuses ("Input partition has more than one output node"). The nodes are
+    the same; only their ``nn_module_stack`` record gets a per-call name (``layer1.0.relu#1``)."""
+    seen: dict[str, int] = {}
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack") if node.op == "call_function" else None
+        if not stack:
+            continue
+        key, (fqn, cls) = list(stack.items())[-1]
+        name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"  # (export records a string)
+        if name not in _ONE_OP_NAMES:
+            continue
+        calls = seen.get(fqn, 0)
+        seen[fqn] = calls + 1
+        if calls:
+            stack = dict(stack)  # (the dict may be shared between nodes)
+            stack[key] = (f"{fqn}#{calls}", cls)
+            node.meta["nn_module_stack"] = stack
 
 
 def prepare(model: nn.Module, example: torch.Tensor, keep_float=(), qat: bool = False) -> torch.fx.GraphModule:
