@@ -4,7 +4,7 @@ float32, this CPU) of the original and the pruned model side by side, with the r
 
 Both models are evaluated by the same code on the same test split (and the fine-tuned run's own summary.json
 figure is printed beside it). Latency: the median of ``--repeats`` timed forwards of one batch of 256 test images,
-the two models alternated so that a busy machine slows both alike.
+the two models alternated so that a busy machine slows both alike, on one thread and on torch's default number.
 
     .venv/bin/python benchmarks/prune_speed.py [--run runs/demo] [--fraction 0.5] [--epochs 3] [--lr LR]
         [--out DIR] [--repeats 30] [--threads N] [--no-compile]
@@ -96,20 +96,20 @@ def main() -> None:
           f"{summary_acc[0]} -> {summary_acc[1]})")
     print(f"{'MACs per image':24}{macs0:>12,}{macs1:>12,}{macs1 / macs0:>9.3f}")
     print(f"{'parameters':24}{params0:>12,}{params1:>12,}{params1 / params0:>9.3f}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     batch = x[:args.batch].contiguous()
     models = {"original": run.model.eval(), "pruned": pruned.model.eval()}
-    eager = latencies(models, batch, args.repeats)
-    print(f"{f'eager, batch {args.batch} (ms)':24}{eager['original'] * 1e3:>12.2f}{eager['pruned'] * 1e3:>12.2f}"
-          f"{eager['original'] / eager['pruned']:>8.2f}x faster")
-    if not args.no_compile:
-        compiled = {k: torch.compile(m) for k, m in models.items()}
-        comp = latencies(compiled, batch, args.repeats)
-        print(f"{f'compiled, batch {args.batch} (ms)':24}{comp['original'] * 1e3:>12.2f}{comp['pruned'] * 1e3:>12.2f}"
-              f"{comp['original'] / comp['pruned']:>8.2f}x faster")
-    print(f"threads: {torch.get_num_threads()}; accuracy lost: {100 * (acc0 - acc1):.2f} points")
+    compiled = {k: torch.compile(m) for k, m in models.items()} if not args.no_compile else {}
+    default = torch.get_num_threads()
+    for threads in ([args.threads] if args.threads else sorted({1, default})):  # one thread: steadier on a busy host
+        torch.set_num_threads(threads)
+        for how, ms in (("eager", models), ("compiled", compiled)):
+            if not ms:
+                continue
+            t = latencies(ms, batch, args.repeats)
+            label = f"{how}, {threads} thr. (ms)"
+            print(f"{label:24}{t['original'] * 1e3:>12.2f}{t['pruned'] * 1e3:>12.2f}"
+                  f"{t['original'] / t['pruned']:>8.2f}x faster")
+    print(f"batch {args.batch}, median of {args.repeats}; accuracy lost: {100 * (acc0 - acc1):.2f} points")
     if tmp is not None:
         tmp.cleanup()
 
