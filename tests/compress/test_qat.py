@@ -117,15 +117,17 @@ def test_an_untraceable_model_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pattern_the_quantizer_fails_on_is_one_line_naming_it(tmp_path):
-    """torchao's x86 quantizer (0.18) cannot annotate resnet20's conv -> bn -> add -> relu with the option-A
-    shortcut for QAT: the refusal names the model and the pattern instead of torchao's traceback."""
+def test_a_model_torchao_cannot_prepare_is_one_line_naming_the_step(tmp_path):
+    """torchao's x86 quantizer (0.18) cannot prepare resnet20 (conv -> bn -> add -> relu, option-A shortcut) for QAT:
+    the refusal names the model and the step that failed instead of torchao's traceback."""
     from convolab.models import create_model
 
     kwargs = dict(num_classes=10, in_chans=1, input_size=[8, 8])
     run = Run(tmp_path, create_model("resnet20", **kwargs), {}, [str(i) for i in range(10)], (0.5,), (0.5,),
               (1, 8, 8), build={"kind": "registry", "name": "resnet20", "kwargs": kwargs})
-    with pytest.raises(ValueError, match=r"^ResNet cannot be prepared for quantization-aware training: torchao's x86 "
-                                         r"quantizer failed on the qat_conv2d_bn_binary_unary pattern \(") as e:
+    # (which step fails depends on torchao's state in the process: annotating the pattern, or folding bn into conv)
+    expected = (r"^ResNet cannot be prepared for quantization-aware training: torchao's QAT preparation failed in "
+                r"(_annotate_qat_conv2d_bn_binary_unary|_fuse_conv_bn_qat) \((ValueError|IndexError): ")
+    with pytest.raises(ValueError, match=expected) as e:
         prepare_for_qat(run)
     assert "\n" not in str(e.value)

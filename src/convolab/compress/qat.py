@@ -95,15 +95,16 @@ def prepare_for_qat(run: Run, keep_float: list[str] | None = None) -> tuple[torc
 
 
 def _failure(e: BaseException) -> str:
-    """One line on a failure inside torchao's quantizer: the pattern it was annotating (its ``_annotate_<pattern>``
-    frame, e.g. ``qat_conv2d_bn_binary_unary``: conv2d -> batch norm -> add -> ReLU) and its message."""
+    """One line on a failure inside torchao's QAT preparation: the step it failed in (its innermost ``_annotate_*``
+    or ``_fuse_*`` frame: e.g. ``_annotate_qat_conv2d_bn_binary_unary``, annotating conv2d -> batch norm -> add ->
+    ReLU, or ``_fuse_conv_bn_qat``, folding batch norm into the convolution) and its error."""
     import traceback
 
-    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
-    pattern = next((n.removeprefix("_annotate_") for n in reversed(frames) if n.startswith("_annotate_")), None)
-    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    where = f"torchao's x86 quantizer failed on the {pattern} pattern" if pattern else "torchao failed"
-    return f"{where} ({first[:200]})"
+    frames = [f.name.removesuffix("_helper") for f in traceback.extract_tb(e.__traceback__)]
+    step = next((n for n in reversed(frames) if n.startswith(("_annotate_", "_fuse_"))), None)
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    where = f"torchao's QAT preparation failed in {step}" if step else "torchao's QAT preparation failed"
+    return f"{where} ({type(e).__name__}: {first[:200]})"
 
 
 class _Int8Stored(nn.Module):
