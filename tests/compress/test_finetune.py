@@ -31,3 +31,24 @@ def test_finetuned_run_reloads_with_the_trained_weights(digits_run, tmp_path):
         assert not torch.allclose(again.model(x), run.model(x), atol=1e-4)  # it did train
     with pytest.raises(FileExistsError):
         finetune(run, copy.deepcopy(run.model), tmp_path / "ft", epochs=1, progress=False)
+
+
+def test_compressed_runs_are_not_resumed(digits_run, tmp_path):
+    import json
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(digits_run.run_dir, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "distill": {"teacher": "runs/t"}}))
+    with pytest.raises(ValueError, match="a distillation .*cannot be resumed"):
+        convolab.resume(run_dir)
+    build = {"kind": "pruned", "base": {"name": "tutorial_cnn", "kwargs": {}}}
+    (run_dir / "config.json").write_text(json.dumps({**config, "build": build}))
+    with pytest.raises(ValueError, match="a pruned model's fine-tuning .*cannot be resumed"):
+        convolab.resume(run_dir)
+
+
+def test_finetune_config_overrides_a_reset_setting(digits_run, tmp_path):
+    run = convolab.load_run(digits_run.run_dir)
+    assert finetune_config(run, tmp_path / "ft", epochs=1, tensorboard=False, warmup_steps=3).warmup_steps == 3

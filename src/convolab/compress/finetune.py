@@ -34,8 +34,8 @@ def finetune_config(run: Run, out: str | os.PathLike, *, epochs: int, lr: float 
     tenth of the run's rate), written to ``out``; ``overrides`` replace any other field."""
     base = run_config(run)
     lr = base.lr * FINETUNE_LR_FACTOR if lr is None else lr
-    config = replace(base, **_RESET, out=str(out), epochs=epochs, lr=lr, overwrite=overwrite, progress=progress,
-                     **overrides)
+    config = replace(base, **{**_RESET, "out": str(out), "epochs": epochs, "lr": lr, "overwrite": overwrite,
+                              "progress": progress, **overrides})
     config.validate()
     return config
 

@@ -138,6 +138,23 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     return make_trainer(config).fit()
 
 
+def _refuse_compressed(run_dir: Path) -> None:
+    """A run made by ``convolab compress`` (a distilled student, a pruned or quantization-aware fine-tuning) needs
+    more than its config to continue (the teacher, the pruned or prepared model): one line instead of a resume that
+    would silently train something else."""
+    if not (run_dir / CONFIG).is_file():
+        return
+    from convolab.runs.schema import CONFIG_SCHEMA
+    from convolab.structure import read_json
+
+    cfg = read_json(run_dir / CONFIG, CONFIG_SCHEMA)
+    kind = (cfg.get("build") or {}).get("kind", "registry")
+    if "distill" in cfg or kind != "registry":
+        what = "a distillation" if "distill" in cfg else f"a {kind} model's fine-tuning"
+        raise ValueError(f"refusing to resume {run_dir}: {what} (convolab compress) cannot be resumed from its "
+                         "checkpoint; run the compress command again")
+
+
 def resume(path: str | os.PathLike, **overrides) -> TrainResult:
     """Continue an interrupted run from its newest checkpoint (or from the checkpoint file ``path``).
 
@@ -147,7 +164,8 @@ def resume(path: str | os.PathLike, **overrides) -> TrainResult:
     Example:
         >>> convolab.resume("runs/fm")  # after a crash, a kill or a reboot
     """
-    _, _, state = find_checkpoint(path)
+    run_dir, _, state = find_checkpoint(path)
+    _refuse_compressed(run_dir)
     saved = dict(state["config"])
     differences = config_differences(saved, overrides)
     if differences:
