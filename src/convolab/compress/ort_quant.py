@@ -59,9 +59,9 @@ def quantize_onnx_static(fp32_path: str | os.PathLike, out_path: str | os.PathLi
 
     Weights are int8, symmetric (per output channel when ``per_channel``); activations are 8-bit with ranges from
     min/max calibration on ``calibration``. ``activations="uint8"`` (the default) is the u8 x s8 layout ORT's x86
-    kernels (VNNI dot products) are built around and ORT's guide recommends there; on this project's AVX512-VNNI CPU
-    the two measured within 5 % of each other, either ahead from run to run (tutorial_cnn, batch 256, 2 threads: 4.63
-    against 4.69 ms, then 5.66 against 5.40 ms); ``"int8"`` is the alternative.
+    kernels (VNNI's u8 x s8 dot products) take natively; on this project's AVX512-VNNI CPU the two measured within
+    5 % of each other, either ahead from run to run (tutorial_cnn, batch 256, 2 threads: 4.63 against 4.69 ms, then
+    5.66 against 5.40 ms); ``"int8"`` is the alternative.
 
     Args:
         fp32_path: the float model, one input (N, C, H, W) with a dynamic batch.
