@@ -194,6 +194,17 @@ COMMANDS: dict[str, How] = {
     "--layer features.act1 --layer features.act2": How("run", figures=True),
     "convolab datasets": _fast(),
     "convolab datasets --download mnist": _skip("needs the internet"),
+    "convolab compress runs/demo --method ptq --out runs/demo-int8":
+        _adapt("--repeats 1 --calibration 256", "times every variant five times; once is enough for the test"),
+    "convolab compress runs/demo --method qat --epochs 1 --control --out runs/demo-qat":
+        _skip("fine-tunes twice on Fashion-MNIST (minutes); tests/cli/test_compress_cli.py runs it on digits"),
+    "convolab compress runs/demo --method prune --macs-fraction 0.5 --epochs 3 --out runs/demo-pruned":
+        _skip("fine-tunes on Fashion-MNIST for minutes; tests/cli/test_compress_cli.py runs it on digits"),
+    "convolab compress runs/demo --method distill --student perceptron --control --out runs/demo-student":
+        _skip("trains two students on Fashion-MNIST (minutes); tests/cli/test_compress_cli.py runs it on digits"),
+    "convolab export runs/demo --format onnx": _run(),
+    "convolab export runs/demo --format c --out export/demo": _run(),
+    "convolab export runs/demo --format c --dtype int8 --out export/demo-int8": _run(),
     "convolab train --engine numpy --model tutorial_cnn --data fashion-mnist --epochs 2 --out runs/fm-numpy":
         _adapt("--data digits", _LONG),
     "convolab train --model fastcnn --data fashion-mnist --epochs 15 --batch-size 512 --optimizer sgd --lr 0.2 "

@@ -84,3 +84,31 @@ def test_export_onnx_and_c_end_to_end(digits_run, tmp_path, capsys):
                                  "--out", tmp_path / dtype, "--calibration", "256"], capsys)
         assert code == 0, err
         assert "checked" in stdout and (tmp_path / dtype / "model.c").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,args,main,control", [
+    ("qat", ["--epochs", "1"], "int8 qat", "fp32 fine-tuned (control)"),
+    ("prune", ["--epochs", "1", "--macs-fraction", "0.5"], "pruned fp32 compiled", "fp32 fine-tuned (control)"),
+    ("distill", ["--epochs", "2", "--student", "perceptron"], "perceptron distilled", "perceptron alone (control)"),
+])
+def test_compress_trains_with_its_control(method, args, main, control, digits_run, tmp_path, capsys):
+    out = tmp_path / method
+    code, stdout, err = cli(["compress", digits_run.run_dir, "--method", method, *args, "--control", "--out", out,
+                             "--repeats", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["compress"]["rows"]}
+    assert {"fp32 eager", "fp32 compiled", "fp32 onnxruntime", main, control} <= set(rows)
+    assert summary["test_accuracy"] == rows[main]["accuracy"]
+    # the control is a run of its own, and its row is that run's model on the same test images
+    ctrl = convolab.load_run(f"{out}-control")
+    assert rows[control]["accuracy"] == pytest.approx(ctrl.summary["test_accuracy"], abs=0.01)
+    again = convolab.load_run(out)  # the compressed run reloads
+    assert again.summary["compress"]["method"] == method
+    if method == "prune":
+        m = summary["compress"]
+        assert m["macs_after"] <= 0.52 * m["macs_before"]
+        assert rows[main]["size_bytes"] < 0.6 * rows["fp32 eager"]["size_bytes"]
+    if method == "qat":
+        assert again.build["kind"] == "int8-pt2e" and again.build["qat"] is True
