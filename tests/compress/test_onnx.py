@@ -140,7 +140,7 @@ def test_every_classifier_exports_and_matches_onnxruntime(name, tmp_path):
     try:
         result = export_onnx(model, x[:2], path, check=x)
     except ExportCheckError as err:
-        # Over 1e-4 (resnet152 at 1.4e-4, efficientnet_b6 at 1.01e-4): accepted only where float32 rounding explains
+        # Over 1e-4 (resnet152 1.4e-4, efficientnet_b6 1.01e-4, b7 1.8e-4): accepted only where float32 rounding gives
         # it, and reported (a warning here, and in the issue), never by a quietly larger tolerance: onnxruntime is
         # within 1e-4 of the model's float64 forward, or at least as close to it as torch's own float32 forward.
         assert "float32 rounding" in str(err)
