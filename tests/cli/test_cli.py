@@ -23,7 +23,8 @@ import convolab
 from convolab.cli import build_parser, main
 from convolab.data import DATASETS, load_dataset
 
-VERBS = ["train", "lr-find", "eval", "predict", "models", "datasets", "summary", "explain", "viz", "tcav", "report"]
+VERBS = ["train", "lr-find", "eval", "predict", "models", "datasets", "summary", "explain", "viz", "tcav", "report",
+         "compress", "export"]
 FASHION = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; `make data` installs it
 
 
