@@ -121,19 +121,31 @@ def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, t
 def measure(variants: Sequence[Variant], images: torch.Tensor, targets: torch.Tensor, mean, std, *,
             accuracy_batch: int = 256, repeats: int = 5, min_seconds: float = 0.2,
             progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Accuracy over the test ``images`` and latency at each batch size of ``BATCHES`` for every variant."""
+    """Accuracy over the test ``images`` and latency at each batch size of ``BATCHES`` for every variant.
+
+    The latencies are taken in ``repeats`` rounds, each timing every variant once in turn (``min_seconds`` of calls
+    each), and the median over the rounds is kept: a machine whose speed drifts moves every variant alike instead of
+    favouring the ones timed in a quiet moment."""
     rows = []
     for v in variants:
         if progress:
-            progress(f"measuring {v.name}")
+            progress(f"accuracy of {v.name}")
         acc_fn = v.forwards[accuracy_batch] if accuracy_batch in v.forwards else next(iter(v.forwards.values()))
         acc = accuracy(_as_torch(acc_fn), images, targets, mean, std, accuracy_batch)
-        ms = {}
-        for b, fn in v.forwards.items():
-            x = normalise(images[:b], mean, std).contiguous()
-            ms[b] = 1000 * time_call(_as_torch(fn), x, repeats=repeats, min_seconds=min_seconds)
         size = v.file.stat().st_size if v.file is not None and Path(v.file).exists() else None
-        rows.append(Row(v.name, acc, size, ms, v.note))
+        rows.append(Row(v.name, acc, size, {}, v.note))
+    inputs = {b: normalise(images[:b], mean, std).contiguous() for v in variants for b in v.forwards}
+    times: dict[tuple[int, int], list[float]] = {}
+    for r in range(repeats):
+        if progress:
+            progress(f"latency, round {r + 1} of {repeats}")
+        for i, v in enumerate(variants):
+            for b, fn in v.forwards.items():
+                warm = 3 if r == 0 else 1
+                times.setdefault((i, b), []).append(
+                    time_call(_as_torch(fn), inputs[b], warmup=warm, repeats=1, min_seconds=min_seconds))
+    for (i, b), ts in times.items():
+        rows[i].ms[b] = 1000 * statistics.median(ts)
     return rows
 
 

@@ -100,16 +100,17 @@ def build_record(run, keep: list[str], qat: bool = False) -> dict:
 
 
 def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, keep_float: list[str] | None = None,
-            ort: bool = True, overwrite: bool = False, test_limit: int | None = None, repeats: int = 5,
-            say=print) -> list:
+            ort: bool = True, bf16: bool = True, overwrite: bool = False, test_limit: int | None = None,
+            repeats: int = 5, say=print) -> list:
     """Post-training int8 of the run at ``run_path`` into the run folder ``out``, measured against its baselines.
 
     Calibrates on ``calibration`` training images (drawn with the run's seed), converts with torchao's PT2E flow,
     writes ``out`` (config.json's build ``int8-pt2e``: ``load_run``, ``eval``, ``predict`` and ``explain`` use the
     int8 model), and with ``ort`` also quantizes the run's ONNX export with ONNX Runtime's static quantization
     (``out/model.int8.onnx``). Then measures accuracy on the test split (its first ``test_limit`` images), size
-    and latency at batch 1 and 256 of: float32 eager, compiled and in ONNX Runtime, and both int8 models
-    (:func:`convolab.compress.result.measure_and_record`).
+    and latency at batch 1 and 256 of: float32 eager, compiled and in ONNX Runtime, both int8 models, and with
+    ``bf16`` on a CPU with bfloat16 instructions the float model compiled under bf16 autocast and the int8 graph
+    with its float layers in bf16 (:func:`convolab.compress.result.measure_and_record`).
 
     Returns:
         the measured rows (:class:`convolab.compress.measure.Row`).
@@ -122,7 +123,13 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
     from pathlib import Path
 
     from convolab.compress.measure import normalise
-    from convolab.compress.result import baseline_variants, compiled_variant, measure_and_record, onnx_variant
+    from convolab.compress.result import (
+        baseline_variants,
+        bf16_variants,
+        compiled_variant,
+        measure_and_record,
+        onnx_variant,
+    )
     from convolab.runs.layout import CONFIG, WEIGHTS, prepare_run_dir
     from convolab.runs.reader import load_run, read_weights_metadata
     from convolab.runs.recipe import load_data, run_config
@@ -167,6 +174,8 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
         variants = baseline_variants(run, example, onnx_fp32)
         variants.append(compiled_variant("int8 torchao", converted, example, dest / WEIGHTS,
                                          "PT2E, x86 inductor (oneDNN int8)"))
+        if bf16:
+            variants += bf16_variants(run.model, converted, example, dest / WEIGHTS)
         if ort:
             from convolab.compress.ort_quant import quantize_onnx_static
 

@@ -20,8 +20,8 @@ from convolab.compress.measure import BATCHES, Row, Variant, compile_for_batch, 
 from convolab.runs.layout import PLOTS, SUMMARY, WEIGHTS
 from convolab.runs.reader import Run
 
-__all__ = ["baseline_variants", "compiled_variant", "onnx_variant", "measure_and_record", "test_images",
-           "COMPRESS_TXT", "PARETO_PNG"]
+__all__ = ["baseline_variants", "compiled_variant", "onnx_variant", "bf16_variants", "Autocast", "measure_and_record",
+           "test_images", "COMPRESS_TXT", "PARETO_PNG"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,35 @@ def compiled_variant(name: str, model: nn.Module, example: torch.Tensor, file: P
     model.eval()
     forwards = {b: compile_for_batch(model, _batch(example, b)) for b in batches}
     return Variant(name, file, forwards, note)
+
+
+class Autocast(nn.Module):
+    """``model`` run under CPU autocast to bfloat16, logits back in float32: the layers an int8 graph keeps in float
+    (and a float model's every layer) compute in bfloat16 -- inductor's "int8-mixed-bf16" configuration."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(x).float()
+
+
+def bf16_variants(float_model: nn.Module, int8_model: nn.Module | None, example: torch.Tensor, int8_file: Path | None
+                  ) -> list[Variant]:
+    """With bfloat16 instructions on this CPU: the float model compiled under bf16 autocast (the other fair
+    baseline), and the int8 graph with its float layers in bf16."""
+    from convolab.train.step import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        return []
+    out = [compiled_variant("bf16 compiled", Autocast(copy.deepcopy(float_model).float().cpu()), example, None,
+                            "torch.compile under bf16 autocast")]
+    if int8_model is not None:
+        out.append(compiled_variant("int8 torchao + bf16", Autocast(int8_model), example, int8_file,
+                                    "int8 layers, the float ones in bf16 (int8-mixed-bf16)"))
+    return out
 
 
 def onnx_variant(name: str, path: Path, note: str = "", batches: Sequence[int] = BATCHES) -> Variant:
