@@ -51,7 +51,10 @@ def test_compress_ptq_end_to_end(digits_run, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["name"]: r for r in summary["compress"]["rows"]}
-    assert set(rows) == {"fp32 eager", "fp32 compiled", "fp32 onnxruntime", "int8 torchao", "int8 onnxruntime"}
+    from convolab.train.step import cpu_has_native_bf16
+
+    bf16 = {"bf16 compiled", "int8 torchao + bf16"} if cpu_has_native_bf16() else set()
+    assert set(rows) == {"fp32 eager", "fp32 compiled", "fp32 onnxruntime", "int8 torchao", "int8 onnxruntime", *bf16}
     base = convolab.load_run(digits_run.run_dir).summary["test_accuracy"]
     assert rows["fp32 eager"]["accuracy"] == pytest.approx(base, abs=1e-9)  # the same test split
     assert rows["fp32 compiled"]["accuracy"] == pytest.approx(base, abs=0.003)
