@@ -110,6 +110,10 @@ def test_edited_int8_run_refused_in_one_line(quantized, tmp_path):
     build = build_record(run, keep)
     with pytest.raises(ValueError, match="do not fit.*missing"):
         build_model(build, tmp_path / "w.safetensors", "config.json")
+    key = next(k for k, v in tensors.items() if k.endswith(".scale") and v.numel() > 1)  # a per-channel scale
+    save_state({**tensors, key: tensors[key][:-1]}, tmp_path / "short.safetensors", {})
+    with pytest.raises(ValueError, match=f"do not fit.*{key} has shape"):
+        build_model(build, tmp_path / "short.safetensors", "config.json")
     save_state(tensors, tmp_path / "ok.safetensors", {})
     for field, value, msg in (("input_shape", [1, 8], "input_shape"), ("base", "tutorial_cnn", "base"),
                               ("keep_float", "features.conv1", "keep_float")):

@@ -20,7 +20,7 @@ from torch import nn
 
 from convolab.runs.schema import probe_model
 
-__all__ = ["Builder", "register_builder", "builder_kinds", "build_model"]
+__all__ = ["Builder", "register_builder", "builder_kinds", "build_model", "fit_problem"]
 
 # (build, weights file, what, field) -> the model with the weights loaded
 Builder = Callable[[dict, Path, str, "str | None"], nn.Module]
@@ -64,6 +64,19 @@ def build_model(build: dict, weights: Path, what: str, field: str | None = "buil
     return _BUILDERS[kind](build, Path(weights), what, field)
 
 
+def fit_problem(own: dict[str, list[int] | None], stored: dict[str, list[int]], described: str) -> str | None:
+    """Why tensors of the names and shapes ``stored`` do not fit a model with ``own`` (a shape of None: not
+    compared), as the parenthesis of a one-line error; None when they fit. ``described``: where ``own`` comes from
+    (the file that describes the model)."""
+    for k, shape in own.items():
+        if shape is not None and k in stored and stored[k] != shape:
+            return f"{k} has shape {stored[k]} in the file, {shape} in the model described by {described}"
+    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
+    parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
+    return "; ".join(parts) or None
+
+
 def _file_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name -> shape, from the safetensors header alone (no tensor is read)."""
     from safetensors import safe_open
@@ -86,17 +99,10 @@ def _registry_builder(build: dict, weights: Path, what: str, field: str | None) 
                              "keyword arguments")
     name, kwargs = build["name"], dict(build["kwargs"])
     probe = probe_model(name, kwargs, what, fields=f"'{names[0]}'/'{names[1]}'")
-    own = {k: list(v.shape) for k, v in probe.state_dict().items()} if probe is not None else {}
-    stored = _file_shapes(weights)
-    for k, shape in own.items():
-        if k in stored and stored[k] != shape:
-            raise ValueError(f"{weights}: weights do not fit model {name} ({k} has shape {stored[k]} in the file, "
-                             f"{shape} in the model described by {what})")
-    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
-    if probe is not None and (missing or unexpected):
-        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
-        raise ValueError(f"{weights}: weights do not fit model {name} ({'; '.join(parts)})")
+    if probe is not None:
+        problem = fit_problem({k: list(v.shape) for k, v in probe.state_dict().items()}, _file_shapes(weights), what)
+        if problem:
+            raise ValueError(f"{weights}: weights do not fit model {name} ({problem})")
     model = create_model(name, **kwargs)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)

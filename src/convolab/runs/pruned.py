@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convolab.runs.build import _file_shapes, register_builder
+from convolab.runs.build import _file_shapes, fit_problem, register_builder
 from convolab.runs.schema import MAX_MODEL_NAME, MODEL_KWARGS_SCHEMA, Obj, Str, probe_model, validate
 
 __all__ = ["BASE_SCHEMA"]
@@ -141,17 +141,9 @@ def _pruned_builder(build: dict, weights: Path, what: str, field: str | None) ->
         raise ValueError(f"{what}: {name} cannot be built on the meta device, so its pruned sizes cannot be checked "
                          "before loading; a pruned run needs a model that can")
     _reshape(probe, build, what, f, name)
-    own = {k: list(v.shape) for k, v in probe.state_dict().items()}
-    stored = _file_shapes(weights)
-    for k, shape in own.items():
-        if k in stored and stored[k] != shape:
-            raise ValueError(f"{weights}: weights do not fit the pruned {name} ({k} has shape {stored[k]} in the "
-                             f"file, {shape} in the model described by {what})")
-    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
-    if missing or unexpected:
-        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
-        raise ValueError(f"{weights}: weights do not fit the pruned {name} ({'; '.join(parts)})")
+    problem = fit_problem({k: list(v.shape) for k, v in probe.state_dict().items()}, _file_shapes(weights), what)
+    if problem:
+        raise ValueError(f"{weights}: weights do not fit the pruned {name} ({problem})")
     if math.prod(meta["input_size"]) > 0:
         _check_runs(probe, meta["input_size"], what, f, name)
     model = _reshape(create_model(name, **kwargs), build, what, f, name)

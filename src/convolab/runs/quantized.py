@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convolab.runs.build import register_builder
+from convolab.runs.build import fit_problem, register_builder
 
 __all__ = ["KIND", "make_quantizer", "export_graph", "prepare", "stored_tensors", "rebuild", "convert"]
 
@@ -175,12 +175,15 @@ def rebuild(prepared: torch.fx.GraphModule, tensors: dict[str, torch.Tensor], wh
     obs = _observers(prepared)
     weight_obs = _weight_observers(prepared)
     own = {n: t for n, t in [*prepared.named_parameters(), *prepared.named_buffers()] if n.split(".")[0] not in obs}
-    expected = set(own) | {f"{_Q}{n}.{k}" for n in obs for k in ("scale", "zero_point")}
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
-        parts = ([f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"] if unexpected else [])
-        raise ValueError(f"{what}: the int8 weights do not fit the model ({'; '.join(parts)})")
+    shapes: dict[str, list[int] | None] = {n: list(t.shape) for n, t in own.items()}
+    for n, observer in obs.items():  # one scale and zero point per tensor, or per channel of the weight observed
+        weight = next((own[p] for p, o in weight_obs.items() if o == n), None)
+        per_channel = getattr(observer, "qscheme", None) in _PER_CHANNEL and weight is not None
+        size = [weight.shape[getattr(observer, "ch_axis", 0)] if per_channel else 1]
+        shapes[f"{_Q}{n}.scale"] = shapes[f"{_Q}{n}.zero_point"] = size
+    problem = fit_problem(shapes, {k: list(v.shape) for k, v in tensors.items()}, "the prepared graph")
+    if problem:
+        raise ValueError(f"{what}: the int8 weights do not fit the model ({problem})")
     for name, observer in obs.items():
         scale, zp = tensors[f"{_Q}{name}.scale"].float(), tensors[f"{_Q}{name}.zero_point"].to(torch.int32)
         observer.calculate_qparams = (lambda s=scale, z=zp, o=observer:  # noqa: E731 -- a fixed observer
@@ -195,8 +198,6 @@ def rebuild(prepared: torch.fx.GraphModule, tensors: dict[str, torch.Tensor], wh
                 zp = tensors[f"{_Q}{weight_obs[name]}.zero_point"]
                 shape = [-1] + [1] * (value.dim() - 1) if scale.numel() > 1 else [1] * value.dim()
                 value = (value.float() - zp.reshape(shape).float()) * scale.reshape(shape)
-            if tuple(value.shape) != tuple(t.shape):
-                raise ValueError(f"{what}: {name} has shape {list(value.shape)}; the model's is {list(t.shape)}")
             t.copy_(value.to(t.dtype))
     return prepared
 
