@@ -5,13 +5,12 @@ fine-tuned for the same steps (QAT, pruning) or the student trained alone for th
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from convolab.compress.measure import Row, normalise
+from convolab.compress.measure import Row
 from convolab.compress.ptq import ptq_run
-from convolab.compress.result import baseline_variants, compiled_variant, measure_and_record
+from convolab.compress.result import compiled_variant, measure_run
 from convolab.runs.layout import WEIGHTS
 from convolab.runs.reader import Run, load_run
 from convolab.runs.recipe import load_data, run_config
@@ -27,19 +26,14 @@ def ptq(run_path, out, **kwargs) -> list[Row]:
 
 
 def _measure(run: Run, out: Path, extra: list[tuple[str, Run, str]], *, method: dict, main: str, ort: bool,
-             test_limit: int | None, repeats: int, say: Callable[[str], None], data=None) -> list[Row]:
-    """The run's baselines and each ``(name, run, note)`` of ``extra`` compiled, measured and recorded in ``out``."""
-    data = data if data is not None else load_data(run, run_config(run))
-    images, targets = data.test.images, data.test.labels
-    if test_limit is not None:
-        images, targets = images[:test_limit], targets[:test_limit]
-    example = normalise(images[:256], run.mean, run.std).contiguous()
-    with tempfile.TemporaryDirectory() as tmp:
-        variants = baseline_variants(run, example, Path(tmp) / "model.onnx" if ort else None)
-        variants += [compiled_variant(name, other.model.float().cpu(), example, other.path / WEIGHTS, note)
-                     for name, other, note in extra]
-        return measure_and_record(run, out, variants, images, targets, method=method, main=main, repeats=repeats,
-                                  say=say)
+             test_limit: int | None, repeats: int, say: Callable[[str], None]) -> list[Row]:
+    """The run's baselines and the model of each ``(name, run, note)`` of ``extra`` compiled, measured and recorded
+    in ``out``."""
+    def compiled(example, _onnx_fp32) -> list:
+        return [compiled_variant(name, other.model.float().cpu(), example, other.path / WEIGHTS, note)
+                for name, other, note in extra]
+    return measure_run(run, out, load_data(run, run_config(run)), compiled, method=method, main=main, ort=ort,
+                       test_limit=test_limit, repeats=repeats, say=say)
 
 
 def _train_args(seed, progress, overwrite) -> dict:

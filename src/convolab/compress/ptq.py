@@ -36,6 +36,13 @@ def float_first_layers(model: nn.Module, max_in_channels: int = 3) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels <= max_in_channels]
 
 
+def check_calibration(count: int) -> None:
+    """Refuse fewer than :data:`MIN_CALIBRATION_IMAGES` calibration images, saying the minimum."""
+    if count < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"--calibration {count}: too few images to calibrate int8 ranges; the minimum is "
+                         f"{MIN_CALIBRATION_IMAGES}")
+
+
 def calibration_images(split, count: int, mean, std, seed: int = 0) -> torch.Tensor:
     """``count`` images of a dataset split (uint8 ``[N,C,H,W]``), drawn without replacement with ``seed`` and
     normalised with the run's ``mean``/``std``, as float32.
@@ -43,9 +50,7 @@ def calibration_images(split, count: int, mean, std, seed: int = 0) -> torch.Ten
     Raises:
         ValueError: ``count`` below :data:`MIN_CALIBRATION_IMAGES`, or more than the split holds.
     """
-    if count < MIN_CALIBRATION_IMAGES:
-        raise ValueError(f"--calibration {count}: too few images to calibrate int8 ranges; the minimum is "
-                         f"{MIN_CALIBRATION_IMAGES}")
+    check_calibration(count)
     n = len(split.images)
     if count > n:
         raise ValueError(f"--calibration {count}: the training split has only {n} images; give at most {n}")
@@ -119,17 +124,7 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
         ValueError: too few calibration images, a run that is not a registry model's classification run, a model the
             flow cannot export; FileExistsError: ``out`` exists (without ``overwrite``).
     """
-    import tempfile
-    from pathlib import Path
-
-    from convolab.compress.measure import normalise
-    from convolab.compress.result import (
-        baseline_variants,
-        bf16_variants,
-        compiled_variant,
-        measure_and_record,
-        onnx_variant,
-    )
+    from convolab.compress.result import bf16_variants, compiled_variant, measure_run, onnx_variant
     from convolab.runs.layout import CONFIG, WEIGHTS, prepare_run_dir
     from convolab.runs.reader import load_run, read_weights_metadata
     from convolab.runs.recipe import load_data, run_config
@@ -138,9 +133,7 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
     run = load_run(run_path)
     if run.task != "classification":
         raise ValueError(f"{run.path}: int8 quantization here takes a classification run; this one is {run.task}")
-    if calibration < MIN_CALIBRATION_IMAGES:
-        raise ValueError(f"--calibration {calibration}: too few images to calibrate int8 ranges; the minimum is "
-                         f"{MIN_CALIBRATION_IMAGES}")
+    check_calibration(calibration)  # (before the data loads)
     name = run.config.get("model") or run.build.get("name") or "model"
     dest = prepare_run_dir(out, name, "int8", overwrite, create=False)
     build = build_record(run, [])  # refuses a run whose model is not a registry model's, before the data loads
@@ -151,8 +144,8 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
     tensors, converted, keep = quantize_ptq(run.model, cal, keep_float)
     build["keep_float"] = keep
     if keep:
-        say(f"kept in float32: {', '.join(keep)} (a convolution on {len(keep) and 'at most 3'} input channels gains "
-            "nothing from int8)")
+        why = " (a convolution on at most 3 input channels gains nothing from int8)" if keep_float is None else ""
+        say(f"kept in float32: {', '.join(keep)}{why}")
     dest = prepare_run_dir(dest, name, "int8", overwrite, create=True)
     writer = RunWriter(dest)
     method = {"method": "ptq", "from": str(run.path), "calibration_images": calibration, "keep_float": keep,
@@ -165,21 +158,16 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
         if not torch.equal(again.model(probe), converted(probe)):
             raise ValueError(f"{dest / CONFIG}: the saved int8 model does not rebuild to the same graph; "
                              "please report this")
-    images, targets = data.test.images, data.test.labels
-    if test_limit is not None:
-        images, targets = images[:test_limit], targets[:test_limit]
-    example = normalise(images[:256], run.mean, run.std).contiguous()
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_fp32 = Path(tmp) / "model.onnx" if ort else None
-        variants = baseline_variants(run, example, onnx_fp32)
-        variants.append(compiled_variant("int8 torchao", converted, example, dest / WEIGHTS,
-                                         "PT2E, x86 inductor (oneDNN int8)"))
+    def int8_variants(example: torch.Tensor, onnx_fp32) -> list:
+        variants = [compiled_variant("int8 torchao", converted, example, dest / WEIGHTS,
+                                     "PT2E, x86 inductor (oneDNN int8)")]
         if bf16:
             variants += bf16_variants(run.model, converted, example, dest / WEIGHTS)
-        if ort:
+        if onnx_fp32 is not None:
             from convolab.compress.ort_quant import quantize_onnx_static
 
             int8_onnx = quantize_onnx_static(onnx_fp32, dest / "model.int8.onnx", cal.numpy(), overwrite=overwrite)
             variants.append(onnx_variant("int8 onnxruntime", int8_onnx, "ORT static quantization (QDQ)"))
-        return measure_and_record(run, dest, variants, images, targets, method=method, main="int8 torchao",
-                                  repeats=repeats, say=say)
+        return variants
+    return measure_run(run, dest, data, int8_variants, method=method, main="int8 torchao", ort=ort,
+                       test_limit=test_limit, repeats=repeats, say=say)

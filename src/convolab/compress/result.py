@@ -21,20 +21,12 @@ from convolab.runs.layout import PLOTS, SUMMARY, WEIGHTS
 from convolab.runs.reader import Run
 
 __all__ = ["baseline_variants", "compiled_variant", "onnx_variant", "bf16_variants", "Autocast", "measure_and_record",
-           "test_images", "COMPRESS_TXT", "PARETO_PNG"]
+           "measure_run", "COMPRESS_TXT", "PARETO_PNG"]
 
 log = logging.getLogger(__name__)
 
 COMPRESS_TXT = "compress.txt"  # the table, as the console printed it
 PARETO_PNG = "pareto.png"  # under plots/
-
-
-def test_images(run: Run, data, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's test split (uint8 images and labels), its first ``limit`` images when given."""
-    images, targets = data.test.images, data.test.labels
-    if limit is not None:
-        images, targets = images[:limit], targets[:limit]
-    return images, targets
 
 
 def compiled_variant(name: str, model: nn.Module, example: torch.Tensor, file: Path | None, note: str = "",
@@ -138,3 +130,24 @@ def measure_and_record(run: Run, out: Path, variants: Sequence[Variant], images:
     (out / PLOTS).mkdir(exist_ok=True)
     save_figure(pareto_figure(rows, f"{method.get('method', '')}: {run.path.name}"), out / PLOTS / PARETO_PNG)
     return rows
+
+
+def measure_run(run: Run, out: Path, data, extra: Callable[[torch.Tensor, Path | None], list[Variant]], *,
+                method: dict, main: str, ort: bool = True, test_limit: int | None = None, repeats: int = 5,
+                say: Callable[[str], None] = print) -> list[Row]:
+    """Every method's last step: the run's baselines (:func:`baseline_variants`; the float32 ONNX export in a
+    temporary folder when ``ort``) and the variants ``extra(example, onnx_fp32_path)`` makes, measured on the
+    run's test split (its first ``test_limit`` images) and recorded in ``out`` (:func:`measure_and_record`)."""
+    import tempfile
+
+    from convolab.compress.measure import normalise
+
+    images, targets = data.test.images, data.test.labels
+    if test_limit is not None:
+        images, targets = images[:test_limit], targets[:test_limit]
+    example = normalise(images[:256], run.mean, run.std).contiguous()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_fp32 = Path(tmp) / "model.onnx" if ort else None
+        variants = baseline_variants(run, example, onnx_fp32) + extra(example, onnx_fp32)
+        return measure_and_record(run, out, variants, images, targets, method=method, main=main, repeats=repeats,
+                                  say=say)
