@@ -115,3 +115,25 @@ def test_compress_trains_with_its_control(method, args, main, control, digits_ru
         assert rows[main]["size_bytes"] < 0.6 * rows["fp32 eager"]["size_bytes"]
     if method == "qat":
         assert again.build["kind"] == "int8-pt2e" and again.build["qat"] is True
+
+
+def test_compress_never_replaces_the_run_it_starts_from(digits_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run.run_dir, run)
+    weights = (run / "model.safetensors").read_bytes()
+    for method in ("ptq", "prune"):
+        code, _, err = cli(["compress", run, "--method", method, "--out", run, "--overwrite"], capsys)
+        assert_one_line_error(code, err, "is the run being compressed")
+    assert (run / "model.safetensors").read_bytes() == weights
+
+
+def test_a_taken_control_folder_is_refused_before_training(digits_run, tmp_path, capsys):
+    (tmp_path / "o-control").mkdir()
+    (tmp_path / "o-control" / "mine.txt").write_text("user data")
+    code, _, err = cli(["compress", digits_run.run_dir, "--method", "qat", "--control", "--out", tmp_path / "o"],
+                       capsys)
+    assert_one_line_error(code, err, "o-control")
+    assert not (tmp_path / "o").exists()
+    assert (tmp_path / "o-control" / "mine.txt").read_text() == "user data"

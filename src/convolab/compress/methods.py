@@ -10,7 +10,7 @@ from pathlib import Path
 
 from convolab.compress.measure import Row
 from convolab.compress.ptq import ptq_run
-from convolab.compress.result import compiled_variant, measure_run
+from convolab.compress.result import check_destinations, compiled_variant, measure_run
 from convolab.runs.layout import WEIGHTS
 from convolab.runs.reader import Run, load_run
 from convolab.runs.recipe import load_data, run_config
@@ -48,6 +48,7 @@ def qat(run_path, out, *, keep_float=None, epochs=None, lr=None, seed=None, cont
     from convolab.compress.qat import qat_control
 
     run = load_run(run_path)
+    check_destinations(run.path, out, control=control, overwrite=overwrite)
     epochs = epochs or DEFAULT_EPOCHS["qat"]
     say(f"quantization-aware fine-tuning of {run.path} for {epochs} epoch(s)")
     res = train_qat(run, out, epochs=epochs, lr=lr, keep_float=keep_float, **_train_args(seed, progress, overwrite))
@@ -70,6 +71,7 @@ def distill(teacher_path, out, *, student: str, temperature=4.0, alpha=0.9, epoc
     from convolab.compress.distill import distill_control
 
     teacher = load_run(teacher_path)
+    check_destinations(teacher.path, out, control=control, overwrite=overwrite)
     epochs = epochs or run_config(teacher).epochs
     seed = run_config(teacher).seed if seed is None else seed
     extra_args = {"lr": lr} if lr is not None else {}
@@ -98,6 +100,7 @@ def prune(run_path, out, *, macs_fraction=0.5, importance="l2", epochs=None, lr=
     from convolab.compress.prune import prune_run
 
     run = load_run(run_path)
+    check_destinations(run.path, out, control=control, overwrite=overwrite)
     epochs = epochs or DEFAULT_EPOCHS["prune"]
     say(f"pruning {macs_fraction:.0%} of the MACs of {run.path}, then {epochs} epoch(s) of fine-tuning")
     res = prune_run(run, out, macs_fraction=macs_fraction, importance=importance, epochs=epochs, lr=lr,

@@ -124,7 +124,7 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
         ValueError: too few calibration images, a run that is not a registry model's classification run, a model the
             flow cannot export; FileExistsError: ``out`` exists (without ``overwrite``).
     """
-    from convolab.compress.result import bf16_variants, compiled_variant, measure_run, onnx_variant
+    from convolab.compress.result import bf16_variants, check_destinations, compiled_variant, measure_run, onnx_variant
     from convolab.runs.layout import CONFIG, WEIGHTS, prepare_run_dir
     from convolab.runs.reader import load_run, read_weights_metadata
     from convolab.runs.recipe import load_data, run_config
@@ -133,6 +133,7 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
     run = load_run(run_path)
     if run.task != "classification":
         raise ValueError(f"{run.path}: int8 quantization here takes a classification run; this one is {run.task}")
+    check_destinations(run.path, out, overwrite=overwrite)
     check_calibration(calibration)  # (before the data loads)
     name = run.config.get("model") or run.build.get("name") or "model"
     dest = prepare_run_dir(out, name, "int8", overwrite, create=False)

@@ -21,12 +21,25 @@ from convolab.runs.layout import PLOTS, SUMMARY, WEIGHTS
 from convolab.runs.reader import Run
 
 __all__ = ["baseline_variants", "compiled_variant", "onnx_variant", "bf16_variants", "Autocast", "measure_and_record",
-           "measure_run", "COMPRESS_TXT", "PARETO_PNG"]
+           "measure_run", "check_destinations", "COMPRESS_TXT", "PARETO_PNG"]
 
 log = logging.getLogger(__name__)
 
 COMPRESS_TXT = "compress.txt"  # the table, as the console printed it
 PARETO_PNG = "pareto.png"  # under plots/
+
+
+def check_destinations(run_path, out, *, control: bool = False, overwrite: bool = False) -> None:
+    """Before any work: refuse an ``out`` (or, with ``control``, ``out``-control) that is the run being compressed
+    (``--overwrite`` would replace the weights it starts from) or that may not be written."""
+    from convolab.runs.layout import prepare_run_dir
+
+    source = Path(run_path).expanduser().resolve()
+    for dest in [Path(out)] + ([Path(f"{out}-control")] if control else []):
+        if dest.expanduser().resolve() == source:
+            raise ValueError(f"--out {dest} is the run being compressed; choose another folder (its weights are what "
+                             "the method starts from)")
+        prepare_run_dir(dest, "compress", "run", overwrite, create=False)
 
 
 def compiled_variant(name: str, model: nn.Module, example: torch.Tensor, file: Path | None, note: str = "",
