@@ -41,6 +41,11 @@ def test_export_bad_input_is_one_line(digits_run, tmp_path, capsys):
     assert_one_line_error(code, err, "no such C compiler")
     code, _, err = cli(["export", tmp_path / "nope", "--format", "onnx"], capsys)
     assert_one_line_error(code, err, "nope")
+    weights = digits_run.run_dir / "model.safetensors"
+    before = weights.read_bytes()
+    code, _, err = cli(["export", digits_run.run_dir, "--format", "onnx", "--out", weights, "--overwrite"], capsys)
+    assert_one_line_error(code, err, "ends in .onnx")
+    assert weights.read_bytes() == before
 
 
 @pytest.mark.slow

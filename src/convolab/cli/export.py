@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                          "came from (an int8 run's ONNX model is its model.int8.onnx)")
     dest = Path(args.out) if args.out else run_.path / ("model.onnx" if args.format == "onnx" else "c")
     args.out = str(dest)
+    if args.format == "onnx" and dest.suffix != ".onnx":  # (and never a run's model.safetensors or config.json)
+        raise ValueError(f"--out {dest}: an ONNX file's name ends in .onnx; for example {dest.with_suffix('.onnx')}")
     if args.format == "c" and not args.no_compile and shutil.which(args.cc) is None:
         raise ValueError(f"--cc {args.cc}: no such C compiler on the PATH; install gcc or clang, or pass --no-compile")
     if dest.exists() and not args.overwrite and (dest.is_file() or any(dest.iterdir())):
