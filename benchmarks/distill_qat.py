@@ -123,7 +123,7 @@ def bench_qat(args, out: Path) -> None:
         steps.add(c.summary["steps"])
         t0 = time.perf_counter()
         images = calibration_images(data.train, DEFAULT_CALIBRATION_IMAGES, run.mean, run.std, seed=seed)
-        _, int8, _ = quantize_ptq(run.model, images)
+        _, int8, _, _ = quantize_ptq(run.model, images)
         arms["ptq"].append(evaluate(int8, test).accuracy)
         seconds["ptq"] += time.perf_counter() - t0
     print(f"(b) QAT from {args.run} (float32 {100 * fp32:.2f} %, recorded {100 * run.summary['test_accuracy']:.2f} "

@@ -24,8 +24,8 @@ def quantized(digits_run):
     run = convolab.load_run(digits_run.run_dir)
     data = load_dataset("digits")
     cal = calibration_images(data.train, 256, run.mean, run.std)
-    tensors, converted, keep = quantize_ptq(run.model, cal)
-    return run, data, cal, tensors, converted, keep
+    tensors, converted, keep, rewrites = quantize_ptq(run.model, cal)
+    return run, data, cal, tensors, converted, keep, rewrites
 
 
 def test_calibration_images_are_normalised_training_images(digits_run):
@@ -52,18 +52,24 @@ def test_too_few_calibration_images_refused_with_the_minimum(digits_run):
         quantize_ptq(run.model, torch.zeros(4, 1, 8, 8))
 
 
-def test_first_convolution_on_one_channel_stays_float(quantized):
-    run, _, _, tensors, _, keep = quantized
-    assert keep == float_first_layers(run.model) == ["features.conv1"]
-    assert tensors["features.conv1.weight"].dtype == torch.float32
-    for name in ("features.conv2.weight", "classifier.fc1.weight", "classifier.fc2.weight"):
+def test_first_convolution_on_one_channel_stays_float_unless_rewritten(quantized):
+    run, _, cal, tensors, _, keep, rewrites = quantized
+    # rewritten (the default): the 1-channel conv -> ReLU -> pool became a conv on 4 channels, quantized like the rest
+    assert rewrites == ["relu-before-maxpool", "space-to-depth-stem", "channels-last-flatten"] and keep == []
+    for name in ("features.conv1.conv.weight", "features.conv2.weight", "classifier.fc1.weight",
+                 "classifier.fc2.weight"):
         assert tensors[name].dtype == torch.int8
+    plain, _, keep, rewrites = quantize_ptq(run.model, cal, rewrite=False)
+    assert rewrites == [] and keep == float_first_layers(run.model) == ["features.conv1"]
+    assert plain["features.conv1.weight"].dtype == torch.float32
+    for name in ("features.conv2.weight", "classifier.fc1.weight", "classifier.fc2.weight"):
+        assert plain[name].dtype == torch.int8
 
 
 def test_int8_weights_are_per_channel_symmetric_quantization_of_the_float_ones(quantized):
-    run, _, _, tensors, _, _ = quantized
-    w = run.model.state_dict()["classifier.fc1.weight"]
-    q = tensors["classifier.fc1.weight"].float()
+    run, _, _, tensors, _, _, _ = quantized
+    w = run.model.state_dict()["classifier.fc2.weight"]  # (fc1's columns are permuted by channels-last-flatten)
+    q = tensors["classifier.fc2.weight"].float()
     scales = [k for k in tensors if k.endswith(".scale") and tensors[k].numel() == w.shape[0]]
     # the observer's scale is max|w| / 127.5 per output channel (torch's symmetric int8 range [-128, 127])
     expected = w.abs().amax(dim=1) / 127.5
@@ -75,7 +81,7 @@ def test_int8_weights_are_per_channel_symmetric_quantization_of_the_float_ones(q
 
 
 def test_int8_graph_is_close_to_float_and_rebuilds_bit_for_bit(quantized, tmp_path):
-    run, data, cal, tensors, converted, keep = quantized
+    run, data, cal, tensors, converted, keep, rewrites = quantized
     x = cal[:64]
     with torch.no_grad():
         want = run.model(x)
@@ -83,7 +89,7 @@ def test_int8_graph_is_close_to_float_and_rebuilds_bit_for_bit(quantized, tmp_pa
     agree = (got.argmax(1) == want.argmax(1)).float().mean()
     assert agree > 0.9
     save_state(tensors, tmp_path / "w.safetensors", {})
-    build = json.loads(json.dumps(build_record(run, keep)))
+    build = json.loads(json.dumps({**build_record(run, keep), "rewrites": rewrites}))
     assert build["kind"] == KIND and build["input_shape"] == [1, 8, 8]
     again = build_model(build, tmp_path / "w.safetensors", "config.json")
     with torch.no_grad():
@@ -92,22 +98,22 @@ def test_int8_graph_is_close_to_float_and_rebuilds_bit_for_bit(quantized, tmp_pa
 
 
 def test_int8_file_is_about_four_times_smaller(quantized, tmp_path):
-    run, _, _, tensors, _, _ = quantized
+    run, _, _, tensors, _, _, _ = quantized
     save_state(tensors, tmp_path / "w.safetensors", {})
     save_state(run.model.state_dict(), tmp_path / "f.safetensors", {})
     ratio = (tmp_path / "f.safetensors").stat().st_size / (tmp_path / "w.safetensors").stat().st_size
     int8 = sum(t.numel() for t in tensors.values() if t.dtype == torch.int8)
     floats = sum(t.numel() for t in run.model.state_dict().values())
-    assert int8 / floats > 0.9
+    assert int8 / floats > 0.9  # (more than 1: the rewritten stem holds its kernel 4 times)
     assert ratio > 2.5  # the tiny digits model's headers and float first layer weigh more than a real model's
 
 
 def test_edited_int8_run_refused_in_one_line(quantized, tmp_path):
-    run, _, _, tensors, _, keep = quantized
+    run, _, _, tensors, _, keep, rewrites = quantized
     bad = dict(tensors)
     bad.pop("classifier.fc2.bias")
     save_state(bad, tmp_path / "w.safetensors", {})
-    build = build_record(run, keep)
+    build = {**build_record(run, keep), "rewrites": rewrites}
     with pytest.raises(ValueError, match="do not fit.*missing"):
         build_model(build, tmp_path / "w.safetensors", "config.json")
     key = next(k for k, v in tensors.items() if k.endswith(".scale") and v.numel() > 1)  # a per-channel scale
@@ -116,6 +122,7 @@ def test_edited_int8_run_refused_in_one_line(quantized, tmp_path):
         build_model(build, tmp_path / "short.safetensors", "config.json")
     save_state(tensors, tmp_path / "ok.safetensors", {})
     for field, value, msg in (("input_shape", [1, 8], "input_shape"), ("base", "tutorial_cnn", "base"),
-                              ("keep_float", "features.conv1", "keep_float")):
+                              ("keep_float", "features.conv1", "keep_float"), ("rewrites", "all", "rewrites"),
+                              ("rewrites", ["faster"], "rewrites.*unknown model rewrite 'faster'")):
         with pytest.raises(ValueError, match=msg):
             build_model({**build, field: value}, tmp_path / "ok.safetensors", "config.json")

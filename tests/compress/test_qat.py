@@ -30,6 +30,8 @@ def test_observers_record_in_training_only(digits_run):
     prepared, keep = prepare_for_qat(run)
     assert keep == ["features.conv1"]  # PTQ's choice: the 1-channel first convolution stays float32
     assert prepared.convolab_build["kind"] == "int8-pt2e" and prepared.convolab_build["qat"] is True
+    # the rewrites that keep one weight per weight; not the space-to-depth stem (training would untie its copies)
+    assert prepared.convolab_build["rewrites"] == ["relu-before-maxpool", "channels-last-flatten"]
     assert prepared.training
     x = torch.randn(16, 1, 8, 8)
     prepared(x)

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="ptq: training images that calibrate the int8 ranges (at least 32)")
     g.add_argument("--keep-float", nargs="+", metavar="LAYER",
                    help="layers left in float32 (default: convolutions on at most 3 input channels)")
+    g.add_argument("--no-rewrite", action="store_true",
+                   help="ptq: quantize the model as it is, without the exact rewrites that make int8 faster")
     g.add_argument("--no-ort", action="store_true", help="ptq: skip ONNX Runtime (no ORT rows, no model.int8.onnx)")
     g = p.add_argument_group("training (qat, distill, prune)")
     g.add_argument("--epochs", type=positive_int, default=None,
@@ -73,6 +75,7 @@ def _refuse_misplaced(args: argparse.Namespace) -> None:
     given = explicit_options(args.argv) if hasattr(args, "argv") else set()
     owners = {"student": ("distill",), "temperature": ("distill",), "alpha": ("distill",),
               "macs_fraction": ("prune",), "importance": ("prune",), "calibration": ("ptq",), "no_ort": ("ptq",),
+              "no_rewrite": ("ptq",),
               "keep_float": ("ptq", "qat"), "epochs": ("qat", "distill", "prune"), "lr": ("qat", "distill", "prune"),
               "control": ("qat", "distill", "prune"), "seed": ("qat", "distill", "prune")}
     for dest, methods in owners.items():
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress and not args.json)
     if args.method == "ptq":
         rows = methods.ptq(args.run, args.out, calibration=args.calibration, keep_float=args.keep_float,
-                           ort=not args.no_ort, **common)
+                           rewrite=not args.no_rewrite, ort=not args.no_ort, **common)
     elif args.method == "qat":
         rows = methods.qat(args.run, args.out, keep_float=args.keep_float, **training, **common)
     elif args.method == "distill":

@@ -62,17 +62,19 @@ def calibration_images(split, count: int, mean, std, seed: int = 0) -> torch.Ten
     return (x - m) / s
 
 
-def quantize_ptq(model: nn.Module, calibration: torch.Tensor, keep_float: list[str] | None = None
-                 ) -> tuple[dict[str, torch.Tensor], torch.fx.GraphModule, list[str]]:
+def quantize_ptq(model: nn.Module, calibration: torch.Tensor, keep_float: list[str] | None = None,
+                 rewrite: bool = True) -> tuple[dict[str, torch.Tensor], torch.fx.GraphModule, list[str], list[str]]:
     """``model`` (float32, CPU) quantized to int8 after training.
 
     Args:
         model: the trained model (not changed).
         calibration: normalised float32 images ``[N,C,H,W]``, at least :data:`MIN_CALIBRATION_IMAGES`.
-        keep_float: modules left float32 (default: :func:`float_first_layers`).
+        keep_float: modules left float32 (default: :func:`float_first_layers` of the rewritten model).
+        rewrite: first apply the exact rewrites that make int8 faster (:mod:`convolab.models.rewrite`).
 
     Returns:
-        (what an int8 run's ``model.safetensors`` stores, the int8 graph, the modules kept float32).
+        (what an int8 run's ``model.safetensors`` stores, the int8 graph, the modules kept float32, the rewrites
+        applied).
 
     Raises:
         ValueError: too few calibration images, or a model the flow cannot export (the cause in one line).
@@ -81,14 +83,18 @@ def quantize_ptq(model: nn.Module, calibration: torch.Tensor, keep_float: list[s
 
     if len(calibration) < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"{len(calibration)} calibration images are too few; the minimum is {MIN_CALIBRATION_IMAGES}")
+    from convolab.models.rewrite import inference_rewrites
+
     model = copy.deepcopy(model).float().cpu().eval()
+    example = calibration[:2].contiguous()
+    rewrites = inference_rewrites(model, example) if rewrite else []
     keep = float_first_layers(model) if keep_float is None else list(keep_float)
-    prepared = prepare(model, calibration[:2].contiguous(), keep)
+    prepared = prepare(model, example, keep)
     with torch.no_grad():
         for i in range(0, len(calibration), _CALIBRATION_BATCH):
             prepared(calibration[i:i + _CALIBRATION_BATCH].contiguous())
     tensors = stored_tensors(prepared)  # (before converting: convert_pt2e changes the graph in place)
-    return tensors, convert(prepared), keep
+    return tensors, convert(prepared), keep, rewrites
 
 
 def build_record(run, keep: list[str], qat: bool = False) -> dict:
@@ -100,19 +106,21 @@ def build_record(run, keep: list[str], qat: bool = False) -> dict:
         raise ValueError(f"{run.path}: int8 quantization starts from a registry model's run; this run's model is "
                          f"built as {run.build.get('kind')!r}")
     return {"kind": KIND, "base": {"name": name, "kwargs": kwargs}, "input_shape": list(run.input_size),
-            "keep_float": keep, "qat": qat}
+            "rewrites": [], "keep_float": keep, "qat": qat}
 
 
 
 def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, keep_float: list[str] | None = None,
-            ort: bool = True, bf16: bool = True, overwrite: bool = False, test_limit: int | None = None,
-            repeats: int = 5, say=print) -> list:
+            rewrite: bool = True, ort: bool = True, bf16: bool = True, overwrite: bool = False,
+            test_limit: int | None = None, repeats: int = 5, say=print) -> list:
     """Post-training int8 of the run at ``run_path`` into the run folder ``out``, measured against its baselines.
 
     Calibrates on ``calibration`` training images (drawn with the run's seed), converts with torchao's PT2E flow,
     writes ``out`` (config.json's build ``int8-pt2e``: ``load_run``, ``eval``, ``predict`` and ``explain`` use the
     int8 model), and with ``ort`` also quantizes the run's ONNX export with ONNX Runtime's static quantization
-    (``out/model.int8.onnx``). Then measures accuracy on the test split (its first ``test_limit`` images), size
+    (``out/model.int8.onnx``, from the original model). With ``rewrite`` the model is first rewritten exactly where
+    that makes int8 faster (:mod:`convolab.models.rewrite`). Then measures accuracy on the test split (its first
+    ``test_limit`` images), size
     and latency at batch 1 and 256 of: float32 eager, compiled and in ONNX Runtime, both int8 models, and with
     ``bf16`` on a CPU with bfloat16 instructions the float model compiled under bf16 autocast and the int8 graph
     with its float layers in bf16 (:func:`convolab.compress.result.measure_and_record`).
@@ -142,15 +150,17 @@ def ptq_run(run_path, out, *, calibration: int = DEFAULT_CALIBRATION_IMAGES, kee
     data = load_data(run, config)
     say(f"calibrating int8 ranges on {calibration:,} training images of {data.name}")
     cal = calibration_images(data.train, calibration, run.mean, run.std, seed=config.seed)
-    tensors, converted, keep = quantize_ptq(run.model, cal, keep_float)
-    build["keep_float"] = keep
+    tensors, converted, keep, rewrites = quantize_ptq(run.model, cal, keep_float, rewrite=rewrite)
+    build["keep_float"], build["rewrites"] = keep, rewrites
+    if rewrites:
+        say(f"rewritten exactly for int8 speed: {', '.join(rewrites)} (see convolab.models.rewrite)")
     if keep:
         why = " (a convolution on at most 3 input channels gains nothing from int8)" if keep_float is None else ""
         say(f"kept in float32: {', '.join(keep)}{why}")
     dest = prepare_run_dir(dest, name, "int8", overwrite, create=True)
     writer = RunWriter(dest)
     method = {"method": "ptq", "from": str(run.path), "calibration_images": calibration, "keep_float": keep,
-              "backend": "torchao PT2E, x86 inductor quantizer"}
+              "rewrites": rewrites, "backend": "torchao PT2E, x86 inductor quantizer"}
     writer.write_config({**run.config, "kind": "compress", "build": build, "compress": method})
     save_state(tensors, dest / WEIGHTS, read_weights_metadata(run.path / WEIGHTS))
     again = load_run(dest)  # what was written rebuilds the same int8 graph, or it is not reported as good

@@ -76,12 +76,16 @@ def prepare_for_qat(run: Run, keep_float: list[str] | None = None) -> tuple[torc
             registry model.
     """
     from convolab.compress.ptq import build_record, float_first_layers
+    from convolab.models.rewrite import inference_rewrites
     from convolab.runs.quantized import prepare
 
-    model = copy.deepcopy(run.model).float().cpu()
+    model = copy.deepcopy(run.model).float().cpu().eval()
     build = build_record(run, [], qat=True)  # (refuses a model that is not a registry model's)
-    keep = float_first_layers(model) if keep_float is None else list(keep_float)
     example = torch.zeros(2, *run.input_size)  # two: a batch of one would make batch norm refuse to train
+    # The exact rewrites that keep one weight per weight (the space-to-depth stem copies its kernel 4 times, which
+    # training would untie).
+    build["rewrites"] = inference_rewrites(model, example, exclude=("space-to-depth-stem",))
+    keep = float_first_layers(model) if keep_float is None else list(keep_float)
     try:
         prepared = prepare(model, example, keep, qat=True)
     except Exception as e:

@@ -6,15 +6,16 @@ inserted (``prepare_pt2e``, or ``prepare_qat_pt2e`` for quantization-aware train
 kernels. The graph itself is not a file format, so the run stores what makes it:
 
 - config.json's ``build``: ``{"kind": "int8-pt2e", "base": {"name", "kwargs"}, "input_shape": [C, H, W],
-  "keep_float": [...], "qat": bool}`` -- the registry model the graph was exported from and its input, the layers
-  left in float32, and which flow prepared it;
+  "rewrites": [...], "keep_float": [...], "qat": bool}`` -- the registry model the graph was exported from and its
+  input, the exact rewrites applied to it first (:mod:`convolab.models.rewrite`), the layers left in float32, and
+  which flow prepared it;
 - ``model.safetensors``: every quantized weight as int8 (the file is about 4x smaller than float32), the other
   tensors as they are, and each observer's scale and zero point under ``quant.<observer>.scale``/``.zero_point``.
 
-Rebuilding exports a fresh base model the same way, prepares it with the same quantizer (the same graph, so the same
-observer names), loads the weights (int8 ones dequantized: ``q * scale`` quantizes back to ``q`` exactly), fixes
-every observer to its stored scale and zero point, and converts. The result equals the saved model bit for bit
-(a test checks it). Needs torchao; imported only when such a run is loaded.
+Rebuilding rewrites and exports a fresh base model the same way, prepares it with the same quantizer (the same
+graph, so the same observer names), loads the weights (int8 ones dequantized: ``q * scale`` quantizes back to ``q``
+exactly), fixes every observer to its stored scale and zero point, and converts. The result equals the saved model
+bit for bit (a test checks it). Needs torchao; imported only when such a run is loaded.
 """
 
 from __future__ import annotations
@@ -237,8 +238,18 @@ def _builder(build: dict, weights: Path, what: str, field: str | None) -> nn.Mod
     if not (isinstance(shape, list) and len(shape) in (3, 4) and all(isinstance(n, int) and 0 < n <= 4096
                                                                       for n in shape)):
         raise ValueError(f"{what}: field '{field}.input_shape' must be the model's input [C, H, W]; got {shape!r}")
-    model = create_model(base["name"], **base["kwargs"])
+    rewrites = build.get("rewrites", [])  # (runs written before the rewrites existed have none)
+    if not isinstance(rewrites, list) or not all(isinstance(r, str) for r in rewrites):
+        raise ValueError(f"{what}: field '{field}.rewrites' must be a list of rewrite names")
+    model = create_model(base["name"], **base["kwargs"]).eval()
     example = torch.zeros(2, *shape)
+    if rewrites:
+        from convolab.models.rewrite import inference_rewrites
+
+        try:
+            inference_rewrites(model, example, only=rewrites)
+        except ValueError as e:
+            raise ValueError(f"{what}: field '{field}.rewrites': {e}") from None
     prepared = prepare(model, example, keep, qat=bool(build.get("qat", False)))
     rebuild(prepared, load_file(str(weights)), str(weights))
     converted = convert(prepared)
