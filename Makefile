@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convolab-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install data browser demo test test-slow test-all lint bench clean
+.PHONY: help install data browser demo test test-slow test-all test-full lint bench clean
 
 help:
 	@echo "make demo      set up, get Fashion-MNIST, train tutorial_cnn for 5 epochs into runs/demo"
 	@echo "make test      set up, run the test suite (slow tests excluded)"
-	@echo "make test-all  the whole suite, slow tests included"
+	@echo "make test-all  the whole suite, slow tests included (what CI runs)"
+	@echo "make test-full test-all plus the exhaustive checks over every zoo model (about 15 minutes more)"
 	@echo "make bench     benchmarks/tutorial_speed.py: the tutorial's loop against convolab train"
 	@echo "make lint      ruff"
 
@@ -39,9 +40,12 @@ test: data browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-slow: data browser
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "slow and not exhaustive" $(PYTEST_ARGS)
 
 test-all: data browser
+	$(BIN)/python -m pytest -q -m "not exhaustive" $(PYTEST_ARGS)
+
+test-full: data browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
