@@ -1,6 +1,15 @@
 """Architecture search: a macro space (:mod:`.space`), random search and aging evolution (:mod:`.evolution`), and
 DARTS on a cell space (:mod:`.darts`)."""
 
+from convolab.experiments.nas.evolution import (
+    Evaluation,
+    SearchResult,
+    aging_evolution,
+    pareto_front,
+    random_search,
+    search,
+)
 from convolab.experiments.nas.space import Genotype, MacroSpace, Stage, macs
 
-__all__ = ["Genotype", "MacroSpace", "Stage", "macs"]
+__all__ = ["Genotype", "MacroSpace", "Stage", "macs", "Evaluation", "SearchResult", "aging_evolution",
+           "random_search", "search", "pareto_front"]
