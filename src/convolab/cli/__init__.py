@@ -21,6 +21,7 @@ from convolab.cli import (
     datasets,
     explain,
     export,
+    landscape,
     lr_find,
     models,
     predict,
@@ -38,7 +39,8 @@ from convolab.cli.train import train_config
 __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
-VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export)
+VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
+         landscape)
 
 
 def _silence_stdout() -> None:
