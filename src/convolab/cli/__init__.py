@@ -27,6 +27,7 @@ from convolab.cli import (
     predict,
     report,
     summary,
+    sweep,
     tcav,
     train,
     viz,
@@ -40,7 +41,7 @@ __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
 VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
-         landscape)
+         sweep, landscape)
 
 
 def _silence_stdout() -> None:
