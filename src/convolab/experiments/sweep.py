@@ -21,7 +21,9 @@ RUNNING or WAITING; a FAIL trial (killed worker, diverged run) does not. A worke
 ``trials`` that count. Two workers can ask for a trial at the same moment; after asking, a trial runs only if fewer
 than ``trials`` counting trials have a smaller number (Optuna numbers trials in the order the storage made them),
 so the total is never exceeded; a trial turned away is told FAIL at once, with ``user_attrs["over_budget"]``, and
-is not shown as a failure. Each trial runs in exactly one process: the one that asked for it.
+is not shown as a failure. Each trial runs in exactly one process: the one that asked for it. Once the study is
+full, a worker waits for the other workers' running trials to end (``wait``), so that its result and sweep.json are
+final, and takes the place of any that fails meanwhile.
 
 A trial. ``OUT/trial-<number>`` is a normal run directory, trained in this process through
 ``convolab.runs.session.make_trainer`` with a callback that reports the validation ``metric`` after every epoch
@@ -507,7 +509,7 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
               direction: str | None = None, pruner: Any = "median", sampler: Any = "tpe",
               sampler_seed: int | None = None, signature: Mapping[str, Any] | None = None,
               parse_flags: Callable[[Sequence[str]], TrainConfig] | None = None, heartbeat: int = 30,
-              grace: int | None = None) -> SweepResult:
+              grace: int | None = None, wait: bool = True) -> SweepResult:
     """Join (or create) the Optuna study ``name`` and train trials until it holds ``trials`` that count.
 
     Args:
@@ -528,6 +530,8 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
             space): stored in the study; a worker that brings another one is refused.
         parse_flags: reads ``convolab train`` flags into a ``TrainConfig`` (the CLI's ``train_config``).
         heartbeat, grace: seconds between heartbeats of a running trial, and after which a silent one is failed.
+        wait: once the study is full, wait for the other workers' running trials to end before returning (so the
+            result is final), and replace any that fails meanwhile (a killed worker's); False: return at once.
 
     Returns:
         The study as this worker left it (:class:`SweepResult`); ``OUT/sweep.json`` holds the same.
@@ -587,7 +591,7 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
     ran_here: list[int] = []
     if not (out_dir / "sweep.json").exists():  # claims the folder for this study at once
         _write_outputs(_study_result(study, name, shown, out_dir, metric, direction, trials, ran_here), out_dir)
-    failures = 0
+    failures, waited_for = 0, None
     while True:
         with warnings.catch_warnings():  # "experimental" (since 2.9), "meant for Study.optimize": we do its part
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -595,13 +599,21 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
             optuna.storages.fail_stale_trials(study)  # killed workers' trials -> FAIL (their grace has passed)
             existing = study.get_trials(deepcopy=False)
             if sum(t.state.name in COUNTED for t in existing) >= trials:
-                break
+                running = sorted(t.number for t in existing if t.state.name == "RUNNING")
+                if not running or not wait:
+                    break
+                if running != waited_for:  # other workers' trials: wait for them to end (or to fail, then replace)
+                    log.info("the study is full; waiting for running trial%s %s", "s" * (len(running) > 1),
+                             ", ".join(map(str, running)))
+                    waited_for = running
+                time.sleep(min(float(heartbeat), 2.0))
+                continue
             trial = study.ask()
         ahead = sum(t.state.name in COUNTED for t in study.get_trials(deepcopy=False) if t.number < trial.number)
         if ahead >= trials:  # another worker asked at the same moment and the study is full
             trial.set_user_attr("over_budget", True)
             study.tell(trial, state=TrialState.FAIL)
-            break
+            continue
         state, error = _train_trial(study, store, trial, suggest, base, common_flags, parse_flags, out_dir,
                                     metric, pruner_name)
         ran_here.append(trial.number)
@@ -688,7 +700,7 @@ def sweep(name: str, space: Sequence[str] | Sequence[Dimension], trials: int, *,
           metric: str = "val_accuracy", direction: str | None = None, pruner: Any = "median",
           sampler: Any = "tpe", sampler_seed: int | None = None,
           parse_flags: Callable[[Sequence[str]], TrainConfig] | None = None, heartbeat: int = 30,
-          grace: int | None = None) -> SweepResult:
+          grace: int | None = None, wait: bool = True) -> SweepResult:
     """Sweep the hyper-parameters of ``space`` (``["lr=loguniform(1e-4,1e-1)", "batch_size=choice(64,128)"]``)
     over ``trials`` trials of study ``name``; every key and sample value is checked before anything runs.
 
@@ -708,4 +720,5 @@ def sweep(name: str, space: Sequence[str] | Sequence[Dimension], trials: int, *,
 
     return run_study(name, suggest, trials, storage=storage, out=out, common=base, metric=metric,
                      direction=direction, pruner=pruner, sampler=sampler, sampler_seed=sampler_seed,
-                     signature={"space": sorted(str(d) for d in dims)}, heartbeat=heartbeat, grace=grace)
+                     signature={"space": sorted(str(d) for d in dims)}, heartbeat=heartbeat, grace=grace,
+                     wait=wait)
