@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convolab.cli import (
+    compare,
     compress,
     datasets,
     explain,
@@ -41,7 +42,7 @@ __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
 VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
-         sweep, landscape)
+         compare, sweep, landscape)
 
 
 def _silence_stdout() -> None:
