@@ -212,7 +212,7 @@ def filter_normalized_direction(model: nn.Module, *, generator: torch.Generator 
             continue
         # drawn on the CPU in float64 (same numbers on every device), normalised there, then cast
         d = torch.randn(w.shape, generator=gen, dtype=torch.float64)
-        dim = _filter_dim(module, w)
+        dim = _filter_dim(module, p)
         d_t, w_t = d.transpose(0, dim), w.double().cpu().transpose(0, dim)  # (filters, ...)
         d_norm = d_t.reshape(len(d_t), -1).norm(dim=1)  # (filters,)
         w_norm = w_t.reshape(len(w_t), -1).norm(dim=1)
@@ -521,11 +521,13 @@ PLOTS = ("plots/landscape_1d.png", "plots/landscape_2d.png", "plots/interpolatio
 
 
 def _loss_and_accuracy(ax, xs: Sequence[float], losses: Sequence[float], accs: Sequence[float], xlabel: str):
-    """Loss (left axis, log scale) and accuracy (right axis) against ``xs``."""
+    """Loss (left axis; a log scale where it spans more than a factor 10) and accuracy (right axis) against ``xs``."""
     ax.plot(xs, losses, "-o", color="C0", markersize=3, label="loss")
-    ax.set_yscale("log")
+    log = float(np.min(losses)) > 0 and float(np.max(losses)) > 10 * float(np.min(losses))
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("cross-entropy (log scale)", color="C0")
+    ax.set_ylabel("cross-entropy" + (" (log scale)" if log else ""), color="C0")
     ax.grid(alpha=0.3)
     acc_ax = ax.twinx()
     acc_ax.plot(xs, accs, "-s", color="C1", markersize=3, label="accuracy")
@@ -565,7 +567,8 @@ def slice_2d_figure(s: Slice2D, title: str = ""):
         levels = np.geomspace(low, high, 25)
         filled = ax.contourf(s.alphas, s.betas, z, levels=levels, norm=colors.LogNorm(low, high), cmap="viridis")
         ax.contour(s.alphas, s.betas, z, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
-        bar = fig.colorbar(filled, ax=ax, format=ticker.LogFormatterSciNotation())
+        bar = fig.colorbar(filled, ax=ax, ticks=levels[::4], format=ticker.FormatStrFormatter("%.3g"))
+        bar.minorticks_off()
         bar.set_label("cross-entropy")
     ax.plot([0], [0], "r*", markersize=10, label="trained weights")
     ax.set_xlabel("a (d1)")
