@@ -207,7 +207,8 @@ def parse_space(specs: Sequence[str]) -> list[Dimension]:
         if d.key in every:
             raise ValueError(f"--space {spec!r}: {d.key} takes a list of values and cannot be swept; give it with the "
                              "common training flags instead")
-        close = difflib.get_close_matches(d.key, allowed, n=1)
+        # a field named inside the key (lr_rate -> lr) first; else the closest spelling (weight_decy -> weight_decay)
+        close = [p for p in d.key.split("_") if p in allowed] or difflib.get_close_matches(d.key, allowed, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise ValueError(f"--space {spec!r}: {d.key} is not a training option; {hint}keys are the options of "
                          "`convolab train`, e.g. lr, batch_size, weight_decay")
