@@ -27,6 +27,7 @@ from convolab.cli import (
     models,
     predict,
     report,
+    study,
     summary,
     sweep,
     tcav,
@@ -42,7 +43,7 @@ __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
 VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
-         compare, sweep, landscape)
+         compare, study, sweep, landscape)
 
 
 def _silence_stdout() -> None:
