@@ -301,7 +301,7 @@ class _ReportToTrial(Callback):
         # Pruning after the last epoch would save nothing: a run that trained to the end is complete
         if trainer.stop_reason is None and row["epoch"] < trainer.config.epochs and self.trial.should_prune():
             self.pruned_at = row["epoch"]
-            trainer.stop_reason = (f"pruned by the sweep's {self.pruner_name} pruner after epoch {row['epoch']} "
+            trainer.stop_reason = (f"pruned by the sweep's {self.pruner_name} after epoch {row['epoch']} "
                                    f"({self.metric} {value:.4g}; trial {self.trial.number})")
 
 
@@ -467,10 +467,10 @@ def _make_pruner(pruner: Any):
     import optuna
 
     if pruner is None or pruner == "none":
-        return optuna.pruners.NopPruner(), "no"
+        return optuna.pruners.NopPruner(), "no pruner"
     if pruner == "median":
         # the median of the earlier trials at the same epoch, once 5 trials have reported (Optuna's defaults)
-        return optuna.pruners.MedianPruner(), "median"
+        return optuna.pruners.MedianPruner(), "median pruner"
     if isinstance(pruner, str):
         raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
     return pruner, type(pruner).__name__
@@ -690,8 +690,8 @@ def _train_trial(study, store, trial, suggest, base: TrainConfig, common_flags: 
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL, f"no finite {metric} in any epoch"
     study.tell(trial, value)
-    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-    log.info("trial %d: %s %.4f, %s %s (%s; %.1fs, %s)", trial.number, metric, value, test_key,
+    params = "".join(f"{k}={_short(v)} " for k, v in trial.params.items())
+    log.info("trial %d: %s %.4f, %s %s (%s%.1fs, %s)", trial.number, metric, value, test_key,
              _short(result.summary.get(test_key)), params, seconds, run_dir)
     return TrialState.COMPLETE, None
 
