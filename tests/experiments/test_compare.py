@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from convolab.atomic import write_json
 from convolab.cli import main
+from convolab.cli.compare import train_flags
 from convolab.experiments.compare import check_variant, compare
 
 COMMON = ["--data", "digits", "--epochs", "1"]
@@ -94,7 +95,7 @@ def test_a_redefined_variant_and_a_foreign_run_folder_are_refused(tmp_path, caps
     out.mkdir()
     plan = {"kind": "convolab-compare", "format": 1, "seeds": [0],
             "variants": {"a": {"argv": [*COMMON, "--act", "tanh"], "common": COMMON, "flags": ["--act", "tanh"],
-                               "config": check_variant("a", ["--act", "tanh"], COMMON)}}}
+                               "config": check_variant("a", ["--act", "tanh"], COMMON, train_flags)}}}
     write_json(out / "compare.json", plan)
     line = refused([out, "--variant", "a=--act relu", "--", *COMMON], capsys, "variant a", "--act tanh",
                    "--act relu", "another name")
@@ -112,9 +113,12 @@ def test_api_refuses_bad_seeds_and_jobs(tmp_path):
     for seeds, jobs, match in ((0, 1, "--seeds must be >= 1"), ([0, 0], 1, "distinct"), ([-1], 1, "distinct"),
                                (2, 0, "--jobs must be >= 1")):
         with pytest.raises(ValueError, match=match):
-            compare(tmp_path / "c", {"a": ["--act", "relu"]}, seeds, common=COMMON, jobs=jobs)
+            compare(tmp_path / "c", {"a": ["--act", "relu"]}, seeds, common=COMMON, jobs=jobs,
+                    parse_flags=train_flags)
     with pytest.raises(ValueError, match="no variants"):
-        compare(tmp_path / "c", {}, 2)
+        compare(tmp_path / "c", {}, 2, parse_flags=train_flags)
+    with pytest.raises(ValueError, match="parse_flags"):
+        compare(tmp_path / "c", {"a": []}, 2)
     assert not (tmp_path / "c").exists()
 
 
@@ -187,13 +191,15 @@ def test_real_compare_on_digits_resumes_only_what_is_missing(tmp_path, capsys):
 
     # a new seed and a new variant in the same OUT: only they train
     stamps = {k: (d / "summary.json").stat().st_mtime_ns for k, d in runs.items()}
-    result = compare(out, {"relu": ["--act", "relu"], "elu": ["--act", "elu"]}, 3, common=COMMON, jobs=2,
-                     say=lambda line: None)
+    said = []
+    result = compare(out, {"relu": ["--act", "relu"], "elu": ["--act", "elu"]}, [1, 2], common=COMMON, jobs=2,
+                     say=said.append, parse_flags=train_flags)
     assert {(r.variant, r.seed): r.status for r in result.runs} == {
-        ("relu", 0): "kept", ("relu", 1): "kept", ("relu", 2): "trained", ("elu", 0): "trained",
-        ("elu", 1): "trained", ("elu", 2): "trained"}
+        ("relu", 1): "kept", ("relu", 2): "trained", ("elu", 1): "trained", ("elu", 2): "trained"}
     assert {k: (d / "summary.json").stat().st_mtime_ns for k, d in runs.items()} == stamps
-    assert result.variant("relu").sample.n == 3 and result.variant("elu").welch is not None
+    assert said[0].endswith("1 finished before, 0 to resume, 3 to train, 2 at a time") and len(said) == 4
+    assert result.variant("relu").sample.n == 2 and result.variant("elu").welch is not None
+    assert result.seeds == [1, 2] and "over seeds 1, 2" in result.table()
     assert set(json.loads((out / "compare.json").read_text())["variants"]) == {"relu", "tanh", "elu"}
 
 
@@ -212,8 +218,8 @@ def test_a_failed_run_is_reported_and_the_others_count(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [(v["name"], v["n"], v["failed_seeds"]) for v in results["variants"]] == [("ok", 1, []),
                                                                                      ("broken", 0, [0])]
-    assert [line for line in stdout.splitlines() if line.startswith("ok ")][0].split()[1:4] == ["1", rows["ok"][
-        "test_accuracy"][:6], "-"]  # n = 1: a mean, no spread, no interval
+    ok = [line for line in stdout.splitlines() if line.startswith("ok ")][0].split()
+    assert ok[1:5] == ["1", f"{float(rows['ok']['test_accuracy']):.4f}", "-", "-"]  # n = 1: a mean, no spread
 
 
 def _training_processes(out: Path) -> list[int]:

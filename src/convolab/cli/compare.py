@@ -5,9 +5,17 @@ interval, Welch's t-test against the first variant); re-running the command trai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import re
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from convolab.cli._common import HelpFormatter, Parser, positive_int, print_json
+from convolab.cli._common import HelpFormatter, Parser, explicit_options, positive_int, print_json
+
+if TYPE_CHECKING:
+    from convolab.train.config import TrainConfig
 
 HELP = "train variants x seeds of `convolab train` and compare them with statistics"
 
@@ -31,6 +39,25 @@ class _CompareParser(Parser):
         namespace, extra = super().parse_known_args(head, namespace)
         namespace.common = tail
         return namespace, extra
+
+
+def train_flags(argv: Sequence[str]) -> tuple[TrainConfig, set[str]]:
+    """``convolab train ARGV``'s TrainConfig and the options ARGV sets, by train's own parser (what
+    ``convolab.experiments.compare`` checks each variant with); argparse's error as a one-line ValueError."""
+    from convolab.cli import build_parser
+    from convolab.cli.options import config_from_args
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = build_parser().parse_args(["train", *argv])
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        message = "--help is not a training flag" if e.code == 0 else lines[-1] if lines else "refused"
+        message = re.sub(r"^convolab( train)?: error: ", "", message)
+        message = re.sub(r" \(see `convolab( train)? --help`\)$", "", message)
+        raise ValueError(f"{message} (flags of `convolab train`; see `convolab train --help`)") from None
+    return config_from_args(args), explicit_options(["train", *argv])
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -67,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    result = compare(args.out, variants, args.seeds, common=args.common, jobs=args.jobs, metric=args.metric, say=say)
+    result = compare(args.out, variants, args.seeds, common=args.common, jobs=args.jobs, metric=args.metric, say=say,
+                     parse_flags=train_flags)
     if args.json:
         print_json(result.to_dict())
     else:

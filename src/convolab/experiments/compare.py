@@ -35,14 +35,17 @@ from convolab.atomic import write_json, write_text
 from convolab.experiments import stats
 from convolab.runs.layout import CHECKPOINTS, SUMMARY, is_run_dir
 from convolab.runs.session import config_differences
-from convolab.train.config import RESUME_FREE
+from convolab.train.config import RESUME_FREE, TrainConfig
 
-__all__ = ["compare", "CompareResult", "RunResult", "VariantResult", "check_variant", "variant_from_text",
+__all__ = ["compare", "CompareResult", "RunResult", "VariantResult", "check_variant", "variant_from_text", "FlagParser",
            "PLAN", "RESULTS_CSV", "RESULTS_JSON", "PLOT"]
 
 PLAN, RESULTS_CSV, RESULTS_JSON, PLOT = "compare.json", "results.csv", "results.json", "plots/compare.png"
 _LOCK = ".compare.lock"
 _KIND = "convolab-compare"
+# `convolab train`'s flags -> (the TrainConfig they give, the argparse destinations they set); a ValueError for a flag
+# train refuses. The parser is the CLI's (convolab.cli.compare.train_flags): this layer may not import it.
+FlagParser = Callable[[Sequence[str]], tuple[TrainConfig, set[str]]]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RESERVED = ("plots",)  # OUT/plots holds the figure
 # what compare itself sets for every run (argparse destinations of `convolab train`)
@@ -163,47 +166,31 @@ def _check_name(name: str) -> None:
                          f"digit){', not ' + name if name in _RESERVED else ''}; e.g. --variant relu='--act relu'")
 
 
-def _train_args(argv: list[str], who: str):
-    """``convolab train ARGV`` parsed by train's own parser: argparse's error as a ValueError naming ``who``."""
-    from convolab.cli import build_parser
-
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            args = build_parser().parse_args(["train", *argv])
-    except SystemExit as e:
-        text = err.getvalue().strip().splitlines()
-        message = text[-1] if text else "not a training flag (--help?)"
-        message = re.sub(r"^convolab( train)?: error: ", "", message)
-        message = re.sub(r" \(see `convolab( train)? --help`\)$", "", message)
-        if e.code == 0:
-            message = "--help is not a training flag"
-        raise ValueError(f"{who}: {message} (flags of `convolab train`; see `convolab train --help`)") from None
-    return args
-
-
-def check_variant(name: str, flags: Sequence[str], common: Sequence[str] = ()) -> dict:
+def check_variant(name: str, flags: Sequence[str], common: Sequence[str], parse_flags: FlagParser) -> dict:
     """Check a variant as ``convolab train`` would before any data loads; returns its ``TrainConfig`` as a dict
     (less ``seed`` and the settings that do not change results), the variant's definition in ``compare.json``.
+
+    ``parse_flags``: train's own parser (``convolab.cli.compare.train_flags``): flags -> (TrainConfig, the options
+    given), a ValueError for a flag train refuses.
 
     Raises:
         ValueError: one line naming the variant: a bad name, a flag train refuses, a flag compare owns, an unknown
             model.
     """
-    from convolab.cli._common import explicit_options
-    from convolab.cli.options import config_from_args
     from convolab.models import get_model_entry
     from convolab.models.spec import resolve_model_name
 
     _check_name(name)
     for who, argv in (("the common train flags", list(common)), (f"variant {name}", list(flags))):
-        _train_args(argv, who)
-        owned = [why for dest, why in _OWNED.items() if dest in explicit_options(["train", *argv])]
+        try:
+            _, given = parse_flags(argv)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
+        owned = [why for dest, why in _OWNED.items() if dest in given]
         if owned:
             raise ValueError(f"{who}: compare sets {owned[0]}; drop it from the flags")
-    args = _train_args([*common, *flags], f"variant {name}")
     try:
-        config = config_from_args(args)
+        config, _ = parse_flags([*common, *flags])
         config = replace(config, model=resolve_model_name(config.model))
         config.validate()
         get_model_entry(config.model)  # an unknown model: train refuses it before loading data, so do we
@@ -402,7 +389,8 @@ def _run_jobs(jobs: list[_Job], n_parallel: int, metric: str, results: dict, say
 
 # -- the comparison ----------------------------------------------------------------------------------------------------
 def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int | list[int], common: Sequence[str] = (),
-            jobs: int = 1, metric: str = "test_accuracy", say: Callable[[str], None] = print) -> CompareResult:
+            jobs: int = 1, metric: str = "test_accuracy", say: Callable[[str], None] = print, *,
+            parse_flags: FlagParser | None = None) -> CompareResult:
     """Train every variant with every seed (what ``OUT`` does not hold yet) and compare them on ``metric``.
 
     Args:
@@ -414,6 +402,8 @@ def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int |
         jobs: training processes at once.
         metric: a number of summary.json (``test_accuracy``, ``test_loss``, ``test_mean_iou`` ...).
         say: where the progress lines go.
+        parse_flags: ``convolab train``'s parser of flags, ``convolab.cli.compare.train_flags`` (required: the
+            experiments layer may not import the CLI, so its caller hands it down).
 
     Returns:
         The statistics per variant and every run (failed ones included, with their log's last line).
@@ -423,6 +413,8 @@ def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int |
             defines a variant otherwise; after the runs: a metric that no summary.json has.
     """
     out = Path(out).expanduser()
+    if parse_flags is None:
+        raise ValueError("compare() needs parse_flags=convolab.cli.compare.train_flags (train's own flag parser)")
     if not variants:
         raise ValueError("no variants to compare; give at least one, e.g. --variant relu='--act relu'")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -437,7 +429,7 @@ def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int |
         raise ValueError(f"--metric {metric!r}: give a field of summary.json, e.g. test_accuracy")
     defined = {}
     for name, flags in variants.items():
-        config = check_variant(name, flags, common)
+        config = check_variant(name, flags, common, parse_flags)
         defined[name] = {"argv": [*common, *flags], "common": list(common), "flags": list(flags), "config": config}
     plan = _merge_plan(_read_plan(out), out, defined, seed_list)
     with _locked(out):
