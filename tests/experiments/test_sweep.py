@@ -305,3 +305,25 @@ def test_a_killed_workers_trial_fails_and_a_new_worker_finishes_the_study(tmp_pa
     assert report["counts"] == {"FAIL": 1, "COMPLETE": 2}
     assert report["best"]["number"] in (1, 2)
     assert report["best"]["value"] == max(_last_val(out / f"trial-{n}") for n in (1, 2))
+
+
+def test_two_workers_asking_at_once_never_exceed_the_total(tmp_path, monkeypatch):
+    """The race between the count and ``ask``: another worker's ``ask`` lands in between, so this worker's trial
+    comes after a full study; it is turned away (FAIL, over_budget) and nothing trains."""
+    storage = f"sqlite:///{tmp_path / 'sw' / 'study.db'}"
+    real_ask = optuna.study.Study.ask
+    other: list = []
+
+    def ask_after_another_worker(self, *args, **kwargs):
+        if not other:  # the other worker's ask, through its own connection, just before ours
+            rival = optuna.load_study(study_name="race", storage=storage)
+            other.append(real_ask(rival))
+        return real_ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask_after_another_worker)
+    result = run_study("race", lambda trial: pytest.fail("no trial may train"), 1, storage=storage,
+                       out=tmp_path / "sw", common={"data": "digits"}, wait=False)
+    assert [(r["number"], r["state"], r["over_budget"]) for r in result.rows] == [(0, "RUNNING", False),
+                                                                                  (1, "FAIL", True)]
+    assert result.counts == {"RUNNING": 1} and result.ran_here == []
+    assert not any((tmp_path / "sw").glob("trial-*"))

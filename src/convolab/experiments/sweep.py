@@ -590,8 +590,9 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
                          "common flags, or give another study name")
     out_dir.mkdir(parents=True, exist_ok=True)
     ran_here: list[int] = []
-    if not (out_dir / "sweep.json").exists():  # claims the folder for this study at once
-        _write_outputs(_study_result(study, name, shown, out_dir, metric, direction, trials, ran_here), out_dir)
+    if not (out_dir / "sweep.json").exists():  # claims the folder for this study at once (the plot comes at the end)
+        write_json(out_dir / "sweep.json",
+                   _study_result(study, name, shown, out_dir, metric, direction, trials, ran_here).to_dict())
     failures, waited_for = 0, None
     while True:
         with warnings.catch_warnings():  # "experimental" (since 2.9), "meant for Study.optimize": we do its part
