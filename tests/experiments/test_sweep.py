@@ -327,3 +327,24 @@ def test_two_workers_asking_at_once_never_exceed_the_total(tmp_path, monkeypatch
                                                                                   (1, "FAIL", True)]
     assert result.counts == {"RUNNING": 1} and result.ran_here == []
     assert not any((tmp_path / "sw").glob("trial-*"))
+
+
+@pytest.mark.slow
+def test_run_study_takes_a_suggest_that_returns_train_flags(tmp_path):
+    """The architecture search's way in: flags (here a spec: model) over common flags, read by train's parser."""
+    from convolab.cli.train import train_config
+
+    def suggest(trial):
+        width = trial.suggest_categorical("width", [4, 8])
+        return ["--model", f"spec:conv({width},3),relu,maxpool(2),flatten,fc"]
+
+    common = DIGITS[:-1]  # (checkpoints on)
+    result = run_study("flags", suggest, 1, out=tmp_path / "sw", common=common, parse_flags=train_config,
+                       pruner="none")
+    (row,) = result.rows
+    config = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+    assert row["state"] == "COMPLETE" and row["value"] == _last_val(row["run_dir"])
+    assert f"conv({row['params']['width']},3)" in json.dumps(config) and '"digits"' in json.dumps(config)
+    with pytest.raises(ValueError, match="give the common options as flags too"):
+        run_study("flags2", suggest, 1, out=tmp_path / "sw2", common={"data": "digits", "epochs": 1},
+                  parse_flags=train_config)

@@ -659,6 +659,9 @@ def _train_trial(study, store, trial, suggest, base: TrainConfig, common_flags: 
                 if parse_flags is None:
                     raise ValueError("suggest returned flags; give parse_flags to read them, or return a dict of "
                                      "TrainConfig fields")
+                if not common_flags and base != TrainConfig():
+                    raise ValueError("suggest returned flags: give the common options as flags too (they are read "
+                                     "together), or return a dict of TrainConfig fields")
                 config = parse_flags([*common_flags, *options, "--out", str(run_dir)])
             trial.set_user_attr("run_dir", str(run_dir))
             reporter = _ReportToTrial(trial, metric, pruner_name)
