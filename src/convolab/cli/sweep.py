@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import re
 from collections.abc import Sequence
 
@@ -104,9 +105,18 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # convolab says what happens, once
     base = _common_config(args.common)
-    result = sweep(args.name, args.space, args.trials, storage=args.storage, out=args.out, common=base,
-                   metric=args.metric, direction=args.direction, pruner=args.pruner, sampler=args.sampler,
-                   sampler_seed=args.sampler_seed, parse_flags=train_config, heartbeat=args.heartbeat)
+    quieted = [logging.getLogger(name) for name in ("convolab.train", "convolab.data", "convolab.runs")]
+    levels = [logger.level for logger in quieted]
+    if not base.progress:  # --quiet among the training flags: one line per trial, none per epoch
+        for logger in quieted:
+            logger.setLevel(logging.WARNING)
+    try:
+        result = sweep(args.name, args.space, args.trials, storage=args.storage, out=args.out, common=base,
+                       metric=args.metric, direction=args.direction, pruner=args.pruner, sampler=args.sampler,
+                       sampler_seed=args.sampler_seed, parse_flags=train_config, heartbeat=args.heartbeat)
+    finally:
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
     if args.json:
         print_json(result.to_dict())
         return 0 if result.best is not None else 1

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 import warnings
 from pathlib import Path
 
 __all__ = ["open_storage", "default_url", "shown_url", "CONNECT_TIMEOUT"]
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server is one line after this long, not a hang
+_ATTEMPTS = 5
+_RACES = ("already exists", "database is locked", "duplicate key")  # errors of workers creating the tables at once
 
 
 def default_url(out: str | os.PathLike) -> str:
@@ -82,15 +85,22 @@ def open_storage(url: str, *, heartbeat: int = 30, grace: int | None = None):
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": 60}  # several local workers wait for each other's writes
-    try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words since 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace)
-    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
-        raise ValueError(f"--storage {shown}: the database driver is not installed ({_reason(e)}); for PostgreSQL "
-                         "install psycopg2-binary") from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
-        raise ValueError(f"cannot reach the study storage {shown} ({_reason(e)}); check that the database server "
-                         "runs and accepts this user, or leave --storage out for SQLite in the output folder") \
-            from None
+    for attempt in range(_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                  grace_period=grace)
+        except (ImportError, sqlalchemy.exc.NoSuchModuleError) as e:
+            raise ValueError(f"--storage {shown}: the database driver is not installed ({_reason(e)}); for "
+                             "PostgreSQL install psycopg2-binary") from None
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
+            # Workers that start together on a new database all create its tables: the losers of that race see
+            # "already exists" (or a lock) and find the tables made when they try again
+            if attempt + 1 < _ATTEMPTS and any(s in _reason(e).lower() for s in _RACES):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ValueError(f"cannot reach the study storage {shown} ({_reason(e)}); check that the database "
+                             "server runs and accepts this user, or leave --storage out for SQLite in the output "
+                             "folder") from None
+    raise AssertionError("unreachable")
