@@ -122,6 +122,7 @@ def test_slice_at_zero_is_the_runs_own_loss_and_the_weights_are_restored(run):
     assert s.center[0] == pytest.approx(loss, rel=1e-5) and s.center[1] == acc
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
     assert not run.model.training
+    assert all(p.is_contiguous() for p in run.model.parameters())  # (evaluated channels last, then laid back)
     # away from the trained weights the loss is that of theta + a*d, computed here by hand
     d = ls.filter_normalized_direction(run.model, seed=0)
     moved = copy.deepcopy(run.model)

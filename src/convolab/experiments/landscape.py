@@ -329,7 +329,7 @@ def evaluate_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     total = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size].to(device))
+        x = normalize(images[start:start + batch_size].to(device)).contiguous(memory_format=_layout(model, images))
         y = labels[start:start + batch_size].to(device)
         logits = model(x).float()  # (B, K)
         total += F.cross_entropy(logits, y, reduction="sum").double()
@@ -363,7 +363,8 @@ def reset_batchnorm(model: nn.Module, images: torch.Tensor, mean: Sequence[float
             m.momentum = None
             m.train()
         for start in range(0, len(images), batch_size):
-            model(normalize(images[start:start + batch_size].to(device)))
+            x = normalize(images[start:start + batch_size].to(device))
+            model(x.contiguous(memory_format=_layout(model, images)))
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
@@ -371,19 +372,38 @@ def reset_batchnorm(model: nn.Module, images: torch.Tensor, mean: Sequence[float
     return len(layers)
 
 
-class _Restored:
-    """Within ``with``: the model in evaluation mode; after, its state_dict and training flags as they were."""
+def _layout(model: nn.Module, images: torch.Tensor) -> torch.memory_format:
+    """The layout a batch of ``images`` should have for ``model``: channels last where its convolution weights are
+    (on the CPU that layout runs tutorial_cnn's convolutions and pooling about 2.5 times faster than NCHW)."""
+    if images.dim() == 4:
+        for p in model.parameters():
+            if p.dim() == 4 and p[0, 0].numel() > 1:  # (a 1x1 kernel's layouts are the same strides)
+                return torch.channels_last if not p.is_contiguous() and p.is_contiguous(
+                    memory_format=torch.channels_last) else torch.contiguous_format
+    return torch.contiguous_format
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+
+class _Restored:
+    """Within ``with``: the model in evaluation mode, channels last for images (not on Apple's MPS, where that
+    layout is not faster); after, its state_dict, memory layout and training flags as they were."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor):
+        self.model, self.images = model, images
 
     def __enter__(self) -> nn.Module:
         self.saved = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
+        params = list(self.model.parameters())
+        self.relayout = (self.images.dim() == 4 and params[0].device.type != "mps"
+                         and all(p.is_contiguous() for p in params))
+        if self.relayout:
+            self.model.to(memory_format=torch.channels_last)
         return self.model
 
     def __exit__(self, *exc) -> None:
+        if self.relayout:
+            self.model.to(memory_format=torch.contiguous_format)
         self.model.load_state_dict(self.saved)
         for m, training in self.modes:
             m.training = training
@@ -439,7 +459,7 @@ def landscape_1d(run, *, points: int = 21, span: float = 1.0, seed: int = 0, ima
     coords = slice_coordinates(points, span)
     sub = _prepare(run, images, split, data)
     start = time.perf_counter()
-    with _Restored(run.model) as model, _progress(points, "landscape 1-D", progress) as bar:
+    with _Restored(run.model, sub.images) as model, _progress(points, "landscape 1-D", progress) as bar:
         d = filter_normalized_direction(model, seed=seed)
         losses, accs = _sweep(model, [(a,) for a in coords], [d],
                               lambda: evaluate_loss(model, sub.images, sub.labels, run.mean, run.std, batch_size), bar)
@@ -454,7 +474,7 @@ def landscape_2d(run, *, points: int = 21, span: float = 1.0, seed: int = 0, ima
     coords = slice_coordinates(points, span)
     sub = _prepare(run, images, split, data)
     start = time.perf_counter()
-    with _Restored(run.model) as model, _progress(points * points, "landscape 2-D", progress) as bar:
+    with _Restored(run.model, sub.images) as model, _progress(points * points, "landscape 2-D", progress) as bar:
         d1, d2 = direction_pair(model, seed)
         grid = [(a, b) for a in coords for b in coords]  # row-major: alphas[i], betas[j]
         losses, accs = _sweep(model, grid, [d1, d2],
@@ -490,7 +510,8 @@ def interpolate(run_a, run_b, *, points: int = 21, bn_reset: bool = True, images
     start = time.perf_counter()
     b_state = {k: v.to(next(run_a.model.parameters()).device) for k, v in run_b.model.state_dict().items()}
     losses, accs = [], []
-    with _Restored(run_a.model) as model, _progress(len(ts), "interpolation", progress) as bar, torch.no_grad():
+    with (_Restored(run_a.model, sub.images) as model, _progress(len(ts), "interpolation", progress) as bar,
+          torch.no_grad()):
         a_state = {k: v.clone() for k, v in model.state_dict().items()}
         live = model.state_dict()  # shares storage with the parameters and buffers
         layers = len(batchnorm_layers(model))
@@ -525,7 +546,12 @@ def _loss_and_accuracy(ax, xs: Sequence[float], losses: Sequence[float], accs: S
     ax.plot(xs, losses, "-o", color="C0", markersize=3, label="loss")
     log = float(np.min(losses)) > 0 and float(np.max(losses)) > 10 * float(np.min(losses))
     if log:
+        from matplotlib import ticker
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 0.3, 1, 3 rather than 3 x 10^-1
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cross-entropy" + (" (log scale)" if log else ""), color="C0")
     ax.grid(alpha=0.3)
