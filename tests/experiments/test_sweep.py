@@ -125,6 +125,18 @@ def test_the_median_pruner_stops_a_bad_trial_cleanly_and_keeps_a_good_one():
     assert cb.pruned_at is None and trainer.stop_reason is None
 
 
+def test_a_trial_failed_by_another_worker_stops_its_run():
+    """Its heartbeat lapsed (a locked database ...) and another worker failed it: the run stops at the epoch's end
+    and the trial is not told again."""
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(study.trials[0].number, state=optuna.trial.TrialState.FAIL)  # what fail_stale_trials does elsewhere
+    trainer, cb = _trainer(), _ReportToTrial(trial, "val_accuracy", "median pruner")
+    cb.on_epoch_end(trainer, {"epoch": 1, "val_accuracy": 0.5}, None)
+    assert cb.lost and trainer.stop_reason.startswith("trial 0 was failed by another worker")
+    assert study.trials[0].state.name == "FAIL" and study.trials[0].intermediate_values == {}
+
+
 @pytest.mark.slow
 def test_a_pruned_trial_stops_its_run_and_its_folder_says_so(tmp_path, digits_config):
     """Tiny real runs: a good learning rate, then one too small to learn in an epoch."""

@@ -288,6 +288,7 @@ class _ReportToTrial(Callback):
         self.trial, self.metric, self.pruner_name = trial, metric, pruner_name
         self.pruned_at: int | None = None
         self.last: float | None = None
+        self.lost = False  # the trial was finished by someone else (failed as stale)
 
     def on_epoch_end(self, trainer, row: dict, val) -> None:
         value = row.get(self.metric)
@@ -296,8 +297,16 @@ class _ReportToTrial(Callback):
                              "choose another --metric or keep a validation split (--val-fraction > 0)")
         if not math.isfinite(value):
             return  # a NaN says nothing to the pruner; the run's own --on-nan decides
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.trial.report(value, step=row["epoch"])
+        except UpdateFinishedTrialError:  # failed meanwhile by another worker (heartbeats lost): stop, it won't count
+            self.lost = True
+            trainer.stop_reason = (f"trial {self.trial.number} was failed by another worker (no heartbeat for the "
+                                   "grace period); it does not count")
+            return
         self.last = value
-        self.trial.report(value, step=row["epoch"])
         # Pruning after the last epoch would save nothing: a run that trained to the end is complete
         if trainer.stop_reason is None and row["epoch"] < trainer.config.epochs and self.trial.should_prune():
             self.pruned_at = row["epoch"]
@@ -315,10 +324,11 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         interval = self.storage.get_heartbeat_interval()
-        while True:
-            self.storage.record_heartbeat(self.trial_id)
-            if self.stop.wait(interval):
-                return
+        while not self.stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as e:  # a locked or briefly unreachable database: try again at the next beat
+                log.debug("heartbeat of trial id %d not recorded: %s", self.trial_id, e)
 
     def __enter__(self) -> _Heartbeat:
         self.storage.record_heartbeat(self.trial_id)  # before training starts: the trial is watched from now
@@ -678,7 +688,24 @@ def _train_trial(study, store, trial, suggest, base: TrainConfig, common_flags: 
             except Exception:  # the storage itself went away: the heartbeat's grace will fail the trial
                 pass
             raise
-    seconds = round(time.perf_counter() - start, 2)
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        return _tell_result(study, trial, result, reporter, metric, round(time.perf_counter() - start, 2), run_dir)
+    except UpdateFinishedTrialError:
+        reporter.lost = True
+    log.warning("trial %d was failed by another worker while it trained here (its heartbeat lapsed for the grace "
+                "period: a locked or slow database?); %s is kept but does not count", trial.number, run_dir)
+    return TrialState.FAIL, "failed by another worker (heartbeat lapsed)"
+
+
+def _tell_result(study, trial, result, reporter: _ReportToTrial, metric: str, seconds: float, run_dir: Path):
+    """Record a trained trial's figures and tell Optuna its state (COMPLETE, PRUNED, FAIL)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    if reporter.lost:
+        raise UpdateFinishedTrialError("finished by another worker")
     test_key = metric.replace("val_", "test_", 1)
     trial.set_user_attr("seconds", seconds)
     trial.set_user_attr(test_key, result.summary.get(test_key))
