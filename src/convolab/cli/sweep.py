@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"best trials by {result.metric} (validation split, last epoch):")
     print(best_table(result))
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best["params"].items())
+    flags = " ".join(f"--{k.replace('_', '-')} {format(v, '.6g') if isinstance(v, float) else v}"
+                     for k, v in best["params"].items())
     print(f"best: trial {best['number']}, {result.metric} {best['value']:.4f}; parameters: {flags}")
     print(f"run directory: {best['run_dir']}")
     print(f"written: {result.out}/sweep.json, {result.out}/plots/history.png")
