@@ -176,6 +176,11 @@ def test_real_compare_on_digits_resumes_only_what_is_missing(tmp_path, capsys):
     assert {k: (d / "summary.json").stat().st_mtime_ns for k, d in runs.items()} == stamps
     assert all(_headers(d.parent / f"{d.name}.log") == 1 for d in runs.values())
     assert [r["status"] for r in _csv(out)] == ["kept"] * 4
+    # a metric no summary has: one line with the choices, after the (kept) runs; results.csv stays as it was
+    before = (out / "results.csv").read_bytes()
+    line = refused([*argv[1:-len(COMMON) - 1], "--metric", "test_acc", "--", *COMMON], capsys, "--metric test_acc",
+                   "test_accuracy, test_loss", "trains nothing")
+    assert "test_top5_accuracy" in line and (out / "results.csv").read_bytes() == before
 
     # a run without its summary (killed after its last checkpoint) resumes; only it runs
     (runs[("tanh", 1)] / "summary.json").unlink()

@@ -513,7 +513,7 @@ def _plot(result: CompareResult, path: Path) -> None:
     ax.set_xticks(range(len(result.variants)), [v.name for v in result.variants], rotation=20 if len(
         result.variants) > 4 else 0)
     ax.set_ylabel(result.metric)
-    ax.set_title(f"{result.metric} per seed (n = {len(result.seeds)} seeds per variant)")
+    ax.set_title(f"{result.metric}: every seed, the mean and its 95 % interval", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     save_figure(fig, path)
