@@ -57,6 +57,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return action.help
         return super()._get_help_string(action)
 
+    def _fill_text(self, text, width, indent):  # type: ignore[override]
+        """A description or epilog written on several lines (examples, one command a line) keeps its lines; a
+        one-paragraph text is filled to the terminal's width."""
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
     """An argparse type from a parser that raises ``ValueError`` (``convolab.train.config``'s ``TextType``): its
