@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convolab-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install data browser demo test test-slow test-all test-full lint bench clean
+.PHONY: help install data browser postgres demo test test-slow test-all test-full lint bench clean
 
 help:
 	@echo "make demo      set up, get Fashion-MNIST, train tutorial_cnn for 5 epochs into runs/demo"
@@ -33,19 +33,22 @@ data: install
 browser:
 	@bash scripts/get-chromium.sh
 
+postgres:
+	@bash scripts/get-postgres.sh >/dev/null
+
 demo: data
 	$(BIN)/convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 --out runs/demo --overwrite
 
 test: data browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test-slow: data browser
+test-slow: data browser postgres
 	$(BIN)/python -m pytest -q -m "slow and not exhaustive" $(PYTEST_ARGS)
 
-test-all: data browser
+test-all: data browser postgres
 	$(BIN)/python -m pytest -q -m "not exhaustive" $(PYTEST_ARGS)
 
-test-full: data browser
+test-full: data browser postgres
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -211,6 +211,7 @@ COMMANDS: dict[str, How] = {
     "--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --pct-start 0.25 --label-smoothing 0.1 "
     "--augment light --tta --val-fraction 0": _adapt("--data digits --epochs 1", _LONG + " (about 400 s on 2 cores)"),
     "make test-all": _skip("runs this test suite"),
+    "make test-full": _skip("runs this test suite"),
     "make lint": _skip("lints the whole tree, which .ci/run does"),
     "make bench": _skip("times the tutorial against convolab for minutes"),
 }
