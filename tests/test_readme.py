@@ -205,6 +205,19 @@ COMMANDS: dict[str, How] = {
     "convolab export runs/demo --format onnx": _run(),
     "convolab export runs/demo --format c --out export/demo": _run(),
     "convolab export runs/demo --format c --dtype int8 --out export/demo-int8": _run(),
+    "convolab compare runs/act --variant relu=--act relu --variant tanh=--act tanh --seeds 3 -- --data digits "
+    "--epochs 2": _run(),
+    "convolab compare runs/zoo --variant tutorial_cnn --variant lenet5 --seeds 5 --jobs 2 -- --data fashion-mnist":
+        _skip("trains 10 runs on Fashion-MNIST (minutes); the command above runs a comparison on digits"),
+    "convolab study --list": _fast(),
+    "convolab study cnn-vs-mlp --jobs 2":
+        _skip("trains 6 runs on Fashion-MNIST (minutes); tests/experiments/test_studies.py runs a study on digits"),
+    "convolab sweep lr --space lr=loguniform(1e-4,1e-1) --space batch_size=choice(64,128,256) --trials 20 -- "
+    "--data fashion-mnist --epochs 3":
+        _skip("trains 20 runs on Fashion-MNIST (minutes); tests/experiments/test_sweep.py sweeps on digits"),
+    "convolab landscape runs/demo": _adapt("--images 512", "evaluates 21 points; 512 images are enough to check it"),
+    "convolab landscape runs/demo --2d --out runs/demo/landscape-2d":
+        _adapt("--points 5 --images 256", "441 evaluations take minutes; a 5x5 grid checks the command"),
     "convolab train --engine numpy --model tutorial_cnn --data fashion-mnist --epochs 2 --out runs/fm-numpy":
         _adapt("--data digits", _LONG),
     "convolab train --model fastcnn --data fashion-mnist --epochs 15 --batch-size 512 --optimizer sgd --lr 0.2 "
