@@ -19,7 +19,8 @@ from scipy import stats as sps
 from convolab.atomic import write_json
 from convolab.cli import main
 from convolab.cli.compare import train_flags
-from convolab.experiments.compare import check_variant, compare
+from convolab.experiments import stats
+from convolab.experiments.compare import RunResult, _result, _write_outputs, check_variant, compare
 
 COMMON = ["--data", "digits", "--epochs", "1"]
 
@@ -120,6 +121,36 @@ def test_api_refuses_bad_seeds_and_jobs(tmp_path):
     with pytest.raises(ValueError, match="parse_flags"):
         compare(tmp_path / "c", {"a": []}, 2)
     assert not (tmp_path / "c").exists()
+
+
+def test_table_csv_json_and_plot_from_runs(tmp_path):
+    """The outputs of a comparison from its runs (no training): a failed run and n = 1 leave '-' and no crash."""
+    values = {"a": [0.81, 0.84, 0.80], "b": [0.86, 0.90, None], "c": [0.7, None, None]}
+    runs = [RunResult(v, s, tmp_path / v / f"seed-{s}", "trained" if x is not None else "failed", x,
+                      None if x is None else 10.0 + s, None if x is not None else "exit 2: boom")
+            for v, xs in values.items() for s, x in enumerate(xs)]
+    result = _result(tmp_path, "test_accuracy", [0, 1, 2], {"a": [], "b": ["--act", "tanh"], "c": []}, runs)
+    _write_outputs(result)
+    rows = _csv(tmp_path)
+    assert [(r["variant"], r["seed"], r["status"]) for r in rows][:4] == [("a", "0", "trained"), ("a", "1", "trained"),
+                                                                          ("a", "2", "trained"), ("b", "0", "trained")]
+    assert [r["test_accuracy"] for r in rows] == ["0.81", "0.84", "0.8", "0.86", "0.9", "", "0.7", "", ""]
+    b = result.variant("b")
+    assert (b.sample.n, b.failed, b.median_seconds) == (2, [2], 10.5)
+    ref = sps.ttest_ind([0.86, 0.90], values["a"], equal_var=False)
+    assert b.welch.t == pytest.approx(ref.statistic, rel=1e-9) and b.welch.p == pytest.approx(ref.pvalue, rel=1e-7)
+    assert result.variant("c").welch is None and result.variant("c").sample.std is None
+    table = result.table().splitlines()
+    assert table[0].startswith("test_accuracy over seeds 0-2") and "against a" in table[0]
+    cells = {line.split()[0]: line.split() for line in table[2:]}
+    assert cells["a"][1:4] == ["3", f"{stats.mean(values['a']):.4f}", f"{stats.sample_std(values['a']):.4f}"]
+    assert cells["a"][-5:] == ["-", "-", "-", "-", "11.0"]
+    assert cells["b"][:3] == ["b", "(1", "failed)"] and cells["b"][-1] == "10.5"
+    assert cells["c"][1:] == ["(2", "failed)", "1", "0.7000", "-", "-", "-", "-", "-", "-", "10.0"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result.to_dict())) and saved["reference"] == "a"
+    assert saved["variants"][1]["ci95"] == list(stats.confidence_interval([0.86, 0.90]))
+    assert (tmp_path / "plots" / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _csv(out: Path) -> list[dict]:
@@ -272,3 +303,23 @@ def test_a_killed_compare_resumes_only_the_missing_seeds(tmp_path):
             "test_accuracy"]
     assert _headers(out / "relu" / "seed-0.log") == 1  # the finished run did not run again
     assert os.path.getsize(out / "results.csv") > 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_runs_and_says_how_to_continue(tmp_path):
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "convolab", "compare", str(out), "--variant", "relu=--act relu", "--seeds", "3",
+           "--", *COMMON]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[1/3]"):
+            break
+    proc.send_signal(signal.SIGINT)  # to compare only: it passes it on to the run in progress
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted: 2 runs unfinished; the same command continues them" in rest
+    assert rest.strip().splitlines()[-1] == "convolab compare: interrupted"
+    assert _training_processes(out) == []  # nothing left training
+    assert not (out / "results.csv").exists()

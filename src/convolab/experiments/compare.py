@@ -276,13 +276,26 @@ def _locked(out: Path) -> Iterator[None]:
 
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child, between fork and exec)
     """Linux: the training process gets SIGKILL when compare dies, so a killed compare leaves no run training
-    unseen into a folder the next compare would resume or replace."""
+    unseen into a folder the next compare would resume or replace; and it takes Ctrl-C again (see _sigint_held)."""
     import ctypes
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT back while a child is forked: a Ctrl-C that lands in the fork's after-fork hooks would be printed
+    as 'Exception ignored' and lost. Released at the end (a pending Ctrl-C is raised then, once the child is known);
+    the child unblocks it itself (:func:`_die_with_parent`)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @dataclass
@@ -338,8 +351,10 @@ def _start(job: _Job, env: dict) -> None:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} convolab compare: {job.action}: "
                   f"{shlex.join(job.argv[2:])}\n".encode())
         log.flush()
-        job.process = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        linux = sys.platform == "linux"
+        with _sigint_held() if linux else contextlib.nullcontext():
+            job.process = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, preexec_fn=_die_with_parent if linux else None)
     job.started = time.perf_counter()
 
 
@@ -353,8 +368,8 @@ def _run_jobs(jobs: list[_Job], n_parallel: int, metric: str, results: dict, say
         while pending or running:
             while pending and len(running) < n_parallel:
                 job = pending.pop(0)
+                running.append(job)  # (before it starts: a Ctrl-C during the start still finds it)
                 _start(job, env)
-                running.append(job)
             time.sleep(0.1)
             for job in [j for j in running if j.process.poll() is not None]:
                 running.remove(job)
@@ -373,7 +388,11 @@ def _run_jobs(jobs: list[_Job], n_parallel: int, metric: str, results: dict, say
                 done = total - len(pending) - len(running)
                 say(f"[{done}/{total}] {job.variant} seed {job.seed}: {what} in {wall:.1f} s"
                     f"{' (resumed)' if job.action == 'resume' else ''}; {len(pending) + len(running)} left")
-    except BaseException:  # Ctrl-C (the runs got it too) or an error here: no run is left training unseen
+    except BaseException as e:  # Ctrl-C (the runs got it too) or an error here: no run is left training unseen
+        if isinstance(e, KeyboardInterrupt):
+            say(f"interrupted: {len(running) + len(pending)} runs unfinished; the same command continues them "
+                "(finished runs are kept, killed ones resume from their last checkpoint)")
+        running = [job for job in running if job.process is not None]
         for job in running:
             with contextlib.suppress(OSError):
                 job.process.send_signal(signal.SIGINT)
