@@ -148,7 +148,7 @@ def test_guard_stops_on_the_second_skip_and_keeps_the_genotype_before():
 
 
 def _search_config(digits_config, out, **overrides):
-    recipe = dict(model="darts_supernet", epochs=1, batch_size=256, optimizer="sgd", lr=0.05, plots=False,
+    recipe = dict(model="darts_supernet", epochs=1, batch_size=512, optimizer="sgd", lr=0.05, plots=False,
                   precision="32")
     return digits_config(out, **{**recipe, **overrides})
 
@@ -156,10 +156,10 @@ def _search_config(digits_config, out, **overrides):
 @pytest.mark.slow
 def test_forced_skip_collapse_stops_a_real_search(digits_config, tmp_path):
     torch.manual_seed(0)
-    net = SuperNet(num_classes=10, in_chans=1, init_channels=4, layers=3, steps=2)
+    net = SuperNet(num_classes=10, in_chans=1, init_channels=2, layers=3, steps=2)
     with torch.no_grad():
         net.alphas_normal[:, SKIP] = 10.0  # forced: skip connections everywhere in the normal cell
-    result = darts_search(_search_config(digits_config, tmp_path / "search", epochs=3, batch_size=512),
+    result = darts_search(_search_config(digits_config, tmp_path / "search", epochs=3),
                           model=net, arch_lr=0.0, arch_weight_decay=0.0)
     assert result.stop_reason and "collapse" in result.stop_reason
     assert [r["epoch"] for r in read_jsonl(tmp_path / "search" / "metrics.jsonl")] == [1]
@@ -171,7 +171,7 @@ def test_forced_skip_collapse_stops_a_real_search(digits_config, tmp_path):
 @pytest.mark.parametrize("order,partial", [(1, 1), (2, 2)])
 def test_short_search_on_digits_derives_a_genotype_that_trains(digits_config, tmp_path, order, partial):
     torch.manual_seed(0)
-    net = SuperNet(num_classes=10, in_chans=1, init_channels=4, layers=3, steps=2, partial_channels=partial)
+    net = SuperNet(num_classes=10, in_chans=1, init_channels=2, layers=3, steps=2, partial_channels=partial)
     start = [a.detach().clone() for a in net.arch_parameters()]
     result = darts_search(_search_config(digits_config, tmp_path / "search"), model=net, order=order,
                           max_skips=None, arch_lr=3e-3)

@@ -25,7 +25,7 @@ def _diff(a: Genotype, b: Genotype) -> int:
 def test_samples_build_and_run_with_the_spec_builder():
     space = MacroSpace((1, 12, 12), num_stages=3)
     rng = random.Random(0)
-    for _ in range(20):
+    for _ in range(8):
         g = space.sample(rng)
         assert space.is_valid(g)
         model = create_model(g.to_spec(), num_classes=7, in_chans=1, input_size=(12, 12))
