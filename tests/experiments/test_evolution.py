@@ -132,3 +132,22 @@ def test_bad_arguments_are_refused_in_one_line():
         search(SPACE, _matches, 3, strategy="annealing")
     with pytest.raises(ValueError, match="objective"):
         random_search(SPACE, lambda g: {"accuracy": 1.0}, 3, objectives={"accuracy": "max", "macs": "min"})
+
+
+@pytest.mark.slow
+def test_training_evaluator_trains_each_candidate_as_a_run(digits_config, tmp_path):
+    import convolab
+    from convolab.experiments.nas.evaluate import training_evaluator
+
+    space = MacroSpace((1, 8, 8), num_stages=2, widths=(4, 8), depths=(1,))
+    evaluate = training_evaluator(digits_config(None, epochs=1, plots=False, precision="32"), tmp_path / "cands",
+                                  (1, 8, 8), num_classes=10)
+    result = aging_evolution(space, evaluate, 3, seed=0, population_size=2, sample_size=2,
+                             objectives={"accuracy": "max", "macs": "min"})
+    assert sorted(p.name for p in (tmp_path / "cands").iterdir()) == [f"candidate-000{i}" for i in range(3)]
+    for e in result.history:
+        run = convolab.load_run(e.figures["run_dir"])
+        assert run.config["model"] == e.genotype.to_spec()  # the run rebuilds the candidate from its spec
+        assert 0 < e.figures["accuracy"] <= 1 and e.figures["macs"] > 0
+    with pytest.raises(ValueError, match="already holds"):
+        training_evaluator(digits_config(None), tmp_path / "cands", (1, 8, 8), num_classes=10)

@@ -3,6 +3,7 @@ DARTS on a cell space (:mod:`.darts`)."""
 
 from convolab.experiments.nas.cells import CellGenotype, DartsNetwork
 from convolab.experiments.nas.darts import DartsResult, SuperNet, darts_search, train_network
+from convolab.experiments.nas.evaluate import training_evaluator
 from convolab.experiments.nas.evolution import (
     Evaluation,
     SearchResult,
@@ -15,4 +16,4 @@ from convolab.experiments.nas.space import Genotype, MacroSpace, Stage, macs
 
 __all__ = ["Genotype", "MacroSpace", "Stage", "macs", "Evaluation", "SearchResult", "aging_evolution",
            "random_search", "search", "pareto_front", "CellGenotype", "DartsNetwork", "SuperNet", "DartsResult",
-           "darts_search", "train_network"]
+           "darts_search", "train_network", "training_evaluator"]
