@@ -27,6 +27,7 @@ from convolab.cli import (
     models,
     predict,
     report,
+    search,
     study,
     summary,
     sweep,
@@ -43,7 +44,7 @@ __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
 VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
-         compare, study, sweep, landscape)
+         compare, study, sweep, search, landscape)
 
 
 def _silence_stdout() -> None:
