@@ -215,6 +215,10 @@ COMMANDS: dict[str, How] = {
     "convolab sweep lr --space lr=loguniform(1e-4,1e-1) --space batch_size=choice(64,128,256) --trials 20 -- "
     "--data fashion-mnist --epochs 3":
         _skip("trains 20 runs on Fashion-MNIST (minutes); tests/experiments/test_sweep.py sweeps on digits"),
+    "convolab search macro --strategy evolution --trials 30 -- --data fashion-mnist --epochs 2":
+        _skip("trains 30 candidates on Fashion-MNIST (minutes); tests/experiments/test_search.py searches digits"),
+    "convolab search cell --strategy darts --order 2 --partial-channels 4 -- --data fashion-mnist --epochs 10":
+        _skip("a second-order supernet on Fashion-MNIST for 10 epochs (an hour); the tests search digits"),
     "convolab landscape runs/demo": _adapt("--images 512", "evaluates 21 points; 512 images are enough to check it"),
     "convolab landscape runs/demo --2d --out runs/demo/landscape-2d":
         _adapt("--points 5 --images 256", "441 evaluations take minutes; a 5x5 grid checks the command"),
