@@ -3,9 +3,9 @@
 Each rewrite changes how a model computes, never what: the rewritten float32 model gives the same outputs up to
 float rounding (the tests compare them on real images). They exist because oneDNN's int8 convolutions and inductor's
 generated code are fast on some shapes and slow on others; measured on this project's 2-core AVX512-VNNI CPU, the
-three together took ``tutorial_cnn``'s int8 graph from 1.6-1.75x to 2.05-2.5x faster than compiled float32 at
-batch 256, while the rewritten float32 model was no faster than the original (``benchmarks/compress_speed.py``
-prints both).
+three together took ``tutorial_cnn``'s int8 graph from 1.6-1.75x to 1.9-2.7x (median 2.2x) faster than compiled
+float32 at batch 256, while the rewritten float32 model was no faster than the original
+(``benchmarks/compress_speed.py`` prints both).
 
 - ``relu-before-maxpool``: a max-pool followed by a ReLU becomes the ReLU then the pool (max commutes with any
   non-decreasing function). The quantizer then fuses the ReLU into the convolution before it, and the pool runs on
