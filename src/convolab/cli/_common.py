@@ -49,6 +49,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
+class TrainFlagsParser(Parser):
+    """A verb that passes training flags on: everything after the first ``--`` is ``args.common`` (``convolab
+    train`` flags), never the verb's own options. Set as a subparser's ``__class__`` (argparse builds subparsers
+    of the parent's class)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        import sys
+
+        args = list(sys.argv[1:] if args is None else args)
+        head, tail = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else (args, [])
+        namespace, extra = super().parse_known_args(head, namespace)
+        namespace.common = tail
+        return namespace, extra
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the uninformative None and False of optional values and the state of switches."""
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from convolab.cli._common import HelpFormatter, Parser, explicit_options, positive_int, print_json
+from convolab.cli._common import HelpFormatter, TrainFlagsParser, explicit_options, positive_int, print_json
 
 if TYPE_CHECKING:
     from convolab.train.config import TrainConfig
@@ -28,17 +28,6 @@ _EPILOG = """examples:
 Each run is OUT/<variant>/seed-<s> (a normal run directory; its output in OUT/<variant>/seed-<s>.log); the results
 are in OUT/results.csv, OUT/results.json and OUT/plots/compare.png. Run the same command again after an interruption:
 finished runs are kept, killed ones resume from their checkpoint, only the rest train."""
-
-
-class _CompareParser(Parser):
-    """Everything after the first ``--`` is the common train flags (argparse would take them for compare's own)."""
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(sys.argv[1:] if args is None else args)
-        head, tail = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else (args, [])
-        namespace, extra = super().parse_known_args(head, namespace)
-        namespace.common = tail
-        return namespace, extra
 
 
 def train_flags(argv: Sequence[str]) -> tuple[TrainConfig, set[str]]:
@@ -65,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description=HELP[0].upper() + HELP[1:] + ".", epilog=_EPILOG,
                        usage="convolab compare OUT --variant NAME[=FLAGS] [--variant ...] [--seeds N] [--jobs N] "
                              "[--metric FIELD] [--json] [-- COMMON TRAIN FLAGS]")
-    p.__class__ = _CompareParser  # (add_parser builds the subparsers' class; only the parsing of `--` differs)
+    p.__class__ = TrainFlagsParser  # (add_parser builds the subparsers' class; only the parsing of `--` differs)
     p.add_argument("out", metavar="OUT", help="the comparison's folder (new, empty, or made by convolab compare)")
     p.add_argument("--variant", action="append", metavar="NAME[=FLAGS]",
                    help="a variant: its name and its `convolab train` flags as one shell word; a bare NAME is the "

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convolab.cli._common import HelpFormatter, positive_int, print_json
-from convolab.cli.sweep import _common_config, _SweepParser
+from convolab.cli._common import HelpFormatter, TrainFlagsParser, positive_int, print_json
+from convolab.cli.sweep import _common_config
 
 HELP = "search architectures: random search, aging evolution (many workers, one study) or DARTS"
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("search", help=HELP, formatter_class=HelpFormatter,
                        description=HELP[0].upper() + HELP[1:] + ".", epilog=_EPILOG,
                        usage="%(prog)s NAME [--strategy evolution|random|darts] [options] [-- COMMON TRAIN FLAGS]")
-    p.__class__ = _SweepParser  # (everything after -- is the common training flags)
+    p.__class__ = TrainFlagsParser  # (everything after -- is the common training flags)
     p.add_argument("name", metavar="NAME", help="the search's name (workers with the same NAME and --storage join it)")
     p.add_argument("--strategy", choices=("evolution", "random", "darts"), default="evolution",
                    help="aging evolution (Real et al. 2019), random search (the baseline), or DARTS")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convolab.cli._common import HelpFormatter, Parser, positive_int, print_json
+from convolab.cli._common import HelpFormatter, TrainFlagsParser, positive_int, print_json
 
 HELP = "run a built-in study of a tutorial claim (variants x seeds, statistics, a verdict)"
 
@@ -21,22 +21,11 @@ Re-running the same command trains only what is missing (killed runs resume from
 in OUT/verdict.txt and OUT/verdict.json, the runs and their statistics in OUT (see `convolab compare`)."""
 
 
-class _StudyParser(Parser):
-    """Everything after the first ``--`` is extra train flags."""
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(sys.argv[1:] if args is None else args)
-        head, tail = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else (args, [])
-        namespace, extra = super().parse_known_args(head, namespace)
-        namespace.extra = tail
-        return namespace, extra
-
-
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("study", help=HELP, formatter_class=HelpFormatter, description=HELP[0].upper() + HELP[1:] + ".",
                        epilog=_EPILOG, usage="convolab study NAME [--out DIR] [--seeds N] [--jobs N] [--epochs N] "
                                              "[--json] [-- TRAIN FLAGS] | convolab study --list")
-    p.__class__ = _StudyParser
+    p.__class__ = TrainFlagsParser  # (flags after -- go to every run: args.common)
     p.add_argument("name", nargs="?", metavar="NAME", help="the study (see --list)")
     p.add_argument("--list", action="store_true", help="list the studies and their claims")
     p.add_argument("--out", metavar="DIR", help="the study's folder (default runs/study-NAME)")
@@ -62,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     verdict = run_study(args.name, args.out, seeds=args.seeds, jobs=args.jobs, epochs=args.epochs,
-                        extra=args.extra, parse_flags=train_flags, say=say)
+                        extra=args.common, parse_flags=train_flags, say=say)
     if args.json:
         print_json(verdict.to_dict())
     else:

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from convolab.cli._common import HelpFormatter, Parser, explicit_options, positive_int, print_json
+from convolab.cli._common import HelpFormatter, TrainFlagsParser, explicit_options, positive_int, print_json
 
 HELP = "sweep training hyper-parameters with Optuna (every trial a run; many workers share one study)"
 
@@ -33,27 +33,13 @@ _OWNED = {"out": "--out (the sweep writes OUT/trial-N)", "overwrite": "--overwri
           "json": "--json (give it to the sweep)"}
 
 
-class _SweepParser(Parser):
-    """Everything after the first ``--`` is the common training flags (``args.common``), never the sweep's."""
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(args or [])
-        common: list[str] = []
-        if "--" in args:
-            i = args.index("--")
-            args, common = args[:i], args[i + 1:]
-        ns, extra = super().parse_known_args(args, namespace)
-        ns.common = common
-        return ns, extra
-
-
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from convolab.experiments.sweep import METRICS, PRUNERS, SAMPLERS
 
     p = sub.add_parser("sweep", help=HELP, formatter_class=HelpFormatter, description=HELP[0].upper() + HELP[1:] + ".",
                        epilog=_EPILOG, usage="%(prog)s NAME --space KEY=DIST(...) [--space ...] [options] "
                                             "[-- COMMON TRAIN FLAGS]")
-    p.__class__ = _SweepParser  # (argparse makes subparsers of the parent's class)
+    p.__class__ = TrainFlagsParser  # (argparse makes subparsers of the parent's class)
     p.add_argument("name", metavar="NAME", help="the study's name (workers with the same NAME and --storage join it)")
     p.add_argument("--space", action="append", metavar="KEY=DIST(...)", required=True,
                    help="one dimension of the search space (repeat the option)")
