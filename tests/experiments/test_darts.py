@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from convolab.atomic import read_jsonl
-from convolab.experiments.nas.cells import PRIMITIVES, CellGenotype, DartsNetwork
 from convolab.experiments.nas.darts import (
     MixedOp,
     SkipCollapseGuard,
@@ -24,6 +23,7 @@ from convolab.experiments.nas.darts import (
     second_order_arch_grad,
     train_network,
 )
+from convolab.models.darts import PRIMITIVES, CellGenotype, DartsNetwork
 
 SKIP = PRIMITIVES.index("skip_connect")
 

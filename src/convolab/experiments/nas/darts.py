@@ -2,7 +2,7 @@
 PC-DARTS's partial channels (Xu et al. 2020) and DARTS+'s guard against skip-connection collapse (Liang et al.
 2019), trained through convolab's one training loop.
 
-The supernet (:class:`SuperNet`) puts every operation of :data:`~convolab.experiments.nas.cells.PRIMITIVES` on
+The supernet (:class:`SuperNet`) puts every operation of :data:`~convolab.models.darts.PRIMITIVES` on
 every edge of its cells; an edge's output is the softmax(alpha)-weighted sum of them (:class:`MixedOp`), with
 one alpha matrix shared by the normal cells and one by the reduction cells. The weights ``w`` are trained on
 training batches and the alphas on validation batches (the bilevel problem of the paper's eq. 3-4):
@@ -31,8 +31,8 @@ derived *before* that epoch is the result (the collapse shows as skip connection
 path, Zela et al. 2020). :class:`SkipCollapseGuard` is the callback; its decision goes into the checkpoint.
 
 Deriving (the paper's rule): per node, the two inputs whose strongest non-``none`` operation weighs most, each
-with that operation. The result is a :class:`~convolab.experiments.nas.cells.CellGenotype`, built by
-:class:`~convolab.experiments.nas.cells.DartsNetwork` and trained from scratch with :func:`train_network`.
+with that operation. The result is a :class:`~convolab.models.darts.CellGenotype`, built by
+:class:`~convolab.models.darts.DartsNetwork` and trained from scratch with :func:`train_network`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.atomic import write_json
-from convolab.experiments.nas.cells import (
+from convolab.layers import GlobalAvgPool2d
+from convolab.models.darts import (
     OPS,
     PRIMITIVES,
     CellGenotype,
@@ -55,7 +56,6 @@ from convolab.experiments.nas.cells import (
     ReLUConvBN,
     reduction_layers,
 )
-from convolab.layers import GlobalAvgPool2d
 from convolab.train.callbacks.base import Callback
 from convolab.train.step import AlternatingStep
 
@@ -404,7 +404,7 @@ def train_network(genotype: CellGenotype, config, *, init_channels: int = 16, la
     """Train the network of ``genotype`` (:class:`DartsNetwork`) from scratch with ``config`` (a ``TrainConfig``);
     returns the loop's :class:`convolab.train.loop.TrainResult`. ``config.json`` of the run records the model as
     ``config.model``; the genotype is in ``genotype.json`` beside it (reloading the run needs the network family
-    registered with the model registry: see the module docstring of :mod:`convolab.experiments.nas.cells`)."""
+    registered with the model registry: see the module docstring of :mod:`convolab.models.darts`)."""
     from convolab.data import load_dataset
     from convolab.runs.session import make_trainer
 

@@ -10,8 +10,8 @@ applies its operations on ``s0``/``s1`` at stride 2, halving the map. Operations
 average without the padding); ``skip_connect`` is the identity (a factorized reduction at stride 2); ``none``
 is zero (used only inside the search).
 
-This module depends on torch and convolab's model base only, so the network family can move to
-``convolab/models`` unchanged (and be registered with a ``genotype`` argument).
+The search itself (the supernet, the architecture steps) is :mod:`convolab.experiments.nas.darts`; it imports the
+operations and :class:`CellGenotype` from here, so a found cell and the network trained from it share one definition.
 """
 
 from __future__ import annotations
