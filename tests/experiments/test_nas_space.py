@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convolab.experiments.nas.space import Genotype, MacroSpace, Stage, macs
+from convolab.experiments.nas.space import Genotype, MacroSpace, Stage, count_macs, macs
 from convolab.models import create_model
 from convolab.models.spec import SpecError
 
@@ -111,3 +111,41 @@ def test_macs_by_hand():
     # conv 1->4, 3x3 on 8x8 (same): 8*8*4*9 = 2304; max-pool; gap; fc 4->10: 40
     g = Genotype((Stage(1, 4, 3, "max", "relu"),), bn=False)
     assert macs(g, (1, 8, 8)) == 2304 + 40
+
+
+def test_count_macs_equals_the_summary_count():
+    """The fast count (no network built) against convolab.analysis's count of the built network, over samples of
+    every downsampling and kernel, on odd sizes where a stride rounds up and a pool down."""
+    for shape in ((1, 28, 28), (3, 13, 17)):
+        space = MacroSpace(shape, num_stages=3, num_classes=7)
+        rng = random.Random(5)
+        for _ in range(12):
+            g = space.sample(rng)
+            assert count_macs(g, shape, 7) == macs(g, shape, num_classes=7), g.to_spec()
+
+
+def test_max_macs_bounds_every_sample_and_mutation():
+    cap = 400_000
+    space = MacroSpace((1, 28, 28), max_macs=cap)
+    free = MacroSpace((1, 28, 28))
+    rng = random.Random(2)
+    drawn = [space.sample(rng) for _ in range(40)]
+    assert all(count_macs(g, (1, 28, 28)) <= cap for g in drawn)
+    assert all(count_macs(space.mutate(g, rng), (1, 28, 28)) <= cap for g in drawn)
+    # the cap is what excludes: the unconstrained space draws over it
+    assert any(count_macs(free.sample(rng), (1, 28, 28)) > cap for _ in range(40))
+    over = next(g for g in iter(lambda: free.sample(rng), None) if count_macs(g, (1, 28, 28)) > cap)
+    assert free.is_valid(over) and not space.is_valid(over)
+
+
+def test_cheapest_is_the_minimum_and_a_cap_below_it_is_one_line():
+    space = MacroSpace((1, 16, 16), num_stages=2, depths=(1, 2), widths=(4, 8), kernels=(3, 5))
+    everything = [Genotype((Stage(d1, w1, k1, x1, "relu"), Stage(d2, w2, k2, x2, "relu")), True)
+                  for d1 in (1, 2) for w1 in (4, 8) for k1 in (3, 5) for x1 in space.downs
+                  for d2 in (1, 2) for w2 in (4, 8) for k2 in (3, 5) for x2 in space.downs]
+    lowest = min(count_macs(g, (1, 16, 16)) for g in everything if space.is_valid(g))
+    assert count_macs(space.cheapest(), (1, 16, 16)) == lowest
+    with pytest.raises(ValueError, match=f"no architecture of at most {lowest - 1:,} MACs: the cheapest needs "
+                                         f"{lowest:,}"):
+        MacroSpace((1, 16, 16), num_stages=2, depths=(1, 2), widths=(4, 8), kernels=(3, 5), max_macs=lowest - 1)
+    MacroSpace((1, 16, 16), num_stages=2, depths=(1, 2), widths=(4, 8), kernels=(3, 5), max_macs=lowest)

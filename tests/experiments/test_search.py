@@ -55,6 +55,23 @@ def test_bad_options_are_one_line(tmp_path, capsys):
         search_architectures("x", strategy="grid", out=tmp_path / "x")
 
 
+def test_max_macs_takes_a_count_or_a_model(capsys):
+    from convolab.analysis import summarize
+    from convolab.cli.search import _max_macs
+    from convolab.models import create_model
+
+    assert _max_macs("1.2M", (1, 28, 28), 10) == 1_200_000
+    assert _max_macs("800k", (1, 28, 28), 10) == 800_000 and _max_macs("5e5", (1, 28, 28), 10) == 500_000
+    tut = summarize(create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=(28, 28)), (1, 28, 28)).macs
+    assert _max_macs("tutorial_cnn", (1, 28, 28), 10) == tut
+    assert main(["search", "x", "--max-macs", "lots", "--", "--data", "digits"]) == 2
+    assert "--max-macs takes a count (1.2M, 5e5, 800k) or a model name" in capsys.readouterr().err
+    assert main(["search", "x", "--max-macs", "10", "--", "--data", "digits"]) == 2
+    assert "no architecture of at most 10 MACs" in capsys.readouterr().err
+    assert main(["search", "x", "--strategy", "darts", "--max-macs", "1M", "--", "--data", "digits"]) == 2
+    assert "--max-macs applies to --strategy random and evolution" in capsys.readouterr().err
+
+
 def test_a_space_with_no_valid_architecture_names_the_stage():
     with pytest.raises(ValueError, match="stage 4 gets a 1x1 map"):
         MacroSpace(input_shape=(1, 8, 8), num_stages=4, downs=("max",))

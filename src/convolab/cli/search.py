@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "recent finished candidates; the older have died)")
     g.add_argument("--sample", type=positive_int, default=3, help="evolution: candidates drawn per tournament")
     g.add_argument("--seed", type=int, default=0, help="the search's seed (each candidate's draws: seed and number)")
+    g.add_argument("--max-macs", metavar="N|MODEL", help="only networks of at most N multiply-accumulates per image "
+                   "(1.2M, 5e5, 800k), or of at most MODEL's on this data (e.g. tutorial_cnn): search at the cost of "
+                   "a hand-designed network")
     g.add_argument("--pruner", choices=("median", "none"), default="median",
                    help="stop a candidate below the median of the earlier ones at the same epoch")
     g.add_argument("--storage", metavar="URL",
@@ -64,7 +67,7 @@ def _refuse_misplaced(args: argparse.Namespace) -> None:
     from convolab.cli._common import explicit_options
 
     given = explicit_options(args.argv) if hasattr(args, "argv") else set()
-    macro = {"trials", "stages", "population", "sample", "seed", "pruner", "storage", "heartbeat"}
+    macro = {"trials", "stages", "population", "sample", "seed", "pruner", "storage", "heartbeat", "max_macs"}
     darts = {"order", "partial_channels", "max_skips", "init_channels", "layers", "nodes"}
     wrong = sorted(darts & given) if args.strategy != "darts" else sorted(macro & given)
     if wrong:
@@ -91,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
                         download=base.download)
     if data.task != "classification" or len(data.input_size) != 3:
         raise ValueError(f"{base.data}: architecture search here takes image classification data")
-    space = MacroSpace(input_shape=tuple(data.input_size), num_stages=args.stages)
+    max_macs = _max_macs(args.max_macs, tuple(data.input_size), data.num_classes) if args.max_macs else None
+    space = MacroSpace(input_shape=tuple(data.input_size), num_stages=args.stages, max_macs=max_macs,
+                       num_classes=data.num_classes)
+    if max_macs is not None:
+        print(f"searching networks of at most {max_macs / 1e6:.3f} M MACs per image ({args.max_macs})", flush=True)
     result = search_architectures(args.name, strategy=args.strategy, trials=args.trials, space=space,
                                   population=args.population, sample=args.sample, seed=args.seed,
                                   storage=args.storage, out=out, common=base, pruner=args.pruner,
@@ -116,6 +123,30 @@ def run(args: argparse.Namespace) -> int:
     best = result.best
     print(f"retrain the best from scratch: convolab train --model '{best['spec']}' --data {base.data}")
     return 0
+
+
+_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def _max_macs(text: str, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """``--max-macs``: a count (``1.2M``, ``5e5``, ``800k``) or a model whose MACs on this data set the cap."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmg]?)\s*", text.lower())
+    if m:
+        value = int(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
+        if value < 1:
+            raise ValueError(f"--max-macs must be at least 1; got {text!r}")
+        return value
+    from convolab.analysis import summarize
+    from convolab.models import create_model, list_models
+    from convolab.models.spec import is_spec
+
+    if not is_spec(text) and text not in list_models():
+        raise ValueError(f"--max-macs takes a count (1.2M, 5e5, 800k) or a model name (see `convolab models`); "
+                         f"got {text!r}")
+    model = create_model(text, num_classes=num_classes, in_chans=input_shape[0], input_size=tuple(input_shape[1:]))
+    return int(summarize(model, tuple(input_shape)).macs)
 
 
 def _darts(args: argparse.Namespace, base, out: Path) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-__all__ = ["Stage", "Genotype", "MacroSpace", "DOWNSAMPLING", "ACTIVATIONS", "macs", "stage_sizes"]
+__all__ = ["Stage", "Genotype", "MacroSpace", "DOWNSAMPLING", "ACTIVATIONS", "macs", "count_macs", "stage_sizes"]
 
 DOWNSAMPLING = ("max", "avg", "stride", "none")
 ACTIVATIONS = ("relu", "silu", "gelu", "elu", "leakyrelu", "tanh", "sigmoid")  # names the spec grammar knows
@@ -108,6 +108,9 @@ class MacroSpace:
         input_shape: (C, H, W) of the images.
         num_stages: stages per network.
         depths, widths, kernels, downs, acts, bn: the values each gene may take.
+        max_macs: when given, only networks of at most this many multiply-accumulates per image are in the space
+            (to search at the cost of a hand-designed network or below); counted by :func:`count_macs`.
+        num_classes: the classifier's outputs (its MACs count towards ``max_macs``).
     """
 
     input_shape: tuple[int, int, int] = (1, 28, 28)
@@ -118,6 +121,8 @@ class MacroSpace:
     downs: tuple[str, ...] = DOWNSAMPLING
     acts: tuple[str, ...] = ("relu", "silu", "gelu")
     bn: tuple[bool, ...] = (True, False)
+    max_macs: int | None = None
+    num_classes: int = 10
 
     def __post_init__(self):
         if len(self.input_shape) != 3 or any(not isinstance(v, int) or v < 1 for v in self.input_shape):
@@ -139,6 +144,10 @@ class MacroSpace:
         bad = [a for a in self.acts if a not in ACTIVATIONS]
         if bad:
             raise ValueError(f"unknown activation {bad[0]!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.max_macs is not None and (not isinstance(self.max_macs, int) or self.max_macs < 1):
+            raise ValueError(f"max_macs must be a positive integer; got {self.max_macs!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer; got {self.num_classes!r}")
         self.check()
 
     # -- validity ----------------------------------------------------------------------------------------------------
@@ -157,10 +166,39 @@ class MacroSpace:
                                  f"({'/'.join(self.downs)}) collapses it; allow down 'none' or 'stride', use fewer "
                                  "stages or larger inputs")
             h, w = nh, nw
+        if self.max_macs is not None:
+            cheapest = self.cheapest()
+            cost = count_macs(cheapest, self.input_shape, self.num_classes)
+            if cost > self.max_macs:
+                raise ValueError(f"the search space has no architecture of at most {self.max_macs:,} MACs: the "
+                                 f"cheapest needs {cost:,}; raise --max-macs or allow narrower, shallower or "
+                                 "smaller-kernel stages")
+
+    def cheapest(self) -> Genotype:
+        """The valid genotype of fewest MACs (narrowest, shallowest, smallest kernels; the downsampling that costs
+        least, found by trying every combination)."""
+        import itertools
+
+        best, best_cost = None, None
+        for downs in itertools.product(self.downs, repeat=self.num_stages):
+            g = Genotype(tuple(Stage(min(self.depths), min(self.widths), min(self.kernels), d, self.acts[0])
+                               for d in downs), self.bn[0])
+            if not self._fits(g):
+                continue
+            cost = count_macs(g, self.input_shape, self.num_classes)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = g, cost
+        if best is None:  # (check() refused such a space before)
+            raise ValueError("the search space has no valid architecture")
+        return best
+
+    def _fits(self, genotype: Genotype) -> bool:
+        sizes = stage_sizes(genotype, tuple(self.input_shape[1:]))
+        return len(sizes) == self.num_stages and sizes[-1][0] >= 1
 
     def is_valid(self, genotype: Genotype, input_size: tuple[int, int] | None = None) -> bool:
-        """Whether ``genotype`` is in this space and keeps a map of at least 1x1 to the end on ``input_size``
-        (H, W; default the space's)."""
+        """Whether ``genotype`` is in this space, keeps a map of at least 1x1 to the end on ``input_size`` (H, W;
+        default the space's) and costs at most ``max_macs`` (when set) on it."""
         size = tuple(input_size) if input_size is not None else tuple(self.input_shape[1:])
         if len(genotype.stages) != self.num_stages or genotype.bn not in self.bn:
             return False
@@ -169,7 +207,10 @@ class MacroSpace:
                     or s.down not in self.downs or s.act not in self.acts):
                 return False
         sizes = stage_sizes(genotype, size)
-        return len(sizes) == self.num_stages and sizes[-1][0] >= 1
+        if not (len(sizes) == self.num_stages and sizes[-1][0] >= 1):
+            return False
+        return self.max_macs is None or count_macs(genotype, (self.input_shape[0], *size),
+                                                    self.num_classes) <= self.max_macs
 
     # -- sampling ----------------------------------------------------------------------------------------------------
     def _stage(self, rng: random.Random) -> Stage:
@@ -235,3 +276,20 @@ def macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int
     c, h, w = input_shape
     model = create_model(genotype.to_spec(), num_classes=num_classes, in_chans=c, input_size=(h, w))
     return int(summarize(model, tuple(input_shape)).macs)
+
+
+def count_macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int = 10) -> int:
+    """The same count as :func:`macs` from the sizes alone, without building the network (microseconds: the
+    search tests ``max_macs`` on every draw). Per convolution ``H_out * W_out * C_out * C_in * k * k``, and the
+    classifier's ``width * num_classes``; pooling, BatchNorm and activations cost none."""
+    c, h, w = input_shape
+    total = 0
+    for s in genotype.stages:
+        for i in range(s.depth):
+            if s.down == "stride" and i == s.depth - 1:
+                h, w = (h + 1) // 2, (w + 1) // 2  # (the stage's last convolution is the strided one)
+            total += h * w * s.width * c * s.kernel * s.kernel
+            c = s.width
+        if s.down in ("max", "avg"):
+            h, w = h // 2, w // 2
+    return total + c * num_classes
