@@ -10,22 +10,29 @@ applies its operations on ``s0``/``s1`` at stride 2, halving the map. Operations
 average without the padding); ``skip_connect`` is the identity (a factorized reduction at stride 2); ``none``
 is zero (used only inside the search).
 
-The search itself (the supernet, the architecture steps) is :mod:`convolab.experiments.nas.darts`; it imports the
+The registered model ``darts_net`` builds :class:`DartsNetwork` from a genotype: by default the paper's published
+second-order CIFAR-10 cell (:data:`DARTS_V2`), or one that ``convolab search --strategy darts`` found (its
+``genotype.json``, given as a path, a dict or JSON text). A run records the genotype itself, so it reloads without
+the file. The search (the supernet, the architecture steps) is :mod:`convolab.experiments.nas.darts`; it takes the
 operations and :class:`CellGenotype` from here, so a found cell and the network trained from it share one definition.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from convolab.layers import GlobalAvgPool2d
 from convolab.models._base import ConvClassifier
+from convolab.models._registry import register_model
 
-__all__ = ["PRIMITIVES", "OPS", "CellGenotype", "DartsNetwork", "ReLUConvBN", "FactorizedReduce", "Zero"]
+__all__ = ["PRIMITIVES", "OPS", "CellGenotype", "DARTS_V2", "DartsNetwork", "ReLUConvBN", "FactorizedReduce", "Zero",
+           "resolve_genotype", "darts_net"]
 
 PRIMITIVES = ("none", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
               "max_pool_3x3", "avg_pool_3x3")
@@ -153,6 +160,58 @@ class CellGenotype:
                              "reduce_concat") from None
 
 
+# The cell the paper reports for CIFAR-10 with the second-order architecture gradient ("DARTS (second order)",
+# Liu et al. 2019, Fig. 4 and 5; "DARTS_V2" in the authors' code): the normal cell mostly 3x3 separable convolutions,
+# the reduction cell max-pools and skips. Index 0/1: the cells' inputs s0/s1; 2 + i: intermediate node i.
+DARTS_V2 = CellGenotype(
+    normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1),   # node 0
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),   # node 1
+            ("sep_conv_3x3", 1), ("skip_connect", 0),   # node 2
+            ("skip_connect", 0), ("dil_conv_3x3", 2)),  # node 3
+    reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1),
+            ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2),
+            ("skip_connect", 2), ("max_pool_3x3", 1)),
+    normal_concat=(2, 3, 4, 5), reduce_concat=(2, 3, 4, 5))
+
+_GENOTYPE_FORMS = ("None (the paper's DARTS_V2 cell), a CellGenotype, a genotype dict, its JSON text, or the path of "
+                   "a JSON file holding one (bare or under \"genotype\", as `convolab search --strategy darts` writes)")
+
+
+def resolve_genotype(genotype: CellGenotype | dict | str | os.PathLike | None) -> CellGenotype:
+    """The :class:`CellGenotype` that ``genotype`` gives: ``None`` -> :data:`DARTS_V2`; a :class:`CellGenotype`;
+    a dict (:meth:`CellGenotype.to_dict`'s, or a ``{"genotype": {...}}`` wrapper as ``genotype.json``); JSON text of
+    either; or the path of a JSON file holding either.
+
+    Raises:
+        ValueError: ``genotype`` is none of these, or not a valid genotype (one line).
+        FileNotFoundError: a path that does not exist.
+    """
+    if genotype is None:
+        return DARTS_V2
+    if isinstance(genotype, CellGenotype):
+        return genotype
+    if isinstance(genotype, str) and genotype.lstrip().startswith("{"):
+        genotype = _parse_json(genotype, "genotype's JSON text")
+    elif isinstance(genotype, (str, os.PathLike)):
+        path = Path(genotype).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"genotype file {str(path)!r} does not exist; expected {_GENOTYPE_FORMS}")
+        genotype = _parse_json(path.read_text(encoding="utf-8"), f"genotype file {str(path)!r}")
+    if not isinstance(genotype, dict):
+        raise ValueError(f"genotype must be {_GENOTYPE_FORMS}; got {type(genotype).__name__} {genotype!r:.80}")
+    if isinstance(genotype.get("genotype"), dict):  # genotype.json of a search: the cell and what led to it
+        genotype = genotype["genotype"]
+    return CellGenotype.from_dict(genotype)
+
+
+def _parse_json(text: str, what: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} is not JSON ({e}); expected {_GENOTYPE_FORMS}") from None
+
+
 def reduction_layers(layers: int) -> tuple[int, ...]:
     """The cells that reduce: at a third and two thirds of the depth, as the paper's networks (none below 3)."""
     return tuple(sorted({layers // 3, 2 * layers // 3})) if layers >= 3 else ()
@@ -208,6 +267,12 @@ class DartsNetwork(ConvClassifier):
                  input_size: tuple[int, int] = (32, 32), init_channels: int = 16, layers: int = 8,
                  stem_multiplier: int = 3):
         super().__init__()
+        for arg, value in (("init_channels", init_channels), ("layers", layers), ("stem_multiplier", stem_multiplier)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer; got {value!r}")
+        if not isinstance(genotype, CellGenotype):
+            raise ValueError(f"genotype must be a CellGenotype (resolve_genotype reads the other forms); got "
+                             f"{type(genotype).__name__}")
         self.genotype = genotype
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, tuple(input_size)
         c = init_channels
@@ -228,10 +293,40 @@ class DartsNetwork(ConvClassifier):
         self.features = _CellStack(stem, cells)
         self.classifier = nn.Sequential(GlobalAvgPool2d(flatten=True), nn.Linear(c_p, num_classes))
         self.feature_info = [dict(module="features", num_chs=c_p, reduction=reduction)]
-        # What a run records: the registry form ``darts_net(genotype=..., ...)`` this family would have once it is
-        # registered in convolab.models (until then load_run refuses the run with "unknown model darts_net").
-        kwargs = {"num_classes": num_classes, "in_chans": in_chans, "input_size": list(self.input_size),
-                  "genotype": genotype.to_dict(), "init_channels": init_channels, "layers": layers,
-                  "stem_multiplier": stem_multiplier}
-        self.convolab_cfg = {"name": "darts_net", **kwargs}
-        self.convolab_build = {"kind": "registry", "name": "darts_net", "kwargs": kwargs}
+        # What a run records: the registry form ``darts_net(genotype=..., ...)`` (create_model records its own
+        # arguments over it, through the setter below).
+        self.convolab_build = None
+        self.convolab_cfg = {"name": "darts_net", "num_classes": num_classes, "in_chans": in_chans,
+                             "input_size": list(self.input_size), "init_channels": init_channels, "layers": layers,
+                             "stem_multiplier": stem_multiplier}
+
+    @property
+    def convolab_cfg(self) -> dict:
+        """How the network is rebuilt (``create_model``'s name and arguments), the genotype as its dict."""
+        return self._convolab_cfg
+
+    @convolab_cfg.setter
+    def convolab_cfg(self, cfg: dict) -> None:
+        # create_model records the arguments it was given: a genotype given as a file's path (or JSON text) is
+        # recorded as the genotype itself, so the run reloads without the file.
+        self._convolab_cfg = {**cfg, "genotype": self.genotype.to_dict()}
+        if self.convolab_build is None or self.convolab_build.get("kind") == "registry":  # pruning etc. set their own
+            kwargs = {k: v for k, v in self._convolab_cfg.items() if k != "name"}
+            self.convolab_build = {"kind": "registry", "name": self._convolab_cfg["name"], "kwargs": kwargs}
+
+
+@register_model(year=2019, default_cfg=dict(num_classes=10, in_chans=3, input_size=(32, 32)))
+def darts_net(*, num_classes: int = 10, in_chans: int = 3, input_size: tuple[int, int] | None = None,
+              genotype: CellGenotype | dict | str | os.PathLike | None = None, init_channels: int = 16,
+              layers: int = 8, stem_multiplier: int = 3, **kwargs) -> DartsNetwork:
+    """DARTS: a stack of searched cells, by default the paper's second-order CIFAR-10 cell (Liu et al., 2019).
+
+    Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search", ICLR 2019. ``genotype``: ``None`` (the
+    paper's cell, :data:`DARTS_V2`), a dict, its JSON text, or the path of ``genotype.json`` that ``convolab search
+    --strategy darts`` wrote (see :func:`resolve_genotype`). The defaults (16 channels, 8 cells) are the search
+    network's size; the paper's CIFAR-10 network is ``init_channels=36, layers=20`` (3.3M parameters, without its
+    auxiliary head and drop-path, which this model does not have).
+    """
+    return DartsNetwork(resolve_genotype(genotype), num_classes=num_classes, in_chans=in_chans,
+                        input_size=input_size or (32, 32), init_channels=init_channels, layers=layers,
+                        stem_multiplier=stem_multiplier, **kwargs)

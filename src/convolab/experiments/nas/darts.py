@@ -402,9 +402,10 @@ def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_chan
 
 def train_network(genotype: CellGenotype, config, *, init_channels: int = 16, layers: int = 8):
     """Train the network of ``genotype`` (:class:`DartsNetwork`) from scratch with ``config`` (a ``TrainConfig``);
-    returns the loop's :class:`convolab.train.loop.TrainResult`. ``config.json`` of the run records the model as
-    ``config.model``; the genotype is in ``genotype.json`` beside it (reloading the run needs the network family
-    registered with the model registry: see the module docstring of :mod:`convolab.models.darts`)."""
+    returns the loop's :class:`convolab.train.loop.TrainResult`. The run records the model as the registry's
+    ``darts_net`` with the genotype among its arguments, so ``convolab.load_run`` rebuilds it; ``genotype.json``
+    beside it repeats the genotype. ``convolab train --model darts_net --model-arg genotype=PATH`` trains the same
+    network from the command line."""
     from convolab.data import load_dataset
     from convolab.runs.session import make_trainer
 
