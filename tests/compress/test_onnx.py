@@ -127,8 +127,8 @@ def assert_single_file(result: OnnxExport) -> None:
 # One model of every other family in the slow suite (CI); the rest of the zoo (deeper and wider members of the same
 # families: 45-76 s each for efficientnet_b6/b7, resnet152, convnext_large) only in `make test-full`, marked
 # exhaustive. A test below keeps this list covering every family.
-PER_FAMILY = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "mobilenet_v3_small", "nin",
-              "se_resnet18", "shufflenet_v2_x0_5", "vgg11_bn")
+PER_FAMILY = ("alexnet", "convnext_tiny", "darts_net", "densenet121", "efficientnet_b0", "googlenet",
+              "mobilenet_v3_small", "nin", "se_resnet18", "shufflenet_v2_x0_5", "vgg11_bn")
 
 
 def _zoo_params() -> list:
