@@ -181,3 +181,19 @@ def test_cli_names_a_missing_genotype_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "nope.json' does not exist" in err, err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_network_trained_by_train_network_reloads(digits_config, tmp_path):
+    """The other way a found cell is trained (``convolab.experiments.nas.darts.train_network``, a DartsNetwork
+    given to the trainer): the run records the registry's darts_net, so load_run rebuilds it."""
+    from convolab.experiments.nas.darts import train_network
+
+    result = train_network(OTHER, digits_config(tmp_path / "run", epochs=1, plots=False, model="darts_net"),
+                           init_channels=4, layers=3)
+    run = convolab.load_run(result.run_dir)
+    assert run.build["name"] == "darts_net" and run.model.genotype == OTHER
+    assert n_params(run.model) == result.summary["params"]
+    data = load_dataset("digits", val_fraction=run.config["dataset"]["val_fraction"], seed=run.config["seed"])
+    with torch.no_grad():
+        logits = run.model.eval()(Normalizer(run.mean, run.std)(data.test.images))
+    assert int((logits.argmax(1) == data.test.labels).sum()) / len(logits) == result.summary["test_accuracy"]
