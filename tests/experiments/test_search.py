@@ -2,6 +2,7 @@
 a real run on digits), and DARTS through the CLI."""
 
 import json
+import shlex
 
 import pytest
 
@@ -97,3 +98,8 @@ def test_cli_darts_derives_a_cell(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert code == 0 and "normal" in json.dumps(info["genotype"])
     assert json.loads((out / "genotype.json").read_text())["genotype"] == info["genotype"]
+    # the printed command trains the found cell from scratch
+    retrain = shlex.split(info["retrain"])
+    assert retrain[:5] == ["convolab", "train", "--model", "darts_net", "--model-arg"]
+    assert main([*retrain[1:], "--model-arg", "init_channels=4", "layers=3", "--epochs", "1", "--quiet",
+                 "--no-plots", "--out", str(tmp_path / "retrained")]) == 0

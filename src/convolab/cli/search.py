@@ -8,6 +8,7 @@ through ``--storage``. darts trains a supernet of DARTS cells with architecture 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from convolab.cli._common import HelpFormatter, TrainFlagsParser, positive_int, print_json
@@ -159,7 +160,10 @@ def _darts(args: argparse.Namespace, base, out: Path) -> int:
                           max_skips=args.max_skips or None, init_channels=args.init_channels, layers=args.layers,
                           steps=args.nodes)
     info = {"genotype": result.genotype.to_dict(), "stop_reason": result.stop_reason,
-            "run_dir": str(result.run_dir) if result.run_dir else None, "per_epoch": result.genotypes}
+            "run_dir": str(result.run_dir) if result.run_dir else None, "per_epoch": result.genotypes,
+            "retrain": shlex.join(["convolab", "train", "--model", "darts_net", "--model-arg",
+                                   f"genotype={Path(result.run_dir or out) / 'genotype.json'}", "--data",
+                                   str(base.data)])}
     if args.json:
         print_json(info)
         return 0
@@ -168,4 +172,5 @@ def _darts(args: argparse.Namespace, base, out: Path) -> int:
     if result.stop_reason:
         print(f"stopped early: {result.stop_reason}")
     print(f"written: {out}/genotype.json (the supernet's run folder)")
+    print("retrain the cell from scratch: " + info["retrain"])
     return 0

@@ -172,6 +172,10 @@ class Trainer:
                                                     in_chans=self.data.in_chans,
                                                     input_size=cfg.input_size or self.data.input_size[1:],
                                                     **cfg.model_args())  # --input-size: resized in the model
+        if given["model"] is None and cfg.model_kwargs:  # an argument naming a file (darts_net's genotype=PATH) is
+            recorded = getattr(self.model, "convolab_cfg", None) or {}  # kept as what the model read from it, so
+            self.config = cfg = replace(cfg, model_kwargs={  # the checkpoints resume without the file
+                k: recorded.get(k, v) for k, v in cfg.model_kwargs.items()})
         if given["model"] is None and self.resume_state is None:  # --init, drawn after the seed like the model's own
             init_weights(self.model, cfg.init)
         self.param_counts = prepare_transfer(self.model, cfg, fresh=self.resume_state is None)  # --init-from, --freeze
