@@ -4,6 +4,7 @@ channels, deriving a genotype, the skip-collapse guard, and a short search on di
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,7 @@ from convolab.experiments.nas.darts import (
     darts_search,
     derive_genotype,
     first_order_arch_grad,
+    random_cell,
     second_order_arch_grad,
     train_network,
 )
@@ -154,6 +156,38 @@ def _search_config(digits_config, out, **overrides):
 
 
 @pytest.mark.slow
+def test_random_cells_cover_the_derivable_space():
+    """random_cell draws what derive_genotype can give (two different earlier states per node, never none), with
+    every operation and input position reached, deterministically per seed."""
+    import random
+
+    rng = random.Random(0)
+    cells = [random_cell(rng, steps=3) for _ in range(300)]
+    ops, sources = set(), set()
+    for c in cells:
+        for edges in (c.normal, c.reduce):
+            for node in range(3):
+                (op_a, a), (op_b, b) = edges[2 * node], edges[2 * node + 1]
+                assert a != b and 0 <= a < 2 + node and 0 <= b < 2 + node
+                ops |= {op_a, op_b}
+                sources |= {(node, a), (node, b)}
+        assert c.normal_concat == c.reduce_concat == (2, 3, 4)
+    assert ops == set(PRIMITIVES) - {"none"}
+    assert sources == {(n, s) for n in range(3) for s in range(2 + n)}
+    assert random_cell(random.Random(5)) == random_cell(random.Random(5))
+    DartsNetwork(cells[0], num_classes=10, in_chans=1, input_size=(8, 8), init_channels=4, layers=3)
+
+
+def test_search_reads_the_image_size_the_config_gives(digits_config, tmp_path):
+    """--image-size reaches the supernet's data as it reaches train's (it was once dropped)."""
+    from convolab.experiments.nas.darts import _load
+
+    config = _search_config(digits_config, tmp_path / "s")
+    assert tuple(_load(config).input_size) == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"image_size \(12, 12\): the digits images are 8x8"):
+        _load(replace(config, image_size=[12, 12]))  # (the loader's own answer: it was given the size)
+
+
 def test_forced_skip_collapse_stops_a_real_search(digits_config, tmp_path):
     torch.manual_seed(0)
     net = SuperNet(num_classes=10, in_chans=1, init_channels=2, layers=3, steps=2)

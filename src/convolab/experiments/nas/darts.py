@@ -60,7 +60,7 @@ from convolab.train.callbacks.base import Callback
 from convolab.train.step import AlternatingStep
 
 __all__ = ["MixedOp", "SuperNet", "derive_genotype", "first_order_arch_grad", "second_order_arch_grad",
-           "DartsStep", "SkipCollapseGuard", "DartsResult", "darts_search", "train_network"]
+           "DartsStep", "SkipCollapseGuard", "DartsResult", "darts_search", "train_network", "random_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,31 @@ class DartsResult:
     summary: dict = field(default_factory=dict)
 
 
+def _load(config):
+    """The data as the training loop loads it for ``config`` (``--image-size`` and the memory limit included)."""
+    from convolab.data import load_dataset
+
+    return load_dataset(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+                        download=config.download, max_bytes=config.max_memory,
+                        image_size=tuple(config.image_size) if config.image_size is not None else None)
+
+
+def random_cell(rng, steps: int = 4) -> CellGenotype:
+    """A cell drawn uniformly from the space DARTS derives from: per node two different earlier states, each with
+    an operation other than ``none`` (the random-search baseline in DARTS's own space, Li & Talwalkar 2019)."""
+    ops = [p for p in PRIMITIVES if p != "none"]
+
+    def cell():
+        edges = []
+        for i in range(steps):
+            for src in sorted(rng.sample(range(2 + i), 2)):
+                edges.append((rng.choice(ops), src))
+        return tuple(edges)
+
+    concat = tuple(range(2, 2 + steps))
+    return CellGenotype(cell(), cell(), concat, concat)
+
+
 def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_channels: int = 8, layers: int = 5,
                  steps: int = 4, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, max_skips: int | None = 2,
                  model: SuperNet | None = None) -> DartsResult:
@@ -358,12 +383,11 @@ def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_chan
         max_skips: the collapse guard (None: off).
         model: a supernet built by the caller (for tests), else one is built for the data.
     """
-    from convolab.data import DeviceLoader, load_dataset
+    from convolab.data import DeviceLoader
     from convolab.runs.session import make_trainer
     from convolab.train.optim import create_optimizer
 
-    data = load_dataset(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
-                        download=config.download)
+    data = _load(config)
     if not len(data.val):
         raise ValueError("a DARTS search steps the architecture on validation batches; give a val_fraction > 0")
     torch.manual_seed(config.seed)
@@ -406,11 +430,9 @@ def train_network(genotype: CellGenotype, config, *, init_channels: int = 16, la
     ``darts_net`` with the genotype among its arguments, so ``convolab.load_run`` rebuilds it; ``genotype.json``
     beside it repeats the genotype. ``convolab train --model darts_net --model-arg genotype=PATH`` trains the same
     network from the command line."""
-    from convolab.data import load_dataset
     from convolab.runs.session import make_trainer
 
-    data = load_dataset(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
-                        download=config.download)
+    data = _load(config)
     torch.manual_seed(config.seed)
     net = DartsNetwork(genotype, num_classes=data.num_classes, in_chans=data.in_chans,
                        input_size=tuple(data.input_size[1:]), init_channels=init_channels, layers=layers)
