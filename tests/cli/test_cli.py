@@ -393,6 +393,20 @@ def test_models_json_and_pattern(capsys):
     assert_one_line_error(code, err, "no model matches 'nosuchnet*'")
 
 
+def test_models_shows_the_options_create_model_takes(capsys):
+    """One model: its --model-arg keys, exactly the ones create_model accepts (a wrong one names them too)."""
+    from convolab.models import create_model
+
+    code, stdout, _ = cli(["models", "darts_net"], capsys)
+    assert code == 0 and "options (--model-arg KEY=VALUE): genotype, init_channels, layers, stem_multiplier" in stdout
+    code, stdout, _ = cli(["models", "unet", "--json"], capsys)
+    options = json.loads(stdout)[0]["options"]
+    assert "depth" in options and "base_channels" in options
+    with pytest.raises(ValueError) as e:
+        create_model("unet", num_classes=2, in_chans=1, input_size=(32, 32), no_such_option=1)
+    assert all(o in str(e.value) for o in options)
+
+
 
 def test_models_lists_segmentation_and_clip_models(capsys):
     expected = {  # name: (input kind, parameters, shown at)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the models matching the pattern, counting each one's parameters on the meta device."""
     import torch
 
-    from convolab.models import create_model, list_models, model_entries
+    from convolab.models import create_model, list_models, model_entries, model_options
 
     if args.spec_help:
         from convolab.models.spec import spec_help
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         rows.append({"name": e.name, "family": e.family, "params": params, "input": e.input_kind,
                      "shown_at": f"{'x'.join(map(str, shape))}, {classes} classes",  # clips: CxTxHxW
-                     "year": e.year, "description": e.description})
+                     "year": e.year, "description": e.description, "options": model_options(e.name)})
     if args.json:
         print_json(rows)
         return 0
@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['name']:<{w}}  {r['family']:<12} {r['params']:>12,}  {r['shown_at']:<25} {r['input']:<12} "
               f"{r['year'] or '':<5} {r['description']}")
+    if len(rows) == 1 and rows[0]["options"]:
+        print(f"\noptions (--model-arg KEY=VALUE): {', '.join(rows[0]['options'])}")
     print("\n`convolab train --model NAME` adapts a model to the dataset's channels, classes and image size")
     return 0
