@@ -9,7 +9,7 @@ import pytest
 
 from convolab.cli import build_parser
 from convolab.cli.docs import END, START, main, options_table, replace_table, write_table
-from convolab.cli.options import option_fields
+from convolab.train.flags import option_fields
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

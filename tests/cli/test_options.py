@@ -10,8 +10,8 @@ import pytest
 from tests.cli.test_cli import assert_one_line_error, cli
 
 from convolab.cli import build_parser, main, train_config
-from convolab.cli.options import flag_of, option_fields
 from convolab.train.config import TrainConfig
+from convolab.train.flags import flag_of, option_fields
 from convolab.train.options import GROUPS, integer, number
 
 TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
@@ -248,3 +248,29 @@ def test_help_lists_the_verbs_and_the_groups(capsys):
     section = out.split("\ncheckpoints, resuming")[1].split("\nsegmentation and clips:")[0]
     assert "\n  --resume RUN" in section and "\n  --checkpoint-every N" in section
     assert "(default: True)" not in out  # --no-download, --quiet ... are switches, not values
+
+
+@pytest.mark.parametrize("argv,name,value", FLAG_CASES, ids=[" ".join(argv) for argv, _, _ in FLAG_CASES])
+def test_the_library_reads_flags_as_the_command_line(argv, name, value):
+    """convolab.train.flags.read_flags (what the experiments use, without the CLI) gives the same TrainConfig as
+    `convolab train`'s own parser, and the same set of options given."""
+    from convolab.cli._common import explicit_options
+    from convolab.train.flags import config_from_flags, read_flags
+
+    config, given = read_flags(argv)
+    assert config == train_config(argv) == config_from_flags(argv)
+    assert given == explicit_options(["train", *argv]) - {"func"} == {name}  # (func: the verb's handler)
+
+
+def test_the_library_refuses_what_train_refuses_in_one_line():
+    from convolab.train.flags import read_flags
+
+    for argv, expected in ((["--lr", "0"], "argument --lr: "), (["--epochs", "x"], "argument --epochs: "),
+                           (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+                           (["--resume"], "unrecognized arguments: --resume"),  # the verb's, not a setting
+                           (["--help"], "--help is not a training flag")):
+        with pytest.raises(ValueError) as e:
+            read_flags(argv)
+        text = str(e.value)
+        assert expected in text and text.endswith("(flags of `convolab train`; see `convolab train --help`)"), text
+        assert "\n" not in text

@@ -18,9 +18,9 @@ from scipy import stats as sps
 
 from convolab.atomic import write_json
 from convolab.cli import main
-from convolab.cli.compare import train_flags
 from convolab.experiments import stats
 from convolab.experiments.compare import RunResult, _result, _write_outputs, check_variant, compare
+from convolab.train.flags import read_flags as train_flags
 
 COMMON = ["--data", "digits", "--epochs", "1"]
 
@@ -118,8 +118,6 @@ def test_api_refuses_bad_seeds_and_jobs(tmp_path):
                     parse_flags=train_flags)
     with pytest.raises(ValueError, match="no variants"):
         compare(tmp_path / "c", {}, 2, parse_flags=train_flags)
-    with pytest.raises(ValueError, match="parse_flags"):
-        compare(tmp_path / "c", {"a": []}, 2)
     assert not (tmp_path / "c").exists()
 
 
@@ -323,3 +321,13 @@ def test_ctrl_c_stops_the_runs_and_says_how_to_continue(tmp_path):
     assert rest.strip().splitlines()[-1] == "convolab compare: interrupted"
     assert _training_processes(out) == []  # nothing left training
     assert not (out / "results.csv").exists()
+
+
+def test_the_library_needs_no_flag_parser(tmp_path):
+    """compare, check_variant and run_study read train's flags themselves (convolab.train.flags) when no parser is
+    given: the Python API works without the command line."""
+    from convolab.experiments.compare import check_variant as check
+
+    assert check("a", ["--act", "tanh"], COMMON) == check("a", ["--act", "tanh"], COMMON, train_flags)
+    with pytest.raises(ValueError, match="variant b: argument --lr: "):
+        check("b", ["--lr", "0"], COMMON)

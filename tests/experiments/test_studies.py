@@ -7,10 +7,10 @@ import pytest
 from scipy import stats
 
 from convolab.cli import main
-from convolab.cli.compare import train_flags
 from convolab.experiments import studies
 from convolab.experiments.compare import check_variant
 from convolab.experiments.studies import STUDIES, Study, compound_grid, get_study, pair_verdict, run_study
+from convolab.train.flags import read_flags as train_flags
 
 
 @pytest.mark.parametrize("name", [n for n in STUDIES if n != "compound-scaling"])

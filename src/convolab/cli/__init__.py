@@ -1,7 +1,7 @@
 """The ``convolab`` command: one verb per capability, each a thin module over the library.
 
 Each verb is a module here with ``register(subparsers)`` and ``run(args)``. The training options of ``train`` and
-``lr-find`` are generated from ``TrainConfig``'s field metadata (``convolab.cli.options``). User mistakes print one
+``lr-find`` are generated from ``TrainConfig``'s field metadata (``convolab.train.flags``). User mistakes print one
 line (what is wrong, what would be right) and exit with code 2; set ``CONVOLAB_DEBUG=1`` to see the traceback
 instead.
 """

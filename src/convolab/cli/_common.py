@@ -11,6 +11,7 @@ from typing import Any
 
 # (every command builds the whole parser, train's options included, so importing TrainConfig here costs nothing more)
 from convolab.train import options as config_types
+from convolab.train.flags import arg_type  # noqa: F401  (the verbs' option types use it)
 
 __all__ = ["EXIT_USAGE", "USER_ERRORS", "Parser", "HelpFormatter", "arg_type", "float_arg", "positive_int",
            "positive_float", "fraction", "error_line", "one_line", "print_json", "explicit_options",
@@ -78,21 +79,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "\n" in text.strip():
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
-
-
-def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
-    """An argparse type from a parser that raises ``ValueError`` (``convolab.train.config``'s ``TextType``): its
-    message becomes argparse's (``argument --lr: must be > 0, got 0``) instead of ``invalid value``."""
-
-    def parse_arg(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse_arg.__name__ = name or getattr(parse, "name", None) or getattr(parse, "__name__", "value")
-    parse_arg.__wrapped__ = parse  # type: ignore[attr-defined]  (the docs table reads the type's name)
-    return parse_arg
 
 
 def float_arg(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:

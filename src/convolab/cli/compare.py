@@ -5,17 +5,13 @@ interval, Welch's t-test against the first variant); re-running the command trai
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import re
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from convolab.cli._common import HelpFormatter, TrainFlagsParser, explicit_options, positive_int, print_json
+from convolab.cli._common import HelpFormatter, TrainFlagsParser, positive_int, print_json
 
 if TYPE_CHECKING:
-    from convolab.train.config import TrainConfig
+    pass
 
 HELP = "train variants x seeds of `convolab train` and compare them with statistics"
 
@@ -28,25 +24,6 @@ _EPILOG = """examples:
 Each run is OUT/<variant>/seed-<s> (a normal run directory; its output in OUT/<variant>/seed-<s>.log); the results
 are in OUT/results.csv, OUT/results.json and OUT/plots/compare.png. Run the same command again after an interruption:
 finished runs are kept, killed ones resume from their checkpoint, only the rest train."""
-
-
-def train_flags(argv: Sequence[str]) -> tuple[TrainConfig, set[str]]:
-    """``convolab train ARGV``'s TrainConfig and the options ARGV sets, by train's own parser (what
-    ``convolab.experiments.compare`` checks each variant with); argparse's error as a one-line ValueError."""
-    from convolab.cli import build_parser
-    from convolab.cli.options import config_from_args
-
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            args = build_parser().parse_args(["train", *argv])
-    except SystemExit as e:
-        lines = err.getvalue().strip().splitlines()
-        message = "--help is not a training flag" if e.code == 0 else lines[-1] if lines else "refused"
-        message = re.sub(r"^convolab( train)?: error: ", "", message)
-        message = re.sub(r" \(see `convolab( train)? --help`\)$", "", message)
-        raise ValueError(f"{message} (flags of `convolab train`; see `convolab train --help`)") from None
-    return config_from_args(args), explicit_options(["train", *argv])
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -83,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    result = compare(args.out, variants, args.seeds, common=args.common, jobs=args.jobs, metric=args.metric, say=say,
-                     parse_flags=train_flags)
+    result = compare(args.out, variants, args.seeds, common=args.common, jobs=args.jobs, metric=args.metric, say=say)
     if args.json:
         print_json(result.to_dict())
     else:

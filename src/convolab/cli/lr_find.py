@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convolab.cli._common import HelpFormatter, float_arg, fraction, positive_float, positive_int, print_json
-from convolab.cli.options import add_config_options, config_from_args
+from convolab.train.flags import add_config_options, config_from_args
 from convolab.train.lr_finder import RAMPS
 
 HELP = "the learning-rate range test: which --lr to train with"

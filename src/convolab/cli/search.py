@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/search-{args.name}")
     if args.strategy == "darts":
         return _darts(args, base, out)
-    from convolab.cli.train import train_config
     from convolab.data import load_dataset
     from convolab.experiments.nas.space import MacroSpace
     from convolab.experiments.search import pareto, search_architectures
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     result = search_architectures(args.name, strategy=args.strategy, trials=args.trials, space=space,
                                   population=args.population, sample=args.sample, seed=args.seed,
                                   storage=args.storage, out=out, common=base, pruner=args.pruner,
-                                  parse_flags=train_config, heartbeat=args.heartbeat)
+                                  heartbeat=args.heartbeat)
     if args.json:
         print_json(result.to_dict())
         return 0 if result.best else 1

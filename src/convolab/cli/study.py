@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convolab.cli.compare import train_flags
     from convolab.experiments.studies import STUDIES, run_study
 
     if args.list or not args.name:
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     verdict = run_study(args.name, args.out, seeds=args.seeds, jobs=args.jobs, epochs=args.epochs,
-                        extra=args.common, parse_flags=train_flags, say=say)
+                        extra=args.common, say=say)
     if args.json:
         print_json(verdict.to_dict())
     else:

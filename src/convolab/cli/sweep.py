@@ -86,7 +86,6 @@ def _common_config(flags: Sequence[str]):
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from convolab.cli.train import train_config
     from convolab.experiments.sweep import best_table, sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # convolab says what happens, once
@@ -99,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = sweep(args.name, args.space, args.trials, storage=args.storage, out=args.out, common=base,
                        metric=args.metric, direction=args.direction, pruner=args.pruner, sampler=args.sampler,
-                       sampler_seed=args.sampler_seed, parse_flags=train_config, heartbeat=args.heartbeat)
+                       sampler_seed=args.sampler_seed, heartbeat=args.heartbeat)
     finally:
         for logger, level in zip(quieted, levels):
             logger.setLevel(level)

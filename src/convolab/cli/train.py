@@ -7,8 +7,8 @@ import os
 from collections.abc import Sequence
 
 from convolab.cli._common import HelpFormatter, explicit_options, print_json
-from convolab.cli.options import add_config_options, config_from_args, given_fields
 from convolab.train.config import TrainConfig
+from convolab.train.flags import add_config_options, config_from_args, given_fields
 
 HELP = "train a model on a dataset, writing a run directory"
 

@@ -44,7 +44,7 @@ PLAN, RESULTS_CSV, RESULTS_JSON, PLOT = "compare.json", "results.csv", "results.
 _LOCK = ".compare.lock"
 _KIND = "convolab-compare"
 # `convolab train`'s flags -> (the TrainConfig they give, the argparse destinations they set); a ValueError for a flag
-# train refuses. The parser is the CLI's (convolab.cli.compare.train_flags): this layer may not import it.
+# train refuses (convolab.train.flags.read_flags, the default).
 FlagParser = Callable[[Sequence[str]], tuple[TrainConfig, set[str]]]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RESERVED = ("plots",)  # OUT/plots holds the figure
@@ -166,12 +166,13 @@ def _check_name(name: str) -> None:
                          f"digit){', not ' + name if name in _RESERVED else ''}; e.g. --variant relu='--act relu'")
 
 
-def check_variant(name: str, flags: Sequence[str], common: Sequence[str], parse_flags: FlagParser) -> dict:
+def check_variant(name: str, flags: Sequence[str], common: Sequence[str],
+                  parse_flags: FlagParser | None = None) -> dict:
     """Check a variant as ``convolab train`` would before any data loads; returns its ``TrainConfig`` as a dict
     (less ``seed`` and the settings that do not change results), the variant's definition in ``compare.json``.
 
-    ``parse_flags``: train's own parser (``convolab.cli.compare.train_flags``): flags -> (TrainConfig, the options
-    given), a ValueError for a flag train refuses.
+    ``parse_flags``: flags -> (TrainConfig, the options given), a ValueError for a flag train refuses (default:
+    :func:`convolab.train.flags.read_flags`, the options of ``convolab train``).
 
     Raises:
         ValueError: one line naming the variant: a bad name, a flag train refuses, a flag compare owns, an unknown
@@ -179,7 +180,9 @@ def check_variant(name: str, flags: Sequence[str], common: Sequence[str], parse_
     """
     from convolab.models import get_model_entry
     from convolab.models.spec import resolve_model_name
+    from convolab.train.flags import read_flags
 
+    parse_flags = parse_flags or read_flags
     _check_name(name)
     for who, argv in (("the common train flags", list(common)), (f"variant {name}", list(flags))):
         try:
@@ -421,8 +424,8 @@ def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int |
         jobs: training processes at once.
         metric: a number of summary.json (``test_accuracy``, ``test_loss``, ``test_mean_iou`` ...).
         say: where the progress lines go.
-        parse_flags: ``convolab train``'s parser of flags, ``convolab.cli.compare.train_flags`` (required: the
-            experiments layer may not import the CLI, so its caller hands it down).
+        parse_flags: the parser of the flags (default :func:`convolab.train.flags.read_flags`: ``convolab
+            train``'s options).
 
     Returns:
         The statistics per variant and every run (failed ones included, with their log's last line).
@@ -432,8 +435,6 @@ def compare(out: str | os.PathLike, variants: dict[str, list[str]], seeds: int |
             defines a variant otherwise; after the runs: a metric that no summary.json has.
     """
     out = Path(out).expanduser()
-    if parse_flags is None:
-        raise ValueError("compare() needs parse_flags=convolab.cli.compare.train_flags (train's own flag parser)")
     if not variants:
         raise ValueError("no variants to compare; give at least one, e.g. --variant relu='--act relu'")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)

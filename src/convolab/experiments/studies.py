@@ -283,8 +283,8 @@ def run_study(name: str, out: str | Path | None = None, *, seeds: int = 3, jobs:
         jobs: training processes at once.
         epochs: the training budget (default: the study's).
         extra: more ``convolab train`` flags for every variant (``--batch-size 256``).
-        parse_flags: ``convolab train``'s flag parser (``convolab.cli.compare.train_flags``), which checks every
-            variant before anything runs (see :func:`convolab.experiments.compare.compare`).
+        parse_flags: the flag parser (default ``convolab.train.flags.read_flags``: ``convolab train``'s), which
+            checks every variant before anything runs (see :func:`convolab.experiments.compare.compare`).
 
     Raises:
         ValueError: an unknown study, or a flag ``convolab train`` refuses (before anything runs).

@@ -8,8 +8,8 @@ Two levels:
   building the ``TrainConfig`` before anything trains, and runs the study.
 - :func:`run_study` is what it stands on, reusable by any search (the architecture search calls it with a
   ``suggest`` that builds a ``spec:`` model): ``suggest(trial)`` returns the trial's training options, as a dict of
-  ``TrainConfig`` fields (``{"lr": 0.01, "model": "spec:..."}``) or, when a ``parse_flags`` is given (the CLI passes
-  ``convolab.cli.train.train_config``), as a list of ``convolab train`` flags. The options go over ``common``.
+  ``TrainConfig`` fields (``{"lr": 0.01, "model": "spec:..."}``) or as a list of ``convolab train`` flags (read by
+  ``parse_flags``, default :func:`convolab.train.flags.config_from_flags`). The options go over ``common``.
 
 The study. An Optuna study named NAME in ``storage`` (default ``sqlite:///OUT/study.db``); every worker that runs
 the same study with the same storage joins it (``load_if_exists``), on one machine or many (PostgreSQL). The
@@ -509,8 +509,7 @@ def _base_config(common: TrainConfig | Mapping[str, Any] | Sequence[str],
     if not flags:
         return TrainConfig(), []
     if parse_flags is None:
-        raise ValueError("common training flags need parse_flags (e.g. convolab.cli.train.train_config) to read "
-                         "them; or give common as a dict of TrainConfig fields")
+        from convolab.train.flags import config_from_flags as parse_flags
     return parse_flags(flags), flags
 
 
@@ -539,7 +538,8 @@ def run_study(name: str, suggest: Callable[[Any], Mapping[str, Any] | Sequence[s
         sampler: ``"tpe"``, ``"random"``, or an Optuna sampler; ``sampler_seed`` seeds a named one.
         signature: what defines the study besides the common options and the metric (a sweep's space, a search's
             space): stored in the study; a worker that brings another one is refused.
-        parse_flags: reads ``convolab train`` flags into a ``TrainConfig`` (the CLI's ``train_config``).
+        parse_flags: reads ``convolab train`` flags into a ``TrainConfig`` (default
+            :func:`convolab.train.flags.config_from_flags`).
         heartbeat, grace: seconds between heartbeats of a running trial, and after which a silent one is failed.
         wait: once the study is full, wait for the other workers' running trials to end before returning (so the
             result is final), and replace any that fails meanwhile (a killed worker's); False: return at once.
@@ -667,8 +667,7 @@ def _train_trial(study, store, trial, suggest, base: TrainConfig, common_flags: 
                 config = _config(base, options, out=str(run_dir), overwrite=False)
             else:
                 if parse_flags is None:
-                    raise ValueError("suggest returned flags; give parse_flags to read them, or return a dict of "
-                                     "TrainConfig fields")
+                    from convolab.train.flags import config_from_flags as parse_flags
                 if not common_flags and base != TrainConfig():
                     raise ValueError("suggest returned flags: give the common options as flags too (they are read "
                                      "together), or return a dict of TrainConfig fields")

@@ -2,7 +2,7 @@
 
 Each field carries its command-line option in its metadata (``convolab.train.options.option``: ``help``,
 ``group``, ``flag``, ``metavar``, ``choices``, ``type``, ``nargs``, ``cli``), so the option is defined once:
-``convolab.cli.options`` builds the parser of ``convolab train`` and ``convolab lr-find`` from it, and
+``convolab.train.flags`` builds the parser of ``convolab train`` and ``convolab lr-find`` from it, and
 ``convolab.cli.docs`` the README's table.
 """
 

@@ -1,7 +1,7 @@
 """The command-line side of ``TrainConfig``'s fields: the option groups, the text types and ``option()``.
 
 A field declared with :func:`option` carries its command-line option in its metadata (``help``, ``group``,
-``flag``, ``metavar``, ``choices``, ``type``, ``nargs``, ``cli``); ``convolab.cli.options`` builds the parsers
+``flag``, ``metavar``, ``choices``, ``type``, ``nargs``, ``cli``); ``convolab.train.flags`` builds the parsers
 from it and ``convolab.cli.docs`` the README's table. A :class:`TextType` reads a value from its text and raises
 ``ValueError`` with one line saying what it expected.
 """

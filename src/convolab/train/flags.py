@@ -1,22 +1,45 @@
-"""``TrainConfig``'s options on the command line, generated from its fields' metadata (defined once, in
-``convolab.train.config``): one function adds them to a verb's parser, one builds the config from the parsed
-arguments. ``convolab train`` and ``convolab lr-find`` share both."""
+"""``TrainConfig``'s options as command-line flags, generated from its fields' metadata (defined once, in
+``convolab.train.config``): one function adds them to a parser, one builds the config from the parsed arguments
+(``convolab train`` and ``convolab lr-find`` share both), and :func:`read_flags` / :func:`config_from_flags` read
+a list of ``convolab train`` flags without the command line -- what the experiments (``compare``, ``sweep``,
+``search``, the studies) train their variants and trials from.
+
+It lives in the training layer, not in ``convolab.cli``, so that the library reads flags exactly as the command
+line does without importing it."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
+import contextlib
+import io
+import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import MISSING, Field, fields
 from typing import TYPE_CHECKING, Any
 
-from convolab.cli._common import arg_type
 from convolab.train.config import TrainConfig
 from convolab.train.options import GROUPS
 
 if TYPE_CHECKING:
     from argparse import _ArgumentGroup
 
-__all__ = ["option_fields", "flag_of", "add_config_options", "config_from_args", "given_fields"]
+__all__ = ["option_fields", "flag_of", "add_config_options", "config_from_args", "given_fields", "arg_type",
+           "read_flags", "config_from_flags"]
+
+
+def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ``ValueError`` (``convolab.train.config``'s ``TextType``): its
+    message becomes argparse's (``argument --lr: must be > 0, got 0``) instead of ``invalid value``."""
+
+    def parse_arg(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse_arg.__name__ = name or getattr(parse, "name", None) or getattr(parse, "__name__", "value")
+    parse_arg.__wrapped__ = parse  # type: ignore[attr-defined]  (the docs table reads the type's name)
+    return parse_arg
 
 
 def option_fields(*, groups: Collection[str] | None = None, exclude: Collection[str] = (),
@@ -86,3 +109,45 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 def given_fields(explicit: Collection[str]) -> set[str]:
     """The ``TrainConfig`` fields among ``explicit`` (the destinations given on the command line)."""
     return {f.name for f in option_fields()} & set(explicit)
+
+
+class _Refused(Exception):
+    pass
+
+
+class _FlagParser(argparse.ArgumentParser):
+    def error(self, message: str):  # (argparse would print the usage and exit)
+        raise _Refused(message)
+
+
+def _parser(suppress: bool = False) -> argparse.ArgumentParser:
+    p = _FlagParser(prog="convolab train", add_help=False)  # (abbreviations as the command line takes them)
+    add_config_options(p)
+    if suppress:  # only what the flags give
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+    return p
+
+
+def read_flags(argv: Sequence[str]) -> tuple[TrainConfig, set[str]]:
+    """``convolab train ARGV``'s ``TrainConfig`` and the fields ARGV sets, read by the same options the command
+    line has (the verb's own ``--json`` and ``--resume`` are not training settings and are refused). A flag train
+    would refuse is a one-line ``ValueError`` (``argument --lr: must be > 0, got 0 (flags of `convolab train`;
+    see `convolab train --help`)``)."""
+    argv = [str(a) for a in argv]
+    if any(a in ("-h", "--help") for a in argv):
+        raise ValueError("--help is not a training flag (flags of `convolab train`; see `convolab train --help`)")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = _parser().parse_args(argv)
+            given = set(vars(_parser(suppress=True).parse_args(argv)))
+        config = config_from_args(args)
+    except _Refused as e:
+        message = re.sub(r"^convolab( train)?: error: ", "", str(e))
+        raise ValueError(f"{message} (flags of `convolab train`; see `convolab train --help`)") from None
+    return config, given
+
+
+def config_from_flags(argv: Sequence[str]) -> TrainConfig:
+    """``convolab train ARGV``'s ``TrainConfig`` (:func:`read_flags` without the set of given fields)."""
+    return read_flags(argv)[0]
