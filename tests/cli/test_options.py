@@ -29,7 +29,8 @@ DEFAULTS = dict(
     compile=False, cuda_graphs=False, tensorboard=False, checkpoints=True, checkpoint_every=0, deterministic=False,
     on_nan="stop", nan_patience=3, early_stopping=None, monitor="val_accuracy", min_delta=0.0,
     stop_at_loss=None, stop_at_accuracy=None, seed=0,
-    device="auto", engine="torch", val_fraction=0.1, image_size=None, download=True, channels_last=True,
+    device="auto", engine="torch", val_fraction=0.1, train_size=None, image_size=None, download=True,
+    channels_last=True,
     max_memory=None, frames=None, dice_weight=0.0, ignore_index=255, pipeline_stages=1, model_kwargs={},
     act=None, init="default", init_from=None, freeze=None, lr_decay_per_stage=1.0, input_size=None, progress=True,
     plots=True)
@@ -96,6 +97,7 @@ FLAG_CASES = [
     (["--device", "cpu"], "device", "cpu"),
     (["--engine", "numpy"], "engine", "numpy"),
     (["--val-fraction", "0"], "val_fraction", 0.0),
+    (["--train-size", "500"], "train_size", 500),
     (["--image-size", "64x48"], "image_size", [64, 48]),
     (["--model-arg", "base_channels=16", "widths=[8,16]", "act=gelu"], "model_kwargs",
      {"base_channels": 16, "widths": [8, 16], "act": "gelu"}),

@@ -178,12 +178,13 @@ def test_random_cells_cover_the_derivable_space():
     DartsNetwork(cells[0], num_classes=10, in_chans=1, input_size=(8, 8), init_channels=4, layers=3)
 
 
-def test_search_reads_the_image_size_the_config_gives(digits_config, tmp_path):
+def test_search_reads_the_data_settings_the_config_gives(digits_config, tmp_path):
     """--image-size reaches the supernet's data as it reaches train's (it was once dropped)."""
     from convolab.experiments.nas.darts import _load
 
     config = _search_config(digits_config, tmp_path / "s")
     assert tuple(_load(config).input_size) == (1, 8, 8)
+    assert len(_load(replace(config, train_size=100)).train) == 100  # --train-size too
     with pytest.raises(ValueError, match=r"image_size \(12, 12\): the digits images are 8x8"):
         _load(replace(config, image_size=[12, 12]))  # (the loader's own answer: it was given the size)
 

@@ -70,6 +70,40 @@ class ImageDataset:
         """(C, H, W), or (C, T, H, W) for clips: what a model of this data takes per sample."""
         return tuple(int(v) for v in self.train.images.shape[1:])
 
+    def with_train_size(self, n: int, seed: int = 0) -> ImageDataset:
+        """This dataset with ``n`` images of the training split, drawn per class in proportion to its share (exactly
+        ``n``: the rounding remainder goes to the classes with the largest fractions; by seed). The validation and
+        test splits and the normalisation statistics (of the whole training split) are unchanged. Segmentation
+        masks have no class per image: their ``n`` images are drawn uniformly."""
+        import dataclasses
+
+        import numpy as np
+
+        total = len(self.train)
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"--train-size must be a positive number of images; got {n!r}")
+        if n > total:
+            raise ValueError(f"--train-size {n:,} exceeds the {total:,} images of {self.name}'s training split")
+        if n == total:
+            return self
+        rng = np.random.default_rng(seed)
+        if self.task == "segmentation":
+            keep = np.sort(rng.choice(total, n, replace=False))
+        else:
+            y = self.train.labels.numpy()
+            classes, counts = np.unique(y, return_counts=True)
+            share = counts * n / total
+            quota = np.floor(share).astype(int)
+            extra = n - quota.sum()
+            quota[np.argsort(-(share - quota), kind="stable")[:extra]] += 1
+            keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), q, replace=False)
+                                           for c, q in zip(classes, quota)]))
+        idx = torch.from_numpy(keep)
+        images = self.train.images
+        images = images.subset(keep) if hasattr(images, "subset") else images[idx]
+        groups = None if self.train.groups is None else self.train.groups[idx]
+        return dataclasses.replace(self, train=Split(images, self.train.labels[idx], groups))
+
     def describe(self) -> str:
         shape = "x".join(str(v) for v in self.input_size)
         what = {"clips": "clips", "segmentation": "images with masks"}.get(self.task, "images")

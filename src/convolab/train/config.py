@@ -210,6 +210,10 @@ class TrainConfig:
     val_fraction: float = option(0.1, group="data", type=fraction,
                                  help="share of the training split held out for validation (lr-find holds out the "
                                       "same images)")
+    train_size: int | None = option(group="data", type=positive_int, metavar="N",
+                                    help="train on N images of the training split, drawn per class in proportion "
+                                         "(by --seed); validation and test splits unchanged: quick trials, search "
+                                         "proxies, learning curves")
     image_size: list[int] | None = option(group="data", type=hxw, metavar="HxW",
                                           help="resize every image of a folder dataset to HxW (or SxS) pixels; "
                                                "needed for folders of large photos (longer side over 1,024), which "

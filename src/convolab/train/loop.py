@@ -166,6 +166,9 @@ class Trainer:
             cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download,
             image_size=tuple(cfg.image_size) if cfg.image_size is not None else None, max_bytes=cfg.max_memory,
             frames=cfg.frames)
+        if given["data"] is None and cfg.train_size is not None:  # (a caller's data is the caller's to cut)
+            self.data = self.data.with_train_size(cfg.train_size, cfg.seed)
+            log.info("--train-size %d: training on %s", cfg.train_size, self.data.describe())
         self.task = self.task_class(cfg, self.data)
         self.task.check()
         self.model = given["model"] or create_model(cfg.model, num_classes=self.data.num_classes,

@@ -345,9 +345,10 @@ def _load(config):
     """The data as the training loop loads it for ``config`` (``--image-size`` and the memory limit included)."""
     from convolab.data import load_dataset
 
-    return load_dataset(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+    data = load_dataset(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                         download=config.download, max_bytes=config.max_memory,
                         image_size=tuple(config.image_size) if config.image_size is not None else None)
+    return data if config.train_size is None else data.with_train_size(config.train_size, config.seed)
 
 
 def random_cell(rng, steps: int = 4) -> CellGenotype:
