@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.convolab-installed
 PYTEST_ARGS ?=
+# test processes (pytest-xdist), each with one thread (tests/conftest.py); 0 runs the suite in this process
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 .PHONY: help install data browser postgres demo test test-slow test-all test-full lint bench clean
 
@@ -40,16 +43,16 @@ demo: data
 	$(BIN)/convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 --out runs/demo --overwrite
 
 test: data browser
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: data browser postgres
-	$(BIN)/python -m pytest -q -m "slow and not exhaustive" $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not exhaustive" $(PYTEST_ARGS)
 
 test-all: data browser postgres
-	$(BIN)/python -m pytest -q -m "not exhaustive" $(PYTEST_ARGS)
+	$(PYTEST) -m "not exhaustive" $(PYTEST_ARGS)
 
 test-full: data browser postgres
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

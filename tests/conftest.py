@@ -9,6 +9,11 @@ then gives each test an empty cache of its own.
 from __future__ import annotations
 
 import logging
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # (before torch loads) `make test` runs one worker per core: one thread
+    os.environ["OMP_NUM_THREADS"] = "1"  # each, for the tests and the processes they start -- threads of two
+    os.environ["MKL_NUM_THREADS"] = "1"  # processes spinning on the same two cores made training 10x slower here
 
 import pytest
 
