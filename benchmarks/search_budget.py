@@ -8,9 +8,10 @@ with convolab's default recipe, against ``tutorial_cnn``, which costs as many MA
   (``--max-macs``). Prints, per strategy, the best validation accuracy (mean +- sample std over the seeds) and the
   test accuracy of the chosen network (kept beside it, never used to choose), Welch's test between the two, and
   draws the best-so-far curves (``OUT/search_budget.png``).
-* ``--part retrain``: the best candidate of every search (by validation accuracy) -- the search's answer -- and
-  ``tutorial_cnn``, each trained from scratch with the default recipe (``convolab train --model ...``) for
-  ``--retrain-seeds`` seeds with ``convolab compare``; prints both, the MACs of each, and Welch's test.
+* ``--part retrain``: the best candidate of every search (by validation accuracy) -- the search's answer --,
+  ``tutorial_cnn`` and the hand-designed zoo models of ``--zoo``, each trained from scratch with the default recipe
+  (``convolab train --model ...``) for ``--retrain-seeds`` seeds with ``convolab compare``; prints each one's MACs
+  and test accuracy, and Welch's test of the searched network against ``tutorial_cnn``.
 * ``--part darts``: DARTS (first order, partial channels) against random search in DARTS's own cell space, at
   equal wall time: see :func:`darts_part`. On a CPU the supernet is small (4 channels, 3 cells of 3 nodes by
   default) and both sides train on 6,000 training images (``--darts-train-size``): DARTS's separable and dilated
@@ -130,18 +131,18 @@ def retrain_part(args, out: Path, macro: dict) -> dict:
     every = [r for rows in macro["results"].values() for r in rows]
     best = max(every, key=lambda r: r["best_val"])
     variants = {"tutorial_cnn": ["--model", "tutorial_cnn"], "searched": ["--model", best["best_spec"]]}
+    variants.update({name: ["--model", name] for name in args.zoo.split(",") if name and name not in variants})
     shape, classes = _shape(args.data)
     macs = {name: summarize(create_model(flags[1], num_classes=classes, in_chans=shape[0], input_size=shape[1:]),
                             shape).macs for name, flags in variants.items()}
-    print(f"\nretraining from scratch with the default recipe, {args.retrain_seeds} seeds each:\n"
-          f"  searched  {macs['searched'] / 1e6:.3f} M MACs  {best['best_spec']}  (val {best['best_val']:.4f} "
-          f"in the search)\n  tutorial_cnn  {macs['tutorial_cnn'] / 1e6:.3f} M MACs", flush=True)
+    print(f"\nretraining from scratch with the default recipe, {args.retrain_seeds} seeds each (the best network "
+          f"of every search, val {best['best_val']:.4f} there: {best['best_spec']}):", flush=True)
     result = compare(out / "retrain", variants, args.retrain_seeds, common=["--data", args.data, "--no-plots"],
                      metric="test_accuracy", say=print)
     print(result.table())
     values = {name: [r.value for r in result.runs if r.variant == name and r.value is not None] for name in variants}
-    for name, vals in values.items():
-        print(f"  {name:<13} test accuracy {_fmt(vals)}  ({macs[name] / 1e6:.3f} M MACs)")
+    for name, vals in sorted(values.items(), key=lambda kv: macs[kv[0]]):
+        print(f"  {name:<13} {macs[name] / 1e6:7.3f} M MACs   test accuracy {_fmt(vals)}")
     w = welch_test(values["searched"], values["tutorial_cnn"])
     if w is not None:
         print(f"  searched - tutorial_cnn: {w.diff:+.4f}, Welch p = {w.p:.3f}; MACs ratio "
@@ -161,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=3)
     p.add_argument("--max-macs", default="tutorial_cnn", help="the networks' MACs cap (a count or a model)")
     p.add_argument("--retrain-seeds", type=int, default=3)
+    p.add_argument("--zoo", default="lenet5", help="zoo models retrained beside tutorial_cnn and the "
+                   "searched network (comma-separated)")
     p.add_argument("--darts-epochs", type=int, default=2, help="DARTS search epochs")
     p.add_argument("--darts-channels", type=int, default=4, help="first width of the supernet and the cells")
     p.add_argument("--darts-layers", type=int, default=3, help="cells of the supernet and the trained cells")
