@@ -16,7 +16,7 @@ from convolab.models.spec import SpecError
 
 
 def _diff(a: Genotype, b: Genotype) -> int:
-    n = int(a.bn != b.bn)
+    n = int(a.bn != b.bn) + int(a.head != b.head)
     for sa, sb in zip(a.stages, b.stages):
         n += sum(getattr(sa, g) != getattr(sb, g) for g in ("depth", "width", "kernel", "down", "act"))
     return n
@@ -149,3 +149,19 @@ def test_cheapest_is_the_minimum_and_a_cap_below_it_is_one_line():
                                          f"{lowest:,}"):
         MacroSpace((1, 16, 16), num_stages=2, depths=(1, 2), widths=(4, 8), kernels=(3, 5), max_macs=lowest - 1)
     MacroSpace((1, 16, 16), num_stages=2, depths=(1, 2), widths=(4, 8), kernels=(3, 5), max_macs=lowest)
+
+
+def test_the_fc_head_is_the_tutorials_and_counted():
+    """head='fc': flatten, a hidden layer of HIDDEN units with the last stage's activation, then the classifier the
+    spec builder adds; its MACs by hand and by the summary."""
+    from convolab.experiments.nas.space import HIDDEN
+
+    g = Genotype((Stage(1, 16, 3, "max", "relu"), Stage(1, 32, 3, "max", "gelu")), True, "fc")
+    assert g.to_spec().endswith(f"maxpool(2),flatten,fc({HIDDEN}),gelu")
+    model = create_model(g.to_spec(), num_classes=10, in_chans=1, input_size=(28, 28))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32 * 7 * 7, HIDDEN), (HIDDEN, 10)]
+    by_hand = 28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 32 * 7 * 7 * HIDDEN + HIDDEN * 10
+    assert count_macs(g, (1, 28, 28)) == macs(g, (1, 28, 28)) == by_hand
+    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g
+    assert Genotype.from_dict({"stages": g.to_dict()["stages"]}).head == "gap"  # records from before the gene

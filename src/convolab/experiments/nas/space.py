@@ -3,10 +3,13 @@
 Per stage the genes are ``depth`` (convolutions), ``width`` (their output channels), ``kernel`` (their size,
 ``p=same``), ``down`` (how the stage ends: ``max``/``avg`` 2x2 pooling, ``stride``: its last convolution at
 stride 2, or ``none``) and ``act`` (the activation after each convolution); one network-wide gene says whether
-BatchNorm follows each convolution. A :class:`Genotype` is a frozen dataclass that round-trips through JSON
-(:meth:`Genotype.to_dict` / :meth:`Genotype.from_dict`) and becomes a ``spec:`` model name
-(:meth:`Genotype.to_spec`), so ``convolab train --model 'spec:...'`` trains the found network from scratch and
-its run reloads with nothing else (the head, ``gap, fc``, is added by the spec builder)::
+BatchNorm follows each convolution, and one which head ends the network: ``gap`` (global average pooling, then the
+classifier: NiN's head) or ``fc`` (flatten, a hidden layer of :data:`HIDDEN` units with the last stage's
+activation, then the classifier: the tutorials' head, which holds many weights for few MACs). A
+:class:`Genotype` is a frozen dataclass that round-trips through JSON (:meth:`Genotype.to_dict` /
+:meth:`Genotype.from_dict`) and becomes a ``spec:`` model name (:meth:`Genotype.to_spec`), so ``convolab train
+--model 'spec:...'`` trains the found network from scratch and its run reloads with nothing else (the classifier
+is added by the spec builder)::
 
     space = MacroSpace(input_shape=(1, 28, 28))
     g = space.sample(random.Random(0))
@@ -19,13 +22,16 @@ a downsampling stage needs a map at least 2 pixels on each side, otherwise the m
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-__all__ = ["Stage", "Genotype", "MacroSpace", "DOWNSAMPLING", "ACTIVATIONS", "macs", "count_macs", "stage_sizes"]
+__all__ = ["Stage", "Genotype", "MacroSpace", "DOWNSAMPLING", "ACTIVATIONS", "HEADS", "HIDDEN", "macs", "count_macs",
+           "stage_sizes"]
 
 DOWNSAMPLING = ("max", "avg", "stride", "none")
 ACTIVATIONS = ("relu", "silu", "gelu", "elu", "leakyrelu", "tanh", "sigmoid")  # names the spec grammar knows
 _GENES = ("depth", "width", "kernel", "down", "act")
+HEADS = ("gap", "fc")
+HIDDEN = 128  # the fc head's hidden units
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Genotype:
 
     stages: tuple[Stage, ...]
     bn: bool = True
+    head: str = "gap"  # "gap" or "fc" (see the module docstring)
 
     def to_spec(self) -> str:
         """The ``spec:...`` model name of this network (no head: the spec builder adds ``gap, fc``)."""
@@ -61,18 +68,20 @@ class Genotype:
                 items.append(strided)
             elif s.down in ("max", "avg"):
                 items.append(f"{s.down}pool(2)")
+        if self.head == "fc":  # (the spec builder adds the classifier after the hidden layer, gap and fc otherwise)
+            items.append(f"flatten,fc({HIDDEN}),{self.stages[-1].act}")
         return "spec:" + ",".join(items)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (``from_dict`` reads it back)."""
-        return {"stages": [asdict(s) for s in self.stages], "bn": self.bn}
+        return {"stages": [asdict(s) for s in self.stages], "bn": self.bn, "head": self.head}
 
     @classmethod
     def from_dict(cls, data: dict) -> Genotype:
         """The genotype ``to_dict`` wrote. Raises ValueError on a malformed dict."""
         try:
             stages = tuple(Stage(**{k: s[k] for k in _GENES}) for s in data["stages"])
-            return cls(stages, bool(data.get("bn", True)))
+            return cls(stages, bool(data.get("bn", True)), str(data.get("head", "gap")))
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a macro genotype ({e}); expected {{'stages': [{{'depth', 'width', 'kernel', "
                              "'down', 'act'}}, ...], 'bn': true}}") from None
@@ -107,7 +116,7 @@ class MacroSpace:
     Args:
         input_shape: (C, H, W) of the images.
         num_stages: stages per network.
-        depths, widths, kernels, downs, acts, bn: the values each gene may take.
+        depths, widths, kernels, downs, acts, bn, heads: the values each gene may take.
         max_macs: when given, only networks of at most this many multiply-accumulates per image are in the space
             (to search at the cost of a hand-designed network or below); counted by :func:`count_macs`.
         num_classes: the classifier's outputs (its MACs count towards ``max_macs``).
@@ -121,6 +130,7 @@ class MacroSpace:
     downs: tuple[str, ...] = DOWNSAMPLING
     acts: tuple[str, ...] = ("relu", "silu", "gelu")
     bn: tuple[bool, ...] = (True, False)
+    heads: tuple[str, ...] = HEADS
     max_macs: int | None = None
     num_classes: int = 10
 
@@ -129,7 +139,7 @@ class MacroSpace:
             raise ValueError(f"input_shape must be (C, H, W) of positive integers; got {self.input_shape!r}")
         if not isinstance(self.num_stages, int) or self.num_stages < 1:
             raise ValueError(f"num_stages must be a positive integer; got {self.num_stages!r}")
-        for name in ("depths", "widths", "kernels", "downs", "acts", "bn"):
+        for name in ("depths", "widths", "kernels", "downs", "acts", "bn", "heads"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is empty; give at least one choice")
         if any(not isinstance(d, int) or d < 1 for d in self.depths):
@@ -144,6 +154,9 @@ class MacroSpace:
         bad = [a for a in self.acts if a not in ACTIVATIONS]
         if bad:
             raise ValueError(f"unknown activation {bad[0]!r}; choose from {', '.join(ACTIVATIONS)}")
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad:
+            raise ValueError(f"unknown head {bad[0]!r}; choose from {', '.join(HEADS)}")
         if self.max_macs is not None and (not isinstance(self.max_macs, int) or self.max_macs < 1):
             raise ValueError(f"max_macs must be a positive integer; got {self.max_macs!r}")
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
@@ -180,9 +193,9 @@ class MacroSpace:
         import itertools
 
         best, best_cost = None, None
-        for downs in itertools.product(self.downs, repeat=self.num_stages):
+        for downs, head in itertools.product(itertools.product(self.downs, repeat=self.num_stages), self.heads):
             g = Genotype(tuple(Stage(min(self.depths), min(self.widths), min(self.kernels), d, self.acts[0])
-                               for d in downs), self.bn[0])
+                               for d in downs), self.bn[0], head)
             if not self._fits(g):
                 continue
             cost = count_macs(g, self.input_shape, self.num_classes)
@@ -200,7 +213,8 @@ class MacroSpace:
         """Whether ``genotype`` is in this space, keeps a map of at least 1x1 to the end on ``input_size`` (H, W;
         default the space's) and costs at most ``max_macs`` (when set) on it."""
         size = tuple(input_size) if input_size is not None else tuple(self.input_shape[1:])
-        if len(genotype.stages) != self.num_stages or genotype.bn not in self.bn:
+        if (len(genotype.stages) != self.num_stages or genotype.bn not in self.bn
+                or genotype.head not in self.heads):
             return False
         for s in genotype.stages:
             if (s.depth not in self.depths or s.width not in self.widths or s.kernel not in self.kernels
@@ -221,22 +235,25 @@ class MacroSpace:
         """A valid genotype drawn uniformly among the valid ones (rejection sampling; the space was checked to
         hold at least one)."""
         while True:
-            g = Genotype(tuple(self._stage(rng) for _ in range(self.num_stages)), rng.choice(self.bn))
+            g = Genotype(tuple(self._stage(rng) for _ in range(self.num_stages)), rng.choice(self.bn),
+                         rng.choice(self.heads))
             if self.is_valid(g):
                 return g
 
     def genes(self, genotype: Genotype) -> list[tuple[int | None, str]]:
         """The mutable genes: (stage index, gene name) for each stage gene with more than one choice, and
-        (None, "bn") when BatchNorm is a choice."""
+        (None, "bn") when BatchNorm is a choice, (None, "head") when the head is."""
         out: list[tuple[int | None, str]] = [(i, g) for i in range(len(genotype.stages)) for g in _GENES
                                              if len(self._choices(g)) > 1]
         if len(self.bn) > 1:
             out.append((None, "bn"))
+        if len(self.heads) > 1:
+            out.append((None, "head"))
         return out
 
     def _choices(self, gene: str) -> tuple:
         return {"depth": self.depths, "width": self.widths, "kernel": self.kernels, "down": self.downs,
-                "act": self.acts, "bn": self.bn}[gene]
+                "act": self.acts, "bn": self.bn, "head": self.heads}[gene]
 
     def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
         """``genotype`` with exactly one gene changed to another of its values, the result valid (Real et al.
@@ -244,18 +261,18 @@ class MacroSpace:
         valid (a space with one choice per gene)."""
         options = []
         for i, gene in self.genes(genotype):
-            current = genotype.bn if i is None else getattr(genotype.stages[i], gene)
+            current = getattr(genotype, gene) if i is None else getattr(genotype.stages[i], gene)
             for value in self._choices(gene):
                 if value != current:
                     options.append((i, gene, value))
         rng.shuffle(options)
         for i, gene, value in options:
             if i is None:
-                child = Genotype(genotype.stages, value)
+                child = replace(genotype, **{gene: value})
             else:
                 stages = list(genotype.stages)
                 stages[i] = Stage(**{**asdict(stages[i]), gene: value})
-                child = Genotype(tuple(stages), genotype.bn)
+                child = replace(genotype, stages=tuple(stages))
             if self.is_valid(child):
                 return child
         return genotype
@@ -263,7 +280,7 @@ class MacroSpace:
     def size(self) -> int:
         """How many genotypes the space holds (valid or not)."""
         per_stage = len(self.depths) * len(self.widths) * len(self.kernels) * len(self.downs) * len(self.acts)
-        return per_stage ** self.num_stages * len(self.bn)
+        return per_stage ** self.num_stages * len(self.bn) * len(self.heads)
 
 
 def macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int = 10) -> int:
@@ -281,7 +298,8 @@ def macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int
 def count_macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int = 10) -> int:
     """The same count as :func:`macs` from the sizes alone, without building the network (microseconds: the
     search tests ``max_macs`` on every draw). Per convolution ``H_out * W_out * C_out * C_in * k * k``, and the
-    classifier's ``width * num_classes``; pooling, BatchNorm and activations cost none."""
+    classifier's ``width * num_classes`` (the ``fc`` head: ``features * HIDDEN + HIDDEN * num_classes``); pooling,
+    BatchNorm and activations cost none."""
     c, h, w = input_shape
     total = 0
     for s in genotype.stages:
@@ -292,4 +310,6 @@ def count_macs(genotype: Genotype, input_shape: tuple[int, int, int], num_classe
             c = s.width
         if s.down in ("max", "avg"):
             h, w = h // 2, w // 2
+    if genotype.head == "fc":
+        return total + c * h * w * HIDDEN + HIDDEN * num_classes
     return total + c * num_classes
