@@ -110,6 +110,22 @@ def test_a_redefined_variant_and_a_foreign_run_folder_are_refused(tmp_path, caps
     assert json.loads((out / "compare.json").read_text()) == plan  # untouched
 
 
+def test_a_comparison_from_before_a_new_setting_resumes():
+    """A definition stored before TrainConfig had a field (here: train_size, once new) is the same variant when this
+    call leaves the field at its default -- and a different one when it does not."""
+    from convolab.experiments.compare import _merge_plan
+
+    now = check_variant("a", ["--act", "tanh"], COMMON, train_flags)
+    before = {k: v for k, v in now.items() if k != "train_size"}
+    plan = {"kind": "convolab-compare", "format": 1, "seeds": [0],
+            "variants": {"a": {"argv": ["--act", "tanh"], "config": before}}}
+    merged = _merge_plan(plan, Path("cmp"), {"a": {"argv": ["--act", "tanh"], "config": now}}, [0, 1])
+    assert merged["seeds"] == [0, 1]
+    changed = check_variant("a", ["--act", "tanh", "--train-size", "100"], COMMON, train_flags)
+    with pytest.raises(ValueError, match="variant a in cmp was trained as"):
+        _merge_plan(plan, Path("cmp"), {"a": {"argv": ["--act", "tanh"], "config": changed}}, [0])
+
+
 def test_api_refuses_bad_seeds_and_jobs(tmp_path):
     for seeds, jobs, match in ((0, 1, "--seeds must be >= 1"), ([0, 0], 1, "distinct"), ([-1], 1, "distinct"),
                                (2, 0, "--jobs must be >= 1")):

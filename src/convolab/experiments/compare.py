@@ -228,12 +228,19 @@ def _read_plan(out: Path) -> dict:
     return plan
 
 
+def _differs(old: dict, new: dict) -> bool:
+    """Whether a variant's stored definition and this call's differ. A setting the stored one lacks (a field
+    convolab added since) counts as its default, so a new version resumes an old comparison."""
+    default = _definition(TrainConfig().to_dict())
+    return any(old.get(key, default.get(key)) != value for key, value in new.items())
+
+
 def _merge_plan(plan: dict, out: Path, defined: dict[str, dict], seeds: list[int]) -> dict:
     """The plan with this call's variants and seeds added; a variant already there must be defined the same."""
     variants = dict(plan["variants"])
     for name, d in defined.items():
         old = variants.get(name)
-        if old is not None and old["config"] != d["config"]:
+        if old is not None and _differs(old["config"], d["config"]):
             changed = config_differences(old["config"], d["config"]) or ["its settings"]
             raise ValueError(f"variant {name} in {out} was trained as `{shlex.join(old['argv'])}`, now "
                              f"`{shlex.join(d['argv'])}` ({', '.join(changed).replace('run:', 'before:')}); "
