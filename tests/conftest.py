@@ -14,6 +14,11 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):  # (before torch loads) `make test` runs one worker per core: one thread
     os.environ["OMP_NUM_THREADS"] = "1"  # each, for the tests and the processes they start -- threads of two
     os.environ["MKL_NUM_THREADS"] = "1"  # processes spinning on the same two cores made training 10x slower here
+    import signal
+
+    # xdist's workers ignore SIGINT, and a process started with SIGINT ignored keeps ignoring it (Python installs
+    # no KeyboardInterrupt handler then): the tests that press Ctrl-C on a real process need the usual handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 
