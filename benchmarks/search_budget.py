@@ -18,7 +18,8 @@ with convolab's default recipe, against ``tutorial_cnn``, which costs as many MA
   convolutions run far from the CPU's peak.
 
 Every search is a normal study folder under ``OUT`` (SQLite), so a second run of this script resumes the missing
-candidates only. Timings are whatever the machine gave: run it on a quiet machine for figures to quote.
+candidates only; the DARTS part starts again each time (its folders under ``OUT/darts-s*`` are replaced).
+Timings are whatever the machine gave: run it on a quiet machine for figures to quote.
 
 Usage: python benchmarks/search_budget.py [--part macro|retrain|darts|all] [--seeds 3] [--trials 30]
        [--epochs 1] [--population 10] [--sample 3] [--max-macs tutorial_cnn] [--out runs/bench-search]
@@ -273,5 +274,4 @@ def darts_part(args, out: Path) -> dict:
 
 
 if __name__ == "__main__":
-    random.seed(0)
     sys.exit(main())

@@ -151,6 +151,8 @@ def test_cli_trains_a_genotype_file_and_the_run_reloads_without_it(tmp_path, cap
     assert code == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["build"]["kwargs"]["genotype"] == OTHER.to_dict()
+    # the settings a resume reads hold the genotype too, not the path (the trainer swaps it in after building)
+    assert config["config"]["model_kwargs"]["genotype"] == OTHER.to_dict()
     path.unlink()
     path.parent.rmdir()
     run = convolab.load_run(out)
