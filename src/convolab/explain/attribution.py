@@ -18,15 +18,34 @@ method                      what it computes                                    
                             (Sundararajan et al. 2017)
 ``occlusion``               drop in y_c when a patch is replaced by the baseline        captum
                             (Zeiler & Fergus 2014)
+``deconvnet``               dy_c/dx with each ReLU's backward replaced by ReLU(grad):   captum
+                            the grad passes where it is positive, whatever the input    Deconvolution
+                            (Zeiler & Fergus 2014)
+``guided-backprop``         dy_c/dx with each ReLU's backward passing the grad where    captum
+                            the input AND the grad are positive                          GuidedBackprop
+                            (Springenberg et al. 2015)
 ==========================  ==========================================================  ============
 
 The CAM family returns ``[N, H, W]`` at the input's resolution (bilinear upsampling of the layer's
 map); pixel methods return ``[N, C, H, W]``. ``y_c`` is the logit of the target class. The default
 layer is the model's last ``feature_info`` stage (the map ``forward_features`` returns), so no method
 needs per-model code.
+
+``deconvnet`` and ``guided-backprop`` change the backward pass of ReLUs, and captum can do that only
+for ``nn.ReLU`` modules. Before attributing, one forward pass counts the ReLUs in the autograd graph
+against the calls of ``nn.ReLU`` modules: a model that applies ReLU as a function (``F.relu``, as
+``googlenet`` and ``shufflenet_v1`` do), has no ReLU (``efficientnet``: SiLU, ``mobilenet_v2``:
+ReLU6), or mixes ReLUs with other activations (``mobilenet_v3``: Hardswish) is refused with one line,
+because those gradients would pass unmodified and the map would be a hybrid with no name. Sigmoid
+gates (squeeze-and-excitation) are allowed: the methods leave them alone by definition. Inplace ReLUs
+are fine (captum runs each on a copy of its input). Each ReLU also gets its input as a fresh view:
+captum hooks the gradient of the tensor a ReLU receives, and where that tensor feeds other layers too
+(the shared nodes of a DARTS cell) the hook would see, and rectify, their gradients as well.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +53,12 @@ from torch import nn
 
 from convolab.explain.layers import check_map_layer, resolve_layer
 
-__all__ = ["METHODS", "CAM_METHODS", "attribute", "check_method", "default_target", "integrated_gradients_gap",
-           "check_cam_head"]
+__all__ = ["METHODS", "CAM_METHODS", "PIXEL_METHODS", "RELU_METHODS", "attribute", "check_method",
+           "check_relu_network", "default_target", "integrated_gradients_gap", "check_cam_head"]
 
 CAM_METHODS = ("cam", "gradcam", "gradcam++")
-PIXEL_METHODS = ("saliency", "smoothgrad", "integrated-gradients", "occlusion")
+RELU_METHODS = ("deconvnet", "guided-backprop")  # pixel methods that modify the ReLUs' backward pass
+PIXEL_METHODS = ("saliency", "smoothgrad", "integrated-gradients", "occlusion") + RELU_METHODS
 METHODS = CAM_METHODS + PIXEL_METHODS
 IG_STEPS = 64  # integrated gradients: Gauss-Legendre points (completeness gap < 5 % on the tutorial CNNs)
 
@@ -90,6 +110,11 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: int | torc
 
     Returns:
         ``[N, H, W]`` for the CAM family, ``[N, C, H, W]`` for pixel attributions.
+
+    Raises:
+        ValueError: an unknown method, a bad target or layer, a model in training mode; for
+            ``deconvnet`` and ``guided-backprop`` a model whose nonlinearities are not all ``nn.ReLU``
+            modules (see :func:`check_relu_network`).
     """
     check_method(method)
     if x.dim() != 4:
@@ -117,6 +142,8 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: int | torc
         spread = float(x.detach().max() - x.detach().min()) or 1.0
         return NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=samples,
                                                       stdevs=noise * spread, target=tgt, abs=True).detach()
+    if method in RELU_METHODS:
+        return _modified_relu(model, x, tgt, deconv=method == "deconvnet")
     if method == "integrated-gradients":
         from captum.attr import IntegratedGradients
 
@@ -132,6 +159,98 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str, target: int | torc
                                      strides=(x.shape[1], stride, stride), baselines=baseline, target=tgt,
                                      perturbations_per_eval=per_eval)
     return occ.detach().to(x.dtype)  # captum accumulates in float32
+
+
+# Autograd nodes of elementwise activations that deconvnet / guided backprop would pass unmodified. Sigmoid and
+# Hardsigmoid are left out on purpose: in these models they gate channels (squeeze-and-excitation), and the
+# methods are defined as modifying the ReLUs only.
+_OTHER_ACTIVATIONS = {"Hardtanh": "ReLU6/Hardtanh", "Gelu": "GELU", "Silu": "SiLU", "Hardswish": "Hardswish",
+                      "Elu": "ELU/SELU", "Celu": "CELU", "LeakyRelu": "LeakyReLU", "Mish": "Mish",
+                      "Softplus": "Softplus", "PreluKernel": "PReLU", "Tanh": "Tanh", "Threshold": "Threshold",
+                      "RreluWithNoise": "RReLU"}  # autograd node name without "Backward<k>" -> the activation
+
+
+def _autograd_nodes(output: torch.Tensor) -> dict[str, int]:
+    """How many nodes of each operation (``Relu``, ``Conv``, ...) the autograd graph behind ``output`` holds."""
+    counts: dict[str, int] = {}
+    seen: set = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = re.sub(r"Backward\d*$", "", type(node).__name__)  # ReluBackward0 -> Relu
+        counts[name] = counts.get(name, 0) + 1
+        stack.extend(n for n, _ in node.next_functions)
+    return counts
+
+
+def check_relu_network(model: nn.Module, x: torch.Tensor, method: str = "guided-backprop") -> int:
+    """The number of ReLUs in ``model``'s forward pass on ``x``, or ValueError if ``method`` cannot reach them all.
+
+    ``deconvnet`` and ``guided-backprop`` (captum) override the backward of ``nn.ReLU`` modules only. One
+    forward pass compares the ReLU nodes of the autograd graph with the calls of ``nn.ReLU`` modules, and
+    looks for other activations: a ReLU applied as a function (``F.relu``), a model without ReLUs, or one
+    that also uses ReLU6, GELU, SiLU, Hardswish ... would give a map whose gradients pass partly
+    unmodified, so it is refused with one line naming what the model uses instead.
+    """
+    calls = 0
+
+    def count(*_):
+        nonlocal calls
+        calls += 1
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.enable_grad():
+            out = model(x.detach().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    nodes = _autograd_nodes(out if torch.is_tensor(out) else out[0])
+    relus = nodes.get("Relu", 0)
+    others: dict[str, int] = {}
+    for k, v in nodes.items():
+        if k in _OTHER_ACTIVATIONS:
+            others[_OTHER_ACTIVATIONS[k]] = others.get(_OTHER_ACTIVATIONS[k], 0) + v
+    name = type(model).__name__
+    used = ", ".join(f"{a} ({n}x)" for a, n in sorted(others.items(), key=lambda kv: -kv[1]))
+    if relus == 0:
+        raise ValueError(f"{method} changes how gradients pass through ReLUs, and {name} has none"
+                         f"{' (it uses ' + used + ')' if used else ''}; use saliency or integrated-gradients")
+    if calls < relus:
+        raise ValueError(f"{method} needs every ReLU to be an nn.ReLU module (captum overrides their backward), and "
+                         f"{name} applies {relus - calls} of its {relus} ReLUs as functions (F.relu, torch.relu), "
+                         "whose gradients would pass unmodified; use saliency or gradcam")
+    if others:
+        raise ValueError(f"{method} is defined for ReLU networks, and {name} also uses {used}, whose gradients "
+                         "would pass unmodified; use saliency or gradcam")
+    return relus
+
+
+def _fresh_input(_module: nn.Module, args: tuple) -> tuple:
+    # captum hooks the gradient of the tensor a ReLU receives; a view of it that only this call uses keeps
+    # other consumers' gradients (a DARTS node feeds several operations) out of that hook.
+    return (args[0].view_as(args[0]), *args[1:])
+
+
+def _modified_relu(model: nn.Module, x: torch.Tensor, tgt: torch.Tensor, deconv: bool) -> torch.Tensor:
+    """Deconvnet or guided backprop through captum, after :func:`check_relu_network`."""
+    import warnings
+
+    from captum.attr import Deconvolution, GuidedBackprop
+
+    check_relu_network(model, x[:1], "deconvnet" if deconv else "guided-backprop")
+    handles = [m.register_forward_pre_hook(_fresh_input) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with warnings.catch_warnings():  # captum warns on every call that it sets (and removes) ReLU hooks
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+            maps = (Deconvolution if deconv else GuidedBackprop)(model).attribute(x, target=tgt)
+    finally:
+        for h in handles:
+            h.remove()
+    return maps.detach()
 
 
 def _gradcam(model: nn.Module, x: torch.Tensor, tgt: torch.Tensor, module: nn.Module, plus: bool) -> torch.Tensor:
