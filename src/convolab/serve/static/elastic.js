@@ -1,0 +1,214 @@
+// Explain a unit (CNN Explainer's elastic view): a convolution's window sliding over each input channel, the
+// element-wise products, their sums, the bias and the output; an activation, a pooling window or the softmax with
+// their arithmetic.
+import { api, b64bytes, diverging, el, fmtNum, guarded, on, pngSrc, state } from "./common.js";
+
+const EXPLAINABLE = /Conv\dd|ReLU|GELU|SiLU|Sigmoid|Tanh|ELU|Hardswish|Hardsigmoid|Mish|Softplus|MaxPool|AvgPool/;
+const SHOWN_CHANNELS = 12;  // input channels drawn in full (the sum counts all of them)
+const CELL = 14;            // px per unit of the input maps
+
+let animation = null;
+
+function layerChoices() {
+  const a = state.analysis;
+  if (a) return a.layers.filter((l) => EXPLAINABLE.test(l.type) && l.maps).map((l) => l.name).concat(["softmax"]);
+  return state.model ? [...state.model.conv_layers, "softmax"] : [];
+}
+
+function fillLayers() {
+  const sel = document.getElementById("el-layer");
+  const keep = sel.value;
+  sel.replaceChildren(...layerChoices().map((n) => el("option", { value: n, text: n })));
+  if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+}
+
+function numTable(rows, testid) {
+  const flat = rows.flat();
+  const span = Math.max(...flat.map(Math.abs)) || 1;
+  const table = el("table", { class: "num", "data-testid": testid });
+  for (const r of rows) {
+    const tr = el("tr");
+    for (const v of r) {
+      const [cr, cg, cb] = diverging(v / span);
+      tr.append(el("td", { style: `background:rgb(${cr},${cg},${cb})`, text: fmtNum(v, 2) }));
+    }
+    table.append(tr);
+  }
+  return table;
+}
+
+/** The input map a window slides over: channel `c` of layer `name` from the analysis (or the input image). */
+function inputMapCanvas(name, c) {
+  const a = state.analysis;
+  const canvas = el("canvas");
+  if (name === "input" || !a) {
+    const [, h, w] = a.input.shape;
+    canvas.width = w;
+    canvas.height = h;
+    const img = new Image();
+    img.onload = () => canvas.getContext("2d").drawImage(img, 0, 0);
+    img.src = pngSrc(a.input.png);
+    return { canvas, h, w };
+  }
+  const layer = a.layers.find((l) => l.name === name);
+  const m = layer && layer.maps;
+  if (!m || c >= m.channels) return null;
+  const bytes = b64bytes(m.data);
+  canvas.width = m.width;
+  canvas.height = m.height;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(m.width, m.height);
+  for (let i = 0; i < m.height * m.width; i++) {
+    const v = bytes[c * m.height * m.width + i];
+    img.data.set([v, v, v, 255], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+  return { canvas, h: m.height, w: m.width };
+}
+
+/** Canvas showing the input map enlarged with the window drawn on it; returns {node, draw([y0, x0])}. */
+function windowView(map, span) {
+  const pad = Math.max(0, span);  // room for windows that hang over the border (padding)
+  const view = el("canvas", { "data-testid": "el-window" });
+  view.width = (map.w + 2 * pad) * CELL;
+  view.height = (map.h + 2 * pad) * CELL;
+  const ctx = view.getContext("2d");
+  const draw = ([y0, x0]) => {
+    ctx.fillStyle = "#f0f2f5";
+    ctx.fillRect(0, 0, view.width, view.height);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(map.canvas, pad * CELL, pad * CELL, map.w * CELL, map.h * CELL);
+    ctx.strokeStyle = "#e8590c";
+    ctx.lineWidth = 2;
+    ctx.strokeRect((x0 + pad) * CELL + 1, (y0 + pad) * CELL + 1, span * CELL - 2, span * CELL - 2);
+  };
+  const scale = Math.min(1, 220 / Math.max(view.width, view.height));
+  view.style.width = `${view.width * scale}px`;
+  view.style.height = `${view.height * scale}px`;
+  return { node: view, draw };
+}
+
+function windowSpan(r) {
+  const k = r.in_channels[0].kernel.length;
+  const d = r.window && r.window.dilation !== undefined ? [].concat(r.window.dilation)[0] : 1;
+  return d * (k - 1) + 1;
+}
+
+function selectedPosition(r, y, x) {
+  const pos = r.positions || [];
+  if (pos.length === 1) return pos[0];
+  const layer = state.analysis && state.analysis.layers.find((l) => l.name === document.getElementById("el-layer").value);
+  const outW = layer && layer.shape.length === 3 ? layer.shape[2] : null;
+  if (outW && pos.length > y * outW + x) return pos[y * outW + x];
+  return pos[pos.length - 1] || [0, 0];
+}
+
+function renderConv(box, r, y, x) {
+  const span = windowSpan(r);
+  const sumOfSums = r.in_channels.reduce((s, c) => s + c.sum, 0);
+  box.append(el("div", { class: "el-total", "data-testid": "el-total" },
+    `Σ over ${r.in_channels.length} input channel${r.in_channels.length > 1 ? "s" : ""} `,
+    el("span", { "data-testid": "el-sum", text: fmtNum(sumOfSums, 4) }), " + bias ",
+    el("span", { "data-testid": "el-bias", text: fmtNum(r.bias ?? 0, 4) }), " = ",
+    el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) }),
+    el("span", { class: "small", text: `   (the layer computed ${fmtNum(r.actual, 4)}; input: ${r.input_layer})` })));
+  const views = [];
+  const channels = el("div", { class: "el-channels" });
+  for (const ch of r.in_channels.slice(0, SHOWN_CHANNELS)) {
+    const card = el("div", { class: "el-channel", "data-testid": "el-channel", "data-channel": ch.channel });
+    card.append(el("div", { class: "small", text: `input channel ${ch.channel}` }));
+    const map = inputMapCanvas(r.input_layer, ch.channel);
+    if (map) {
+      const v = windowView(map, span);
+      views.push(v);
+      card.append(v.node);
+    }
+    card.append(el("div", { class: "el-grids" },
+      numTable(ch.patch, "el-patch"), el("span", { class: "op", text: "⊙" }),
+      numTable(ch.kernel, "el-kernel"), el("span", { class: "op", text: "=" }),
+      numTable(ch.products, "el-products")));
+    card.append(el("div", { class: "small" }, "Σ products = ", el("b", { text: fmtNum(ch.sum, 4) })));
+    channels.append(card);
+  }
+  box.append(channels);
+  if (r.in_channels.length > SHOWN_CHANNELS) {
+    box.append(el("p", { class: "small", text: `${SHOWN_CHANNELS} of ${r.in_channels.length} input channels shown; the sum counts all` }));
+  }
+  const final = selectedPosition(r, y, x);
+  for (const v of views) v.draw(final);
+  return { positions: r.positions || [final], views, final };
+}
+
+function renderSimple(box, r) {
+  if (r.kind === "activation") {
+    box.append(el("div", { class: "el-total", "data-testid": "el-total" },
+      `${r.function}(`, el("span", { text: fmtNum(r.input, 4) }), ") = ",
+      el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) })));
+  } else if (r.kind === "pool") {
+    box.append(el("div", { class: "el-grids" }, numTable(r.patch, "el-patch"), el("span", { class: "op", text: "→" }),
+      el("div", { class: "el-total", "data-testid": "el-total" }, `${r.op} = `,
+        el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) }))));
+  } else if (r.kind === "softmax") {
+    const classes = (state.model && state.model.classes) || [];
+    const table = el("table", { class: "num", "data-testid": "el-softmax" },
+      el("tr", {}, ...["class", "logit z", "exp(z)", "exp(z) / Σ", "probability"].map((h) => el("th", { text: h }))));
+    r.logits.forEach((z, i) => table.append(el("tr", {},
+      el("td", { text: classes[i] ?? String(i) }), el("td", { text: fmtNum(z, 4) }), el("td", { text: fmtNum(r.exp[i], 4) }),
+      el("td", { text: `${fmtNum(r.exp[i], 4)} / ${fmtNum(r.sum, 4)}` }), el("td", { text: fmtNum(r.probabilities[i], 4) }))));
+    box.append(el("div", { class: "el-total", "data-testid": "el-total" }, `Σ exp(z) = `,
+      el("b", { "data-testid": "el-output", text: fmtNum(r.sum, 4) })), table);
+  }
+}
+
+async function explain() {
+  if (!state.imageId) throw new Error("send an image first (Predict & overview)");
+  const layer = document.getElementById("el-layer").value;
+  const channel = Number(document.getElementById("el-channel").value);
+  const y = Number(document.getElementById("el-y").value);
+  const x = Number(document.getElementById("el-x").value);
+  const r = await api("/api/elastic", { method: "POST",
+    body: { ref: state.ref, image_id: state.imageId, layer, channel, y, x, ...state.modelParams() } });
+  state.lastElastic = r;
+  stopAnimation();
+  const box = document.getElementById("elastic");
+  box.replaceChildren();
+  box.dataset.kind = r.kind;
+  if (r.kind === "conv") animation = { ...renderConv(box, r, y, x), timer: null };
+  else renderSimple(box, r);
+}
+
+function stopAnimation() {
+  if (animation && animation.timer) clearInterval(animation.timer);
+  if (animation) animation.timer = null;
+}
+
+/** Slide the window over every position, then come back to the chosen unit. */
+function play() {
+  if (!animation) return;
+  stopAnimation();
+  const { positions, views, final } = animation;
+  const stepMs = Math.max(20, Math.min(250, 6000 / positions.length));
+  let i = 0;
+  animation.timer = setInterval(() => {
+    if (i >= positions.length) { stopAnimation(); for (const v of views) v.draw(final); return; }
+    for (const v of views) v.draw(positions[i]);
+    i += 1;
+  }, stepMs);
+}
+
+export function initElastic({ showTab }) {
+  const go = document.getElementById("el-go");
+  go.addEventListener("click", () => guarded(explain, go));
+  document.getElementById("el-play").addEventListener("click", play);
+  on("model", fillLayers);
+  on("analysis", fillLayers);
+  on("explain-unit", ({ layer, channel, y, x }) => {
+    fillLayers();
+    document.getElementById("el-layer").value = layer;
+    document.getElementById("el-channel").value = channel;
+    document.getElementById("el-y").value = y;
+    document.getElementById("el-x").value = x;
+    showTab("elastic");
+    guarded(explain, go);
+  });
+}
