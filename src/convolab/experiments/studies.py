@@ -189,7 +189,8 @@ def _judge_scaling(values, extras):
 
 def _depth_net(blocks: int, residual: bool) -> str:
     block = _RES_BLOCK if residual else _PLAIN_BLOCK
-    return _spec(f"conv(16,3,p=same),bn,relu,{blocks}*({block}),gap,fc")
+    # the stem halves the resolution (as ResNet's does) so that the 19-layer networks train in minutes here
+    return _spec(f"conv(16,3,p=same),bn,relu,maxpool(2),{blocks}*({block}),gap,fc")
 
 
 STUDIES: dict[str, Study] = {s.name: s for s in [
