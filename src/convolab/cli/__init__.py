@@ -28,6 +28,7 @@ from convolab.cli import (
     predict,
     report,
     search,
+    serve,
     study,
     summary,
     sweep,
@@ -44,7 +45,7 @@ __all__ = ["main", "build_parser", "train_config", "VERBS"]
 
 # the verbs in the order `convolab --help` lists them
 VERBS = (train, lr_find, eval_, predict, models, explain, report, summary, viz, tcav, datasets, compress, export,
-         compare, study, sweep, search, landscape)
+         compare, study, sweep, search, landscape, serve)
 
 
 def _silence_stdout() -> None:
