@@ -17,14 +17,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "explain", help=HELP, formatter_class=HelpFormatter,
         description="For each image and method write OUT/<image>_<method>.png (input, map, overlay) and the raw "
                     "map as .npy. CAM needs a global-average-pool + linear head; gradcam works with any model. "
+                    "deconvnet and guided-backprop need a network whose activations are nn.ReLU modules (others, "
+                    "e.g. googlenet's F.relu or mobilenet_v2's ReLU6, are refused). "
                     "Methods use captum except cam and gradcam++ (written here).",
         epilog="examples:\n  convolab explain runs/demo shoe.png --method gradcam integrated-gradients --out expl\n"
-               "  convolab explain runs/demo *.png --method occlusion --target Sneaker --out expl --json")
+               "  convolab explain runs/demo *.png --method occlusion --target Sneaker --out expl --json\n"
+               "  convolab explain runs/demo shoe.png --method deconvnet guided-backprop saliency --out expl")
     p.add_argument("run", help="run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size/mode: preprocessed like the "
                                                                "training data)")
     p.add_argument("--method", nargs="+", default=["gradcam"], metavar="METHOD", choices=METHODS,
-                   help=f"one or more of: {', '.join(METHODS)} (default gradcam)")
+                   help=f"one or more of: {', '.join(METHODS)}")
     p.add_argument("--target", metavar="CLASS", help="class to explain, by name or index (default: the prediction)")
     p.add_argument("--layer", metavar="NAME", help="layer for the CAM family (default: the last feature stage)")
     p.add_argument("--out", required=True, help="folder for the PNGs and .npy maps")
