@@ -142,14 +142,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def png_b64(array: np.ndarray) -> str:
-    """uint8 (C, H, W) or (H, W) -> base64 PNG (fast compression)."""
-    a = np.asarray(array, dtype=np.uint8)
-    if a.ndim == 3:
-        a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=1)
-    return _b64(buf.getvalue())
+def png_b64(array) -> str:
+    """uint8 (C, H, W) or (H, W) -> base64 PNG (:func:`convolab.serve.inspect.png_b64`)."""
+    from convolab.serve.inspect import png_b64 as encode
+
+    return encode(array)
 
 
 def _model_key(model: Model) -> tuple:
@@ -602,7 +599,7 @@ def _unit(state: Explorer, model: Model, array: np.ndarray, layer: str, y: int, 
         from convolab.errors import UnknownNameError
 
         raise UnknownNameError("layer", layer, rows, hint="GET /api/model lists the layers")
-    return unit_field(rows[layer], y, x, array)
+    return unit_field(rows[layer], y, x, tuple(array.shape[-2:]), array)
 
 
 def _attribution(state: Explorer, model: Model, image_id: str, method: str, target: int | None,
