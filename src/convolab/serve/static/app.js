@@ -108,8 +108,11 @@ async function main() {
   });
   showTab(location.hash.slice(1) || "runs");
   const runs = await guarded(fillPicker);
-  // a ?ref= in the address picks the model; else the first run, else the first zoo model
-  const wanted = new URLSearchParams(location.search).get("ref");
+  // ?ref= (and ?input=, ?classes= for zoo/spec) in the address pick the model; else the first run, else the first zoo model
+  const params = new URLSearchParams(location.search);
+  const wanted = params.get("ref");
+  if (params.get("input")) document.getElementById("input-size").value = params.get("input");
+  if (params.get("classes")) document.getElementById("num-classes").value = params.get("classes");
   const first = wanted || (runs && runs.length ? runs[0].ref : document.getElementById("model-select").value);
   if (first) {
     if (wanted && wanted.startsWith("spec:")) document.getElementById("spec-input").value = wanted;

@@ -36,10 +36,14 @@ export function drawChart(svg, { title, series, xLabel = "epoch", logY = false, 
   const m = { l: 46, r: 12, t: 20, b: 26 };
   const ty = (y) => (logY ? Math.log10(y) : y);
   const all = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!logY || y > 0)));
-  svg.append(svgEl("text", { x: m.l, y: 13, class: "title" })).textContent = title;
+  const head = svgEl("text", { x: m.l, y: 13, class: "title" });
+  head.textContent = title;
+  svg.append(head);
   svg.dataset.points = String(series.reduce((n, s) => n + s.points.length, 0));
   if (!all.length) {
-    svg.append(svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle" })).textContent = "no data yet";
+    const none = svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle" });
+    none.textContent = "no data yet";
+    svg.append(none);
     return;
   }
   let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];

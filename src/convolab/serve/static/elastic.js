@@ -66,21 +66,38 @@ function inputMapCanvas(name, c) {
   return { canvas, h: m.height, w: m.width };
 }
 
+const pair = (v, fallback) => (v === undefined || v === null ? [fallback, fallback] : [].concat(v, v).slice(0, 2));
+
+/** The window's geometry: kernel (kh, kw), stride, padding, dilation, and the taps' offsets from its origin. */
+function geometry(r) {
+  const w = r.window || {};
+  const kh = r.in_channels[0].kernel.length, kw = r.in_channels[0].kernel[0].length;
+  const [sh, sw] = pair(w.stride, 1), [ph, pw] = pair(w.padding, 0), [dh, dw] = pair(w.dilation, 1);
+  const origin = r.origin || [0, 0];
+  // the server's tap positions (input-map coordinates) relative to the window's origin; else the dilated grid
+  const taps = (r.positions && r.positions.length === kh * kw)
+    ? r.positions.map(([y, x]) => [y - origin[0], x - origin[1]])
+    : Array.from({ length: kh * kw }, (_, i) => [Math.floor(i / kw) * dh, (i % kw) * dw]);
+  return { kh, kw, sh, sw, ph, pw, span: [dh * (kh - 1) + 1, dw * (kw - 1) + 1], taps, origin };
+}
+
 /** Canvas showing the input map enlarged with the window drawn on it; returns {node, draw([y0, x0])}. */
-function windowView(map, span) {
-  const pad = Math.max(0, span);  // room for windows that hang over the border (padding)
+function windowView(map, g) {
+  const padY = g.ph, padX = g.pw;  // room for windows that hang over the border (zero padding)
   const view = el("canvas", { "data-testid": "el-window" });
-  view.width = (map.w + 2 * pad) * CELL;
-  view.height = (map.h + 2 * pad) * CELL;
+  view.width = (map.w + 2 * padX) * CELL;
+  view.height = (map.h + 2 * padY) * CELL;
   const ctx = view.getContext("2d");
   const draw = ([y0, x0]) => {
     ctx.fillStyle = "#f0f2f5";
     ctx.fillRect(0, 0, view.width, view.height);
     ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(map.canvas, pad * CELL, pad * CELL, map.w * CELL, map.h * CELL);
+    ctx.drawImage(map.canvas, padX * CELL, padY * CELL, map.w * CELL, map.h * CELL);
+    ctx.fillStyle = "rgba(232, 89, 12, 0.45)";
+    for (const [ty, tx] of g.taps) ctx.fillRect((x0 + tx + padX) * CELL, (y0 + ty + padY) * CELL, CELL, CELL);
     ctx.strokeStyle = "#e8590c";
     ctx.lineWidth = 2;
-    ctx.strokeRect((x0 + pad) * CELL + 1, (y0 + pad) * CELL + 1, span * CELL - 2, span * CELL - 2);
+    ctx.strokeRect((x0 + padX) * CELL + 1, (y0 + padY) * CELL + 1, g.span[1] * CELL - 2, g.span[0] * CELL - 2);
   };
   const scale = Math.min(1, 220 / Math.max(view.width, view.height));
   view.style.width = `${view.width * scale}px`;
@@ -88,23 +105,18 @@ function windowView(map, span) {
   return { node: view, draw };
 }
 
-function windowSpan(r) {
-  const k = r.in_channels[0].kernel.length;
-  const d = r.window && r.window.dilation !== undefined ? [].concat(r.window.dilation)[0] : 1;
-  return d * (k - 1) + 1;
+/** Every window origin in raster order (the slide), from the layer's output size. */
+function slide(g, layerName) {
+  const layer = state.analysis && state.analysis.layers.find((l) => l.name === layerName);
+  if (!layer || layer.shape.length !== 3) return [g.origin];
+  const [, oh, ow] = layer.shape;
+  const out = [];
+  for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) out.push([y * g.sh - g.ph, x * g.sw - g.pw]);
+  return out;
 }
 
-function selectedPosition(r, y, x) {
-  const pos = r.positions || [];
-  if (pos.length === 1) return pos[0];
-  const layer = state.analysis && state.analysis.layers.find((l) => l.name === document.getElementById("el-layer").value);
-  const outW = layer && layer.shape.length === 3 ? layer.shape[2] : null;
-  if (outW && pos.length > y * outW + x) return pos[y * outW + x];
-  return pos[pos.length - 1] || [0, 0];
-}
-
-function renderConv(box, r, y, x) {
-  const span = windowSpan(r);
+function renderConv(box, r) {
+  const g = geometry(r);
   const sumOfSums = r.in_channels.reduce((s, c) => s + c.sum, 0);
   box.append(el("div", { class: "el-total", "data-testid": "el-total" },
     `Σ over ${r.in_channels.length} input channel${r.in_channels.length > 1 ? "s" : ""} `,
@@ -119,7 +131,7 @@ function renderConv(box, r, y, x) {
     card.append(el("div", { class: "small", text: `input channel ${ch.channel}` }));
     const map = inputMapCanvas(r.input_layer, ch.channel);
     if (map) {
-      const v = windowView(map, span);
+      const v = windowView(map, g);
       views.push(v);
       card.append(v.node);
     }
@@ -134,9 +146,8 @@ function renderConv(box, r, y, x) {
   if (r.in_channels.length > SHOWN_CHANNELS) {
     box.append(el("p", { class: "small", text: `${SHOWN_CHANNELS} of ${r.in_channels.length} input channels shown; the sum counts all` }));
   }
-  const final = selectedPosition(r, y, x);
-  for (const v of views) v.draw(final);
-  return { positions: r.positions || [final], views, final };
+  for (const v of views) v.draw(g.origin);
+  return { positions: slide(g, r.layer || document.getElementById("el-layer").value), views, final: g.origin };
 }
 
 function renderSimple(box, r) {
@@ -173,7 +184,7 @@ async function explain() {
   const box = document.getElementById("elastic");
   box.replaceChildren();
   box.dataset.kind = r.kind;
-  if (r.kind === "conv") animation = { ...renderConv(box, r, y, x), timer: null };
+  if (r.kind === "conv") animation = { ...renderConv(box, r), timer: null };
   else renderSimple(box, r);
 }
 

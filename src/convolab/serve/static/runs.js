@@ -123,7 +123,10 @@ function redraw(p) {
 }
 
 function stream(p) {
-  const url = `/api/runs/${runPath(p.run.id)}/stream?from_epoch=${p.epochs.length}&from_step=${p.steps.length}`;
+  // the stream skips the rows we hold; /metrics thins steps to 2000, so past that the last step number stands in
+  const last = p.steps[p.steps.length - 1];
+  const fromStep = p.steps.length < 2000 || !last ? p.steps.length : last.step;
+  const url = `/api/runs/${runPath(p.run.id)}/stream?from_epoch=${p.epochs.length}&from_step=${fromStep}`;
   const source = new EventSource(url);
   p.source = source;
   p.live.textContent = "● live";
