@@ -9,6 +9,10 @@ in a container's ``forward`` (``layer1.0.add`` for ``out + identity``, ``Mixed_5
 carry their receptive fields (``AxisRF`` per spatial axis) from op to op, which is how the fields
 follow residual additions, Inception concatenations and squeeze-excitation gates.
 
+Tensors also carry their producers (the rows that wrote them; -1 for the model input), so each
+row knows which rows it reads (``Row.inputs``): the edges of the network's graph. Ops that make no
+row of their own (layout ops, copies, ops inside a leaf module) hand their input's producers on.
+
 What the rows count:
   * MACs: multiply-accumulates of convolutions (also transposed and grouped) and matrix products
     (linear layers, matmul) — what ``torch.utils.flop_counter`` counts, computed here from the
@@ -69,6 +73,7 @@ class Row:
     info: TensorInfo | None = None  # receptive fields of the output (None after flattening)
     expected_shape: tuple[int, ...] | None = None  # shape from the size formulas, where one applies
     ops: list[str] = field(default_factory=list)  # ops that ran inside (for leaf modules)
+    inputs: list[int] = field(default_factory=list)  # rows whose outputs this row reads (indices; -1: the input)
 
     @property
     def depth(self) -> int:
@@ -161,7 +166,7 @@ class _Mode(TorchFunctionMode):
 
 
 class _Tracer:
-    def __init__(self, model: nn.Module, impulse: bool = False):
+    def __init__(self, model: nn.Module, impulse: bool = False, keep_outputs: bool = False):
         self.model = model
         self.impulse = impulse  # measuring receptive fields: max-pools run as average pools
         self.names = {m: n for n, m in model.named_modules()}
@@ -181,6 +186,11 @@ class _Tracer:
         self.leaf_window: dict | None = None
         self.leaf_expected: tuple | None = None
         self.outputs: list[torch.Tensor] = []  # kept only when impulse-measuring
+        self.producers: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> rows that wrote it
+        self.leaf_inputs: list[int] = []
+        self.keep_outputs = keep_outputs
+        self.row_outputs: list[torch.Tensor | None] = []  # a copy of each row's output, when keep_outputs
+        self.output = None  # the model's output, when keep_outputs
         self.op_counts: dict[tuple[str, str], int] = {}
 
     # -- module hooks ------------------------------------------------------------------------
@@ -188,6 +198,7 @@ class _Tracer:
         self.stack.append(module)
         if _is_leaf(module):
             self.leaf_ops, self.leaf_macs, self.leaf_window, self.leaf_expected = [], 0, None, None
+            self.leaf_inputs = self._producers_of(args)
 
     def post_hook(self, module, args, output):
         self.stack.pop()
@@ -195,7 +206,8 @@ class _Tracer:
             return None
         name = self.names.get(module, "?")
         row = Row(name=name, type=type(module).__name__, module_path=name, window=self.leaf_window,
-                  macs=self.leaf_macs, ops=self.leaf_ops, expected_shape=self.leaf_expected)
+                  macs=self.leaf_macs, ops=self.leaf_ops, expected_shape=self.leaf_expected,
+                  inputs=self.leaf_inputs)
         self._attribute_params(module, row)
         self._finish_row(row, output)
         return None
@@ -218,6 +230,7 @@ class _Tracer:
             if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor) and out is not args[0]:
                 if args[0] in self.info:
                     self.info[out] = self.info[args[0]]
+                self._pass_producers(args[0], out)
                 self._track(out)
             return out
         self._propagate(func, name, args, kwargs, out, window)
@@ -234,9 +247,13 @@ class _Tracer:
             self.op_counts[key] = self.op_counts.get(key, 0) + 1
             suffix = name if self.op_counts[key] == 1 else f"{name}_{self.op_counts[key]}"
             row = Row(name=f"{path}.{suffix}" if path else suffix, type=name, module_path=path, window=window,
-                      macs=macs, expected_shape=expected)
+                      macs=macs, expected_shape=expected, inputs=self._producers_of((args, kwargs)))
             self._attribute_params(parent, row, recurse=False)
             self._finish_row(row, out)
+        else:  # a layout op or an op inside a leaf: its output holds what its first tensor argument held
+            first = _tensors((args, kwargs))
+            if first:
+                self._pass_producers(first[0], out)
         for t in _tensors(out):
             self._track(t)
         return out
@@ -575,7 +592,29 @@ class _Tracer:
             row.info = self.info.get(outs[0])
             if self.impulse:
                 self.outputs.append(outs[0])
+        if self.keep_outputs:  # a copy: a later in-place op (ReLU(inplace=True), +=) would change the tensor
+            with torch._C.DisableTorchFunction():
+                self.row_outputs.append(outs[0].detach().clone() if outs else None)
+        for t in outs:
+            self.producers[t] = (len(self.rows),)
         self.rows.append(row)
+
+    # -- producers (the graph's edges) -------------------------------------------------------
+    def _producers_of(self, obj) -> list[int]:
+        """Rows that wrote the tensors in ``obj`` (args, lists, dicts), in order, each once."""
+        out: dict[int, None] = {}
+        for t in _tensors(obj):
+            for p in self.producers.get(t, ()):
+                out[p] = None
+        return list(out)
+
+    def _pass_producers(self, source: torch.Tensor, out) -> None:
+        rows = self.producers.get(source)
+        if rows is None:
+            return
+        for t in _tensors(out):
+            if t is not source:
+                self.producers[t] = rows
 
     def _track(self, t: torch.Tensor) -> None:
         """Count a new op output towards live activation memory until its storage is freed."""
@@ -655,18 +694,23 @@ def _is_leaf(module: nn.Module) -> bool:
 
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "meta",
                 dtype: torch.dtype = torch.float32, batch_size: int = 1, impulse: bool = False,
-                x: torch.Tensor | None = None) -> tuple[Trace, _Tracer]:
+                x: torch.Tensor | None = None, keep_outputs: bool = False,
+                features_pass: bool = True) -> tuple[Trace, _Tracer]:
     """Run ``model`` once on an input of ``(C, H, W)`` (or ``(C, T, H, W)``) and trace it.
 
     The model must already be on ``device`` (``"meta"`` for shapes only). Returns the trace and the
-    tracer (which holds the outputs when ``impulse`` is set).
+    tracer (which holds the outputs when ``impulse`` is set). With ``keep_outputs`` the tracer also
+    keeps a copy of each row's output (``tracer.row_outputs[i]`` for ``trace.rows[i]``) and the
+    model's output (``tracer.output``). ``features_pass=False`` skips the second, hook-free forward that
+    finds the field of ``forward_features``' map (``trace.features`` is then that of the output).
     """
     if x is None:
         factory = torch.rand if str(device) != "meta" else torch.empty
         x = factory((batch_size, *input_shape), device=device, dtype=dtype)
-    tracer = _Tracer(model, impulse=impulse)
+    tracer = _Tracer(model, impulse=impulse, keep_outputs=keep_outputs)
     spatial = tuple(range(2, x.dim()))
     tracer.info[x] = TensorInfo(spatial, [AxisRF.input(x.shape[a]) for a in spatial])
+    tracer.producers[x] = (-1,)
     tracer._track(x)
     handles = []
     for m in model.modules():
@@ -676,6 +720,8 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, device: str |
         grad = torch.enable_grad() if impulse else torch.no_grad()
         with grad, _Mode(tracer):
             out = model(x)
+            if keep_outputs:
+                tracer.output = out
             outs = _tensors(out)
             output_shape = tuple(outs[0].shape) if outs else ()
             feats = outs[0] if outs else None
@@ -686,13 +732,14 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, device: str |
     # The field reported for the model: that of forward_features' map (classification models),
     # else of the output (segmentation). A second, hook-free pass finds the former.
     warnings: list[str] = []
-    if hasattr(model, "forward_features") and not impulse:
+    probed = hasattr(model, "forward_features") and not impulse and features_pass
+    if probed:
         probe = _Tracer(model)
         probe.info[x] = tracer.info[x]
         with torch.no_grad(), _Mode(probe):
             feats = model.forward_features(x)
         warnings = probe.warnings
-    features = tracer.info.get(feats) if impulse or not hasattr(model, "forward_features") else probe.info.get(feats)
+    features = probe.info.get(feats) if probed else tracer.info.get(feats)
     features_shape = tuple(feats.shape) if feats is not None else None
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
