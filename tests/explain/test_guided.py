@@ -320,3 +320,15 @@ def test_cli_writes_both_maps_equal_to_the_reference(digits_run, tmp_path, capsy
     scale = np.abs(saliency).max()
     assert np.abs(maps["guided-backprop"] - maps["deconvnet"]).max() > 0.05 * scale
     assert np.abs(np.abs(maps["guided-backprop"]) - saliency).max() > 0.05 * scale
+
+
+def test_a_model_it_cannot_guide_is_refused_before_any_folder_is_made(digits_run, tmp_path):
+    from convolab import load_run
+    from convolab.explain.images import explain_images
+
+    run = load_run(digits_run.run_dir)
+    run.model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).eval()
+    # (an image that cannot be read would only be recorded as an error: the refusal must come before any image)
+    with pytest.raises(ValueError, match="ReLU"):
+        explain_images(run, [str(tmp_path / "missing.png")], ["guided-backprop"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,13 @@ import numpy as np
 import torch
 
 from convolab.atomic import write_bytes
-from convolab.explain.attribution import attribute, check_method, integrated_gradients_gap
+from convolab.explain.attribution import (
+    RELU_METHODS,
+    attribute,
+    check_method,
+    check_relu_network,
+    integrated_gradients_gap,
+)
 from convolab.explain.inputs import resolve_class, unique_stem
 from convolab.explain.layers import check_map_layer, resolve_layer
 from convolab.explain.output import output_folder, writing
@@ -48,6 +54,10 @@ def explain_images(run, images: list[str], methods: list[str], out_dir: str | Pa
         if cam_family:  # a layer without maps fails here, before any folder is made
             device = next(model.parameters()).device
             check_map_layer(model, layer, torch.zeros(1, *run.input_size, device=device), cam_family[0])
+    relu_family = [m for m in methods if m in RELU_METHODS]
+    if relu_family:  # a model whose ReLUs captum cannot reach is refused here, before any folder is made
+        device = next(model.parameters()).device
+        check_relu_network(model, torch.zeros(1, *run.input_size, device=device), relu_family[0])
     out = Path(out_dir)
     used: set[str] = set()
     plan = [(img, unique_stem(img, used)) for img in images]
