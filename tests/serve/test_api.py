@@ -346,3 +346,52 @@ def test_upload_cap_with_and_without_content_length(served):
 
         r = small.post("/api/attribution", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413 and "upload limit" in r.json()["detail"]
+
+
+def test_unit_field_and_elastic_arithmetic_of_a_conv(client, capsys):
+    from convolab.models import create_model
+
+    out = _analyze(client, "zoo:tutorial_cnn", test_index="1")
+    image_id = out["image_id"]
+    code, stdout, err = cli(["summary", "tutorial_cnn", "--json"], capsys)
+    rows = {r["name"]: r for r in json.loads(stdout)["layers"]}
+    conv2 = next(v for v in out["layers"] if v["name"] == "features.conv2")
+    h, w = conv2["shape"][1:]
+    r = client.post("/api/unit", json={"ref": "zoo:tutorial_cnn", "image_id": image_id, "layer": "features.conv2",
+                                       "y": h // 2, "x": w // 2})
+    assert r.status_code == 200, r.text
+    unit = r.json()
+    rf = rows["features.conv2"]["receptive_field"]
+    assert unit["receptive_field"] == [rf, rf]
+    y0, x0, y1, x1 = unit["box"]
+    assert (y1 - y0, x1 - x0) == (rf, rf)  # a unit in the middle is not clipped by the border
+    patch = np.array(Image.open(io.BytesIO(base64.b64decode(unit["patch_png"]))))
+    seen = np.array(Image.open(io.BytesIO(base64.b64decode(out["input"]["png"]))))
+    np.testing.assert_array_equal(patch, seen[y0:y1, x0:x1])
+    # the elastic view's sum against torch's own convolution of the same input
+    r = client.post("/api/elastic", json={"ref": "zoo:tutorial_cnn", "image_id": image_id, "layer": "features.conv1",
+                                          "channel": 3, "y": 5, "x": 7})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    torch.manual_seed(0)
+    model = create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=(28, 28)).eval()
+    x = torch.from_numpy(seen).float()[None, None] / 255
+    with torch.no_grad():
+        expected = model.features.conv1((x - 0.5) / 0.5)[0, 3, 5, 7].item()
+    assert e["kind"] == "conv" and abs(e["output"] - expected) < 1e-4 and abs(e["actual"] - expected) < 1e-4
+    r = client.post("/api/elastic", json={"ref": "zoo:tutorial_cnn", "image_id": image_id, "layer": "classifier.fc1"})
+    assert r.status_code == 422 and "Conv2d" in r.json()["detail"]
+
+
+def test_kernels_are_the_conv_weights(client):
+    from convolab.models import create_model
+
+    r = client.get("/api/kernels", params={"ref": "zoo:tutorial_cnn", "layer": "features.conv2"})
+    assert r.status_code == 200, r.text
+    k = r.json()
+    torch.manual_seed(0)
+    weight = create_model("tutorial_cnn", num_classes=10, in_chans=1, input_size=(28, 28)).features.conv2.weight
+    data = np.frombuffer(base64.b64decode(k["data"]), dtype="<f4").reshape(k["shape"])
+    np.testing.assert_array_equal(data, weight.detach().numpy())
+    r = client.get("/api/kernels", params={"ref": "zoo:tutorial_cnn", "layer": "features.pool1"})
+    assert r.status_code == 422 and "Conv2d" in r.json()["detail"]

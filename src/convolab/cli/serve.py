@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then passes Ctrl-C on: stopping is the normal end
+        pass
     finally:
         sock.close()
     return 0
