@@ -145,9 +145,11 @@ def _upload(page, url: str, png: Path) -> dict:
 
 # -- fast smoke test ---------------------------------------------------------------------------------------------------
 def test_page_loads_and_playground_matches_conv_output_size(page, bare_server):
-    _open(page, bare_server.url + "?ref=zoo:tutorial_cnn#playground")
+    page.goto(bare_server.url + "?ref=zoo:tutorial_cnn#playground")
+    # the page is up: the picker lists the zoo (the playground needs no model, so no wait for one to load)
+    page.wait_for_selector("[data-testid=model-select] option[value='zoo:resnet18']", state="attached")
     assert page.locator("[data-testid=view-playground]").is_visible()
-    assert page.locator("[data-testid=model-info]").get_attribute("data-ref") == "zoo:tutorial_cnn"
+    assert not page.locator("[data-testid=view-runs]").is_visible()
     rng = random.Random(20)
     checked = 0
     while checked < 20:
@@ -159,19 +161,21 @@ def test_page_loads_and_playground_matches_conv_output_size(page, bare_server):
         expected = conv_output_size(n, k, s, p, d)
         if expected < 1:
             continue
-        # set the fields and fire the `input` events typing would fire
-        page.evaluate("""cfg => { for (const [id, v] of Object.entries(cfg)) {
+        # set the fields, fire the `input` events typing would fire, read what the page shows
+        shown = page.evaluate("""cfg => { for (const [id, v] of Object.entries(cfg)) {
             const f = document.getElementById(id); f.value = String(v);
-            f.dispatchEvent(new Event('input', {bubbles: true})); } }""", cfg)
-        assert page.text_content("[data-testid=pg-outsize]") == str(expected), cfg
+            f.dispatchEvent(new Event('input', {bubbles: true})); }
+            const text = (id) => document.getElementById(id).textContent.replaceAll(',', '');
+            return [text('pg-outsize'), text('pg-params'), text('pg-macs'),
+                    document.getElementById('pg-message').hidden];
+            }""", cfg)
+        assert shown[0] == str(expected), cfg
         conv = torch.nn.Conv2d(cfg["pg-in"], cfg["pg-out"], k, stride=s, padding=p, dilation=d, groups=groups)
         out = conv(torch.zeros(1, cfg["pg-in"], n, n))
         assert out.shape[-1] == expected
-        params = sum(t.numel() for t in conv.parameters())
-        assert page.text_content("[data-testid=pg-params]").replace(",", "") == str(params)
-        macs = out.shape[-2] * out.shape[-1] * conv.weight.numel()  # one MAC per weight per output position
-        assert page.text_content("[data-testid=pg-macs]").replace(",", "") == str(macs)
-        assert not page.locator("[data-testid=pg-message]").is_visible()
+        assert shown[1] == str(sum(t.numel() for t in conv.parameters()))
+        assert shown[2] == str(out.shape[-2] * out.shape[-1] * conv.weight.numel())  # a MAC per weight per output
+        assert shown[3] is True  # no message
         checked += 1
     # invalid settings: a message in the page, no figures
     page.fill("[data-testid=pg-in]", "5")
@@ -279,7 +283,7 @@ def test_elastic_view_of_a_convolution_adds_up(page, runs_server, digit_png):
     page.wait_for_selector("[data-testid=el-total]")
     r = page.evaluate("window.__convolab.lastElastic")
     assert r["kind"] == "conv"
-    assert page.locator("[data-testid=el-channel]").count() == min(12, len(r["in_channels"]))
+    assert page.locator("[data-testid=el-in-channel]").count() == min(12, len(r["in_channels"]))
     products = np.array([c["products"] for c in r["in_channels"]])
     np.testing.assert_allclose(products, np.array([c["patch"] for c in r["in_channels"]])
                                * np.array([c["kernel"] for c in r["in_channels"]]), rtol=1e-5, atol=1e-6)

@@ -73,7 +73,9 @@ async function kernels() {
   const w = b64float32(r.data);
   const span = Math.max(Math.abs(r.min), Math.abs(r.max)) || 1;
   const rows = Math.min(O, MAX_OUT), cols = Math.min(I, MAX_IN);
-  const grid = el("div", { class: "kernel-grid", "data-testid": "kernel-grid", style: `grid-template-columns:repeat(${cols}, 28px)` });
+  // one row per output channel, one column per input channel; one input channel: a flat grid of 16 a row
+  const across = cols === 1 ? Math.min(rows, 16) : cols;
+  const grid = el("div", { class: "kernel-grid", "data-testid": "kernel-grid", style: `grid-template-columns:repeat(${across}, 28px)` });
   for (let o = 0; o < rows; o++) {
     for (let i = 0; i < cols; i++) {
       const off = (o * I + i) * kh * kw;

@@ -46,9 +46,11 @@ function inputMapCanvas(name, c) {
     canvas.width = w;
     canvas.height = h;
     const img = new Image();
-    img.onload = () => canvas.getContext("2d").drawImage(img, 0, 0);
+    const ready = new Promise((resolve) => {
+      img.onload = () => { canvas.getContext("2d").drawImage(img, 0, 0); resolve(); };
+    });
     img.src = pngSrc(a.input.png);
-    return { canvas, h, w };
+    return { canvas, h, w, ready };
   }
   const layer = a.layers.find((l) => l.name === name);
   const m = layer && layer.maps;
@@ -63,7 +65,7 @@ function inputMapCanvas(name, c) {
     img.data.set([v, v, v, 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
-  return { canvas, h: m.height, w: m.width };
+  return { canvas, h: m.height, w: m.width, ready: Promise.resolve() };
 }
 
 const pair = (v, fallback) => (v === undefined || v === null ? [fallback, fallback] : [].concat(v, v).slice(0, 2));
@@ -88,7 +90,9 @@ function windowView(map, g) {
   view.width = (map.w + 2 * padX) * CELL;
   view.height = (map.h + 2 * padY) * CELL;
   const ctx = view.getContext("2d");
+  let at = g.origin;
   const draw = ([y0, x0]) => {
+    at = [y0, x0];
     ctx.fillStyle = "#f0f2f5";
     ctx.fillRect(0, 0, view.width, view.height);
     ctx.imageSmoothingEnabled = false;
@@ -102,6 +106,7 @@ function windowView(map, g) {
   const scale = Math.min(1, 220 / Math.max(view.width, view.height));
   view.style.width = `${view.width * scale}px`;
   view.style.height = `${view.height * scale}px`;
+  map.ready.then(() => draw(at));  // the input image decodes asynchronously: draw again once it is there
   return { node: view, draw };
 }
 
@@ -127,7 +132,7 @@ function renderConv(box, r) {
   const views = [];
   const channels = el("div", { class: "el-channels" });
   for (const ch of r.in_channels.slice(0, SHOWN_CHANNELS)) {
-    const card = el("div", { class: "el-channel", "data-testid": "el-channel", "data-channel": ch.channel });
+    const card = el("div", { class: "el-channel", "data-testid": "el-in-channel", "data-channel": ch.channel });
     card.append(el("div", { class: "small", text: `input channel ${ch.channel}` }));
     const map = inputMapCanvas(r.input_layer, ch.channel);
     if (map) {
