@@ -395,3 +395,19 @@ def test_kernels_are_the_conv_weights(client):
     np.testing.assert_array_equal(data, weight.detach().numpy())
     r = client.get("/api/kernels", params={"ref": "zoo:tutorial_cnn", "layer": "features.pool1"})
     assert r.status_code == 422 and "Conv2d" in r.json()["detail"]
+
+
+def test_graph_has_a_node_per_traced_row_and_the_input(client):
+    from convolab.analysis import summarize
+    from convolab.models import create_model
+
+    r = client.get("/api/graph", params={"ref": "zoo:resnet18", "input": "3x32x32"})
+    assert r.status_code == 200, r.text
+    g = r.json()
+    rows = summarize(create_model("resnet18", num_classes=10, in_chans=3, input_size=(32, 32)), (3, 32, 32))
+    rows = [row for row in rows.trace.rows if row.name != "(parameters not used in forward)"]
+    assert len(g["nodes"]) == len(rows) + 1
+    assert [n["name"] for n in g["nodes"]][1:] == [row.name for row in rows]
+    ids = {n["id"] for n in g["nodes"]}
+    assert all(a in ids and b in ids for a, b in g["edges"])
+    assert len(g["edges"]) > len(rows)  # the residual additions have two inputs each
