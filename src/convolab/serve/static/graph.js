@@ -75,9 +75,14 @@ function render(data) {
   fit();
   // pan with drag, zoom with the wheel around the pointer
   let drag = null;
-  svg.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y }; svg.setPointerCapture(e.pointerId); });
+  svg.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false }; });
   svg.addEventListener("pointermove", (e) => {
     if (!drag) return;
+    if (!drag.moved) {
+      if (Math.hypot(e.clientX - drag.x, e.clientY - drag.y) < 4) return;
+      drag.moved = true;  // a drag, not a click: capture the pointer now (capturing on press would steal the click)
+      svg.setPointerCapture(e.pointerId);
+    }
     view.x = drag.vx + e.clientX - drag.x;
     view.y = drag.vy + e.clientY - drag.y;
     applyView(g);
