@@ -411,3 +411,12 @@ def test_graph_has_a_node_per_traced_row_and_the_input(client):
     ids = {n["id"] for n in g["nodes"]}
     assert all(a in ids and b in ids for a, b in g["edges"])
     assert len(g["edges"]) > len(rows)  # the residual additions have two inputs each
+
+
+def test_sanity_figure_of_model_randomisation(client, digit_png):
+    image_id = _analyze(client, "run:demo", digit_png)["image_id"]
+    r = client.post("/api/sanity", json={"ref": "run:demo", "image_id": image_id, "method": "gradcam"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert Image.open(io.BytesIO(base64.b64decode(body["png"]))).format == "PNG"
+    assert -1 <= body["mean_correlation"] <= 1 and body["verdict"] in ("passes", "fails", "inconclusive")
