@@ -420,3 +420,16 @@ def test_sanity_figure_of_model_randomisation(client, digit_png):
     body = r.json()
     assert Image.open(io.BytesIO(base64.b64decode(body["png"]))).format == "PNG"
     assert -1 <= body["mean_correlation"] <= 1 and body["verdict"] in ("passes", "fails", "inconclusive")
+
+
+def test_a_segmentation_model_has_maps_but_no_attributions(client):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)).save(buf, format="PNG")
+    r = client.post("/api/analyze", data={"ref": "zoo:unet", "input": "1x32x32"},
+                    files={"file": ("a.png", buf.getvalue())})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert abs(sum(p["probability"] for p in out["probabilities"]) - 1) < 1e-5 and out["layers"]
+    r = client.post("/api/attribution", json={"ref": "zoo:unet", "input": "1x32x32", "image_id": out["image_id"],
+                                              "method": "gradcam"})
+    assert r.status_code == 422 and "segmentation model" in r.json()["detail"]

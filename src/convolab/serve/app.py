@@ -608,12 +608,19 @@ def _unit(state: Explorer, model: Model, array: np.ndarray, layer: str, y: int, 
     return unit_field(rows[layer], y, x, tuple(array.shape[-2:]), array)
 
 
+def _check_classifier(model: Model, what: str) -> None:
+    if model.task != "classification":
+        raise ValueError(f"{what} explain a classifier's class score; {model.ref} is a {model.task} model (its "
+                         "feature maps, units and kernels are shown)")
+
+
 def _attribution(state: Explorer, model: Model, image_id: str, method: str, target: int | None,
                  layer: str | None) -> dict:
     from convolab.explain.attribution import CAM_METHODS, attribute
     from convolab.explain.layers import resolve_layer
     from convolab.explain.overlay import heatmap
 
+    _check_classifier(model, "attributions")
     array, x = state.image_input(model, image_id)
     with model.lock:
         with torch.no_grad():
@@ -640,6 +647,7 @@ def _sanity(state: Explorer, model: Model, image_id: str, method: str) -> dict:
     from convolab.explain.sanity import parameter_randomization
     from convolab.plotting import plt
 
+    _check_classifier(model, "sanity checks")
     _, x = state.image_input(model, image_id)
     with model.lock:
         result = parameter_randomization(model.model, x, method)
