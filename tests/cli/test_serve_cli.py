@@ -81,3 +81,11 @@ def test_help_has_examples_and_serve_is_the_last_verb(capsys):
     from convolab.cli import VERBS, serve
 
     assert VERBS[-1] is serve
+
+
+def test_a_public_host_is_named_in_a_note(no_serving, capsys):
+    code, out, err = cli(["serve", "--host", "0.0.0.0", "--port", "0"], capsys)
+    assert code == 0 and out.startswith("convolab explorer: http://0.0.0.0:")
+    assert "other machines can reach the explorer" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli(["serve", "--host", "localhost", "--port", "0"], capsys)
+    assert code == 0 and err == ""

@@ -433,3 +433,19 @@ def test_a_segmentation_model_has_maps_but_no_attributions(client):
     r = client.post("/api/attribution", json={"ref": "zoo:unet", "input": "1x32x32", "image_id": out["image_id"],
                                               "method": "gradcam"})
     assert r.status_code == 422 and "segmentation model" in r.json()["detail"]
+
+
+def test_test_images_of_a_run_are_its_dataset_test_split(client):
+    from convolab.data import load_dataset
+
+    images = client.get("/api/test-images", params={"ref": "run:demo", "n": 5}).json()["images"]
+    test = load_dataset("digits").test
+    assert [i["label"] for i in images] == test.labels[:5].tolist()
+    for i, item in enumerate(images):
+        np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(base64.b64decode(item["png"])))),
+                                      test.images[i, 0].numpy())
+    out = _analyze(client, "run:demo", test_index="4")
+    assert out["label"] == int(test.labels[4])
+    assert client.get("/api/test-images", params={"ref": "run:demo", "n": 0}).status_code == 422
+    r = client.get("/api/test-images", params={"ref": "zoo:tutorial_cnn", "input": "3x32x32"})
+    assert r.status_code == 404 and "1x28x28" in r.json()["detail"]

@@ -69,6 +69,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the folders, bind the port, print the address and serve until Ctrl-C."""
     from pathlib import Path
@@ -86,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{port}"
     print(f"convolab explorer: {url}  ({n} run{'s' if n != 1 else ''}; Ctrl-C to stop)", flush=True)
+    if not _loopback(args.host):
+        print(f"convolab serve: note: listening on {args.host}, so other machines can reach the explorer and read "
+              "the served runs' logs and models (no login); --host 127.0.0.1 keeps it local", file=sys.stderr)
     if args.open:
         import webbrowser
 
