@@ -7,7 +7,7 @@ const COLORS = [
   [/^input$/, "#1d2330", "#fff"],
   [/Conv/, "#dbe7ff", "#1b4aa0"],
   [/Pool/, "#dff5e4", "#137333"],
-  [/ReLU|GELU|SiLU|Sigmoid|Tanh|ELU|Hardswish|Mish|Softmax/, "#fff0e0", "#a64000"],
+  [/relu|gelu|silu|sigmoid|tanh|elu|hardswish|mish|softmax/i, "#fff0e0", "#a64000"],
   [/Norm/, "#eeeef2", "#444"],
   [/Linear/, "#efe7ff", "#5a2ea6"],
   [/Dropout|Flatten|Identity/, "#f6f7f9", "#666"],
@@ -104,8 +104,9 @@ function fit() {
   if (!data || !svg) return;
   const r = svg.getBoundingClientRect();
   const w = r.width || 800, h = r.height || 600;
-  view.k = Math.min(1.5, (w - 20) / Math.max(1, data.width), (h - 20) / Math.max(1, data.height));
-  if (view.k < 0.25) view.k = Math.min(1, (w - 20) / Math.max(1, data.width));  // a tall net: fit its width, pan down
+  const fitW = (w - 20) / Math.max(1, data.width), fitH = (h - 20) / Math.max(1, data.height);
+  // the whole graph when it is small enough to read; a tall one at a readable scale from its top (pan down)
+  view.k = Math.min(1.2, fitW, Math.max(fitH, 0.5));
   view.x = (w - data.width * view.k) / 2;
   view.y = 10;
   applyView(svg.querySelector("g.viewport"));
