@@ -5,7 +5,7 @@ import { api, b64bytes, diverging, el, fmtNum, guarded, on, pngSrc, state } from
 
 const EXPLAINABLE = /Conv\dd|ReLU|GELU|SiLU|Sigmoid|Tanh|ELU|Hardswish|Hardsigmoid|Mish|Softplus|MaxPool|AvgPool/;
 const SHOWN_CHANNELS = 12;  // input channels drawn in full (the sum counts all of them)
-const CELL = 14;            // px per unit of the input maps
+const MIN_CELL = 14;        // px per unit of the input maps (at least; small maps get more)
 
 let animation = null;
 
@@ -73,19 +73,23 @@ const pair = (v, fallback) => (v === undefined || v === null ? [fallback, fallba
 /** The window's geometry: kernel (kh, kw), stride, padding, dilation, and the taps' offsets from its origin. */
 function geometry(r) {
   const w = r.window || {};
-  const kh = r.in_channels[0].kernel.length, kw = r.in_channels[0].kernel[0].length;
+  const grid = r.kind === "conv" ? r.in_channels[0].kernel : r.patch;  // (kh, kw)
+  const kh = grid.length, kw = grid[0].length;
   const [sh, sw] = pair(w.stride, 1), [ph, pw] = pair(w.padding, 0), [dh, dw] = pair(w.dilation, 1);
-  const origin = r.origin || [0, 0];
+  const pos = r.positions || [];
+  const origin = r.origin || (pos.length ? [Math.min(...pos.map((p) => p[0])), Math.min(...pos.map((p) => p[1]))] : [0, 0]);
   // the server's tap positions (input-map coordinates) relative to the window's origin; else the dilated grid
-  const taps = (r.positions && r.positions.length === kh * kw)
-    ? r.positions.map(([y, x]) => [y - origin[0], x - origin[1]])
+  const taps = pos.length === kh * kw
+    ? pos.map(([y, x]) => [y - origin[0], x - origin[1]])
     : Array.from({ length: kh * kw }, (_, i) => [Math.floor(i / kw) * dh, (i % kw) * dw]);
-  return { kh, kw, sh, sw, ph, pw, span: [dh * (kh - 1) + 1, dw * (kw - 1) + 1], taps, origin };
+  const span = [Math.max(...taps.map((t) => t[0])) + 1, Math.max(...taps.map((t) => t[1])) + 1];
+  return { kh, kw, sh, sw, ph, pw, span, taps, origin };
 }
 
 /** Canvas showing the input map enlarged with the window drawn on it; returns {node, draw([y0, x0])}. */
 function windowView(map, g) {
   const padY = g.ph, padX = g.pw;  // room for windows that hang over the border (zero padding)
+  const CELL = Math.max(MIN_CELL, Math.floor(160 / Math.max(map.h + 2 * padY, map.w + 2 * padX)));  // small maps larger
   const view = el("canvas", { "data-testid": "el-window" });
   view.width = (map.w + 2 * padX) * CELL;
   view.height = (map.h + 2 * padY) * CELL;
@@ -155,15 +159,36 @@ function renderConv(box, r) {
   return { positions: slide(g, r.layer || document.getElementById("el-layer").value), views, final: g.origin };
 }
 
+/** The output map of the explained layer (channel `c`) with unit (y, x) marked. */
+function outputMark(layerName, c, y, x) {
+  const map = inputMapCanvas(layerName, c);
+  if (!map) return null;
+  const g = { ph: 0, pw: 0, taps: [[0, 0]], span: [1, 1], origin: [y, x] };
+  return windowView(map, g).node;
+}
+
 function renderSimple(box, r) {
+  const y = r.y ?? Number(document.getElementById("el-y").value);
+  const x = r.x ?? Number(document.getElementById("el-x").value);
+  const c = r.channel ?? Number(document.getElementById("el-channel").value);
+  const figure = (node, caption) => (node ? el("figure", { class: "el-channel" }, node, el("figcaption", { text: caption })) : null);
   if (r.kind === "activation") {
+    const input = r.input_layer ? inputMapCanvas(r.input_layer, c) : null;
+    const inView = input ? windowView(input, { ph: 0, pw: 0, taps: [[0, 0]], span: [1, 1], origin: [y, x] }).node : null;
     box.append(el("div", { class: "el-total", "data-testid": "el-total" },
-      `${r.function}(`, el("span", { text: fmtNum(r.input, 4) }), ") = ",
-      el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) })));
+      `${r.function}${r.formula ? ` = ${r.formula}` : ""}:  ${r.function}(`, el("span", { text: fmtNum(r.input, 4) }), ") = ",
+      el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) })),
+    el("div", { class: "el-channels" }, figure(inView, `input: ${r.input_layer}, channel ${c}`),
+      figure(outputMark(r.layer, c, y, x), `output: ${r.layer}, channel ${c}`)));
   } else if (r.kind === "pool") {
-    box.append(el("div", { class: "el-grids" }, numTable(r.patch, "el-patch"), el("span", { class: "op", text: "→" }),
-      el("div", { class: "el-total", "data-testid": "el-total" }, `${r.op} = `,
-        el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) }))));
+    const input = r.input_layer ? inputMapCanvas(r.input_layer, c) : null;
+    const inView = input ? windowView(input, geometry(r)).node : null;
+    box.append(el("div", { class: "el-total", "data-testid": "el-total" }, `${r.op} over the window = `,
+      el("b", { "data-testid": "el-output", text: fmtNum(r.output, 4) })),
+    el("div", { class: "el-channels" }, figure(inView, `input: ${r.input_layer}, channel ${c}`),
+      el("div", { class: "el-channel" }, el("div", { class: "el-grids" }, numTable(r.patch, "el-patch"),
+        el("span", { class: "op", text: `→ ${r.op} →` }), el("b", { text: fmtNum(r.output, 4) }))),
+      figure(outputMark(r.layer, c, y, x), `output: ${r.layer}, channel ${c}`)));
   } else if (r.kind === "softmax") {
     const classes = (state.model && state.model.classes) || [];
     const table = el("table", { class: "num", "data-testid": "el-softmax" },

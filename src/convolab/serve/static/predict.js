@@ -104,7 +104,10 @@ function renderResult(result) {
   inputImage = new Image();
   inputImage.onload = () => drawInput();
   inputImage.src = pngSrc(result.input.png);
+  const t0 = performance.now();
   renderOverview(result.layers || []);
+  state.renderMs = performance.now() - t0;  // drawing every feature map in the page
+  document.getElementById("timing").textContent += ` · drawn in ${fmtNum(state.renderMs, 1)} ms`;
 }
 
 // --- overview: one block per layer ---
