@@ -189,10 +189,9 @@ class ComputeGate:
             raise Busy(f"the server is busy ({self.slots} computations running, {self.waiting} waiting); "
                        "try again in a moment")
         self.waiting += 1
-        try:
-            async with asyncio.timeout(self.max_wait):
-                await self._sem.acquire()
-        except TimeoutError:
+        try:  # (wait_for, not asyncio.timeout: Python 3.10 has no timeout; a permit won at the deadline is kept)
+            await asyncio.wait_for(self._sem.acquire(), self.max_wait)
+        except asyncio.TimeoutError:
             raise Busy(f"the server is busy (no compute slot came free in {self.max_wait:g} s); try again") from None
         finally:
             self.waiting -= 1
