@@ -102,7 +102,7 @@ def _logits(out) -> list[float]:
     t = _first_tensor(out).detach().float()[0]
     if t.dim() > 1:  # [K, H, W]: one score per class, averaged over the map
         t = t.flatten(1).mean(1)
-    return t.cpu().tolist()
+    return t.reshape(-1).cpu().tolist()
 
 
 def _num(v: float) -> int | float:
@@ -126,7 +126,7 @@ def layer_view(row: Row, output: torch.Tensor | None) -> dict:
         "extent": _extent(info) if info else None,
         "maps": None, "vector": None,
     }
-    if output is None or output.shape[0] != 1:
+    if output is None or output.dim() == 0 or output.shape[0] != 1:
         return view
     if output.dim() == 4:
         view["maps"] = _maps(output[0])
