@@ -227,8 +227,6 @@ class Explorer:
         self.images = ImageCache(IMAGE_CACHE_SIZE)
         self.gate = ComputeGate(workers)
         self._datasets: OrderedDict[tuple, Any] = OrderedDict()
-        self._summaries: OrderedDict[tuple, Any] = OrderedDict()
-        self._graphs: OrderedDict[tuple, dict] = OrderedDict()
         self._lock = threading.Lock()
 
     def runs(self) -> dict[str, RunEntry]:
@@ -265,20 +263,18 @@ class Explorer:
         """``convolab.analysis.summarize`` of the model at its input size (what ``convolab summary`` prints)."""
         from convolab.analysis import summarize
 
-        def make():
-            with model.lock:  # the copy to the meta device must not catch another request's hooks
-                return summarize(model.model, model.input_size)
-
-        return self._cached(self._summaries, _model_key(model), make)
+        with model.lock:  # the copy to the meta device must not catch another request's hooks
+            if "summary" not in model.cache:  # kept with the model: a reloaded run is summarised again
+                model.cache["summary"] = summarize(model.model, model.input_size)
+            return model.cache["summary"]
 
     def graph(self, model: Model) -> dict:
         from convolab.serve.graph import model_graph
 
-        def make():
-            with model.lock:
-                return model_graph(model.model, model.input_size)
-
-        return self._cached(self._graphs, _model_key(model), make)
+        with model.lock:
+            if "graph" not in model.cache:
+                model.cache["graph"] = model_graph(model.model, model.input_size)
+            return model.cache["graph"]
 
     def test_split(self, model: Model):
         """The test split of the run's dataset; Fashion-MNIST's for zoo/spec models at 1x28x28."""

@@ -229,6 +229,7 @@ class Model:
     run: object  # convolab.runs.Run
     entry: RunEntry | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # hooks and attributions: one computation at a time
+    cache: dict = field(default_factory=dict)  # what is computed once per model (its summary, its graph)
 
     @property
     def model(self) -> torch.nn.Module:
