@@ -101,7 +101,7 @@ function windowView(map, g) {
     ctx.fillRect(0, 0, view.width, view.height);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(map.canvas, padX * CELL, padY * CELL, map.w * CELL, map.h * CELL);
-    ctx.fillStyle = "rgba(232, 89, 12, 0.45)";
+    ctx.fillStyle = "rgba(232, 89, 12, 0.3)";
     for (const [ty, tx] of g.taps) ctx.fillRect((x0 + tx + padX) * CELL, (y0 + ty + padY) * CELL, CELL, CELL);
     ctx.strokeStyle = "#e8590c";
     ctx.lineWidth = 2;

@@ -112,9 +112,19 @@ function renderResult(result) {
 
 // --- overview: one block per layer ---
 const layerBytes = new Map();  // layer name -> Uint8Array of its sent channels
+// a big network sends thousands of maps: each canvas is painted when it first scrolls near the view
+const lazy = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    lazy.unobserve(e.target);
+    e.target._paint();
+    e.target.dataset.painted = "1";
+  }
+}, { rootMargin: "600px" });
 
 function renderOverview(layers) {
   const box = document.getElementById("overview");
+  lazy.disconnect();
   box.replaceChildren();
   layerBytes.clear();
   for (const layer of layers) {
@@ -134,7 +144,10 @@ function renderOverview(layers) {
       const grid = el("div", { class: "fmaps", "data-testid": "fmap-grid", "data-channels": m.channels, "data-total": m.total });
       for (let c = 0; c < m.channels; c++) {
         const canvas = el("canvas", { "data-testid": "fmap", "data-channel": c, title: `channel ${c} (${fmtNum(m.min[c])} .. ${fmtNum(m.max[c])})` });
-        paintChannel(canvas, bytes, c, m.height, m.width);
+        canvas.width = m.width;
+        canvas.height = m.height;
+        canvas._paint = () => paintChannel(canvas, bytes, c, m.height, m.width);
+        lazy.observe(canvas);
         canvas.addEventListener("click", () => enlarge(layer, c));
         grid.append(canvas);
       }
