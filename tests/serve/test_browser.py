@@ -309,6 +309,16 @@ def test_a_running_run_curve_grows_without_reload(page, runs_server):
                            "'[data-testid=run-panel][data-run=live] [data-testid=chart-loss]').dataset.epochs === '4'")
     assert int(chart.get_attribute("data-points")) > points
     assert page.evaluate("window.__notReloaded") is True
+    # two runs ticked: side by side, each with its own curves
+    for run in ("digits", "live"):
+        page.check(f"[data-testid=run-row][data-run={run}] [data-testid=run-pick]")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=run-panel]').length === 2")
+    panels = page.locator("[data-testid=run-panel]")
+    assert {panels.nth(i).get_attribute("data-run") for i in range(2)} == {"digits", "live"}
+    digits = page.locator("[data-testid=run-panel][data-run=digits] [data-testid=chart-loss]")
+    page.wait_for_function("() => document.querySelector("
+                           "'[data-testid=run-panel][data-run=digits] [data-testid=chart-loss]').dataset.epochs")
+    assert digits.get_attribute("data-epochs") == str(len(runs_server.full_epochs))
 
 
 @pytest.mark.slow
@@ -342,3 +352,9 @@ def test_a_bad_upload_shows_a_message(page, runs_server, tmp_path):
     assert text and "Traceback" not in text and len(text.splitlines()) == 1
     assert page.evaluate("window.__convolab.analysis") is None
     assert page.locator("[data-testid=view-predict]").is_visible()
+    # the page still works: a test image of the run's dataset goes through, and the message goes away
+    page.locator("[data-testid=test-image]").nth(2).click()
+    page.wait_for_selector("[data-testid=prob-row]")
+    assert page.evaluate("window.__convolab.analysis.label") == int(
+        page.get_attribute("[data-testid=test-image] >> nth=2", "data-label"))
+    assert _message(page) is None

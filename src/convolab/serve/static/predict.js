@@ -1,6 +1,6 @@
 // Predict and overview: an image in (upload, drawing, test image), the probabilities and the model's view out, then
 // every layer's feature maps in network order; a channel enlarged; a unit's receptive field on the input.
-import { api, b64bytes, el, emit, fmtBig, fmtNum, guarded, on, pngSrc, qs, shapeText, showMessage, state } from "./common.js";
+import { api, b64bytes, clearMessage, el, emit, fmtBig, fmtNum, guarded, on, pngSrc, qs, shapeText, showMessage, state } from "./common.js";
 
 const VIEW = 224;  // CSS/internal size of the input view
 const VIRIDIS_LUT = buildLut();
@@ -47,6 +47,7 @@ async function analyze(fields) {
     else form.append(k, v);
   }
   const result = await api("/api/analyze", { method: "POST", body: form });
+  clearMessage();
   state.analysis = result;
   state.imageId = result.image_id;
   state.lastUnit = null;
@@ -273,7 +274,7 @@ async function loadTestImages() {
   }
   box.replaceChildren();
   for (const im of data.images) {
-    const fig = el("figure", { "data-testid": "test-image", "data-index": im.index, title: `test image ${im.index}: ${im.class}` },
+    const fig = el("figure", { "data-testid": "test-image", "data-index": im.index, "data-label": im.label, title: `test image ${im.index}: ${im.class}` },
       el("img", { src: pngSrc(im.png), alt: im.class }), el("figcaption", { text: im.class }));
     fig.addEventListener("click", () => guarded(() => analyze({ test_index: im.index })));
     box.append(fig);

@@ -1,6 +1,6 @@
 // Runs: the table of runs with their summaries; a run's curves (loss, accuracy, learning rate), streamed live while
 // the run trains; two runs side by side.
-import { api, el, fmtBig, guarded, on, showMessage, state } from "./common.js";
+import { api, el, fmtBig, guarded, on, state } from "./common.js";
 import { drawChart, svgEl } from "./chart.js";
 
 const COLORS = { train: "#2f6fde", val: "#e8590c", step: "#2f6fde", lr: "#7048e8" };
@@ -147,8 +147,13 @@ function stream(p) {
     refresh();
   });
   source.onerror = () => {
-    // the browser reconnects by itself; a closed stream (server gone) is said once
-    if (source.readyState === EventSource.CLOSED) showMessage(`the live stream of ${p.run.id} closed`);
+    // the browser would reconnect with the first URL and get rows twice: reopen from the rows held instead
+    source.close();
+    p.source = null;
+    p.live.textContent = "reconnecting…";
+    setTimeout(() => {
+      if (panels.get(p.run.id) === p && !p.source) stream(p);
+    }, 2000);
   };
 }
 
@@ -163,8 +168,14 @@ export function initRuns(opts) {
     renderTable(runs);
     for (const [id, p] of panels) {
       const r = runs.find((x) => x.id === id);
-      if (r) p.run = r;
+      if (!r) continue;
+      p.run = r;
+      if (r.status === "running" && !p.source && p.charts) stream(p);  // a run that started training again
     }
   });
   on("tab", (name) => { if (name === "runs" && document.body.dataset.ready) guarded(refresh); });
+  // new runs and status changes show up while the tab is open
+  setInterval(() => {
+    if (document.body.dataset.tab === "runs" && document.body.dataset.ready && !document.hidden) refresh().catch(() => {});
+  }, 15000);
 }
