@@ -5,6 +5,7 @@ torch and `conv_output_size`.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -358,3 +359,16 @@ def test_a_bad_upload_shows_a_message(page, runs_server, tmp_path):
     assert page.evaluate("window.__convolab.analysis.label") == int(
         page.get_attribute("[data-testid=test-image] >> nth=2", "data-label"))
     assert _message(page) is None
+    # a drawing (white on black) is sent as a PNG and goes through the same way
+    box = page.locator("[data-testid=draw-canvas]").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 30)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 30, steps=10)
+    page.mouse.up()
+    page.evaluate("window.__before = window.__convolab.analysis")
+    page.click("[data-testid=draw-send]")
+    page.wait_for_function("() => window.__convolab.analysis !== window.__before")
+    drawn = page.evaluate("window.__convolab.analysis")
+    assert drawn["input"]["shape"] == [1, 8, 8] and drawn["label"] is None
+    view = np.asarray(Image.open(io.BytesIO(base64.b64decode(drawn["input"]["png"]))))
+    assert view[:, 3:5].mean() > view[:, :2].mean() + 50  # the vertical stroke, bright in the middle columns
