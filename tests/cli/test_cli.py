@@ -24,7 +24,7 @@ from convolab.cli import build_parser, main
 from convolab.data import DATASETS, load_dataset
 
 VERBS = ["train", "lr-find", "eval", "predict", "models", "datasets", "summary", "explain", "viz", "tcav", "report",
-         "compress", "export", "compare", "study", "sweep", "search", "landscape"]
+         "compress", "export", "compare", "study", "sweep", "search", "landscape", "serve"]
 FASHION = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; `make data` installs it
 
 

@@ -487,8 +487,9 @@ def create_app(folders: list[Path], *, max_upload_mb: float = 16, workers: int =
         model = await state.model(body.get("ref"), body.get("input"), body.get("classes"))
         layer = _field(body, "layer", str)
         y, x = _field(body, "y", int), _field(body, "x", int)
+        index = _field(body, "index", int, required=False, default=None)
         array, _ = state.image_input(model, _field(body, "image_id", str))
-        return _fast(await state.gate.run(_unit, state, model, array, layer, y, x))
+        return _fast(await state.gate.run(_unit, state, model, array, layer, y, x, index))
 
     @app.post("/api/elastic")
     async def elastic(request: Request):
@@ -592,11 +593,21 @@ def _analyze(state: Explorer, model: Model, source: Any, label: int | None) -> d
                           "encode": round(1000 * (t3 - t2), 2)}}
 
 
-def _unit(state: Explorer, model: Model, array: np.ndarray, layer: str, y: int, x: int) -> dict:
+def _unit(state: Explorer, model: Model, array: np.ndarray, layer: str, y: int, x: int,
+          index: int | None = None) -> dict:
+    """The receptive field of unit (y, x) of ``layer``; ``index`` (its position among /api/analyze's layers) tells
+    apart the calls of a module called twice (resnet's relu), which share a name but not a field."""
     from convolab.serve.inspect import unit_field
 
     summary = state.summary(model)
-    rows = {r.name: r for r in _rows(summary)}
+    every = _rows(summary)
+    if index is not None:
+        if not 0 <= index < len(every) or every[index].name != layer:
+            raise ValueError(f"layer {index} is not {layer!r}; send the index /api/analyze gave the layer (or none)")
+        return unit_field(every[index], y, x, tuple(array.shape[-2:]), array)
+    rows: dict = {}
+    for r in every:  # a module called twice, named alone: its first call
+        rows.setdefault(r.name, r)
     if layer not in rows:
         from convolab.errors import UnknownNameError
 

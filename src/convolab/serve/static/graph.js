@@ -28,6 +28,17 @@ function edgePath(a, b) {
   return `M${x0},${y0} C${x0 + dx},${y0} ${x1 - dx},${y1} ${x1},${y1}`;
 }
 
+// An edge along the layout's route (bottom centre of the source, through the lane beside the layers a long edge
+// skips, to the top centre of the target): smooth vertical curves between its points.
+function routePath(points) {
+  let d = `M${points[0][0]},${points[0][1]}`;
+  for (let i = 1; i < points.length; i++) {
+    const [x0, y0] = points[i - 1], [x1, y1] = points[i], dy = (y1 - y0) / 2;
+    d += x0 === x1 ? ` L${x1},${y1}` : ` C${x0},${y0 + dy} ${x1},${y1 - dy} ${x1},${y1}`;
+  }
+  return d;
+}
+
 function showNode(n) {
   const info = document.getElementById("graph-node");
   const rf = n.receptive_field ? [].concat(n.receptive_field).join("×") : "–";
@@ -49,10 +60,11 @@ function render(data) {
   const g = svgEl("g", { class: "viewport" });
   const byId = new Map(data.nodes.map((n) => [n.id, n]));
   const edges = svgEl("g", { fill: "none", stroke: "#98a2b3", "stroke-width": 1.4 });
-  for (const [from, to] of data.edges) {
-    const a = byId.get(from), b = byId.get(to);
-    if (a && b) edges.append(svgEl("path", { d: edgePath(a, b), "data-testid": "graph-edge" }));
-  }
+  data.edges.forEach(([from, to], i) => {
+    const a = byId.get(from), b = byId.get(to), route = data.routes && data.routes[i];
+    const d = route && route.length >= 2 ? routePath(route) : a && b ? edgePath(a, b) : null;
+    if (d) edges.append(svgEl("path", { d, "data-testid": "graph-edge" }));
+  });
   g.append(edges);
   for (const n of data.nodes) {
     const [fill, ink] = colorOf(n.type);

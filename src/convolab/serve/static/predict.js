@@ -195,7 +195,9 @@ function enlarge(layer, channel, mark = null) {
 async function unitAt(y, x) {
   const { layer, channel } = enlargedAt;
   const unit = await api("/api/unit", { method: "POST",
-    body: { ref: state.ref, image_id: state.imageId, layer: layer.name, y, x, ...state.modelParams() } });
+    // the layer's position tells apart two calls of one module (resnet's relu: one name, two fields)
+    body: { ref: state.ref, image_id: state.imageId, layer: layer.name, index: state.analysis.layers.indexOf(layer),
+            y, x, ...state.modelParams() } });
   state.lastUnit = { ...unit, channel };
   enlarge(layer, channel, [y, x]);
   drawInput(unit.box);
