@@ -29,7 +29,9 @@ def test_the_table_has_one_row_per_train_option():
     row = next(r for r in rows if r.startswith("| `--max-memory SIZE`"))
     assert row.split(" | ")[1:4] == ["size", "", "✓"]  # takes a size, no default, lr-find has it too
     row = next(r for r in rows if r.startswith("| `--epochs EPOCHS`"))
-    assert row.split(" | ")[1:4] == ["int >= 1", "`6`", ""]
+    assert row.split(" | ")[1:4] == ["int >= 1", "", ""] and "about 2,500 optimizer steps" in row  # set by the data
+    row = next(r for r in rows if r.startswith("| `--batch-size"))
+    assert row.split(" | ")[2] == "`128`"
     assert "| `--hflip` / `--no-hflip` | switch |" in table
     assert "| `--schedule` | `constant` \\| `step` \\|" in table
 

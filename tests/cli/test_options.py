@@ -17,9 +17,10 @@ from convolab.train.options import GROUPS, integer, number
 TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
 
 # TrainConfig().to_dict() written out by hand (as it was before the options moved into the metadata, with frames=None
-# since 65a2d7c): config.json must not change with the metadata
+# since 65a2d7c, epochs=None -- the data sets it -- since the step budget): config.json must not change with the
+# metadata
 DEFAULTS = dict(
-    model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, epochs=6, batch_size=128,
+    model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, epochs=None, batch_size=128,
     eval_batch_size=1000, lr=3e-3, optimizer="adam", momentum=0.9, nesterov=False, weight_decay=0.0, l1=0.0,
     decay_norm_and_bias=False, clip_grad_norm=None, accum_steps=1, label_smoothing=0.1, loss="cross_entropy",
     schedule="onecycle",

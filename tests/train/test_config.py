@@ -8,11 +8,23 @@ from convolab.runs.session import train
 from convolab.train import OPTIMIZERS, TrainConfig
 
 
+def test_the_step_budget_by_hand():
+    from convolab.train.config import MAX_AUTO_EPOCHS, STEP_BUDGET, auto_epochs
+
+    assert STEP_BUDGET == 2500
+    # Fashion-MNIST: 54,000 training images (10 % held out) at batch 128 -> 422 steps an epoch; 2500 / 422 = 5.9
+    assert auto_epochs(422) == 6
+    # 4,000 PNGs, 3,600 after the validation split: 29 steps; 2500 / 29 = 86.2 -> 87
+    assert auto_epochs(29) == 87
+    assert auto_epochs(1) == MAX_AUTO_EPOCHS == 300  # a handful of images: capped
+    assert auto_epochs(10_000) == 1  # more steps in one epoch than the budget
+
+
 def test_defaults_are_convolabs_recipe_and_valid():
     cfg = TrainConfig()
     cfg.validate()
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.schedule, cfg.label_smoothing, cfg.epochs) == (
-        "tutorial_cnn", "adam", 3e-3, 128, "onecycle", 0.1, 6)
+        "tutorial_cnn", "adam", 3e-3, 128, "onecycle", 0.1, None)
     assert cfg.augment == "none" and cfg.weight_decay == 0
     assert set(OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop"}
 

@@ -73,3 +73,26 @@ def test_lenet5_on_mnist_pngs_reaches_97_percent(mnist_folder, tmp_path, caplog)
     assert summary["test_samples"] == 1000
     assert summary["params"] == 61_706
     assert summary["test_accuracy"] >= 0.97
+
+
+@pytest.mark.slow
+def test_lenet5_with_no_recipe_flags_reaches_97_percent(mnist_folder, tmp_path, caplog):
+    # the default recipe, whose length is a budget of optimizer steps: 87 epochs of these 3,600 training images
+    # (6 epochs gave 0.951-0.955 over seeds 0-2, the budget 0.976-0.983)
+    config = TrainConfig(model="lenet5", data=str(mnist_folder), out=str(tmp_path / "run"), seed=0, device="cpu",
+                         progress=False, plots=False)
+    with caplog.at_level(logging.INFO, logger="convolab"):
+        result = convolab.train(config)
+    assert "87 epochs of 29 optimizer steps: the default budget" in caplog.text
+    assert result.summary["epochs"] == 87
+    assert result.summary["test_accuracy"] >= 0.97
+
+
+@pytest.mark.slow
+def test_fashion_mnist_keeps_its_six_epochs(tmp_path):
+    from convolab.train.loop import Trainer
+
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), device="cpu", progress=False, plots=False))
+    trainer._setup()
+    assert len(trainer.data.train) == 54_000 and trainer.steps_per_epoch == 422  # ceil(54,000 / 128)
+    assert trainer.config.epochs == 6  # the default recipe's length before the budget, where it was tuned

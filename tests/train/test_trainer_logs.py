@@ -211,3 +211,26 @@ def test_lr_find_without_keep_writes_no_folder(digits_config, tmp_path, monkeypa
     result, path = session.lr_find(config, num_steps=10, keep=False)
     assert path is None and len(result.lrs) >= 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"] and not any(scratch.iterdir())
+
+
+def test_without_epochs_the_data_sets_the_run_length(digits_config, tmp_path, logged):
+    from convolab.train.config import STEP_BUDGET
+
+    trainer = Trainer(digits_config(tmp_path / "run", epochs=None, plots=False, checkpoints=False))
+    trainer._setup()
+    steps = trainer.steps_per_epoch
+    n = len(trainer.data.train)
+    assert steps == -(-n // 64)  # digits' training split at batch 64, the last batch kept
+    # the fewest epochs that reach the budget, worked out here from the two counts
+    epochs = next(e for e in range(1, 1000) if e * steps >= STEP_BUDGET)
+    assert trainer.config.epochs == epochs and trainer.schedule.total_steps == epochs * steps
+    said = [m for m in logged() if "default budget" in m]
+    assert said == [f"{epochs} epochs of {steps} optimizer steps: the default budget of about 2,500 steps "
+                    f"({n:,} training samples at batch 64); --epochs N sets it"]
+    assert trainer.run_record("train")["config"]["epochs"] == epochs  # config.json: a resume reads the length chosen
+
+
+def test_given_epochs_are_kept_and_nothing_is_said(digits_config, tmp_path, logged):
+    trainer = Trainer(digits_config(tmp_path / "run", epochs=3, plots=False, checkpoints=False))
+    trainer._setup()
+    assert trainer.config.epochs == 3 and not [m for m in logged() if "default budget" in m]

@@ -35,7 +35,7 @@ from convolab.models.spec import resolve_model_name
 from convolab.train import state as state_io
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.callbacks import Callback, CallbackList, Checkpointing, check_tensorboard, default_callbacks
-from convolab.train.config import TrainConfig
+from convolab.train.config import STEP_BUDGET, TrainConfig, auto_epochs
 from convolab.train.cuda_graphs import cuda_graph_conflicts
 from convolab.train.distributed import init_distributed
 from convolab.train.engines import create_engine
@@ -227,6 +227,12 @@ class Trainer:
                         "%d (config.json records it as the batch size used)", cfg.batch_size,
                         f"{len(self.data.train):,}", self.batch_size_used)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
+        if cfg.epochs is None:  # no --epochs: the data sets the length (config.json records the epochs chosen)
+            self.config = cfg = replace(cfg, epochs=auto_epochs(self.steps_per_epoch))
+            cfg.validate()
+            log.info("%d epochs of %d optimizer steps: the default budget of about %s steps (%s training samples at "
+                     "batch %d); --epochs N sets it", cfg.epochs, self.steps_per_epoch, f"{STEP_BUDGET:,}",
+                     f"{len(self.data.train):,}", self.batch_size_used * cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
         self.params = sum(p.numel() for p in self.model.parameters())
         # The loop's position and bookkeeping: all of it goes into every checkpoint.
