@@ -113,7 +113,8 @@ def test_a_live_run_streams_rows_appended_after_the_request(client, served, digi
     live = served / "live"
     shutil.copytree(digits_run.run_dir, live)
     (live / "summary.json").unlink()
-    for name in ("metrics.jsonl", "steps.jsonl"):  # copytree keeps the shared run's times, minutes old in a long session
+    # copytree keeps the shared run's times, minutes old in a long session
+    for name in ("metrics.jsonl", "steps.jsonl"):
         os.utime(live / name)
     assert run_status(live) == "running"  # its logs were just written
     new_row = {"epoch": 6, "train_loss": 0.125, "val_accuracy": 0.5}
