@@ -11,7 +11,7 @@ from tests.cli.test_cli import assert_one_line_error, cli
 
 from convolab.cli import build_parser, main, train_config
 from convolab.train.config import TrainConfig
-from convolab.train.flags import flag_of, option_fields
+from convolab.train.flags import flag_of, option_fields, recipe_settings
 from convolab.train.options import GROUPS, integer, number
 
 TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
@@ -20,7 +20,8 @@ TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
 # since 65a2d7c, epochs=None -- the data sets it -- since the step budget): config.json must not change with the
 # metadata
 DEFAULTS = dict(
-    model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, epochs=None, batch_size=128,
+    model="tutorial_cnn", data="fashion-mnist", data_dir=None, out=None, overwrite=False, recipe=None, epochs=None,
+    batch_size=128,
     eval_batch_size=1000, lr=3e-3, optimizer="adam", momentum=0.9, nesterov=False, weight_decay=0.0, l1=0.0,
     decay_norm_and_bias=False, clip_grad_norm=None, accum_steps=1, label_smoothing=0.1, loss="cross_entropy",
     schedule="onecycle",
@@ -43,6 +44,7 @@ FLAG_CASES = [
     (["--data-dir", "/d"], "data_dir", "/d"),
     (["--out", "runs/x"], "out", "runs/x"),
     (["--overwrite"], "overwrite", True),
+    (["--recipe", "tutorial"], "recipe", "tutorial"),
     (["--epochs", "3"], "epochs", 3),
     (["--batch-size", "64"], "batch_size", 64),
     (["--eval-batch-size", "10"], "eval_batch_size", 10),
@@ -139,7 +141,10 @@ def test_every_field_documents_its_option():
 def test_each_flag_reaches_its_field(argv, name, value):
     config = train_config(argv)
     assert getattr(config, name) == value and type(getattr(config, name)) is type(value)
-    assert {k: v for k, v in config.to_dict().items() if k != name} == {k: v for k, v in DEFAULTS.items() if k != name}
+    expected = dict(DEFAULTS)
+    if name == "recipe":  # a recipe also sets the fields its flags name (tests/train/test_recipes.py)
+        expected.update(recipe_settings(value))
+    assert {k: v for k, v in config.to_dict().items() if k != name} == {k: v for k, v in expected.items() if k != name}
 
 
 def test_every_option_has_a_case():

@@ -36,20 +36,21 @@ def train_config(argv: Sequence[str]) -> TrainConfig:
     """The ``TrainConfig`` that ``convolab train ARGV...`` trains with (benchmarks build recipes from flags)."""
     from convolab.cli import build_parser
 
-    return config_from_args(build_parser().parse_args(["train", *argv]))
+    args = build_parser().parse_args(["train", *argv])
+    return config_from_args(args, given_fields(explicit_options(["train", *argv])))
 
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and print the test figures and where the run is."""
     from convolab.runs.session import resume, train
 
-    config = config_from_args(args)
+    given = given_fields(explicit_options(args.argv))
+    config = config_from_args(args, given)  # (a --recipe fills the fields not given)
     if args.resume:
         if args.out or args.overwrite:
             raise ValueError("--resume continues in the run's own directory; drop --out/--overwrite")
         # only what the command line gave overrides the run's settings; resume() refuses any that would change
         # the results (all but RESUME_FREE)
-        given = given_fields(explicit_options(args.argv))
         result = resume(args.resume, **{k: v for k, v in config.to_dict().items() if k in given})
     else:
         result = train(config)

@@ -32,6 +32,8 @@ from convolab.train.options import (
     positive_float,
     positive_int,
 )
+from convolab.train.recipes import RECIPES, check_recipe_device
+from convolab.train.recipes import describe as describe_recipes
 from convolab.train.schedule import SCHEDULES, LRSchedule
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "ON_NAN", "MONITORS", "RESUME_FREE", "ENGINES"]
@@ -78,6 +80,9 @@ class TrainConfig:
                              help="run directory to create (default: runs/MODEL-DATA-TIME)")
     overwrite: bool = option(False, group="output",
                              help="replace an existing convolab run directory at --out (never another folder)")
+    recipe: str | None = option(group="optimisation", choices=tuple(RECIPES), metavar="NAME",
+                                help="a preset of convolab train flags that fills the ones not given: "
+                                     + describe_recipes())
     epochs: int | None = option(group="optimisation", type=positive_int,
                                 help="passes over the training split (default: about 2,500 optimizer steps: 6 "
                                      "epochs of Fashion-MNIST at batch 128, more on smaller data, at most 300)")
@@ -287,11 +292,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any impossible setting."""
+        check_recipe_device(self.recipe, self.device)
         for name, value in self.to_dict().items():  # inf or nan would pass a '> 0' check, or fail much later
             values = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
         checks = [
+            (self.recipe is None or self.recipe in RECIPES,
+             f"unknown --recipe {self.recipe!r}; choose one of: {describe_recipes()}"),
             (self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1; got {self.epochs}"),
             (self.image_size is None or (len(self.image_size) == 2 and all(isinstance(v, int) and 1 <= v <= 8192
                                                                             for v in self.image_size)),

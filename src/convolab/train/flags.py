@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from convolab.train.config import TrainConfig
 from convolab.train.options import GROUPS
+from convolab.train.recipes import RECIPES
+from convolab.train.recipes import describe as describe_recipes
 
 if TYPE_CHECKING:
     from argparse import _ArgumentGroup
 
 __all__ = ["option_fields", "flag_of", "add_config_options", "config_from_args", "given_fields", "arg_type",
-           "read_flags", "config_from_flags"]
+           "read_flags", "config_from_flags", "recipe_settings", "recipe_config"]
 
 
 def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
@@ -97,13 +99,38 @@ def add_config_options(parser: argparse.ArgumentParser, *, groups: Collection[st
     return out
 
 
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, given: Collection[str] | None = None, **overrides: Any) -> TrainConfig:
     """The ``TrainConfig`` of parsed arguments: each field the verb has an option for takes the option's value
-    (its default when not given), the others keep TrainConfig's defaults; ``overrides`` come last."""
+    (its default when not given), the others keep TrainConfig's defaults; ``overrides`` come last.
+
+    With ``--recipe NAME`` the recipe's settings fill the fields not in ``given`` (the options on the command
+    line); without ``given``, the fields left at their defaults."""
     values = {f.name: getattr(args, f.name) for f in option_fields() if hasattr(args, f.name)}
     if isinstance(values.get("model_kwargs"), list):  # --model-arg KEY=VALUE ...: (key, value) pairs
         values["model_kwargs"] = dict(values["model_kwargs"])
+    name = overrides.get("recipe", values.get("recipe"))
+    if name:
+        if given is None:
+            defaults = {f.name: _default(f) for f in option_fields()}
+            given = {k for k, v in values.items() if k in defaults and v != defaults[k]}
+        values.update({k: v for k, v in recipe_settings(name).items() if k not in given})
     return TrainConfig(**{**values, **overrides})
+
+
+def recipe_settings(name: str) -> dict[str, Any]:
+    """The fields recipe ``name`` sets and their values (its flags read as ``convolab train`` reads them)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {describe_recipes()}")
+    config, given = read_flags(RECIPES[name].flags)
+    return {k: getattr(config, k) for k in given}
+
+
+def recipe_config(name: str, **overrides: Any) -> TrainConfig:
+    """``convolab train --recipe NAME``'s ``TrainConfig`` in Python; ``overrides`` (TrainConfig fields) win over
+    the recipe, as flags given beside ``--recipe`` do: ``recipe_config("speedrun-cpu", seed=1, out="runs/s1")``."""
+    config = TrainConfig(**{**recipe_settings(name), "recipe": name, **overrides})
+    config.validate()
+    return config
 
 
 def given_fields(explicit: Collection[str]) -> set[str]:
@@ -141,7 +168,7 @@ def read_flags(argv: Sequence[str]) -> tuple[TrainConfig, set[str]]:
         with contextlib.redirect_stderr(io.StringIO()):
             args = _parser().parse_args(argv)
             given = set(vars(_parser(suppress=True).parse_args(argv)))
-        config = config_from_args(args)
+        config = config_from_args(args, given)
     except _Refused as e:
         message = re.sub(r"^convolab( train)?: error: ", "", str(e))
         raise ValueError(f"{message} (flags of `convolab train`; see `convolab train --help`)") from None
