@@ -75,6 +75,58 @@ for epoch in range(epochs):
 '''
 
 
+# The loop exactly as the tutorials print it: the same network, data and optimizer, no test pass between epochs,
+# and one test pass at the end, at batch 1000.
+PRINTED_SCRIPT = r'''
+import sys, time, torch, torch.nn as nn, torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+root, epochs, device, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+torch.manual_seed(seed)
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
+test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
+train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+test_loader = DataLoader(test_set, batch_size=1000)
+
+model = Net().to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(epochs):
+    model.train()
+    for images, labels in train_loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    print(f"epoch {epoch + 1} done", file=sys.stderr, flush=True)
+model.eval()
+correct = 0
+with torch.no_grad():
+    for images, labels in test_loader:
+        images, labels = images.to(device), labels.to(device)
+        correct += (model(images).argmax(1) == labels).sum().item()
+print(f"TEST {correct / len(test_set)} {time.process_time()}", flush=True)
+'''
+
+
 @dataclass
 class Epoch:
     epoch: int
@@ -107,6 +159,20 @@ def run_tutorial(root: Path, epochs: int, device: str, seed: int, target: float 
             e, acc, loss, t, cpu = line.split()[1:]
             run.epochs.append(Epoch(int(e), float(acc), float(loss), float(t) - start_wall, float(cpu)))
     return run
+
+
+def run_printed_tutorial(root: Path, epochs: int, device: str, seed: int) -> tuple[float, float, float]:
+    """The loop as the tutorials print it (``PRINTED_SCRIPT``), as its own process: (its wall time start to exit,
+    its test accuracy, its CPU seconds before exit)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PRINTED_SCRIPT, str(root), str(epochs), device, str(seed)],
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"the tutorial loop failed ({proc.returncode})")
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("TEST "))
+    accuracy, cpu = (float(v) for v in line.split()[1:])
+    return wall, accuracy, cpu
 
 
 def prepare_torchvision_root(tmp: Path) -> Path:

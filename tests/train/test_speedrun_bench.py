@@ -1,0 +1,42 @@
+"""benchmarks/speedrun.py: a warm process, an untimed warm-up, then timed seeds whose window sits inside the run."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speedrun.py"
+
+
+@pytest.fixture(scope="module")
+def speedrun():
+    spec = importlib.util.spec_from_file_location("speedrun_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_seeds_after_a_warm_up_on_digits(speedrun, capsys):
+    assert speedrun.main(["--recipe", "tutorial", "--data", "digits", "--seeds", "2", "--device", "cpu", "--json",
+                          "--", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    figures = json.loads(out.strip().splitlines()[-1])
+    runs = figures["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and figures["warmup"] is not None
+    for r in runs:
+        assert r["epochs"] == 2 and 0.1 < r["accuracy"] <= 1  # the flag after -- won over the recipe's 5 epochs
+        # the timed window (first step to the test's accuracy) is inside the run, setup and writing outside it
+        assert 0 < r["timed"] == pytest.approx(r["train_and_test"])
+        assert r["setup"] > 0 and r["write"] >= 0
+        assert r["setup"] + r["train_and_test"] + r["write"] == pytest.approx(r["whole"], abs=1e-6)
+    phases = figures["phases"]
+    assert sum(phases.values()) <= figures["whole_seconds"]
+    assert "timed seconds (perf_counter, first step to final test accuracy)" in out
+    mean = sum(r["accuracy"] for r in runs) / 2
+    assert f"test accuracy: mean {mean:.4f}" in out
+
+
+def test_a_gpu_recipe_on_a_cpu_stops_before_any_data(speedrun, capsys):
+    with pytest.raises(ValueError, match="--recipe speedrun-gpu needs a CUDA GPU"):
+        speedrun.main(["--recipe", "speedrun-gpu", "--data", "digits", "--seeds", "1", "--device", "cpu"])
