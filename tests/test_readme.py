@@ -85,6 +85,8 @@ def _skip(reason: str) -> How:
 
 
 _LONG = "Fashion-MNIST for minutes"
+_SERVE = ("serves until Ctrl-C; tests/serve start the same server (test_security.py as a process, test_browser.py "
+          "with Chromium on its page)")
 _CIFAR = "CIFAR-10 is downloaded (internet) and trains for minutes"
 
 # Every README command, keyed by its words (comment dropped), and how the test treats it. README order.
@@ -95,6 +97,8 @@ COMMANDS: dict[str, How] = {
     "convolab train --model tutorial_cnn --data fashion-mnist --epochs 5 --out runs/fm":
         _adapt("--data digits --epochs 1", _LONG),
     "convolab train --model lenet5 --data digits --epochs 20 --lr 3e-3 --out runs/digits": _run(),
+    "convolab train --recipe speedrun-cpu --out runs/fast": _adapt("--data digits", _LONG),
+    "convolab train --recipe speedrun-cpu --epochs 6 --out runs/f6": _adapt("--data digits", _LONG),
     "convolab train --model mnist_cnn --data ~/pictures/letters --optimizer sgd --lr 0.05 --momentum 0.9 "
     "--out runs/letters": _run(),
     "convolab train --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov --weight-decay 5e-4 --out runs/sgd":
@@ -219,6 +223,9 @@ COMMANDS: dict[str, How] = {
         _skip("trains 30 candidates on Fashion-MNIST (minutes); tests/experiments/test_search.py searches digits"),
     "convolab search cell --strategy darts --order 2 --partial-channels 4 -- --data fashion-mnist --epochs 10":
         _skip("a second-order supernet on Fashion-MNIST for 10 epochs (an hour); the tests search digits"),
+    "convolab serve runs/": _skip(_SERVE),
+    "convolab serve runs/demo --open": _skip(_SERVE),
+    "convolab serve": _skip(_SERVE),
     "convolab landscape runs/demo": _adapt("--images 512", "evaluates 21 points; 512 images are enough to check it"),
     "convolab landscape runs/demo --2d --out runs/demo/landscape-2d":
         _adapt("--points 5 --images 256", "441 evaluations take minutes; a 5x5 grid checks the command"),
