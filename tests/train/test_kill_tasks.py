@@ -35,8 +35,8 @@ def _main_with_model_kwargs(argv):
         kwargs = _json.loads(argv[i + 1])
         del argv[i:i + 2]
 
-        def config_from_args(args):
-            config = _config_from_args(args)
+        def config_from_args(args, *more, **overrides):
+            config = _config_from_args(args, *more, **overrides)
             config.model_kwargs = kwargs
             return config
 

@@ -333,7 +333,7 @@ def _conv(m: nn.Conv2d, inp: torch.Tensor, channel: int, y: int, x: int, actual:
     kernel = m.weight[channel].detach().double()  # (cin_g, kh, kw)
     products = patch * kernel
     sums = products.sum((1, 2))
-    bias = float(m.bias[channel]) if m.bias is not None else 0.0
+    bias = float(m.bias[channel].detach()) if m.bias is not None else 0.0
     patch_l, kernel_l, prod_l, sums_l = (patch.cpu().tolist(), kernel.cpu().tolist(), products.cpu().tolist(),
                                          sums.cpu().tolist())
     return {
