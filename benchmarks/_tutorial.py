@@ -17,67 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCRIPT = r'''
-import sys, time, torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
-
-root, epochs, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-seed, target = int(sys.argv[4]), float(sys.argv[5])
-torch.manual_seed(seed)
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return self.fc2(x)
-
-transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
-train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
-test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
-train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-test_loader = DataLoader(test_set, batch_size=64)
-
-model = Net().to(device)
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-for epoch in range(epochs):
-    model.train()
-    for images, labels in train_loader:
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    test_loss, correct = 0.0, 0
-    with torch.no_grad():
-        for images, labels in test_loader:
-            images, labels = images.to(device), labels.to(device)
-            pred = model(images)
-            test_loss += F.cross_entropy(pred, labels).item()
-            correct += (pred.argmax(1) == labels).sum().item()
-    accuracy = correct / len(test_set)
-    print(f"EPOCH {epoch + 1} {accuracy} {test_loss / len(test_loader)} {time.time()} {time.process_time()}",
-          flush=True)
-    print(f"epoch {epoch + 1}: test loss {test_loss / len(test_loader):.4f}, accuracy {accuracy:.4f}",
-          file=sys.stderr, flush=True)
-    if accuracy >= target:
-        break
-'''
-
-
-# The loop exactly as the tutorials print it: the same network, data and optimizer, no test pass between epochs,
-# and one test pass at the end, at batch 1000.
-PRINTED_SCRIPT = r'''
+# What both versions of the loop share, as the tutorials write it: imports, the network, the data (per-sample
+# transforms behind a shuffled DataLoader of batch 64) and Adam at 1e-3. argv: ROOT EPOCHS DEVICE SEED [TARGET].
+_COMMON = r'''
 import sys, time, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -104,11 +46,11 @@ transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2
 train_set = datasets.FashionMNIST(root, train=True, download=False, transform=transform)
 test_set = datasets.FashionMNIST(root, train=False, download=False, transform=transform)
 train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-test_loader = DataLoader(test_set, batch_size=1000)
 
 model = Net().to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-for epoch in range(epochs):
+
+def train_one_epoch():
     model.train()
     for images, labels in train_loader:
         images, labels = images.to(device), labels.to(device)
@@ -116,7 +58,38 @@ for epoch in range(epochs):
         loss = F.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
+'''
+
+# The PyTorch quickstart's version: a test pass (loss and accuracy, batch 64) after every epoch, stopping at the
+# first epoch whose test accuracy reaches TARGET.
+SCRIPT = _COMMON + r'''
+target = float(sys.argv[5])
+test_loader = DataLoader(test_set, batch_size=64)
+for epoch in range(epochs):
+    train_one_epoch()
+    model.eval()
+    test_loss, correct = 0.0, 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            images, labels = images.to(device), labels.to(device)
+            pred = model(images)
+            test_loss += F.cross_entropy(pred, labels).item()
+            correct += (pred.argmax(1) == labels).sum().item()
+    accuracy = correct / len(test_set)
+    print(f"EPOCH {epoch + 1} {accuracy} {test_loss / len(test_loader)} {time.time()} {time.process_time()}",
+          flush=True)
+    print(f"epoch {epoch + 1}: test loss {test_loss / len(test_loader):.4f}, accuracy {accuracy:.4f}",
+          file=sys.stderr, flush=True)
+    if accuracy >= target:
+        break
+'''
+
+# The loop exactly as the tutorials print it: no test pass between epochs, one at the end, at batch 1000.
+PRINTED_SCRIPT = _COMMON + r'''
+for epoch in range(epochs):
+    train_one_epoch()
     print(f"epoch {epoch + 1} done", file=sys.stderr, flush=True)
+test_loader = DataLoader(test_set, batch_size=1000)
 model.eval()
 correct = 0
 with torch.no_grad():
