@@ -98,7 +98,10 @@ def main(argv=None) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: this machine has no CUDA GPU")
     flags = ["--recipe", args.recipe, "--data", args.data, *extra]
-    read_flags([*flags, "--device", device])  # a refused flag or recipe stops here, before any data is loaded
+    try:  # a refused flag or recipe stops here in one line, before any data is loaded
+        read_flags([*flags, "--device", device])[0].validate()
+    except ValueError as e:
+        p.error(str(e))
 
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"speed run: --recipe {args.recipe} {' '.join(extra)} on {args.data}, {name}; {args.seeds} timed seeds "

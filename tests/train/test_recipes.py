@@ -63,8 +63,7 @@ def test_the_run_records_the_recipe_and_every_value_it_set(tmp_path, capsys):
     code, stdout, err = cli(["train", "--recipe", "tutorial", "--data", "digits", "--epochs", "1", "--device", "cpu",
                              "--quiet", "--no-plots", "--out", out, "--json"], capsys)
     assert code == 0, err
-    recorded = json.loads((out / "config.json").read_text())
-    recorded = recorded.get("config", recorded)
+    recorded = json.loads((out / "config.json").read_text())["config"]  # the TrainConfig as trained
     assert recorded["recipe"] == "tutorial" and recorded["epochs"] == 1  # given beside it
     assert (recorded["batch_size"], recorded["lr"], recorded["schedule"], recorded["val_fraction"]) == \
         (64, 1e-3, "constant", 0.0)

@@ -37,6 +37,14 @@ def test_two_seeds_after_a_warm_up_on_digits(speedrun, capsys):
     assert f"test accuracy: mean {mean:.4f}" in out
 
 
-def test_a_gpu_recipe_on_a_cpu_stops_before_any_data(speedrun, capsys):
-    with pytest.raises(ValueError, match="--recipe speedrun-gpu needs a CUDA GPU"):
-        speedrun.main(["--recipe", "speedrun-gpu", "--data", "digits", "--seeds", "1", "--device", "cpu"])
+@pytest.mark.parametrize("argv, needle", [
+    (["--recipe", "speedrun-gpu", "--device", "cpu"], "--recipe speedrun-gpu needs a CUDA GPU"),
+    (["--recipe", "fastest", "--device", "cpu"], "invalid choice: 'fastest'"),
+    (["--recipe", "tutorial", "--device", "cpu", "--", "--lr", "0"], "--lr: must be > 0"),
+])
+def test_a_refused_recipe_or_flag_is_one_line_before_any_run(speedrun, capsys, argv, needle):
+    with pytest.raises(SystemExit) as e:
+        speedrun.main([*argv, "--data", "digits", "--seeds", "1"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and needle in err and "Traceback" not in err
+    assert "speed run:" not in out  # nothing ran
