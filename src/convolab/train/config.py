@@ -42,7 +42,6 @@ ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 ENGINES = ("torch", "numpy")  # numpy: convolab.glass computes every step, each backward written by hand
 MONITORS = ("val_accuracy", "val_loss", "val_mean_iou", "val_video_accuracy")
-# Settings a resumed run may change: they do not affect the numbers it computes.
 # Without --epochs a run takes about this many optimizer steps: 6 epochs of Fashion-MNIST at batch 128, where the
 # default recipe was tuned, and as many steps on a smaller folder (87 epochs of 3,600 images), where six epochs
 # under-train: LeNet-5 on 4,000 MNIST PNGs, 0.953 after 6 epochs, 0.976-0.983 after 2,500 steps.
@@ -56,6 +55,7 @@ def auto_epochs(steps_per_epoch: int) -> int:
     return max(1, min(MAX_AUTO_EPOCHS, math.ceil(STEP_BUDGET / max(1, steps_per_epoch))))
 
 
+# Settings a resumed run may change: they do not affect the numbers it computes.
 RESUME_FREE = ("out", "overwrite", "data_dir", "download", "device", "progress", "plots", "tensorboard", "max_memory")
 
 
