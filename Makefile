@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.convolab-installed
 PYTEST_ARGS ?=
 # test processes (pytest-xdist), each with one thread (tests/conftest.py); 0 runs the suite in this process
 PYTEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+# worksteal: a worker that runs out of tests takes half of the other's queue (the suite's tests differ 1000-fold in length)
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 .PHONY: help install data browser postgres demo test test-slow test-all test-full lint bench clean
 

@@ -28,6 +28,13 @@ from convolab.train import TrainConfig, TrainResult
 _ISOLATED_VARS = ("CONVOLAB_DATA", "CONVOLAB_DEBUG")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``longest`` first: started last, one of them ran alone for minutes at the end of the slow
+    suite while the other worker sat idle (the README walkthrough, about 9 minutes). With ``--dist worksteal``
+    (the Makefile's) the other worker takes the rest and steals from the first one's queue."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # (a stable sort: otherwise as collected)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_session_env(tmp_path_factory):
     """XDG_CACHE_HOME -> a session tmp folder; no $CONVOLAB_DATA; no $CONVOLAB_DEBUG (errors become tracebacks)."""

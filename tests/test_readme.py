@@ -416,6 +416,7 @@ def _run_killed(line: str, cwd: Path, env: dict[str, str], out: str) -> str | No
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_readme_walkthrough(tmp_path):
     """Every command not skipped, in README order, in one working directory; then the ```python blocks."""
     cwd, home = _mkdir(tmp_path / "work"), _mkdir(tmp_path / "home")
