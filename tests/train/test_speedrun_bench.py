@@ -48,3 +48,20 @@ def test_a_refused_recipe_or_flag_is_one_line_before_any_run(speedrun, capsys, a
     out, err = capsys.readouterr()
     assert e.value.code == 2 and needle in err and "Traceback" not in err
     assert "speed run:" not in out  # nothing ran
+
+
+def test_the_device_script_refuses_a_machine_without_a_gpu(tmp_path):
+    """benchmarks/gpu_device.sh (the GPU record on a lent machine) stops at once, exit 2, where CUDA is absent."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():  # (CI has no GPU; on a GPU machine the script would run for minutes)
+        pytest.skip("this machine has a CUDA GPU: the script would run the whole record")
+    script = SCRIPT.parent / "gpu_device.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PY": sys.executable, "OUT": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "no CUDA GPU here" in proc.stderr
+    assert not (tmp_path / "gpu-speedrun.log").exists()  # nothing started
