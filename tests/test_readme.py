@@ -34,7 +34,7 @@ What the commands need and the README does not make (image files, an image folde
 concept and random folders) is made first from scikit-learn's digits and Fashion-MNIST test images;
 ``HOME`` is a temporary folder. ``runs/demo`` comes from ``make demo``'s train command with ``--epochs
 1`` (Fashion-MNIST kept: the explain example targets the class Sneaker). The ```python blocks then run
-in the same directory. Every command's output is appended to ``outputs.txt`` in the test's tmp folder,
+in the same directory. Every command's output and its seconds are appended to ``outputs.txt`` in the test's tmp folder,
 for re-measuring the figures the README quotes.
 """
 
@@ -438,9 +438,12 @@ def test_readme_walkthrough(tmp_path):
             if error:
                 failures.append(error)
             continue
+        started = time.monotonic()
         proc = _sh(line, cwd, env)
         with open(tmp_path / "outputs.txt", "a", encoding="utf-8") as log:  # for re-measuring the README's figures
-            log.write(f"$ {line}\nexit {proc.returncode}\n{proc.stdout}{proc.stderr}\n")
+            # (and each command's seconds: where this test's minutes go)
+            log.write(f"$ {line}\nexit {proc.returncode} after {time.monotonic() - started:.1f} s\n"
+                      f"{proc.stdout}{proc.stderr}\n")
         expect_ok = {"gpu": torch.cuda.is_available(), "bf16": cpu_has_native_bf16() or torch.cuda.is_available()}
         if expect_ok.get(how.kind, True):
             ok = proc.returncode == 0 and "Traceback" not in proc.stderr
