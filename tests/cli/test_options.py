@@ -11,7 +11,7 @@ from tests.cli.test_cli import assert_one_line_error, cli
 
 from convolab.cli import build_parser, main, train_config
 from convolab.train.config import TrainConfig
-from convolab.train.flags import flag_of, option_fields, recipe_settings
+from convolab.train.flags import flag_of, opposite_flag, option_fields, recipe_settings
 from convolab.train.options import GROUPS, integer, number
 
 TRAIN = importlib.import_module("convolab.runs.session")  # train() and resume()
@@ -151,7 +151,27 @@ def test_every_option_has_a_case():
     assert {name for _, name, _ in FLAG_CASES} == {f.name for f in option_fields()}
     train = build_parser().verbs["train"]
     flags = {s for a in train._actions for s in a.option_strings} - {"-h", "--help", "--json", "--resume"}
-    assert flags == {flag_of(f) for f in option_fields()} | {"--no-hflip"}
+    switches = {opposite_flag(flag_of(f)) for f in option_fields() if f.type == "bool"}  # --plots, --no-tta ...
+    assert flags == {flag_of(f) for f in option_fields()} | {"--no-hflip"} | switches
+
+
+@pytest.mark.parametrize("argv,name,value", [
+    (["--plots"], "plots", True), (["--no-plots", "--plots"], "plots", True),
+    (["--plots", "--no-plots"], "plots", False),
+    (["--no-tta"], "tta", False), (["--tta", "--no-tta"], "tta", False), (["--no-tta", "--tta"], "tta", True),
+    (["--recipe", "speedrun-cpu", "--plots", "--checkpoints"], "plots", True),
+    (["--recipe", "speedrun-cpu", "--checkpoints"], "checkpoints", True),
+    (["--recipe", "speedrun-cpu"], "checkpoints", False),
+    (["--recipe", "speedrun-gpu", "--no-tta", "--no-nesterov", "--no-cuda-graphs", "--device", "cpu",
+      "--precision", "32"], "tta", False),
+])
+def test_a_switch_opposite_sets_the_default_back(argv, name, value):
+    """Every on/off option has its opposite, so that a recipe's setting (or an earlier flag) can be undone; the last
+    one typed wins."""
+    config = train_config(argv)
+    assert getattr(config, name) is value
+    if "--no-cuda-graphs" in argv:  # a GPU recipe's switches all undone (here on a CPU, not validated)
+        assert (config.nesterov, config.cuda_graphs, config.tta) == (False, False, False)
 
 
 @pytest.mark.parametrize("args,needles", [

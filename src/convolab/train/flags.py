@@ -25,8 +25,8 @@ from convolab.train.recipes import describe as describe_recipes
 if TYPE_CHECKING:
     from argparse import _ArgumentGroup
 
-__all__ = ["option_fields", "flag_of", "add_config_options", "config_from_args", "given_fields", "arg_type",
-           "read_flags", "config_from_flags", "recipe_settings", "recipe_config"]
+__all__ = ["option_fields", "flag_of", "opposite_flag", "add_config_options", "config_from_args", "given_fields",
+           "arg_type", "read_flags", "config_from_flags", "recipe_settings", "recipe_config"]
 
 
 def arg_type(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
@@ -66,12 +66,33 @@ def _default(f: Field) -> Any:
     return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
 
+class _Switch(argparse.Action):
+    """A switch and its opposite, one destination: the field's flag turns the default over (``--tta`` on,
+    ``--no-plots`` off); the opposite (``--no-tta``, ``--plots``) sets the default's value, which undoes a
+    recipe's setting (``--recipe speedrun-cpu --plots``) or an earlier flag (the last one typed wins)."""
+
+    def __init__(self, option_strings: list[str], dest: str, default: bool = False, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+        self.off = bool(default)  # (kept apart: explicit_options() replaces .default to see what was typed)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, (not self.off) if option_string == self.option_strings[0] else self.off)
+
+
+def opposite_flag(flag: str) -> str:
+    """The flag that sets a switch back to its default: ``--no-plots`` -> ``--plots``, ``--tta`` -> ``--no-tta``."""
+    return "--" + flag[len("--no-"):] if flag.startswith("--no-") else "--no-" + flag[2:]
+
+
 def _add(group: _ArgumentGroup, f: Field) -> None:
     """Add field ``f`` as an option; its destination is the field's name (``--no-plots`` sets ``plots``)."""
     meta, default = f.metadata, _default(f)
     kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": default}
-    if f.type == "bool":  # a switch: --flag turns the default over (--nesterov on, --no-plots off)
-        kwargs["action"] = "store_false" if default else "store_true"
+    if f.type == "bool":  # a switch: --flag turns the default over (--nesterov on, --no-plots off), its opposite
+        back = opposite_flag(flag_of(f))  # sets the default
+        kwargs["help"] = f"{meta['help']} ({back}: the default, over a --recipe or an earlier flag)"
+        group.add_argument(flag_of(f), back, action=_Switch, **kwargs)
+        return
     elif f.type == "bool | None":  # on, off or the default's (None: decided elsewhere, e.g. by a preset)
         kwargs["action"] = argparse.BooleanOptionalAction
     else:
