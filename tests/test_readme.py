@@ -88,6 +88,8 @@ _LONG = "Fashion-MNIST for minutes"
 _SERVE = ("serves until Ctrl-C; tests/serve start the same server (test_security.py as a process, test_browser.py "
           "with Chromium on its page)")
 _CIFAR = "CIFAR-10 is downloaded (internet) and trains for minutes"
+# without --epochs a run takes about 2,500 steps: 200 epochs of digits, 15-20 s each here; 6 epochs check the same
+_DIGITS_BUDGET = _LONG + "; on digits, 6 epochs (the step budget would make 200)"
 
 # Every README command, keyed by its words (comment dropped), and how the test treats it. README order.
 COMMANDS: dict[str, How] = {
@@ -102,9 +104,9 @@ COMMANDS: dict[str, How] = {
     "convolab train --model mnist_cnn --data ~/pictures/letters --optimizer sgd --lr 0.05 --momentum 0.9 "
     "--out runs/letters": _run(),
     "convolab train --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov --weight-decay 5e-4 --out runs/sgd":
-        _adapt("--data digits", _LONG),
+        _adapt("--data digits --epochs 6", _DIGITS_BUDGET),
     "convolab train --optimizer adamw --lr 2e-3 --weight-decay 0.05 --label-smoothing 0.1 --out runs/adamw":
-        _adapt("--data digits", _LONG),
+        _adapt("--data digits --epochs 6", _DIGITS_BUDGET),
     "convolab train --model resnet20 --batch-size 64 --accum-steps 4 --clip-grad-norm 1.0 --out runs/accum":
         _adapt("--data digits --epochs 1", _LONG),
     "convolab train --schedule cosine --warmup-epochs 1 --epochs 10 --out runs/cosine": _adapt("--data digits", _LONG),
@@ -120,14 +122,16 @@ COMMANDS: dict[str, How] = {
     "convolab train --data cifar10 --model resnet20 --augment standard --cutmix 1.0 --out runs/c10-cutmix":
         _adapt("--data digits --epochs 1", _CIFAR),
     "convolab train --data mnist --augment standard --out runs/mnist":
-        _adapt("--data digits", "MNIST is downloaded (internet); digits get the same rotations"),
+        _adapt("--data digits --epochs 6", "MNIST is downloaded (internet); digits get the same rotations; 6 epochs "
+               "(the step budget would make 200)"),
     "convolab train --data fashion-mnist --crop-pad 3 --no-hflip --cutout 0.25 --mixup 0.2 --out runs/custom":
-        _adapt("--data digits", _LONG),
+        _adapt("--data digits --epochs 6", _DIGITS_BUDGET),
     "convolab train --precision bf16 --out runs/bf16": How("bf16", "--data digits --epochs 1", _LONG),
     "convolab train --device cuda --precision fp16 --out runs/fp16": How("gpu", "--data digits --epochs 1", _LONG),
     "convolab train --model resnet50 --data cifar10 --grad-checkpointing --device cuda --out runs/r50":
         How("gpu", "--data digits --epochs 1", _CIFAR),
-    "convolab train --ema 0.999 --tta --augment light --out runs/ema": _adapt("--data digits", _LONG),
+    "convolab train --ema 0.999 --tta --augment light --out runs/ema":
+        _adapt("--data digits --epochs 6", _DIGITS_BUDGET),
     "convolab train --compile --tensorboard --out runs/tb":
         _skip("needs the optional tensorboard package, and torch.compile compiles for minutes on a CPU"),
     "torchrun --nproc-per-node 4 -m convolab train --model resnet20 --data cifar10 --device cuda --batch-size 512 "
