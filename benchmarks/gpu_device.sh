@@ -28,5 +28,5 @@ for epochs in 15 8 10 12 6 20 30 40; do
     fi
     echo "== --recipe speedrun-gpu --epochs $epochs, 5 seeds (${SECONDS}s so far)" | tee -a "$LOG"
     "$PY" benchmarks/speedrun.py --recipe speedrun-gpu --seeds 5 --device cuda -- --epochs "$epochs" 2>&1 \
-        | grep -v '^epoch ' | tee -a "$LOG"
+        | tee -a "$LOG"
 done
