@@ -225,7 +225,8 @@ def test_a_two_process_ddp_run_counts_the_whole_test_split(tmp_path):
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                            str(port), "-m", "convolab", "train", "--data", "digits", "--device", "cpu", "--epochs",
                            "1", "--precision", "32", "--quiet", "--no-plots", "--no-checkpoints", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300,  # torchrun's log folder under tmp_path
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["test_samples"] == 359

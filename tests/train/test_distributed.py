@@ -61,12 +61,13 @@ def _one_process_reference(batch: int, epochs: int, lr: float):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
+def test_two_process_ddp_on_cpu_equals_one_process(tmp_path, tmp_path_factory):
     """torchrun --nproc-per-node 2 with gloo: one run directory written by rank 0, world_size 2, and the
     weights of one process taking the same whole batches: DDP averages the two halves' gradients."""
     n = load_dataset("digits").train.labels.numel() // 2 * 2  # one full batch per epoch, split in two
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # torchrun's log folder in a folder of its own: tmp_path is checked to hold only the run directory
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path_factory.mktemp("torchrun"))}
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                            str(_free_port()), "-m", "convolab", "train", "--data", "digits", "--device", "cpu",
@@ -93,11 +94,13 @@ def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
         "steps.jsonl logs the mean of the two processes' losses"
 
 
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    """``convolab train ARGS`` in two torchrun processes; torchrun's log folder goes under ``tmp``, not /tmp."""
     torchrun = Path(sys.executable).with_name("torchrun")
     return subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                            str(_free_port()), "-m", "convolab", "train", *args],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)})
 
 
 @pytest.mark.slow
@@ -107,10 +110,10 @@ def test_two_process_ddp_resumes_exactly(tmp_path):
     states and partial sums are restored from the checkpoint's ``ranks``."""
     recipe = ["--data", "digits", "--device", "cpu", "--epochs", "3", "--batch-size", "128", "--optimizer",
               "adam", "--lr", "3e-3", "--augment", "light", "--quiet", "--no-plots", "--checkpoint-every", "4"]
-    whole = _torchrun([*recipe, "--out", str(tmp_path / "whole")])
+    whole = _torchrun([*recipe, "--out", str(tmp_path / "whole")], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     partial = tmp_path / "partial"
-    first = _torchrun([*recipe, "--out", str(partial)])
+    first = _torchrun([*recipe, "--out", str(partial)], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     # Roll the copy back to its older kept checkpoint, mid-epoch: drop everything after it, as if the
     # processes had been killed there.
@@ -123,7 +126,7 @@ def test_two_process_ddp_resumes_exactly(tmp_path):
     for path in [kept[1], partial / "checkpoints" / "best.pt", partial / "model.safetensors",
                  partial / "summary.json"]:
         path.unlink()
-    resumed = _torchrun(["--resume", str(partial), "--quiet", "--no-plots"])
+    resumed = _torchrun(["--resume", str(partial), "--quiet", "--no-plots"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(partial / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
