@@ -35,7 +35,8 @@ concept and random folders) is made first from scikit-learn's digits and Fashion
 ``HOME`` is a temporary folder. ``runs/demo`` comes from ``make demo``'s train command with ``--epochs
 1`` (Fashion-MNIST kept: the explain example targets the class Sneaker). The ```python blocks then run
 in the same directory. Every command's output and its seconds are appended to ``outputs.txt`` in the test's tmp folder,
-for re-measuring the figures the README quotes.
+for re-measuring the figures the README quotes; pytest deletes that folder when the test passes, so
+``CONVOLAB_README_OUTPUTS=FILE`` names a file that stays instead.
 """
 
 from __future__ import annotations
@@ -432,6 +433,7 @@ def test_readme_walkthrough(tmp_path):
     from convolab.train.step import cpu_has_native_bf16
 
     failures = []
+    outputs = Path(os.environ.get("CONVOLAB_README_OUTPUTS") or tmp_path / "outputs.txt")
     for cmd in _commands():
         how = COMMANDS[cmd.key]
         if how.kind == "skip":
@@ -444,7 +446,7 @@ def test_readme_walkthrough(tmp_path):
             continue
         started = time.monotonic()
         proc = _sh(line, cwd, env)
-        with open(tmp_path / "outputs.txt", "a", encoding="utf-8") as log:  # for re-measuring the README's figures
+        with open(outputs, "a", encoding="utf-8") as log:  # for re-measuring the README's figures
             # (and each command's seconds: where this test's minutes go)
             log.write(f"$ {line}\nexit {proc.returncode} after {time.monotonic() - started:.1f} s\n"
                       f"{proc.stdout}{proc.stderr}\n")
