@@ -11,7 +11,7 @@
 #      mean of 94.0 % is the record for the 2.0 s target;
 #   2. --model fastcnn_wide (every width doubled) at 20, 30 and 40 epochs: the shortest that reaches a mean of
 #      95.0 %. fastcnn itself stops short of it: 0.9470 after 30 epochs on the 2-core CPU (seed 0, bf16), where
-#      fastcnn_wide reached 0.9510 after 20 (2026-12-07).
+#      fastcnn_wide reached 0.9510 and 0.9492 after 20 (seeds 0 and 1; 2026-12-07): on the line, hence 30 and 40.
 # Each table also goes to $OUT/gpu-speedrun.log. The device gives a command 10 minutes; this stops starting new
 # variants after SECONDS_BUDGET (default 480) so that the log comes back whole.
 set -uo pipefail
