@@ -30,6 +30,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -83,7 +84,7 @@ def one_run(flags: list[str], seed: int, device: str, out: Path) -> dict:
             "accuracy_without_tta": s.get("test_accuracy_without_tta")}
 
 
-def _refuse(message: str) -> int:
+def _refuse(message: str) -> NoReturn:
     """One line on stderr and exit code 2 (argparse's own error would print the usage line too)."""
     print(f"speedrun.py: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -102,12 +103,12 @@ def main(argv=None) -> int:
     extra = [a for a in extra if a != "--"]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return _refuse("--device cuda: this machine has no CUDA GPU")
+        _refuse("--device cuda: this machine has no CUDA GPU")
     flags = ["--recipe", args.recipe, "--data", args.data, *extra]
     try:  # a refused flag or recipe stops here, before any data is loaded
         read_flags([*flags, "--device", device])[0].validate()
     except ValueError as e:
-        return _refuse(str(e))
+        _refuse(str(e))
 
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"speed run: --recipe {args.recipe} {' '.join(extra)} on {args.data}, {name}; {args.seeds} timed seeds "

@@ -93,7 +93,7 @@ def _add(group: _ArgumentGroup, f: Field) -> None:
         kwargs["help"] = f"{meta['help']} ({back}: the default, over a --recipe or an earlier flag)"
         group.add_argument(flag_of(f), back, action=_Switch, **kwargs)
         return
-    elif f.type == "bool | None":  # on, off or the default's (None: decided elsewhere, e.g. by a preset)
+    if f.type == "bool | None":  # on, off or the default's (None: decided elsewhere, e.g. by a preset)
         kwargs["action"] = argparse.BooleanOptionalAction
     else:
         for key in ("metavar", "choices", "nargs"):
