@@ -90,7 +90,7 @@ def test_train_as_a_real_process(tmp_path):
         capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert re.search(r"^test accuracy 0\.\d{4} \(loss \d+\.\d{4}\) on 359 digits test images after 1 epochs",
+    assert re.search(r"^test accuracy 0\.\d{4} \(loss \d+\.\d{4}\) on 359 digits test images after 1 epoch \(",
                      proc.stdout, re.M), proc.stdout
     assert f"run directory: {out}" in proc.stdout
     assert "pictures:" not in proc.stdout  # --no-plots

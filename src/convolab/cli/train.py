@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         figures = ", ".join(f"{label.removeprefix('test ')} {'-' if s.get(key) is None else format(s[key], '.4f')}"
                             for label, key, _ in task.headline)
         print(f"test {figures} (loss {s['test_loss']:.4f}) on {s['test_samples']:,} {s['dataset']} test {task.unit} "
-              f"after {s['epochs']} epochs ({s['train_seconds']:.1f}s of training)")
+              f"after {s['epochs']} epoch{'' if s['epochs'] == 1 else 's'} ({s['train_seconds']:.1f}s of training)")
         print(f"run directory: {path}")
         pictures = sorted(p.stem for p in (path / "plots").glob("*.png"))
         if "loss" in pictures:
