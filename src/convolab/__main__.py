@@ -1,6 +1,6 @@
 """``python -m convolab`` is the ``convolab`` command."""
 
-from convolab.cli import main
+from convolab.cli import command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(command())

@@ -111,6 +111,33 @@ def test_user_error_as_a_real_process(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+
+def test_the_executable_is_command_which_freezes_the_collector_around_main(monkeypatch, capsys):
+    import gc
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    from convolab.cli import command
+
+    (script,) = entry_points(group="console_scripts", name="convolab")
+    assert script.value == "convolab.cli:command"
+    assert "command()" in (Path(convolab.__file__).parent / "__main__.py").read_text()
+    monkeypatch.setattr(sys, "argv", ["convolab", "models", "--json"])
+    gc.unfreeze()
+    try:
+        assert command() == 0
+        assert gc.get_freeze_count() > 0  # what the run left is out of the collector's reach at exit
+    finally:
+        gc.unfreeze()  # this test session goes on: give the collector its objects back
+    assert any(m["name"] == "lenet5" for m in json.loads(capsys.readouterr().out))
+    monkeypatch.setattr(sys, "argv", ["convolab", "train", "--model", "resnet", "--data", "digits"])
+    try:
+        assert command() == 2  # main's exit code, a user error's included
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert "unknown model 'resnet'" in capsys.readouterr().err
+
 # -- user errors -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,needles", [
     (["--model", "resnet"], ["unknown model 'resnet'", "did you mean 'resnet18'"]),
