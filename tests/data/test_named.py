@@ -108,3 +108,25 @@ def test_find_files_needs_all_four_files(tmp_path, write_mnist):
 def test_find_files_fashion_layouts(tmp_path, write_mnist, layout):
     write_mnist(tmp_path / layout)
     assert find_files(DATASETS["fashion-mnist"], tmp_path) == tmp_path / layout
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from convolab.data.named import digits_arrays
+
+    images, labels = digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and images.dtype == reference.images.dtype
+    assert np.array_equal(labels, reference.target) and labels.dtype == np.int64
+    data = load_dataset("digits", cache=False)  # 0..16 scaled to uint8 0..255, the fixed stratified 20 % test split
+    scaled = {bytes(row) for row in np.round(reference.images * (255 / 16)).astype(np.uint8).reshape(-1, 64)}
+    assert len(data.train) + len(data.val) + len(data.test) == 1797
+    assert all(bytes(row) in scaled for row in data.test.images.numpy().reshape(-1, 64))
+    code = ("import sys; from convolab.data import load_dataset; d = load_dataset('digits', cache=False); "
+            "print(len(d.train) + len(d.val) + len(d.test), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["1797", "False"]
