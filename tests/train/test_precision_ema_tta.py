@@ -204,7 +204,8 @@ def test_tensorboard_missing_or_writing(digits_config, tmp_path, monkeypatch):
         def close(self):
             closed.append(self.log_dir)
 
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec",  # tensorboard "installed"; every other package as it is
+                        lambda name, *a: object() if name == "tensorboard" else real_find_spec(name, *a))
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
     r = convolab.train(digits_config(tmp_path / "b", epochs=2, plots=False, tensorboard=True))
     rows = read_jsonl(r.run_dir / "metrics.jsonl")
