@@ -107,7 +107,7 @@ def command() -> int:
     Both ends move the objects that exist by then out of the cyclic garbage collector's reach (``gc.freeze``;
     reference counting still frees them). At the start those are the ~190,000 objects of the imports (torch's, mostly),
     which each full collection during the run would walk again. At the end it is everything: Python's teardown runs
-    full collections over every object left, 300,000 and more after a training run, and that took 0.9-1.2 s of
+    full collections over every object left, 300,000 and more after a training run, and that took 0.9-1.3 s of
     each ``convolab train``'s exit on the 2-core development CPU (0.2-0.3 s frozen; ``benchmarks/exit_time.py``). Only
     the command does this: a process that calls :func:`main` and goes on (a test session) keeps its collector whole.
     """
