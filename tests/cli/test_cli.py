@@ -115,13 +115,14 @@ def test_user_error_as_a_real_process(tmp_path):
 def test_the_executable_is_command_which_freezes_the_collector_around_main(monkeypatch, capsys):
     import gc
     from importlib.metadata import entry_points
-    from pathlib import Path
 
     from convolab.cli import command
 
     (script,) = entry_points(group="console_scripts", name="convolab")
     assert script.value == "convolab.cli:command"
-    assert "command()" in (Path(convolab.__file__).parent / "__main__.py").read_text()
+    import convolab.__main__  # `python -m convolab` (its run is guarded by `if __name__ == "__main__"`)
+
+    assert convolab.__main__.command is command
     monkeypatch.setattr(sys, "argv", ["convolab", "models", "--json"])
     gc.unfreeze()
     try:

@@ -1,19 +1,12 @@
 """benchmarks/exit_time.py: the same command through main and through command, both timed to their exit."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "exit_time.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def exit_time():
-    spec = importlib.util.spec_from_file_location("exit_time_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("exit_time")
 
 
 def test_both_sides_run_the_command_and_are_timed(exit_time, capsys):

@@ -353,13 +353,9 @@ def test_models_spec_help_lists_every_layer(capsys):
 
 def test_the_benchmark_compares_the_same_network(capsys):
     """benchmarks/spec_speed.py: the hand-written module gets the spec model's weights, so both lose the same."""
-    import importlib.util
-    from pathlib import Path
+    from tests.benchmark_scripts import load_benchmark
 
-    path = Path(__file__).parents[2] / "benchmarks" / "spec_speed.py"
-    spec = importlib.util.spec_from_file_location("spec_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("spec_speed")
     assert bench.main(["--steps", "2", "--rounds", "1", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert out.count("round 0's losses differ by at most 0.00e+00") == 2 and "spec / nn.Module:" in out

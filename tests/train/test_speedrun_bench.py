@@ -1,20 +1,14 @@
 """benchmarks/speedrun.py: a warm process, an untimed warm-up, then timed seeds whose window sits inside the run."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speedrun.py"
+from tests.benchmark_scripts import BENCHMARKS, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def speedrun():
-    spec = importlib.util.spec_from_file_location("speedrun_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("speedrun")
 
 
 def test_two_seeds_after_a_warm_up_on_digits(speedrun, capsys):
@@ -59,7 +53,7 @@ def test_the_device_script_refuses_a_machine_without_a_gpu(tmp_path):
 
     if torch.cuda.is_available():  # (CI has no GPU; on a GPU machine the script would run for minutes)
         pytest.skip("this machine has a CUDA GPU: the script would run the whole record")
-    script = SCRIPT.parent / "gpu_device.sh"
+    script = BENCHMARKS / "gpu_device.sh"
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "PY": sys.executable, "OUT": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
