@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from convolab.cli._common import HelpFormatter, print_json
+
+if TYPE_CHECKING:
+    from convolab.models._registry import ModelEntry
 
 HELP = "list the registered models"
 
@@ -23,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _count(entry) -> int:
+def _count(entry: ModelEntry) -> int:
     """``entry``'s parameters at its usual input, counted on the meta device (nothing is allocated)."""
     import torch
 
@@ -39,7 +44,6 @@ def _count(entry) -> int:
 def _source_key() -> str:
     """What the counts depend on: every source file of convolab (about 10 ms to hash) and torch's version."""
     import hashlib
-    from pathlib import Path
 
     import torch
 
@@ -49,7 +53,7 @@ def _source_key() -> str:
     return digest.hexdigest()
 
 
-def parameter_counts(entries, cache_file=None) -> dict[str, int]:
+def parameter_counts(entries: list[ModelEntry], cache_file: Path | None = None) -> dict[str, int]:
     """Each entry's parameter count at its usual input, by name.
 
     Building all the registered models, even on the meta device, takes seconds (3.5 s of a 5.5 s ``convolab
