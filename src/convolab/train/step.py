@@ -90,7 +90,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("--precision bf16: this GPU has no bfloat16 support; use --precision fp16 or 32")
-        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # (native bf16 implies oneDNN's support; asking both keeps this check and `auto` agreeing on one CPU)
+        if device.type == "cpu" and not (cpu_has_native_bf16() or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
             raise ValueError("--precision bf16: this CPU has no bfloat16 instructions (AVX512-BF16, AMX or AVX-NE), "
                              "so it would be emulated and slower; use --precision 32")
         if device.type == "mps":
