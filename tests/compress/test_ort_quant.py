@@ -8,6 +8,8 @@ against the unswapped graph's outputs; sizes are the files' sizes on disk.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -174,3 +176,30 @@ def test_paths_and_options_are_checked(fashion_cnn, tmp_path):
     quantize_onnx_static(fashion_cnn["fp32"], dest, images, overwrite=True, per_channel=False)
     assert run_onnx(ort_session(dest, threads=1), images[:3]).shape == (3, 10)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_weights_get_7_bits_on_an_x86_cpu_without_vnni(fashion_cnn, tmp_path, monkeypatch, reduce):
+    from convolab.compress import ort_quant
+
+    monkeypatch.setattr(ort_quant, "x86_without_vnni", lambda: reduce)
+    out = quantize_onnx_static(fashion_cnn["fp32"], tmp_path / "int8.onnx", fashion_cnn["images"])
+    proto = onnx.load(str(out))
+    int8 = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    weights = [a for a in int8 if a.ndim >= 2]  # (the rest are the per-channel zero points, all 0)
+    assert len(weights) == 4  # tutorial_cnn's two convolutions and two linear layers
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest == (64 if reduce else 127)  # symmetric: each channel's largest weight maps to the range's end
+
+
+def test_x86_without_vnni_reads_the_cpu_flags(monkeypatch):
+    import platform
+
+    from convolab.compress.ort_quant import x86_without_vnni
+
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    assert x86_without_vnni() is False  # ORT's ARM kernels do not saturate this way
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    if sys.platform == "linux":
+        flags = set(open("/proc/cpuinfo").read().split())
+        assert x86_without_vnni() is not bool({"avx512_vnni", "avx_vnni"} & flags)
