@@ -219,3 +219,14 @@ def test_short_search_on_digits_derives_a_genotype_that_trains(digits_config, tm
     assert trained.summary["test_accuracy"] > 0.6  # 10 classes: chance is 0.1
     config = json.loads((tmp_path / "train" / "config.json").read_text())
     assert CellGenotype.from_dict(config["build"]["kwargs"]["genotype"]) == result.genotype
+
+
+@pytest.mark.parametrize("capability,enabled", [("AVX2", False), ("AVX512", True), ("DEFAULT", True)])
+def test_the_search_turns_onednn_off_only_on_avx2_cpus(monkeypatch, capability, enabled):
+    from convolab.experiments.nas import darts as darts_module
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    before = torch.backends.mkldnn.enabled
+    with darts_module._safe_cpu_convolutions():
+        assert torch.backends.mkldnn.enabled is (enabled and before)
+    assert torch.backends.mkldnn.enabled is before

@@ -37,6 +37,7 @@ with that operation. The result is a :class:`~convolab.models.darts.CellGenotype
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,6 +368,18 @@ def random_cell(rng, steps: int = 4) -> CellGenotype:
     return CellGenotype(cell(), cell(), concat, concat)
 
 
+
+def _safe_cpu_convolutions():
+    """oneDNN off where torch's CPU kernels run at AVX2 (no AVX-512). torch 2.14.1's oneDNN convolution weight
+    gradient corrupted the heap during a supernet search on an AVX2-only AMD EPYC at one thread: a segfault freeing
+    an ideep tensor inside ``mkldnn_convolution_backward_weights``, in tests/experiments/test_darts.py's
+    forced-collapse search under ``make test``; with oneDNN off it passes. torch's own convolution kernels are
+    slower there but correct. Elsewhere nothing changes."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return contextlib.nullcontext()
+    return torch.backends.mkldnn.flags(enabled=False)
+
+
 def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_channels: int = 8, layers: int = 5,
                  steps: int = 4, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, max_skips: int | None = 2,
                  model: SuperNet | None = None) -> DartsResult:
@@ -415,7 +428,8 @@ def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_chan
     guard = SkipCollapseGuard(max_skips)
     trainer = make_trainer(config, model=net, data=data, optimizers=optimizers, step_rule=step_rule,
                            callbacks=[guard])
-    result = trainer.fit()
+    with _safe_cpu_convolutions():
+        result = trainer.fit()
     genotype = guard.result
     out = DartsResult(genotype, guard.genotypes, guard.reason, result.run_dir, result.summary)
     if result.run_dir is not None:
