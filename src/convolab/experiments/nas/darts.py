@@ -377,7 +377,18 @@ def _safe_cpu_convolutions():
     slower there but correct. Elsewhere nothing changes."""
     if torch.backends.cpu.get_cpu_capability() != "AVX2":
         return contextlib.nullcontext()
-    return torch.backends.mkldnn.flags(enabled=False)
+    return _onednn_off()
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    # (only the switch: torch.backends.mkldnn.flags() also resets TF32 and warns about it on every CPU)
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def darts_search(config, *, order: int = 1, partial_channels: int = 1, init_channels: int = 8, layers: int = 5,
