@@ -368,23 +368,17 @@ def random_cell(rng, steps: int = 4) -> CellGenotype:
     return CellGenotype(cell(), cell(), concat, concat)
 
 
-
+@contextlib.contextmanager
 def _safe_cpu_convolutions():
     """oneDNN off where torch's CPU kernels run at AVX2 (no AVX-512). torch 2.14.1's oneDNN convolution weight
     gradient corrupted the heap during a supernet search on an AVX2-only AMD EPYC at one thread: a segfault freeing
     an ideep tensor inside ``mkldnn_convolution_backward_weights``, in tests/experiments/test_darts.py's
     forced-collapse search under ``make test``; with oneDNN off it passes. torch's own convolution kernels are
-    slower there but correct. Elsewhere nothing changes."""
-    if torch.backends.cpu.get_cpu_capability() != "AVX2":
-        return contextlib.nullcontext()
-    return _onednn_off()
-
-
-@contextlib.contextmanager
-def _onednn_off():
-    # (only the switch: torch.backends.mkldnn.flags() also resets TF32 and warns about it on every CPU)
+    slower there but correct. Elsewhere nothing changes. (Only the switch is set: ``torch.backends.mkldnn.flags()``
+    also resets TF32 and warns about it.)"""
     before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
