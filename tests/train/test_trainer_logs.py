@@ -230,6 +230,19 @@ def test_without_epochs_the_data_sets_the_run_length(digits_config, tmp_path, lo
     assert trainer.run_record("train")["config"]["epochs"] == epochs  # config.json: a resume reads the length chosen
 
 
+def test_a_tiny_split_says_the_epoch_cap_cut_the_budget_short(digits_config, tmp_path, logged):
+    from convolab.train.config import MAX_AUTO_EPOCHS, STEP_BUDGET
+
+    # batch 2,000 > digits' 1,295 training images: one step an epoch, so the cap, not the budget, sets the length
+    trainer = Trainer(digits_config(tmp_path / "run", epochs=None, batch_size=2000, plots=False, checkpoints=False))
+    trainer._setup()
+    assert trainer.steps_per_epoch == 1 and trainer.config.epochs == MAX_AUTO_EPOCHS < STEP_BUDGET
+    said = [m for m in logged() if "default budget" in m]
+    n = len(trainer.data.train)
+    assert said == [f"{MAX_AUTO_EPOCHS} epochs of 1 optimizer step: the default budget of about 2,500 steps, at most "
+                    f"{MAX_AUTO_EPOCHS} epochs ({n:,} training samples at batch {n}); --epochs N sets it"]
+
+
 def test_given_epochs_are_kept_and_nothing_is_said(digits_config, tmp_path, logged):
     trainer = Trainer(digits_config(tmp_path / "run", epochs=3, plots=False, checkpoints=False))
     trainer._setup()

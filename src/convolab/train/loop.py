@@ -35,7 +35,7 @@ from convolab.models.spec import resolve_model_name
 from convolab.train import state as state_io
 from convolab.train.allocator import keep_freed_memory
 from convolab.train.callbacks import Callback, CallbackList, Checkpointing, check_tensorboard, default_callbacks
-from convolab.train.config import STEP_BUDGET, TrainConfig, auto_epochs
+from convolab.train.config import MAX_AUTO_EPOCHS, STEP_BUDGET, TrainConfig, auto_epochs
 from convolab.train.cuda_graphs import cuda_graph_conflicts
 from convolab.train.distributed import init_distributed
 from convolab.train.engines import create_engine
@@ -230,9 +230,12 @@ class Trainer:
         if cfg.epochs is None:  # no --epochs: the data sets the length (config.json records the epochs chosen)
             self.config = cfg = replace(cfg, epochs=auto_epochs(self.steps_per_epoch))
             cfg.validate()
-            log.info("%d epochs of %d optimizer steps: the default budget of about %s steps (%s training samples at "
-                     "batch %d); --epochs N sets it", cfg.epochs, self.steps_per_epoch, f"{STEP_BUDGET:,}",
-                     f"{len(self.data.train):,}", self.batch_size_used * cfg.accum_steps)
+            capped = cfg.epochs * self.steps_per_epoch < STEP_BUDGET  # a tiny split: MAX_AUTO_EPOCHS cut it short
+            log.info("%d epochs of %d optimizer %s: the default budget of about %s steps%s (%s training samples at "
+                     "batch %d); --epochs N sets it", cfg.epochs, self.steps_per_epoch,
+                     "step" if self.steps_per_epoch == 1 else "steps", f"{STEP_BUDGET:,}",
+                     f", at most {MAX_AUTO_EPOCHS} epochs" if capped else "", f"{len(self.data.train):,}",
+                     self.batch_size_used * cfg.accum_steps)
         self.schedule: LRSchedule = cfg.lr_schedule(self.steps_per_epoch)
         self.params = sum(p.numel() for p in self.model.parameters())
         # The loop's position and bookkeeping: all of it goes into every checkpoint.
