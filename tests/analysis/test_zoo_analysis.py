@@ -5,6 +5,7 @@ for one model of each kind of graph in test_verify.py (the impulse runs in float
 from __future__ import annotations
 
 import pytest
+from tests.zoo import big_model_marks
 
 from convolab.analysis import summarize
 from convolab.models import list_models
@@ -31,7 +32,9 @@ def _params(name):
 FAST = {"tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic", "alexnet", "vgg11", "nin", "googlenet", "resnet18",
         "resnet20", "se_resnet18", "densenet121", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small",
         "shufflenet_v1", "shufflenet_v2_x0_5", "efficientnet_b0", "convnext_tiny"}
-MODELS = [n if n in FAST and _params(n) <= BIG else pytest.param(n, marks=pytest.mark.slow) for n in list_models()]
+# Above BIG (tests/zoo.py): only the smallest of a family in CI, the deeper and wider ones in make test-full.
+MODELS = [n if n in FAST and _params(n) <= BIG else pytest.param(n, marks=big_model_marks(n) or (pytest.mark.slow,))
+          for n in list_models()]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.zoo import BIG, big_model_marks, family_smallest
 from torch import nn
 
 import convolab.layers.checkpoint as checkpoint_module
@@ -25,7 +26,6 @@ from convolab.models import create_model, get_model_entry, list_models
 # against each other and made the file several times slower.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BIG = 30_000_000  # models above this many parameters (at their usual configuration) run in the slow suite
 SMALL = 5_000_000  # the checkpointing test (two models, two backward passes) runs fast only below this
 
 # Narrow forms of big models, built through the models' own width options: the fast suite runs them
@@ -52,8 +52,8 @@ def _params_at_default(name: str) -> int:
 def _model_params() -> list:
     params = []
     for name in list_models():
-        params.append(pytest.param(name, {}, id=name, marks=pytest.mark.slow) if _params_at_default(name) > BIG
-                      else pytest.param(name, {}, id=name))
+        # above BIG parameters: the slow suite for the smallest of a family, make test-full for the rest (tests/zoo.py)
+        params.append(pytest.param(name, {}, id=name, marks=big_model_marks(name)))
         if name in NARROW:
             params.append(pytest.param(name, NARROW[name], id=f"{name}-narrow"))
     return params
@@ -131,6 +131,20 @@ def test_every_input_kind_is_covered_by_the_fast_suite():
         with torch.device("meta"):
             model = create_model(name, **get_model_entry(name).default_cfg, **kwargs)
         assert sum(p.numel() for p in model.parameters()) < SMALL < BIG < _params_at_default(name)
+
+
+def test_ci_checks_a_full_size_model_of_every_family_with_big_models():
+    """Every family with a model above BIG keeps one full-size model in CI (slow, not exhaustive): its smallest."""
+    big = [p for p in MODELS if p.marks]
+    families = {get_model_entry(p.values[0]).family for p in big}
+    in_ci = {p.values[0] for p in MODELS if p.marks and not any(m.name == "exhaustive" for m in p.marks)}
+    in_ci_or_fast = in_ci | {p.values[0] for p in MODELS if not p.marks}
+    assert {get_model_entry(n).family for n in in_ci_or_fast} >= families
+    for p in big:
+        name = p.values[0]
+        smaller = [n for n in list_models() if get_model_entry(n).family == get_model_entry(name).family
+                   and _params_at_default(n) < _params_at_default(name)]
+        assert (name in in_ci) == (not smaller and name in family_smallest()), name
 
 
 @pytest.mark.parametrize("name,kwargs,frames,side,chans", CASES)
