@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
-__all__ = ["create_optimizer", "param_groups", "OPTIMIZERS", "is_decayed", "l1_parameters", "add_l1_gradient"]
+__all__ = ["create_optimizer", "param_groups", "OPTIMIZERS", "is_decayed", "l1_parameters", "add_l1_gradient",
+           "without_dynamo_import"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
@@ -72,6 +75,62 @@ def _decay_groups(params: list[tuple[str, nn.Parameter]], weight_decay: float,
             if g["params"]]
 
 
+def _unwrapped(fn, wrapper_name: str):
+    """``fn``'s undecorated function when ``fn`` is torch's wrapper named ``wrapper_name``; else None."""
+    code = getattr(fn, "__code__", None)
+    return getattr(fn, "__wrapped__", None) if code is not None and code.co_name == wrapper_name else None
+
+
+def _dynamo_free(stock, raw):
+    """A method that calls ``raw`` (torch's own method without its dynamo wrapper) while ``torch._dynamo`` is not
+    loaded, and torch's ``stock`` method once it is."""
+    def method(self, *args, **kwargs):
+        if raw is None or "torch._dynamo" in sys.modules or self.defaults.get("differentiable"):
+            return stock(self, *args, **kwargs)
+        return raw(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = stock.__name__
+    method.__doc__ = stock.__doc__
+    return method
+
+
+def _step_without_dynamo(cls):
+    stock = cls.step
+    raw = _unwrapped(stock, "_use_grad")  # torch's step under _use_grad_for_differentiable
+
+    @torch.no_grad()  # what that wrapper does for an optimizer that is not differentiable, less its graph break
+    def raw_step(self, closure=None):
+        return raw(self, closure)
+
+    return _dynamo_free(stock, raw_step if raw is not None else None)
+
+
+_DYNAMO_FREE_CLASSES: dict[type, type] = {}
+
+
+def without_dynamo_import(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``cls`` (a torch optimizer) as a subclass that does not import ``torch._dynamo`` in a process that compiles
+    nothing; the same arithmetic, state and checkpoints.
+
+    torch wraps every optimizer's ``step`` in ``_use_grad_for_differentiable``, which imports ``torch._dynamo`` and
+    calls its ``graph_break()``, and ``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` in
+    ``torch._disable_dynamo``, which imports it on the first call. That import took 2.2-3.2 s of every ``convolab
+    train`` on a 2-core AVX2 machine (torch itself 2.5-3.5 s), in runs that compile nothing. Until ``torch._dynamo``
+    is loaded nothing can be compiling, and those wrappers only set grad mode (off, for an optimizer that is not
+    ``differentiable``): the subclass's methods call torch's undecorated ones under ``torch.no_grad()`` then, and
+    torch's own methods once ``torch._dynamo`` is loaded (``--compile``, the ONNX exporter, anything). A torch whose
+    methods are wrapped otherwise gets its own methods throughout.
+    """
+    if cls not in _DYNAMO_FREE_CLASSES:
+        base = torch.optim.Optimizer
+        methods = {name: _dynamo_free(getattr(base, name), _unwrapped(getattr(base, name), "inner"))
+                   for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")}
+        methods["step"] = _step_without_dynamo(cls)
+        _DYNAMO_FREE_CLASSES[cls] = type(cls.__name__, (cls,), {**methods, "__module__": __name__,
+                                                               "__doc__": cls.__doc__})
+    return _DYNAMO_FREE_CLASSES[cls]
+
+
 def create_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                      nesterov: bool = False, decay_norm_and_bias: bool = False,
                      lr_decay_per_stage: float = 1.0) -> torch.optim.Optimizer:
@@ -98,12 +157,13 @@ def create_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0
     device = first.device if first is not None else torch.device("cpu")
     fused = device.type in ("cpu", "cuda")
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return without_dynamo_import(torch.optim.RMSprop)(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":
         cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     else:
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         kwargs = dict(lr=lr, weight_decay=weight_decay)  # explicit: AdamW's own default would be 0.01
+    cls = without_dynamo_import(cls)
     try:
         return cls(groups, fused=fused, **kwargs)
     except (RuntimeError, TypeError):  # an older torch, or a device without the fused kernel
