@@ -17,7 +17,7 @@ help:
 	@echo "make demo      set up, get Fashion-MNIST, train tutorial_cnn for 5 epochs into runs/demo"
 	@echo "make test      set up, run the test suite (slow tests excluded)"
 	@echo "make test-all  the whole suite, slow tests included (what CI runs)"
-	@echo "make test-full test-all plus the exhaustive checks over every zoo model (about 15 minutes more)"
+	@echo "make test-full test-all plus the exhaustive checks over every zoo model (about 20 minutes more)"
 	@echo "make bench     benchmarks/tutorial_speed.py: the tutorial's loop against convolab train"
 	@echo "make lint      ruff"
 
