@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
@@ -135,6 +136,8 @@ def test_the_dynamo_free_optimizer_steps_exactly_as_torchs(name, cls, kwargs, fu
             assert torch.equal(torch.as_tensor(ours_state["state"][i][key]), torch.as_tensor(value)), (i, key)
     stock.load_state_dict(ours_state)  # a checkpoint of either kind loads into the other
     ours.load_state_dict(stock_state)
+    again = pickle.loads(pickle.dumps(ours))  # pickled by a name its module has (the class is made at run time)
+    assert type(again) is type(ours) and repr(again) == repr(ours)
 
 
 def test_a_process_that_trains_without_compiling_never_imports_dynamo():

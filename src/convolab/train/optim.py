@@ -126,8 +126,11 @@ def without_dynamo_import(cls: type[torch.optim.Optimizer]) -> type[torch.optim.
         methods = {name: _dynamo_free(getattr(base, name), _unwrapped(getattr(base, name), "inner"))
                    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")}
         methods["step"] = _step_without_dynamo(cls)
-        _DYNAMO_FREE_CLASSES[cls] = type(cls.__name__, (cls,), {**methods, "__module__": __name__,
-                                                               "__doc__": cls.__doc__})
+        # named as torch names it (repr, profiler labels), found by pickle under a name of this module's own
+        qualname = f"_DynamoFree{cls.__name__}"
+        sub = type(cls.__name__, (cls,), {**methods, "__module__": __name__, "__qualname__": qualname,
+                                          "__doc__": cls.__doc__})
+        globals()[qualname] = _DYNAMO_FREE_CLASSES[cls] = sub
     return _DYNAMO_FREE_CLASSES[cls]
 
 
