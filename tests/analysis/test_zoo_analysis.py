@@ -5,13 +5,11 @@ for one model of each kind of graph in test_verify.py (the impulse runs in float
 from __future__ import annotations
 
 import pytest
-from tests.zoo import big_model_marks
+from tests.zoo import BIG, big_model_marks, params_at_default
 
 from convolab.analysis import summarize
 from convolab.models import list_models
 from convolab.models._registry import get_model_entry
-
-BIG = 30e6  # parameters: models above this run with the slow tests
 
 
 def _input(name: str) -> tuple[int, ...]:
@@ -19,22 +17,13 @@ def _input(name: str) -> tuple[int, ...]:
     return (3, 8, 32, 32) if kind == "clip" else (3, 32, 32)
 
 
-def _params(name):
-    import torch
-
-    from convolab.models import create_model
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in create_model(name, num_classes=7, input_size=32).parameters())
-
-
 # One model of each family in the fast suite; the other variants (deeper, wider) with the slow tests.
 FAST = {"tutorial_cnn", "mnist_cnn", "lenet5", "lenet5_classic", "alexnet", "vgg11", "nin", "googlenet", "resnet18",
         "resnet20", "se_resnet18", "densenet121", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small",
         "shufflenet_v1", "shufflenet_v2_x0_5", "efficientnet_b0", "convnext_tiny"}
 # Above BIG (tests/zoo.py): only the smallest of a family in CI, the deeper and wider ones in make test-full.
-MODELS = [n if n in FAST and _params(n) <= BIG else pytest.param(n, marks=big_model_marks(n) or (pytest.mark.slow,))
-          for n in list_models()]
+MODELS = [n if n in FAST and params_at_default(n) <= BIG
+          else pytest.param(n, marks=big_model_marks(n) or (pytest.mark.slow,)) for n in list_models()]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.zoo import BIG, big_model_marks, family_smallest
+from tests.zoo import BIG, big_model_marks, params_at_default
 from torch import nn
 
 import convolab.layers.checkpoint as checkpoint_module
@@ -42,11 +42,7 @@ def _meta_facts(name: str) -> tuple[int, str, bool]:
     """Parameters at the usual configuration, the model's class, whether it has a checkpointing switch."""
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = create_model(name, **get_model_entry(name).default_cfg)
-    return sum(p.numel() for p in model.parameters()), type(model).__name__, hasattr(model, "set_grad_checkpointing")
-
-
-def _params_at_default(name: str) -> int:
-    return _meta_facts(name)[0]
+    return params_at_default(name), type(model).__name__, hasattr(model, "set_grad_checkpointing")
 
 
 def _model_params() -> list:
@@ -130,21 +126,19 @@ def test_every_input_kind_is_covered_by_the_fast_suite():
     for name, kwargs in NARROW.items():
         with torch.device("meta"):
             model = create_model(name, **get_model_entry(name).default_cfg, **kwargs)
-        assert sum(p.numel() for p in model.parameters()) < SMALL < BIG < _params_at_default(name)
+        assert sum(p.numel() for p in model.parameters()) < SMALL < BIG < params_at_default(name)
 
 
 def test_ci_checks_a_full_size_model_of_every_family_with_big_models():
-    """Every family with a model above BIG keeps one full-size model in CI (slow, not exhaustive): its smallest."""
+    """Each family with models above BIG keeps exactly one of them in CI (slow, not exhaustive): its smallest
+    model, unless a smaller one of the family already runs in the fast suite, which leaves none."""
     big = [p for p in MODELS if p.marks]
-    families = {get_model_entry(p.values[0]).family for p in big}
-    in_ci = {p.values[0] for p in MODELS if p.marks and not any(m.name == "exhaustive" for m in p.marks)}
-    in_ci_or_fast = in_ci | {p.values[0] for p in MODELS if not p.marks}
-    assert {get_model_entry(n).family for n in in_ci_or_fast} >= families
-    for p in big:
-        name = p.values[0]
-        smaller = [n for n in list_models() if get_model_entry(n).family == get_model_entry(name).family
-                   and _params_at_default(n) < _params_at_default(name)]
-        assert (name in in_ci) == (not smaller and name in family_smallest()), name
+    in_ci = {p.values[0] for p in big if not any(m.name == "exhaustive" for m in p.marks)}
+    for family in {get_model_entry(p.values[0]).family for p in big}:
+        members = sorted((params_at_default(n), n) for n in list_models() if get_model_entry(n).family == family)
+        smallest = members[0][1]
+        expected = {smallest} if params_at_default(smallest) > BIG else set()
+        assert {n for n in in_ci if get_model_entry(n).family == family} == expected, family
 
 
 @pytest.mark.parametrize("name,kwargs,frames,side,chans", CASES)
